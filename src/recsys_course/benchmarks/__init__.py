@@ -1,0 +1,1 @@
+"""One module per lesson, each registering its benchmark with ``recsys_course.bench.register``."""

@@ -1,0 +1,207 @@
+"""The ``course`` command: one entry point for learners, instructors and maintainers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from recsys_course.catalog import Catalog, Exercise, Lesson, load_catalog
+
+
+def resolve_target(catalog: Catalog, target: str) -> tuple[list[Lesson], list[str]]:
+    """Map ``0.1``, ``00``, ``0``, ``00_introduction``, a lesson path or ``all`` to
+    (lessons to grade, exercise ids to restrict to, empty for whole lessons)."""
+    if target == "all":
+        return list(catalog.lessons), []
+    if "." in target and not target.endswith(".py"):
+        exercise = catalog.exercise(target)
+        return [catalog.lesson(exercise.lesson_id)], [exercise.id]
+    return [catalog.lesson(Path(target).stem)], []
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from recsys_course.lessons import sync
+
+    results = sync(check=args.check)
+    drift = [r for r in results if r.changed]
+    for r in results:
+        state = ("out of date" if args.check else "regenerated") if r.changed else "up to date"
+        print(f"{r.path.relative_to(load_catalog().root)}: {state}")
+        if r.backup:
+            print(f"  previous version kept in {r.backup}")
+    if args.check and drift:
+        print("lessons/ differs from what solutions/ generates: run `course sync`.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from recsys_course.data import DataSourceError, load_movielens, resolve_source
+    from recsys_course.data.sources import cache_dir, tfds_data_dir
+
+    print(f"requested source: {resolve_source(args.data)} (argument, else $COURSE_DATA, else auto)")
+    try:
+        data = load_movielens(args.data)
+    except DataSourceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    r = data.ratings
+    print(f"loaded source:    {data.source}")
+    print(f"description:      {data.description}")
+    print(f"ratings:          {len(r):,}")
+    print(f"users:            {r['user_id'].nunique():,}")
+    print(f"movies rated:     {r['movie_id'].nunique():,} (catalogue {len(data.movies):,})")
+    print(f"demographics:     {'yes' if data.has_demographics else 'no'}")
+    print(f"columns:          {', '.join(r.columns)}")
+    print(f"TFDS cache:       {tfds_data_dir()}")
+    print(f"zip extract cache:{' '}{cache_dir() / 'extracted'}")
+    return 0
+
+
+def cmd_hint(args: argparse.Namespace) -> int:
+    from recsys_course.state import State
+
+    catalog = load_catalog()
+    exercise = catalog.exercise(args.exercise)
+    state = State(catalog.root)
+    index = state.next_hint_index(exercise.id, len(exercise.hints))
+    state.save()
+    print(f"Exercise {exercise.id} · {exercise.title}: hint {index + 1} of {len(exercise.hints)}")
+    print(f"  {exercise.hints[index]}")
+    if index + 1 < len(exercise.hints):
+        print(f"Still stuck? Run `course hint {exercise.id}` again for a more explicit hint.")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from recsys_course.grading.runner import run_tests
+    from recsys_course.state import State
+
+    catalog = load_catalog()
+    lessons, only = resolve_target(catalog, args.target)
+    tree = catalog.root / ("solutions" if args.solutions else "lessons")
+    run = run_tests(tree, [l.id for l in lessons], exercises=only, timeout=args.timeout)
+    if run.timed_out:
+        print(f"The check did not finish within {args.timeout:.0f} s: is there an endless loop?")
+        return 1
+    if not run.report:
+        print(run.output[-4000:])
+        print("The tests could not run (see the output above).", file=sys.stderr)
+        return 1
+    state = State(catalog.root)
+    failing = 0
+    for row in run.report["exercises"]:
+        if only and row["id"] not in only or row["status"] == "not run":
+            continue
+        if not args.solutions:
+            state.record(row["id"], row["earned"], row["points"], row["status"])
+        mark = "✓" if row["status"] == "passed" else "✗"
+        print(f"{mark} {row['id']} {row['title']}: {row['earned']}/{row['points']} points")
+        for test in row["tests"]:
+            if not test["passed"]:
+                name = test["nodeid"].split("::")[-1].removeprefix("test_").replace("_", " ")
+                print(f"    failed: {name}\n      {test['failure']}")
+        if row["status"] != "passed":
+            failing += 1
+            print(f"    Stuck? Run: course hint {row['id']}")
+    state.save()
+    return 1 if failing else 0
+
+
+def cmd_progress(args: argparse.Namespace) -> int:
+    from recsys_course.state import State
+
+    catalog = load_catalog()
+    state = State(catalog.root)
+    earned_total = possible_total = 0
+    for lesson in catalog.lessons:
+        print(f"{lesson.slug}")
+        for ex in lesson.exercises:
+            result = state.result(ex.id) or {}
+            earned = result.get("earned", 0) if result.get("points") == ex.points else 0
+            status = result.get("status", "not checked")
+            earned_total, possible_total = earned_total + earned, possible_total + ex.points
+            print(f"  {ex.id:<6}{earned:>3}/{ex.points:<3} {status:<12} {ex.title}")
+    percent = 100 * earned_total / possible_total if possible_total else 0
+    print(f"total: {earned_total}/{possible_total} points ({percent:.0f} %)")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from recsys_course import bench
+
+    results = bench.run(args.lessons or None, args.data)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    catalog = load_catalog()
+    lesson = catalog.lesson(Path(args.lesson).stem)
+    path = catalog.root / ("solutions" if args.solutions else "lessons") / lesson.filename
+    env = dict(os.environ)
+    if args.data:
+        env["COURSE_DATA"] = args.data
+    env.setdefault("MPLBACKEND", "Agg")  # plots are saved by the site; no windows here
+    return subprocess.call([sys.executable, str(path)], env=env, cwd=catalog.root)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="course", description="Recommender systems course: check, hints, data, benchmarks."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check", help="grade an exercise (0.1), a lesson (00) or all")
+    p.add_argument("target")
+    p.add_argument("--solutions", action="store_true", help="check the reference solutions")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds before giving up")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("hint", help="show the next hint for an exercise")
+    p.add_argument("exercise")
+    p.set_defaults(func=cmd_hint)
+
+    p = sub.add_parser("progress", help="points per exercise from your last checks")
+    p.set_defaults(func=cmd_progress)
+
+    p = sub.add_parser("run", help="run a lesson as a plain script")
+    p.add_argument("lesson")
+    p.add_argument("--data", help="data source (tfds, synthetic, or a path)")
+    p.add_argument("--solutions", action="store_true", help="run the reference solution")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("data", help="load the dataset and print source, counts and caches")
+    p.add_argument("--data", help="data source (auto, tfds, synthetic, synthetic:100k, or a path)")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("sync", help="regenerate lessons/ from solutions/")
+    p.add_argument("--check", action="store_true", help="only report drift; exit 1 if any")
+    p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("bench", help="run lesson benchmarks and print JSON")
+    p.add_argument("lessons", nargs="*", help="lesson ids (default: all registered)")
+    p.add_argument("--data", help="data source (synthetic, tfds, or a path)")
+    p.add_argument("--out", help="also write the JSON to this file")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyError as error:  # unknown lesson or exercise id
+        print(f"error: {error.args[0]}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

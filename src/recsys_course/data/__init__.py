@@ -1,0 +1,17 @@
+"""MovieLens ratings with TensorFlow Datasets' feature names, from TFDS, a local folder or zip,
+or a seeded synthetic generator. See :func:`load_movielens`."""
+
+from recsys_course.data.errors import DataSourceError
+from recsys_course.data.movielens import MovieLens, RATING_COLUMNS, USER_COLUMNS
+from recsys_course.data.sources import load_movielens, resolve_source
+from recsys_course.data.split import split_ratings
+
+__all__ = [
+    "DataSourceError",
+    "MovieLens",
+    "RATING_COLUMNS",
+    "USER_COLUMNS",
+    "load_movielens",
+    "resolve_source",
+    "split_ratings",
+]

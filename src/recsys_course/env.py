@@ -1,0 +1,43 @@
+"""Process-wide set-up shared by lessons, tests and the CLI."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+
+import numpy as np
+
+DEFAULT_SEED = 42
+
+
+def seed_everything(seed: int = DEFAULT_SEED) -> int:
+    """Seed Python, NumPy and (if it is already imported) TensorFlow; return the seed.
+
+    TensorFlow is only seeded when it has been imported, so that lessons that never use it
+    (and their tests) do not pay its start-up time. Lessons that use TensorFlow import it
+    before calling this. ``enable_op_determinism`` makes reruns give the same numbers on CPU.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    tf = sys.modules.get("tensorflow")
+    if tf is not None:
+        tf.keras.utils.set_random_seed(seed)
+        try:
+            tf.config.experimental.enable_op_determinism()
+        except (AttributeError, RuntimeError):  # older TF, or already initialised
+            pass
+    return seed
+
+
+def check_legacy_keras() -> None:
+    """Raise a clear error when TensorFlow was imported with Keras 3 as ``tf.keras``."""
+    import tensorflow as tf
+
+    if not tf.keras.__name__.startswith("tf_keras"):
+        raise RuntimeError(
+            "tf.keras is Keras 3, but TensorFlow Recommenders needs Keras 2. Set "
+            "TF_USE_LEGACY_KERAS=1 before TensorFlow is first imported (import "
+            "recsys_course first) and install tf-keras matching your TensorFlow version."
+        )

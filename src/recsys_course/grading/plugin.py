@@ -1,0 +1,141 @@
+"""The pytest plugin behind every graded test run. Enable it with
+``pytest_plugins = ["recsys_course.grading.plugin"]`` in ``tests/conftest.py``.
+
+Which tree is graded: ``--lessons-dir PATH`` (or ``$COURSE_LESSONS_DIR``) names a folder of
+lesson files; otherwise ``--tree lessons|solutions`` (or ``$COURSE_TREE``, default
+``lessons``) picks one of the clone's trees.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from recsys_course.catalog import Catalog, load_catalog
+from recsys_course.grading.scores import TestResult, format_table, score, to_json, write_json
+from recsys_course.lessons import LessonLoadError, load_lesson
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("course", "course grading")
+    group.addoption("--tree", choices=["lessons", "solutions"], default=None,
+                    help="grade the learner tree (default) or the reference solutions")
+    group.addoption("--lessons-dir", default=None,
+                    help="grade the lesson files in this folder instead of a tree of the clone")
+    group.addoption("--grade-json", default=None, help="also write the score table as JSON here")
+    group.addoption("--exercise", action="append", default=[],
+                    help="run only the tests of this exercise id (repeatable)")
+
+
+def lessons_dir(config: pytest.Config, catalog: Catalog) -> Path:
+    explicit = config.getoption("--lessons-dir") or os.environ.get("COURSE_LESSONS_DIR")
+    if explicit:
+        return Path(explicit).resolve()
+    tree = config.getoption("--tree") or os.environ.get("COURSE_TREE") or "lessons"
+    if tree not in ("lessons", "solutions"):
+        raise pytest.UsageError(f"COURSE_TREE must be 'lessons' or 'solutions', not {tree!r}")
+    return catalog.root / tree
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "exercise(id, points): graded test of exercise `id`")
+    config.pluginmanager.register(GradeCollector(config), "course-grades")
+
+
+@pytest.fixture(scope="session")
+def course_catalog() -> Catalog:
+    return load_catalog()
+
+
+@pytest.fixture(scope="session")
+def graded_dir(pytestconfig: pytest.Config, course_catalog: Catalog) -> Path:
+    return lessons_dir(pytestconfig, course_catalog)
+
+
+@pytest.fixture(scope="session")
+def lesson_loader(course_catalog: Catalog, graded_dir: Path):
+    """``lesson_loader("00")`` -> the graded lesson as a module (setup + exercise cells only)."""
+    cache: dict[str, object] = {}
+
+    def load(key: str):
+        lesson = course_catalog.lesson(key)
+        if lesson.id not in cache:
+            path = graded_dir / lesson.filename
+            if not path.exists():
+                cache[lesson.id] = LessonLoadError(f"{path} does not exist")
+            else:
+                try:
+                    cache[lesson.id] = load_lesson(path, f"lesson_{lesson.id}")
+                except LessonLoadError as error:
+                    cache[lesson.id] = error
+        loaded = cache[lesson.id]
+        if isinstance(loaded, Exception):
+            pytest.fail(str(loaded), pytrace=False)
+        return loaded
+
+    return load
+
+
+class GradeCollector:
+    """Records which exercise each test grades and whether it passed; reports at the end."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.results: dict[str, TestResult] = {}
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        catalog = load_catalog()
+        known = {e.id for e in catalog.exercises}
+        only = set(self.config.getoption("--exercise"))
+        if only:
+            keep = [i for i in items if (m := i.get_closest_marker("exercise")) and str(m.args[0]) in only]
+            self.config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+            items[:] = keep
+        for item in items:
+            marker = item.get_closest_marker("exercise")
+            if marker is None:
+                continue
+            exercise_id = str(marker.args[0])
+            if exercise_id not in known:
+                raise pytest.UsageError(
+                    f"{item.nodeid}: exercise {exercise_id} is not in solutions/exercises.yml"
+                )
+            self.results[item.nodeid] = TestResult(
+                item.nodeid,
+                exercise_id,
+                int(marker.kwargs.get("points", 1)),
+                hidden=bool(marker.kwargs.get("hidden", False)),
+            )
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        result = self.results.get(report.nodeid)
+        if result is None:
+            return
+        if report.when == "call" and report.passed:
+            result.passed = True
+        if report.failed:
+            result.passed = False
+            result.failure = result.failure or _first_line(report)
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        results = list(self.results.values())
+        if not results:
+            return
+        catalog = load_catalog()
+        lesson_ids = {catalog.exercise(r.exercise_id).lesson_id for r in results}
+        rows = score(catalog, results, lesson_ids)
+        graded = lessons_dir(self.config, catalog)
+        terminalreporter.section(f"course score ({graded})")
+        terminalreporter.write_line(format_table(rows))
+        json_path = self.config.getoption("--grade-json")
+        if json_path:
+            write_json(Path(json_path), to_json(rows, lessons_dir=str(graded)))
+
+
+def _first_line(report: pytest.TestReport) -> str:
+    """The first non-empty line of a failure: the assertion message learners should read."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(report.longrepr)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "failed"

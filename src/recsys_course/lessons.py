@@ -1,0 +1,175 @@
+"""The lesson pipeline: solutions/ -> lessons/ stubs, and loading a lesson for grading.
+
+Conventions (see docs/maintainers.md):
+
+* ``solutions/NN_slug.py`` is a percent-format script. Cells tagged ``setup`` hold imports and
+  constants; a cell tagged ``exercise`` with ``exercise="N.M"`` defines that exercise's
+  function, its reference code between ``# BEGIN SOLUTION`` and ``# END SOLUTION`` lines.
+* ``lessons/NN_slug.py`` is generated: each solution block becomes one ``raise
+  NotImplementedError`` naming the exercise; every other line is identical.
+* Grading executes only the ``setup`` and ``exercise`` cells, so training and plotting cells
+  (and a learner's broken plot) never run and never cost points.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from recsys_course.catalog import Catalog, Lesson, load_catalog
+
+BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
+CELL_HEADER = re.compile(r"^# %%(?P<rest>.*)$")
+EXERCISE_META = re.compile(r'\bexercise="(?P<id>[^"]+)"')
+GRADED_TAGS = {"setup", "exercise"}
+
+
+class LessonFormatError(ValueError):
+    """A solution file breaks the marker conventions; the message names file and line."""
+
+
+class LessonLoadError(RuntimeError):
+    """A lesson's setup cells failed to run, so none of its exercises can be graded."""
+
+
+def stub_line(indent: str, lesson: Lesson, exercise_id: str) -> str:
+    title = next(e.title for e in lesson.exercises if e.id == exercise_id)
+    message = f"Exercise {exercise_id} ({title}): not solved yet. Stuck? Run: course hint {exercise_id}"
+    return f"{indent}raise NotImplementedError(\n{indent}    {json.dumps(message)}\n{indent})"
+
+
+def make_stub(solution_text: str, lesson: Lesson, filename: str = "<solution>") -> str:
+    """Return the learner's version of a solution file: each solution block becomes a stub.
+
+    Raises :class:`LessonFormatError` for a block outside an exercise cell, a block without
+    its end marker, an exercise id missing from the catalog, or a catalog exercise without
+    exactly one solution block.
+    """
+    known = {e.id for e in lesson.exercises}
+    blocks: dict[str, int] = {}
+    out: list[str] = []
+    current: str | None = None
+    open_at: int | None = None
+    for number, line in enumerate(solution_text.splitlines(), start=1):
+        header = CELL_HEADER.match(line)
+        if header and open_at is None:
+            meta = EXERCISE_META.search(header["rest"])
+            current = meta["id"] if meta else None
+        stripped = line.strip()
+        if stripped == BEGIN:
+            where = f"{filename}:{number}"
+            if open_at is not None:
+                raise LessonFormatError(f"{where}: {BEGIN} inside another solution block")
+            if current is None:
+                raise LessonFormatError(f'{where}: {BEGIN} outside a cell with exercise="N.M"')
+            if current not in known:
+                raise LessonFormatError(f"{where}: exercise {current} is not in exercises.yml")
+            blocks[current] = blocks.get(current, 0) + 1
+            open_at = number
+            out.append(stub_line(line[: len(line) - len(line.lstrip())], lesson, current))
+        elif stripped == END:
+            if open_at is None:
+                raise LessonFormatError(f"{filename}:{number}: {END} without {BEGIN}")
+            open_at = None
+        elif open_at is None:
+            out.append(line)
+    if open_at is not None:
+        raise LessonFormatError(f"{filename}:{open_at}: {BEGIN} is never closed by {END}")
+    wrong = sorted(e for e in known if blocks.get(e) != 1)
+    if wrong:
+        raise LessonFormatError(
+            f"{filename}: exercises {', '.join(wrong)} need exactly one solution block each"
+        )
+    return "\n".join(out) + "\n"
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    lesson: Lesson
+    path: Path
+    changed: bool
+    backup: Path | None = None
+
+
+def sync(catalog: Catalog | None = None, check: bool = False) -> list[SyncResult]:
+    """Regenerate ``lessons/`` from ``solutions/``; with ``check``, only report drift.
+
+    A lesson file that is about to be overwritten is first copied to
+    ``.course/backups/`` so a learner's work is never lost.
+    """
+    catalog = catalog or load_catalog()
+    results = []
+    for lesson in catalog.lessons:
+        source = catalog.root / "solutions" / lesson.filename
+        target = catalog.root / "lessons" / lesson.filename
+        expected = make_stub(source.read_text(encoding="utf-8"), lesson, str(source))
+        current = target.read_text(encoding="utf-8") if target.exists() else None
+        changed = current != expected
+        backup = None
+        if changed and not check:
+            if current is not None:
+                backup = catalog.root / ".course" / "backups" / f"{lesson.slug}.{int(time.time())}.py"
+                backup.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(target, backup)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(expected, encoding="utf-8")
+        results.append(SyncResult(lesson, target, changed, backup))
+    return results
+
+
+def _cell_offsets(text: str) -> list[int]:
+    """0-based line index of the first source line of each ``# %%`` cell."""
+    return [i + 1 for i, line in enumerate(text.splitlines()) if CELL_HEADER.match(line)]
+
+
+def load_lesson(path: Path, module_name: str = "lesson") -> ModuleType:
+    """Execute only the ``setup`` and ``exercise`` cells of ``path`` into a fresh module.
+
+    Tracebacks point at the real lines of ``path``. A failing setup cell raises
+    :class:`LessonLoadError` (nothing in the lesson can be graded without its imports). A
+    failing exercise cell is recorded in ``module.__lesson_errors__`` and the other exercises
+    stay gradable; asking the module for a name that cell should have defined raises an
+    ``AttributeError`` that quotes the cell's error.
+    """
+    import jupytext
+
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    notebook = jupytext.reads(text, fmt="py:percent")
+    offsets = _cell_offsets(text)
+    if len(offsets) != len(notebook.cells):
+        offsets = [0] * len(notebook.cells)  # unusual layout: lose exact line numbers only
+
+    module = ModuleType(module_name)
+    module.__file__ = str(path)
+    errors: dict[str, str] = {}
+    module.__dict__["__lesson_errors__"] = errors
+
+    def missing(name: str):
+        detail = "".join(f"\n  {cell}: {err}" for cell, err in errors.items())
+        raise AttributeError(
+            f"{path.name} does not define {name!r}."
+            + (f" These cells failed while loading:{detail}" if errors else "")
+        )
+
+    module.__dict__["__getattr__"] = missing
+    for cell, offset in zip(notebook.cells, offsets):
+        tags = set(cell.metadata.get("tags", []))
+        if cell.cell_type != "code" or not tags & GRADED_TAGS:
+            continue
+        label = f"exercise {cell.metadata['exercise']}" if "exercise" in cell.metadata else "setup cell"
+        try:
+            code = compile("\n" * offset + cell.source, str(path), "exec")
+            exec(code, module.__dict__)  # noqa: S102 - running the lesson is the point
+        except Exception as error:  # noqa: BLE001 - reported, never swallowed
+            summary = "".join(traceback.format_exception_only(type(error), error)).strip()
+            if "setup" in tags:
+                raise LessonLoadError(f"{path.name}: a setup cell failed: {summary}") from error
+            errors[label] = summary
+    return module
