@@ -40,7 +40,7 @@ def test_solutions_score_full_marks(lesson):
     assert set(rows) == {e.id for e in lesson.exercises}, "every exercise must have tests"
     for ex in lesson.exercises:
         assert rows[ex.id]["points"] == ex.points, (
-            f"tests of {ex.id} award {rows[ex.id]['points']} points, exercises.yml says {ex.points}"
+            f"tests of {ex.id} award {rows[ex.id]['points']} points, {lesson.slug}.yml says {ex.points}"
         )
     assert run.report["percent"] == 100.0, run.output[-3000:]
 

@@ -1,5 +1,5 @@
 """Graded tests for lesson 00. Each test checks one behaviour of one exercise on a tiny,
-hand-checkable fixture; the points add up to the exercise's points in exercises.yml."""
+hand-checkable fixture; the points add up to the exercise's points in solutions/00_introduction.yml."""
 
 import math
 

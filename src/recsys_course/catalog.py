@@ -1,4 +1,5 @@
-"""The one definition of every lesson and exercise: ``solutions/exercises.yml``.
+"""The one definition of every lesson and exercise: ``solutions/NN_slug.yml``, beside the
+lesson's source ``solutions/NN_slug.py``.
 
 The site, the CLI, the tests and the grade reports all read exercises from here, so an id,
 title, point value or hint is written exactly once.
@@ -70,35 +71,39 @@ class Catalog:
         return [e for lesson in self.lessons for e in lesson.exercises]
 
 
-def parse_catalog(text: str, root: Path) -> Catalog:
-    """Parse and validate the YAML text of ``exercises.yml``; raise ``ValueError`` if invalid."""
-    data = yaml.safe_load(text) or {}
-    lessons, seen = [], set()
-    for raw in data.get("lessons", []):
-        lesson_id = str(raw["id"]).zfill(2)
-        exercises = []
-        for ex in raw.get("exercises", []):
-            ex_id = str(ex["id"])
-            if not EXERCISE_ID.match(ex_id) or int(ex_id.split(".")[0]) != int(lesson_id):
-                raise ValueError(f"exercise id {ex_id!r} must look like '{int(lesson_id)}.N'")
-            if ex_id in seen:
-                raise ValueError(f"exercise id {ex_id} is defined twice")
-            seen.add(ex_id)
-            points = int(ex["points"])
-            hints = tuple(str(h).strip() for h in ex.get("hints", []))
-            if points <= 0 or not hints:
-                raise ValueError(f"exercise {ex_id} needs positive points and at least one hint")
-            exercises.append(
-                Exercise(ex_id, str(ex["title"]), points, str(ex["function"]), hints, lesson_id)
-            )
-        lessons.append(
-            Lesson(lesson_id, str(raw["slug"]), str(raw["title"]), int(raw["minutes"]), tuple(exercises))
+def parse_lesson(text: str, slug: str, seen: set[str]) -> Lesson:
+    """Parse and validate one lesson's YAML; raise ``ValueError`` naming what is wrong."""
+    raw = yaml.safe_load(text) or {}
+    lesson_id = str(raw["id"]).zfill(2)
+    if not slug.startswith(lesson_id + "_"):
+        raise ValueError(f"{slug}.yml: id {lesson_id} does not match the file name")
+    exercises = []
+    for ex in raw.get("exercises", []):
+        ex_id = str(ex["id"])
+        if not EXERCISE_ID.match(ex_id) or int(ex_id.split(".")[0]) != int(lesson_id):
+            raise ValueError(f"exercise id {ex_id!r} must look like '{int(lesson_id)}.N'")
+        if ex_id in seen:
+            raise ValueError(f"exercise id {ex_id} is defined twice")
+        seen.add(ex_id)
+        points = int(ex["points"])
+        hints = tuple(str(h).strip() for h in ex.get("hints", []))
+        if points <= 0 or not hints:
+            raise ValueError(f"exercise {ex_id} needs positive points and at least one hint")
+        exercises.append(
+            Exercise(ex_id, str(ex["title"]), points, str(ex["function"]), hints, lesson_id)
         )
-    return Catalog(root, tuple(lessons))
+    return Lesson(lesson_id, slug, str(raw["title"]), int(raw["minutes"]), tuple(exercises))
 
 
 @lru_cache(maxsize=4)
 def load_catalog(root: Path | None = None) -> Catalog:
+    """Every lesson with a ``solutions/NN_slug.yml``, in lesson order."""
     root = Path(root) if root is not None else course_root()
-    path = root / "solutions" / "exercises.yml"
-    return parse_catalog(path.read_text(encoding="utf-8"), root)
+    seen: set[str] = set()
+    lessons = []
+    for path in sorted((root / "solutions").glob("[0-9][0-9]_*.yml")):
+        try:
+            lessons.append(parse_lesson(path.read_text(encoding="utf-8"), path.stem, seen))
+        except (KeyError, TypeError, ValueError, yaml.YAMLError) as error:
+            raise ValueError(f"{path}: {error!r}") from error
+    return Catalog(root, tuple(lessons))

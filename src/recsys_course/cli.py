@@ -26,7 +26,7 @@ def resolve_target(catalog: Catalog, target: str) -> tuple[list[Lesson], list[st
 def cmd_sync(args: argparse.Namespace) -> int:
     from recsys_course.lessons import sync
 
-    results = sync(check=args.check)
+    results = sync(check=args.check, only=args.lessons or None)
     drift = [r for r in results if r.changed]
     for r in results:
         state = ("out of date" if args.check else "regenerated") if r.changed else "up to date"
@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("sync", help="regenerate lessons/ from solutions/")
+    p.add_argument("lessons", nargs="*", help="lesson ids or slugs (default: all)")
     p.add_argument("--check", action="store_true", help="only report drift; exit 1 if any")
     p.set_defaults(func=cmd_sync)
 

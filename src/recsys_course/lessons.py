@@ -69,7 +69,7 @@ def make_stub(solution_text: str, lesson: Lesson, filename: str = "<solution>") 
             if current is None:
                 raise LessonFormatError(f'{where}: {BEGIN} outside a cell with exercise="N.M"')
             if current not in known:
-                raise LessonFormatError(f"{where}: exercise {current} is not in exercises.yml")
+                raise LessonFormatError(f"{where}: exercise {current} is not in {lesson.slug}.yml")
             blocks[current] = blocks.get(current, 0) + 1
             open_at = number
             out.append(stub_line(line[: len(line) - len(line.lstrip())], lesson, current))
@@ -97,15 +97,19 @@ class SyncResult:
     backup: Path | None = None
 
 
-def sync(catalog: Catalog | None = None, check: bool = False) -> list[SyncResult]:
+def sync(
+    catalog: Catalog | None = None, check: bool = False, only: list[str] | None = None
+) -> list[SyncResult]:
     """Regenerate ``lessons/`` from ``solutions/``; with ``check``, only report drift.
 
+    ``only`` limits the work to those lesson ids or slugs.
     A lesson file that is about to be overwritten is first copied to
     ``.course/backups/`` so a learner's work is never lost.
     """
     catalog = catalog or load_catalog()
     results = []
-    for lesson in catalog.lessons:
+    lessons = [catalog.lesson(key) for key in only] if only else catalog.lessons
+    for lesson in lessons:
         source = catalog.root / "solutions" / lesson.filename
         target = catalog.root / "lessons" / lesson.filename
         expected = make_stub(source.read_text(encoding="utf-8"), lesson, str(source))

@@ -15,12 +15,12 @@ def course_root() -> Path:
     if os.environ.get(ROOT_ENV_VAR):
         return Path(os.environ[ROOT_ENV_VAR]).resolve()
     here = Path(__file__).resolve().parents[2]
-    if (here / "solutions" / "exercises.yml").exists():
+    if any((here / "solutions").glob("[0-9][0-9]_*.yml")):
         return here
     for parent in [Path.cwd(), *Path.cwd().parents]:
-        if (parent / "solutions" / "exercises.yml").exists():
+        if any((parent / "solutions").glob("[0-9][0-9]_*.yml")):
             return parent
     raise FileNotFoundError(
-        "Cannot find the course repository (a folder with solutions/exercises.yml). Run the "
+        "Cannot find the course repository (a folder with solutions/NN_*.yml). Run the "
         "command inside your clone, or set COURSE_ROOT=/path/to/clone."
     )

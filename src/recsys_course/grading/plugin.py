@@ -99,7 +99,7 @@ class GradeCollector:
             exercise_id = str(marker.args[0])
             if exercise_id not in known:
                 raise pytest.UsageError(
-                    f"{item.nodeid}: exercise {exercise_id} is not in solutions/exercises.yml"
+                    f"{item.nodeid}: exercise {exercise_id} is not defined in any solutions/NN_*.yml"
                 )
             self.results[item.nodeid] = TestResult(
                 item.nodeid,
