@@ -1,0 +1,58 @@
+# Two commands on a fresh machine (Python 3.10-3.12 and make):
+#   make site   set up, execute every lesson and serve the site at http://127.0.0.1:8000
+#   make test   set up and run every test (what CI runs)
+# Both create .venv and install the pinned, tested set on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export NO_MKDOCS_2_WARNING := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+VENDOR := docs/assets/vendor
+
+.PHONY: venv test site site-build bench sync clean vendor
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 10) <= v <= (3, 12) else "Python 3.10-3.12 is needed, found %d.%d: run make PYTHON=python3.11" % v)'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e .
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Mermaid and MathJax, served with the site so diagrams and maths render offline. Fetched
+# from the npm registry when npm exists; without npm, pages load them from a CDN instead.
+$(VENDOR)/.installed:
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm install --silent --no-audit --no-fund --prefix .cache/npm mermaid@11.17.2 mathjax@3.2.2 && \
+	  mkdir -p $(VENDOR) && \
+	  cp .cache/npm/node_modules/mermaid/dist/mermaid.min.js $(VENDOR)/ && \
+	  cp .cache/npm/node_modules/mathjax/es5/tex-svg.js $(VENDOR)/ && \
+	  touch $@; \
+	else echo "npm not found: the site will load Mermaid and MathJax from a CDN"; fi
+
+vendor: $(VENDOR)/.installed
+
+# Tests run offline on the synthetic dataset and grade the reference solutions; the
+# discrimination tests also grade the generated stubs and the decoys.
+test: $(STAMP)
+	COURSE_DATA=synthetic COURSE_TREE=solutions $(BIN)/python -m pytest
+
+# Executes the lessons with $COURSE_DATA (default: TFDS, falling back to synthetic data).
+site: $(STAMP) vendor
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
+site-build: $(STAMP) vendor
+	$(BIN)/mkdocs build --strict
+
+bench: $(STAMP)
+	$(BIN)/course bench --data $${COURSE_DATA:-synthetic}
+
+sync: $(STAMP)
+	$(BIN)/course sync
+
+clean:
+	rm -rf site .cache .pytest_cache
