@@ -23,6 +23,7 @@ from pathlib import Path
 from types import ModuleType
 
 from recsys_course.catalog import Catalog, Lesson, load_catalog
+from recsys_course.grading.guard import contained
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 CELL_HEADER = re.compile(r"^# %%(?P<rest>.*)$")
@@ -132,8 +133,12 @@ def _cell_offsets(text: str) -> list[int]:
     return [i + 1 for i, line in enumerate(text.splitlines()) if CELL_HEADER.match(line)]
 
 
-def load_lesson(path: Path, module_name: str = "lesson") -> ModuleType:
+def load_lesson(path: Path, module_name: str = "lesson", cell_timeout: float | None = 60.0) -> ModuleType:
     """Execute only the ``setup`` and ``exercise`` cells of ``path`` into a fresh module.
+
+    Each cell runs under :func:`~recsys_course.grading.guard.contained`: a call to
+    ``sys.exit``/``os._exit`` or a cell running past ``cell_timeout`` seconds becomes that
+    cell's error instead of ending or hanging the grader.
 
     Tracebacks point at the real lines of ``path``. A failing setup cell raises
     :class:`LessonLoadError` (nothing in the lesson can be graded without its imports). A
@@ -170,8 +175,11 @@ def load_lesson(path: Path, module_name: str = "lesson") -> ModuleType:
         label = f"exercise {cell.metadata['exercise']}" if "exercise" in cell.metadata else "setup cell"
         try:
             code = compile("\n" * offset + cell.source, str(path), "exec")
-            exec(code, module.__dict__)  # noqa: S102 - running the lesson is the point
-        except Exception as error:  # noqa: BLE001 - reported, never swallowed
+            with contained(cell_timeout, f"the {label} of {path.name}"):
+                exec(code, module.__dict__)  # noqa: S102 - running the lesson is the point
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # noqa: BLE001 - reported, never swallowed
             summary = "".join(traceback.format_exception_only(type(error), error)).strip()
             if "setup" in tags:
                 raise LessonLoadError(f"{path.name}: a setup cell failed: {summary}") from error

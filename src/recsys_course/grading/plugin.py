@@ -14,8 +14,12 @@ from pathlib import Path
 import pytest
 
 from recsys_course.catalog import Catalog, load_catalog
+from recsys_course.grading.guard import Guard, SubmissionMisbehaved, contained
 from recsys_course.grading.scores import TestResult, format_table, score, to_json, write_json
 from recsys_course.lessons import LessonLoadError, load_lesson
+
+# Read once, before any graded code runs, and removed from the environment it can see.
+_REPORT_FROM_ENV = os.environ.pop("COURSE_GRADE_REPORT", None)
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("course", "course grading")
@@ -26,6 +30,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--grade-json", default=None, help="also write the score table as JSON here")
     group.addoption("--exercise", action="append", default=[],
                     help="run only the tests of this exercise id (repeatable)")
+    group.addoption("--test-timeout", type=float, default=120.0,
+                    help="seconds one graded test may run (0: no limit)")
+    group.addoption("--hidden-tests", default=None,
+                    help="tests under this folder are instructor-only: counted, not shown")
 
 
 def lessons_dir(config: pytest.Config, catalog: Catalog) -> Path:
@@ -44,6 +52,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
+def grader_guard(pytestconfig: pytest.Config) -> Guard:
+    return pytestconfig.pluginmanager.get_plugin("course-grades").guard
+
+
+@pytest.fixture(scope="session")
 def course_catalog() -> Catalog:
     return load_catalog()
 
@@ -54,8 +67,11 @@ def graded_dir(pytestconfig: pytest.Config, course_catalog: Catalog) -> Path:
 
 
 @pytest.fixture(scope="session")
-def lesson_loader(course_catalog: Catalog, graded_dir: Path):
-    """``lesson_loader("00")`` -> the graded lesson as a module (setup + exercise cells only)."""
+def lesson_loader(course_catalog: Catalog, graded_dir: Path, grader_guard: Guard):
+    """``lesson_loader("00")`` -> the graded lesson as a module (setup + exercise cells only).
+
+    Whatever the lesson's code replaced in the grader while loading is put back at once.
+    """
     cache: dict[str, object] = {}
 
     def load(key: str):
@@ -69,6 +85,12 @@ def lesson_loader(course_catalog: Catalog, graded_dir: Path):
                     cache[lesson.id] = load_lesson(path, f"lesson_{lesson.id}")
                 except LessonLoadError as error:
                     cache[lesson.id] = error
+                finally:
+                    replaced = grader_guard.restore()
+                    if replaced:
+                        grader_guard.notes.append(
+                            f"{lesson.filename} replaced {', '.join(replaced)} while loading; restored"
+                        )
         loaded = cache[lesson.id]
         if isinstance(loaded, Exception):
             pytest.fail(str(loaded), pytrace=False)
@@ -83,6 +105,9 @@ class GradeCollector:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.results: dict[str, TestResult] = {}
+        self.guard = Guard()  # before any graded code can run
+        hidden = config.getoption("--hidden-tests")
+        self.hidden_dir = Path(hidden).resolve() if hidden else None
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         catalog = load_catalog()
@@ -101,17 +126,30 @@ class GradeCollector:
                 raise pytest.UsageError(
                     f"{item.nodeid}: exercise {exercise_id} is not defined in any solutions/NN_*.yml"
                 )
+            hidden = self.hidden_dir is not None and self.hidden_dir in Path(item.path).resolve().parents
             self.results[item.nodeid] = TestResult(
-                item.nodeid,
-                exercise_id,
-                int(marker.kwargs.get("points", 1)),
-                hidden=bool(marker.kwargs.get("hidden", False)),
+                item.nodeid, exercise_id, int(marker.kwargs.get("points", 1)), hidden=hidden
             )
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item):
+        """Run the test with exits and hangs contained; fail it if it rewrote the grader."""
+        limit = self.config.getoption("--test-timeout") or None
+        try:
+            with contained(limit, f"test {item.name}"):
+                return (yield)
+        finally:
+            replaced = self.guard.restore()
+            if replaced:
+                raise SubmissionMisbehaved(
+                    f"the graded code replaced {', '.join(replaced)}; this test does not count"
+                )
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = self.results.get(report.nodeid)
         if result is None:
             return
+        result.ran = True
         if report.when == "call" and report.passed:
             result.passed = True
         if report.failed:
@@ -119,6 +157,9 @@ class GradeCollector:
             result.failure = result.failure or _first_line(report)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
+        replaced = self.guard.restore()
+        if replaced:
+            self.guard.notes.append(f"replaced {', '.join(replaced)} after the tests; restored")
         results = list(self.results.values())
         if not results:
             return
@@ -128,9 +169,10 @@ class GradeCollector:
         graded = lessons_dir(self.config, catalog)
         terminalreporter.section(f"course score ({graded})")
         terminalreporter.write_line(format_table(rows))
-        json_path = self.config.getoption("--grade-json")
+        json_path = self.config.getoption("--grade-json") or _REPORT_FROM_ENV
         if json_path:
-            write_json(Path(json_path), to_json(rows, lessons_dir=str(graded)))
+            payload = to_json(rows, lessons_dir=str(graded), notes=list(self.guard.notes))
+            write_json(Path(json_path), payload)
 
 
 def _first_line(report: pytest.TestReport) -> str:

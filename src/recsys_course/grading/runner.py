@@ -1,18 +1,22 @@
 """Run the course's graded tests on a folder of lesson files in a separate process.
 
 Used by ``course check`` (the learner's own ``lessons/``), the discrimination tests
-(generated stubs and decoys) and batch grading. A subprocess keeps the graded code out of
-the caller's interpreter and lets a time limit end a hang.
+(generated stubs and decoys) and batch grading. A subprocess keeps graded code out of the
+caller's interpreter, lets a time limit end a hang, and is where :class:`Isolation` applies
+its limits (memory, network, environment).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from recsys_course.catalog import Catalog, load_catalog
@@ -26,8 +30,48 @@ class GradingRun:
     timed_out: bool = False
 
 
-def test_file(catalog: Catalog, lesson_id: str) -> Path:
-    return catalog.root / "tests" / f"test_lesson_{lesson_id}.py"
+@dataclass(frozen=True)
+class Isolation:
+    """Process limits for graded code (batch grading)."""
+
+    memory_mb: int | None = 6144  # address-space limit; TensorFlow alone maps ~2 GB
+    no_network: bool = True  # a fresh network namespace, where the platform allows
+    max_file_mb: int = 200  # largest file the graded code may write
+    home: Path | None = None  # HOME and caches for the graded code (its own scratch folder)
+    extra_env: dict = field(default_factory=dict)
+
+
+@lru_cache(maxsize=1)
+def network_off_prefix() -> tuple[str, ...]:
+    """The command prefix that runs a program without network, or () if none works here."""
+    unshare = shutil.which("unshare")
+    if not unshare:
+        return ()
+    for prefix in ((unshare, "--net"), (unshare, "--net", "--map-root-user")):
+        try:
+            ok = subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+        if ok:
+            return prefix
+    return ()
+
+
+def _limits(isolation: Isolation):
+    def apply() -> None:  # runs in the child between fork and exec
+        os.setsid()  # own process group, so a timeout can end everything it started
+        if isolation.memory_mb:
+            size = isolation.memory_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (size, size))
+        size = isolation.max_file_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return apply
+
+
+def test_file(tests_dir: Path, lesson_id: str) -> Path:
+    return tests_dir / f"test_lesson_{lesson_id}.py"
 
 
 def run_tests(
@@ -37,33 +81,78 @@ def run_tests(
     catalog: Catalog | None = None,
     exercises: list[str] | None = None,
     timeout: float = 600.0,
-    extra_args: list[str] | None = None,
+    tests_dir: Path | None = None,
+    extra_tests: list[Path] | None = None,
+    hidden_dir: Path | None = None,
+    isolation: Isolation | None = None,
+    test_timeout: float | None = None,
 ) -> GradingRun:
     """Grade the lessons ``lesson_ids`` found in ``lessons_dir`` with the course's tests.
 
-    ``exercises`` limits the run to those exercise ids (the JSON report still lists every
-    exercise of the lessons, the others as "not run").
+    ``exercises`` limits the run to those exercise ids (the report still lists every
+    exercise of the lessons, the others as "not run"). ``tests_dir`` replaces the clone's
+    ``tests/`` (batch grading uses a verified copy); ``extra_tests`` are added, and those
+    under ``hidden_dir`` are instructor-only. The report path reaches the plugin through an
+    environment variable the plugin removes before graded code runs.
     """
     catalog = catalog or load_catalog()
-    files = [str(test_file(catalog, lid)) for lid in lesson_ids if test_file(catalog, lid).exists()]
+    tests_dir = tests_dir or catalog.root / "tests"
+    files = [str(test_file(tests_dir, lid)) for lid in lesson_ids if test_file(tests_dir, lid).exists()]
+    files += [str(p) for p in extra_tests or []]
     with tempfile.TemporaryDirectory(prefix="course-grade-") as tmp:
         report_path = Path(tmp) / "report.json"
         command = [
             sys.executable, "-m", "pytest", *files,
-            f"--lessons-dir={lessons_dir}", f"--grade-json={report_path}",
-            f"--rootdir={catalog.root}", "-p", "no:cacheprovider", "-q", "--tb=short",
-            *(extra_args or []),
+            f"--lessons-dir={lessons_dir}", f"--rootdir={tests_dir.parent}",
+            "-p", "no:cacheprovider", "-q", "--tb=short",
         ]
         command += [f"--exercise={e}" for e in exercises or []]
-        env = {**os.environ, "COURSE_ROOT": str(catalog.root), "TF_USE_LEGACY_KERAS": "1"}
+        if hidden_dir is not None:
+            command.append(f"--hidden-tests={hidden_dir}")
+        if test_timeout is not None:
+            command.append(f"--test-timeout={test_timeout}")
+        env = {
+            **os.environ, "COURSE_ROOT": str(catalog.root), "TF_USE_LEGACY_KERAS": "1",
+            "COURSE_GRADE_REPORT": str(report_path), "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "MPLBACKEND": "Agg",
+        }
         env.setdefault("COURSE_DATA", "synthetic")
+        for variable in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTHONPATH", "PYTHONSTARTUP"):
+            env.pop(variable, None)
+        preexec = None
+        if isolation is not None:
+            if isolation.no_network:
+                command = [*network_off_prefix(), *command]
+            if isolation.home is not None:
+                home = isolation.home
+                env.update(HOME=str(home), MPLCONFIGDIR=str(home / ".matplotlib"),
+                           COURSE_CACHE_DIR=str(home / ".cache"), TMPDIR=str(home / "tmp"))
+                (home / "tmp").mkdir(parents=True, exist_ok=True)
+            env.update(isolation.extra_env)
+            preexec = _limits(isolation)
+        cwd = isolation.home if isolation and isolation.home else catalog.root
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, text=True, errors="replace", preexec_fn=preexec,
+            start_new_session=preexec is None,
+        )
         try:
-            done = subprocess.run(
-                command, cwd=catalog.root, env=env, capture_output=True, text=True,
-                timeout=timeout, stdin=subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired as expired:
-            output = (expired.stdout or b"").decode() if isinstance(expired.stdout, bytes) else (expired.stdout or "")
-            return GradingRun({}, -1, output, timed_out=True)
-        report = json.loads(report_path.read_text()) if report_path.exists() else {}
-        return GradingRun(report, done.returncode, done.stdout + done.stderr)
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            output, _ = process.communicate()
+            return GradingRun({}, -1, output or "", timed_out=True)
+        try:
+            report = json.loads(report_path.read_text()) if report_path.exists() else {}
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            report = {}
+        return GradingRun(report, process.returncode, output or "")
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        process.kill()

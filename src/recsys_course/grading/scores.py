@@ -15,6 +15,7 @@ class TestResult:
     exercise_id: str
     points: int
     passed: bool = False
+    ran: bool = False  # False when the run ended before this test (collection error, crash)
     failure: str = ""  # first line of the failure, for learners and reports
     hidden: bool = False  # instructor-only test: counted, not shown to learners
 
@@ -43,7 +44,7 @@ def score(catalog: Catalog, results: list[TestResult], lesson_ids: set[str]) -> 
             row = ExerciseScore(ex.id, ex.title, lesson.id, sum(t.points for t in tests), ex.points)
             row.tests = tests
             row.earned = sum(t.points for t in tests if t.passed)
-            if tests:
+            if any(t.ran for t in tests):
                 row.status = (
                     "passed" if row.earned == row.points else "partial" if row.earned else "failed"
                 )
