@@ -128,6 +128,28 @@ def sync(
     return results
 
 
+def _exercise_cell_span(lines: list[str], exercise_id: str) -> tuple[int, int]:
+    """[start, end) line indices of the cell whose header has ``exercise="<id>"``."""
+    start = None
+    for index, line in enumerate(lines):
+        header = CELL_HEADER.match(line)
+        if header and start is not None:
+            return start, index
+        if header and (meta := EXERCISE_META.search(header["rest"])) and meta["id"] == exercise_id:
+            start = index
+    if start is None:
+        raise LessonFormatError(f'no cell with exercise="{exercise_id}"')
+    return start, len(lines)
+
+
+def replace_exercise_cell(text: str, source: str, exercise_id: str) -> str:
+    """``text`` with the cell of ``exercise_id`` replaced by that cell of ``source``."""
+    lines, new = text.splitlines(), source.splitlines()
+    a, b = _exercise_cell_span(lines, exercise_id)
+    c, d = _exercise_cell_span(new, exercise_id)
+    return "\n".join(lines[:a] + new[c:d] + lines[b:]) + "\n"
+
+
 def _cell_offsets(text: str) -> list[int]:
     """0-based line index of the first source line of each ``# %%`` cell."""
     return [i + 1 for i, line in enumerate(text.splitlines()) if CELL_HEADER.match(line)]
@@ -161,10 +183,9 @@ def load_lesson(path: Path, module_name: str = "lesson", cell_timeout: float | N
     module.__dict__["__lesson_errors__"] = errors
 
     def missing(name: str):
-        detail = "".join(f"\n  {cell}: {err}" for cell, err in errors.items())
+        causes = "; ".join(f"{cell} failed: {' '.join(err.split())}" for cell, err in errors.items())
         raise AttributeError(
-            f"{path.name} does not define {name!r}."
-            + (f" These cells failed while loading:{detail}" if errors else "")
+            f"{path.name} does not define {name!r}" + (f" ({causes})" if causes else "")
         )
 
     module.__dict__["__getattr__"] = missing
