@@ -131,6 +131,99 @@ def cmd_progress(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grade(args: argparse.Namespace) -> int:
+    from recsys_course.grading.batch import Grader, Options, summary_table, write_reports
+
+    options = Options(
+        out=Path(args.out), timeout=args.timeout, test_timeout=args.test_timeout,
+        cell_timeout=args.cell_timeout,
+        memory_mb=args.memory_mb or None, jobs=args.jobs,
+        extra_tests=Path(args.extra_tests) if args.extra_tests else None, junit=args.junit,
+    )
+    grader = Grader(options)
+    catalog = grader.catalog
+    try:
+        from tqdm import tqdm
+
+        bar = tqdm(total=None, unit="lesson", desc="grading", file=sys.stderr)
+
+        def progress(sub, lesson, exercises):
+            bar.update(1)
+            bar.set_postfix_str(f"{sub.name} {lesson.id}: {sum(e.earned for e in exercises.values())} pts")
+
+        grades, warnings = grader.grade([Path(p) for p in args.submissions], progress)
+        bar.close()
+        write_reports(grades, catalog, options, warnings)
+    finally:
+        grader.cleanup()
+    for warning in warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    possible = sum(e.points for e in grades[0].exercises.values()) if grades else 0
+    print(summary_table(grades, possible))
+    print(f"\nwrote {options.out / 'grades.csv'}, grades.json and feedback/ for {len(grades)} submission(s)")
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Re-check the current exercise whenever its lesson file is saved; move on when it passes."""
+    import time
+
+    from recsys_course.state import State
+
+    catalog = load_catalog()
+    state = State(catalog.root)
+    pending = [e for e in catalog.exercises if (state.result(e.id) or {}).get("status") != "passed"]
+    if args.target:
+        lessons, only = resolve_target(catalog, args.target)
+        ids = set(only) or {e.id for l in lessons for e in l.exercises}
+        pending = [e for e in pending if e.id in ids]
+    if not pending:
+        print("Everything here passes already. Well done!")
+        return 0
+    for exercise in pending:
+        lesson = catalog.lesson(exercise.lesson_id)
+        path = catalog.root / "lessons" / lesson.filename
+        print(f"\n=== Exercise {exercise.id}: {exercise.title} ({exercise.points} points) in {path.name}")
+        last = None
+        while True:
+            stamp = path.stat().st_mtime_ns
+            if stamp != last:
+                last = stamp
+                code = cmd_check(argparse.Namespace(target=exercise.id, solutions=False, timeout=args.timeout))
+                if code == 0:
+                    print("Passed: moving on.")
+                    break
+                print(f"Waiting for you to save {path.name} (Ctrl-C to stop) ...")
+            time.sleep(args.interval)
+    print("\nAll watched exercises pass.")
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    """Put an exercise's stub back into the learner's lesson file, keeping a backup."""
+    import time
+
+    from recsys_course.lessons import make_stub, replace_exercise_cell
+
+    catalog = load_catalog()
+    exercise = catalog.exercise(args.exercise)
+    lesson = catalog.lesson(exercise.lesson_id)
+    path = catalog.root / "lessons" / lesson.filename
+    if not args.yes:
+        answer = input(f"Replace your code for exercise {exercise.id} in {path.name} with the stub? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("Nothing changed.")
+            return 1
+    stub = make_stub((catalog.root / "solutions" / lesson.filename).read_text(encoding="utf-8"), lesson)
+    current = path.read_text(encoding="utf-8")
+    backup = catalog.root / ".course" / "backups" / f"{lesson.slug}.{int(time.time())}.py"
+    backup.parent.mkdir(parents=True, exist_ok=True)
+    backup.write_text(current, encoding="utf-8")
+    path.write_text(replace_exercise_cell(current, stub, exercise.id), encoding="utf-8")
+    print(f"Exercise {exercise.id} is a stub again. Your previous file is in {backup}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from recsys_course import bench
 
@@ -168,6 +261,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hint", help="show the next hint for an exercise")
     p.add_argument("exercise")
     p.set_defaults(func=cmd_hint)
+
+    p = sub.add_parser("watch", help="re-check the exercise you work on at every save")
+    p.add_argument("target", nargs="?", help="an exercise (0.3) or lesson (00); default: all")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between looks")
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("reset", help="restore an exercise's stub (keeps a backup)")
+    p.add_argument("exercise")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=cmd_reset)
+
+    p = sub.add_parser("grade", help="grade submissions (folders or zips) into CSV/JSON/feedback")
+    p.add_argument("submissions", nargs="+", help="submission folders/zips, or a folder of them")
+    p.add_argument("--out", required=True, help="folder for grades.csv, grades.json, feedback/")
+    p.add_argument("--extra-tests", help="folder of instructor-only tests (test_lesson_NN*.py)")
+    p.add_argument("--junit", action="store_true", help="also write JUnit XML per submission")
+    p.add_argument("--jobs", type=int, default=2, help="lessons graded in parallel")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds per lesson run")
+    p.add_argument("--test-timeout", type=float, default=120.0, help="seconds per test")
+    p.add_argument("--cell-timeout", type=float, default=60.0, help="seconds per cell at load")
+    p.add_argument("--memory-mb", type=int, default=6144, help="address-space limit (0: none)")
+    p.set_defaults(func=cmd_grade)
 
     p = sub.add_parser("progress", help="points per exercise from your last checks")
     p.set_defaults(func=cmd_progress)

@@ -32,6 +32,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run only the tests of this exercise id (repeatable)")
     group.addoption("--test-timeout", type=float, default=120.0,
                     help="seconds one graded test may run (0: no limit)")
+    group.addoption("--cell-timeout", type=float, default=60.0,
+                    help="seconds one setup or exercise cell may run while loading")
     group.addoption("--hidden-tests", default=None,
                     help="tests under this folder are instructor-only: counted, not shown")
 
@@ -67,7 +69,9 @@ def graded_dir(pytestconfig: pytest.Config, course_catalog: Catalog) -> Path:
 
 
 @pytest.fixture(scope="session")
-def lesson_loader(course_catalog: Catalog, graded_dir: Path, grader_guard: Guard):
+def lesson_loader(
+    pytestconfig: pytest.Config, course_catalog: Catalog, graded_dir: Path, grader_guard: Guard
+):
     """``lesson_loader("00")`` -> the graded lesson as a module (setup + exercise cells only).
 
     Whatever the lesson's code replaced in the grader while loading is put back at once.
@@ -82,7 +86,9 @@ def lesson_loader(course_catalog: Catalog, graded_dir: Path, grader_guard: Guard
                 cache[lesson.id] = LessonLoadError(f"{path} does not exist")
             else:
                 try:
-                    cache[lesson.id] = load_lesson(path, f"lesson_{lesson.id}")
+                    cache[lesson.id] = load_lesson(
+                        path, f"lesson_{lesson.id}", pytestconfig.getoption("--cell-timeout") or None
+                    )
                 except LessonLoadError as error:
                     cache[lesson.id] = error
                 finally:

@@ -86,6 +86,7 @@ def run_tests(
     hidden_dir: Path | None = None,
     isolation: Isolation | None = None,
     test_timeout: float | None = None,
+    cell_timeout: float | None = None,
 ) -> GradingRun:
     """Grade the lessons ``lesson_ids`` found in ``lessons_dir`` with the course's tests.
 
@@ -111,6 +112,8 @@ def run_tests(
             command.append(f"--hidden-tests={hidden_dir}")
         if test_timeout is not None:
             command.append(f"--test-timeout={test_timeout}")
+        if cell_timeout is not None:
+            command.append(f"--cell-timeout={cell_timeout}")
         env = {
             **os.environ, "COURSE_ROOT": str(catalog.root), "TF_USE_LEGACY_KERAS": "1",
             "COURSE_GRADE_REPORT": str(report_path), "PYTHONDONTWRITEBYTECODE": "1",
