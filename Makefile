@@ -12,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 VENDOR := docs/assets/vendor
 
-.PHONY: venv test site site-build bench sync clean vendor
+.PHONY: venv test site site-build browser-test bench sync clean vendor
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 10) <= v <= (3, 12) else "Python 3.10-3.12 is needed, found %d.%d: run make PYTHON=python3.11" % v)'
@@ -47,6 +47,12 @@ site: $(STAMP) vendor
 
 site-build: $(STAMP) vendor
 	$(BIN)/mkdocs build --strict
+
+# Drives Debian's chromium over the built site (`apt-get install chromium` once).
+browser-test: site-build
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[browser]'
+	@command -v chromium >/dev/null 2>&1 || { echo "chromium is missing: apt-get install chromium"; exit 1; }
+	$(BIN)/python -m pytest tests/browser
 
 bench: $(STAMP)
 	$(BIN)/course bench --data $${COURSE_DATA:-synthetic}

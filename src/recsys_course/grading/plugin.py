@@ -167,7 +167,7 @@ class GradeCollector:
         if replaced:
             self.guard.notes.append(f"replaced {', '.join(replaced)} after the tests; restored")
         results = list(self.results.values())
-        if not results:
+        if not any(r.ran for r in results):  # --collect-only, or nothing graded
             return
         catalog = load_catalog()
         lesson_ids = {catalog.exercise(r.exercise_id).lesson_id for r in results}
