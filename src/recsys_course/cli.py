@@ -246,6 +246,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, str(path)], env=env, cwd=catalog.root)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from recsys_course.serving.__main__ import main as serve
+
+    return serve(args.serve_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="course", description="Recommender systems course: check, hints, data, benchmarks."
@@ -303,6 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="only report drift; exit 1 if any")
     p.set_defaults(func=cmd_sync)
 
+    p = sub.add_parser(
+        "serve", add_help=False,
+        help="the offline practice server for TF Serving's REST/gRPC API (lesson 05)",
+    )
+    p.add_argument("serve_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("bench", help="run lesson benchmarks and print JSON")
     p.add_argument("lessons", nargs="*", help="lesson ids (default: all registered)")
     p.add_argument("--data", help="data source (synthetic, tfds, or a path)")
@@ -312,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # every option belongs to the server's own parser
+        return cmd_serve(argparse.Namespace(serve_args=argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

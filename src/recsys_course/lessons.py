@@ -13,6 +13,7 @@ Conventions (see docs/maintainers.md):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -104,11 +105,17 @@ def sync(
     """Regenerate ``lessons/`` from ``solutions/``; with ``check``, only report drift.
 
     ``only`` limits the work to those lesson ids or slugs.
-    A lesson file that is about to be overwritten is first copied to
-    ``.course/backups/`` so a learner's work is never lost.
+    A lesson file that is about to be overwritten and differs from what the previous sync
+    wrote (a learner edited it) is first copied to ``.course/backups/``, so a learner's
+    work is never lost; hashes of generated files live in ``.course/generated.json``.
     """
     catalog = catalog or load_catalog()
     results = []
+    record_path = catalog.root / ".course" / "generated.json"
+    try:
+        generated = json.loads(record_path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        generated = {}
     lessons = [catalog.lesson(key) for key in only] if only else catalog.lessons
     for lesson in lessons:
         source = catalog.root / "solutions" / lesson.filename
@@ -118,13 +125,19 @@ def sync(
         changed = current != expected
         backup = None
         if changed and not check:
-            if current is not None:
+            digest = hashlib.sha256(current.encode()).hexdigest() if current is not None else None
+            if current is not None and generated.get(lesson.filename) != digest:
                 backup = catalog.root / ".course" / "backups" / f"{lesson.slug}.{int(time.time())}.py"
                 backup.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(target, backup)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(expected, encoding="utf-8")
+        if not check:
+            generated[lesson.filename] = hashlib.sha256(expected.encode()).hexdigest()
         results.append(SyncResult(lesson, target, changed, backup))
+    if not check:
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(json.dumps(generated, indent=2, sort_keys=True), encoding="utf-8")
     return results
 
 
