@@ -105,3 +105,10 @@ def test_tracebacks_point_at_the_lesson_file_lines(tmp_path):
         module.double(1)
     frame = error.traceback[-1]
     assert frame.path == path and frame.lineno + 1 == SOURCE.splitlines().index("    y = x * 2") + 1
+
+
+def test_dataclasses_work_in_graded_cells(tmp_path):
+    path = tmp_path / "09_test.py"
+    path.write_text(SOURCE.replace("import math", "import math\nfrom dataclasses import dataclass\n\n@dataclass\nclass Pair:\n    a: int\n    b: int"))
+    module = load_lesson(path, "lesson_09_dataclass")
+    assert module.Pair(1, 2).b == 2

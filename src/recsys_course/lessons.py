@@ -1,6 +1,6 @@
 """The lesson pipeline: solutions/ -> lessons/ stubs, and loading a lesson for grading.
 
-Conventions (see docs/maintainers.md):
+Conventions (see docs/authoring.md):
 
 * ``solutions/NN_slug.py`` is a percent-format script. Cells tagged ``setup`` hold imports and
   constants; a cell tagged ``exercise`` with ``exercise="N.M"`` defines that exercise's
@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 import shutil
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -202,6 +203,9 @@ def load_lesson(path: Path, module_name: str = "lesson", cell_timeout: float | N
         )
 
     module.__dict__["__getattr__"] = missing
+    # Registered while it loads, as a real import would be: dataclasses, pickling and
+    # typing look classes' modules up in sys.modules.
+    sys.modules[module_name] = module
     for cell, offset in zip(notebook.cells, offsets):
         tags = set(cell.metadata.get("tags", []))
         if cell.cell_type != "code" or not tags & GRADED_TAGS:
