@@ -163,30 +163,35 @@ def _keep(sub: Submission, filename: str, data: bytes, origin: str) -> None:
 
 class ProtectedFiles:
     """Files the grader trusts (its test copy, the catalog, the support package): remembered
-    at the start, checked after every graded run, and put back if graded code changed them."""
+    at the start, checked after every graded run, and put back if graded code changed them.
 
-    def __init__(self, folders: list[Path], patterns: dict[Path, str] | None = None) -> None:
-        self.folders = folders
-        self.patterns = patterns or {}
-        self.content = self._read()
+    New files are deleted only inside ``owned`` folders (the grader's private test copy,
+    where a planted ``conftest.py`` would be loaded by later runs); elsewhere, such as the
+    course clone an instructor works in, they are reported and left alone.
+    """
+
+    def __init__(self, folders: dict[Path, str], owned: set[Path]) -> None:
+        self.folders = folders  # folder -> glob pattern
+        self.owned = owned
+        self.content = {p: p.read_bytes() for p in self._files()}
 
     def _files(self) -> list[Path]:
         found = []
-        for folder in self.folders:
-            pattern = self.patterns.get(folder, "**/*")
+        for folder, pattern in self.folders.items():
             found += [p for p in folder.glob(pattern) if p.is_file() and "__pycache__" not in p.parts]
         return found
-
-    def _read(self) -> dict[Path, bytes]:
-        return {p: p.read_bytes() for p in self._files()}
 
     def restore(self) -> list[str]:
         """Undo changes; return the changed paths (empty when nothing changed)."""
         changed = []
         for path in self._files():
             if path not in self.content:
-                path.unlink()
-                changed.append(f"{path} (added)")
+                if any(folder in path.parents for folder in self.owned):
+                    path.unlink()
+                    changed.append(f"{path} (added, removed)")
+                else:
+                    changed.append(f"{path} (added, left in place)")
+                    self.content[path] = path.read_bytes()  # report it once
         for path, data in self.content.items():
             try:
                 same = path.read_bytes() == data
@@ -229,7 +234,8 @@ class Grader:
         package = Path(__file__).resolve().parents[1]
         solutions = self.catalog.root / "solutions"
         self.protected = ProtectedFiles(
-            [self.tests.parent, package, solutions], {solutions: "*.yml", package: "**/*.py"}
+            {self.tests.parent: "**/*", package: "**/*.py", solutions: "*.yml"},
+            owned={self.tests.parent},
         )
         self.expected: dict[str, dict[str, int]] = {}  # lesson -> exercise -> max points
 
