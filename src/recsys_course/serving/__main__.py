@@ -1,0 +1,87 @@
+"""``python -m recsys_course.serving``: run the practice server until Ctrl-C.
+
+Examples::
+
+    # every sub-folder of models/ is a model; REST on 8501
+    python -m recsys_course.serving --model-base-path models/ --port 8501
+
+    # one model, REST and gRPC, as TF Serving's --model_name/--model_base_path
+    python -m recsys_course.serving --model-name retrieval \\
+        --model-base-path models/retrieval --port 8501 --grpc-port 8500
+
+    # a TF Serving model config file (version policies, labels), re-read when it changes
+    python -m recsys_course.serving --model-config-file models/models.local.config
+
+It is a practice stand-in for TensorFlow Serving, not TF Serving itself, and listens on
+127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from recsys_course.serving import DEFAULT_REST_PORT
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m recsys_course.serving",
+        description="Practice stand-in for TensorFlow Serving's REST (and gRPC) API, on 127.0.0.1.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-base-path", help="a model's base path, or a folder of models")
+    source.add_argument("--model-config-file", help="a TF Serving model config file")
+    parser.add_argument("--model-name", help="name of the single model at --model-base-path")
+    parser.add_argument("--port", type=int, default=DEFAULT_REST_PORT, help="REST port (default 8501)")
+    parser.add_argument("--grpc-port", type=int, default=None, help="also serve gRPC on this port")
+    parser.add_argument("--poll-seconds", type=float, default=1.0, help="re-scan interval (default 1)")
+    parser.add_argument("--no-warmup", action="store_true", help="skip warm-up requests")
+    parser.add_argument("--quiet", action="store_true", help="do not log requests and model events")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import recsys_course  # noqa: F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow is imported)
+
+    from recsys_course.serving.server import PracticeServer
+
+    server = PracticeServer(
+        model_base_path=args.model_base_path, model_name=args.model_name,
+        model_config_file=args.model_config_file, port=args.port, grpc_port=args.grpc_port,
+        poll_seconds=args.poll_seconds, warmup=not args.no_warmup, verbose=not args.quiet,
+        log_requests=not args.quiet,
+    )
+    stop = threading.Event()
+    # Handle Ctrl-C (SIGINT) and SIGTERM explicitly: a shell that starts the server in the
+    # background may have set SIGINT to "ignore", and Python would inherit that.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        server.start()
+    except OSError as error:
+        print(f"error: cannot listen on 127.0.0.1:{args.port}: {error}", file=sys.stderr)
+        return 2
+    models = ", ".join(server.repository.model_names()) or "none yet"
+    grpc_note = f", gRPC on {server.grpc_target}" if server.grpc_port else ""
+    print(
+        f"Practice server (a stand-in for TensorFlow Serving) on {server.rest_url}{grpc_note}; "
+        f"models: {models}. Press Ctrl-C to stop.",
+        flush=True,
+    )
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        print("Practice server stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
