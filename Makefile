@@ -39,7 +39,7 @@ vendor: $(VENDOR)/.installed
 # Tests run offline on the synthetic dataset and grade the reference solutions; the
 # discrimination tests also grade the generated stubs and the decoys.
 test: $(STAMP)
-	COURSE_DATA=synthetic COURSE_TREE=solutions $(BIN)/python -m pytest
+	COURSE_DATA=synthetic COURSE_TREE=solutions $(BIN)/python -m pytest -n 2 --dist loadgroup
 
 # Executes the lessons with $COURSE_DATA (default: TFDS, falling back to synthetic data).
 site: $(STAMP) vendor

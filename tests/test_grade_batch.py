@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from recsys_course.catalog import Catalog, load_catalog
+
+# One shared batch run: keep every test of this module on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("grade_batch")
 from recsys_course.grading.batch import Grader, Options, write_reports
 from recsys_course.lessons import make_stub
 

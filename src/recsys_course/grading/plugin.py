@@ -133,9 +133,11 @@ class GradeCollector:
                     f"{item.nodeid}: exercise {exercise_id} is not defined in any solutions/NN_*.yml"
                 )
             hidden = self.hidden_dir is not None and self.hidden_dir in Path(item.path).resolve().parents
-            self.results[item.nodeid] = TestResult(
-                item.nodeid, exercise_id, int(marker.kwargs.get("points", 1)), hidden=hidden
-            )
+            points = int(marker.kwargs.get("points", 1))
+            self.results[item.nodeid] = TestResult(item.nodeid, exercise_id, points, hidden=hidden)
+            # Travels with the test's reports, so a pytest-xdist controller (which collects
+            # nothing itself) can still build the score table.
+            item.user_properties.append(("course_exercise", (exercise_id, points, hidden)))
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item):
@@ -154,7 +156,11 @@ class GradeCollector:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = self.results.get(report.nodeid)
         if result is None:
-            return
+            graded = dict(report.user_properties).get("course_exercise")
+            if graded is None:
+                return
+            exercise_id, points, hidden = graded
+            result = self.results[report.nodeid] = TestResult(report.nodeid, exercise_id, points, hidden=hidden)
         result.ran = True
         if report.when == "call" and report.passed:
             result.passed = True
