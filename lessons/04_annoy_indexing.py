@@ -1,0 +1,853 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lesson 04 · Approximate nearest-neighbour retrieval with Annoy
+#
+# **You will learn to**
+#
+# - explain why exact top-k search over a large catalogue does not fit an online latency
+#   budget, and what an approximate index trades for speed;
+# - describe how Annoy's forest of random-projection trees is built and searched, and what
+#   its two knobs, `n_trees` and `search_k`, cost at build time and at query time;
+# - index the movie embeddings of a trained two-tower model, query it with user embeddings,
+#   and check the answers against TensorFlow Recommenders' exact `BruteForce` layer;
+# - turn maximum inner product search into angular search by appending one coordinate;
+# - save an index, memory-map it from another process, and place it in a serving stack;
+# - measure recall against exact search, queries per second, build time and index size on
+#   500,000 items, and decide when another library (ScaNN, Faiss, HNSW) fits better.
+#
+# **Expected runtime:** about 1-2 minutes on 2 CPU cores (most of it is the 500,000-item
+# sweep in section 9). The 1,000,000-item sweep lives in the benchmark
+# (`course bench 04`), not here.
+#
+# **How to work through it:** run the cells top to bottom. Exercises are functions whose
+# body raises `NotImplementedError`; implement them, then check with `course check 4.1`
+# (or `course check 04` for the whole lesson).
+
+# %% tags=["setup"]
+# Importing recsys_course first sets TF_USE_LEGACY_KERAS=1 before TensorFlow is imported
+# (TensorFlow Recommenders needs Keras 2). The exercises only need NumPy and Annoy.
+import recsys_course
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from annoy import AnnoyIndex
+
+SEED = recsys_course.seed_everything(42)
+K = 10  # every list in this lesson is a top-10
+
+# %% [markdown]
+# ## 1. Why exact search stops scaling
+#
+# A two-tower model (lesson 02) scores a (user, movie) pair with one dot product between a
+# user vector and a movie vector. To recommend, we need the $k$ movies whose vectors have the
+# largest dot product with the user's vector: **top-k search**. The exact way computes every
+# score and keeps the best:
+#
+# $$\text{top}_k(q) = \text{the } k \text{ indices } i \in \{1, \dots, n\} \text{ with the largest } q \cdot x_i$$
+#
+# That is $n \cdot d$ multiply-adds per request, and worse, it reads the whole $n \times d$
+# matrix from memory each time. With $n$ = 1,000,000 movies and $d$ = 32 float32 numbers,
+# that is 128 MB per request. A CPU core streams memory at roughly 10-20 GB/s, so one exact
+# query takes several milliseconds before sorting even starts, and a service answering 1,000
+# requests per second would need ten or more cores doing nothing else. The cost grows
+# linearly with the catalogue, while the latency budget of retrieval (a few milliseconds of
+# a page's total) does not grow at all.
+#
+# **Approximate nearest-neighbour (ANN)** search gives up the guarantee of finding the exact
+# top-k in exchange for looking at a small fraction of the items. The question is never "is
+# it exact?" but "how much of the exact answer does it find, and how fast?". We measure the
+# first with **recall@k**: the share of the exact top-k that the index returns.
+#
+# We start from the data and a trained model, then build the tools: exact search, an Annoy
+# index, recall, and the reduction that lets an angular index answer dot-product queries.
+
+# %%
+data = recsys_course.load_movielens()
+print("Dataset:", data.summary())
+ratings, movies = data.ratings, data.movies
+train, test = recsys_course.split_ratings(ratings, 0.2, seed=SEED)
+print(f"train: {len(train):,} ratings, test: {len(test):,} ratings")
+
+# %% [markdown]
+# ## 2. Embeddings to search
+#
+# We need movie vectors and user vectors from a trained two-tower model. Lesson 02 builds
+# such a model step by step; here one call to the course's helper
+# `recsys_course.two_tower.train_two_tower` trains the id-only version, with the settings
+# of the TFRS basic retrieval tutorial (embedding size 32, Adagrad with learning rate 0.1,
+# 3 epochs). In brief:
+#
+# - the **user tower** maps a user id to a 32-number vector (a `StringLookup` followed by
+#   an `Embedding` table), the **movie tower** does the same for movie ids;
+# - every training rating is a positive (user, movie) pair, and the other movies of the same
+#   batch serve as negatives: the loss is a softmax over the batch (TFRS's `Retrieval`
+#   task), which pushes a user's vector towards the movies they rated and away from others;
+# - after training, the helper runs the movie tower once over the whole catalogue and keeps
+#   the result as a matrix, `movie_embeddings`, whose row `i` belongs to `movie_ids[i]`.
+#
+# Those rows are what we index; user vectors are the queries.
+
+# %%
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from recsys_course.two_tower import train_two_tower
+
+recsys_course.seed_everything(SEED)  # TensorFlow is imported now: seed it too
+started = time.perf_counter()
+towers = train_two_tower(train, movies, embedding_dim=32, epochs=3, seed=SEED)
+print(f"trained in {time.perf_counter() - started:.1f} s; "
+      f"loss per example by epoch: {np.round(towers.history['loss_per_example'], 3)}")
+print("movie_embeddings:", towers.movie_embeddings.shape, towers.movie_embeddings.dtype)
+
+# %% [markdown]
+# TFRS ships an exact index as a Keras layer: `tfrs.layers.factorized_top_k.BruteForce`
+# wraps the user tower, stores the candidate matrix, and answers a batch of user ids with
+# the top-k scores and identifiers. It is our reference answer throughout the lesson.
+
+# %%
+brute_force = tfrs.layers.factorized_top_k.BruteForce(towers.user_model, k=K)
+brute_force.index(tf.constant(towers.movie_embeddings), tf.constant(towers.movie_ids))
+
+titles = movies.set_index("movie_id")["movie_title"]
+user = sorted(set(test["user_id"]) & set(train["user_id"]))[0]  # a user the model has seen
+favourites = train[train["user_id"] == user].nlargest(3, ["user_rating", "timestamp"])
+print(f"user {user} rated highly:", *favourites["movie_title"], sep="\n  ")
+bf_scores, bf_ids = brute_force(tf.constant([user]))
+bf_ids = [m.decode() for m in bf_ids.numpy()[0]]
+print("BruteForce top-3:", [titles[m] for m in bf_ids[:3]])
+
+# %% [markdown]
+# ## 3. Exact search in NumPy
+#
+# BruteForce runs inside TensorFlow. For measuring, we also want exact search as plain
+# NumPy, one query at a time, the way an online service receives requests: a matrix-vector
+# product, then the $k$ best scores. Sorting all $n$ scores costs $O(n \log n)$;
+# `np.argpartition` finds the $k$ largest in $O(n)$, and only those $k$ need sorting.
+#
+# ### Exercise 4.1 · Exact top-k by inner product
+#
+# Implement `exact_top_k(items, query, k)`.
+
+# %% tags=["exercise"] exercise="4.1"
+def exact_top_k(items: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` items with the largest inner product with ``query``, best first.
+
+    Args:
+        items: float array ``[n_items, d]``, one item vector per row.
+        query: float array ``[d]``.
+        k: how many to return, ``k >= 1``; when ``k > n_items`` all items are returned.
+
+    Returns:
+        int64 array ``[min(k, n_items)]`` of row indices into ``items``, ordered by
+        decreasing ``items[i] @ query`` (ties in any order).
+    """
+    raise NotImplementedError(
+        "Exercise 4.1 (Exact top-k by inner product): not solved yet. Stuck? Run: course hint 4.1"
+    )
+
+
+# %%
+query = towers.user_embeddings([user])[0]
+numpy_ids = towers.movie_ids[exact_top_k(towers.movie_embeddings, query, K)]
+print("NumPy exact search agrees with BruteForce:", list(numpy_ids) == bf_ids)
+
+# %% [markdown]
+# ## 4. How Annoy works: a forest of random-projection trees
+#
+# [Annoy](https://github.com/spotify/annoy) (Approximate Nearest Neighbors Oh Yeah) was
+# written by Erik Bernhardsson at Spotify to find similar tracks among millions of
+# matrix-factorisation vectors. It is a C++ library with Python bindings.
+#
+# **Building one tree.** Take all items. Pick two of them at random (Annoy refines the pair
+# with a few steps of 2-means) and cut the space with the hyperplane equidistant from the
+# two: every item goes to the side it falls on. Repeat inside each half, and again, until a
+# node holds only a handful of items (about as many ids as fit in the space of one vector,
+# roughly $d + 2$). Items that are close together tend to end in the same leaf, because a
+# random cut rarely separates two nearby points.
+#
+# **Searching one tree** means walking from the root to the query's leaf: about
+# $\log_2(n / d)$ comparisons, after which the leaf's items are the candidates.
+#
+# **Why a forest.** A single tree sometimes cuts right between the query and one of its
+# true neighbours. Different random cuts make different mistakes, so Annoy builds
+# `n_trees` independent trees and searches them together. The search keeps one priority
+# queue over all trees, ordered by how far the query lies from each hyperplane it would have
+# to cross: nodes just across a cut are visited first. It stops once it has gathered
+# `search_k` candidate items, removes duplicates, computes their exact distances to the
+# query, and returns the best `k`.
+#
+# The figure builds two such trees on 300 points in the plane, with the rule above (without
+# the 2-means refinement). Colours are leaves; the star is a query, the circled points are
+# its 5 true nearest neighbours, and the dark points are the query's leaf in each tree.
+
+# %%
+def random_projection_leaves(points: np.ndarray, rng: np.random.Generator, leaf_size: int = 12) -> np.ndarray:
+    """Leaf number of each 2-D point in one tree split by hyperplanes between random pairs."""
+    leaves = np.zeros(len(points), dtype=int)
+    pending, n_leaves = [np.arange(len(points))], 0
+    while pending:
+        members = pending.pop()
+        if len(members) <= leaf_size:
+            leaves[members], n_leaves = n_leaves, n_leaves + 1
+            continue
+        a, b = points[rng.choice(members, size=2, replace=False)]
+        side = points[members] @ (a - b) > (a - b) @ (a + b) / 2  # nearer to a than to b
+        pending += [members[side], members[~side]]
+    return leaves
+
+
+rng = np.random.default_rng(SEED)
+centres = rng.normal(scale=3.0, size=(6, 2))
+points = centres[rng.integers(0, 6, 300)] + rng.normal(size=(300, 2))
+query_2d = points[0] + 0.3
+true_nn = np.argsort(((points - query_2d) ** 2).sum(axis=1))[:5]
+
+
+def neighbours_in_query_leaf(tree_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(leaf of every point, mask of the points sharing the query's leaf) for one tree."""
+    leaves = random_projection_leaves(points, np.random.default_rng(tree_seed))
+    return leaves, leaves == leaves[np.argmin(((points - query_2d) ** 2).sum(axis=1))]
+
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+for tree, ax in enumerate(axes):
+    leaves, in_leaf = neighbours_in_query_leaf(tree)
+    ax.scatter(*points.T, c=leaves % 20, cmap="tab20", s=14, alpha=0.35)
+    ax.scatter(*points[in_leaf].T, c="black", s=16)
+    ax.scatter(*points[true_nn].T, facecolors="none", edgecolors="red", s=120, linewidths=1.5)
+    ax.scatter(*query_2d, marker="*", c="red", s=250)
+    ax.set(title=f"tree {tree + 1}: {leaves.max() + 1} leaves", xticks=[], yticks=[])
+fig.tight_layout()
+plt.show()
+found = [set(np.flatnonzero(neighbours_in_query_leaf(t)[1])) & set(true_nn) for t in range(10)]
+print("true neighbours in the query's leaf, tree by tree:", [len(f) for f in found], "of 5")
+for n_trees in (1, 2, 5, 10):
+    print(f"  union over {n_trees:2d} trees: {len(set().union(*found[:n_trees]))} of 5")
+
+# %% [markdown]
+# One leaf often misses some true neighbours; the union over trees, plus the neighbouring
+# leaves the priority queue visits, misses fewer. That is all of Annoy's accuracy story.
+#
+# **The two knobs.**
+#
+# | knob | set at | more of it buys | and costs |
+# |---|---|---|---|
+# | `n_trees` | build time | better candidates for the same `search_k` | build time (linear in `n_trees`), index size (each tree adds its split nodes) |
+# | `search_k` | query time | more candidates inspected, higher recall | query time (roughly linear in `search_k`) |
+#
+# When `search_k` is not given, Annoy uses `n_trees * k`. The Annoy README advises making
+# `n_trees` as large as your memory allows and `search_k` as large as your latency budget
+# allows; section 9 measures both.
+#
+# Three practical facts shape the code below. Items are identified by integers `0..n-1`
+# (Annoy allocates space for the largest id, so keep your own array that maps positions to
+# real ids, as `towers.movie_ids` does). No item can be added after `build`: a changed
+# catalogue means a new index. And `build(n_trees, n_jobs=...)` can use several threads,
+# but then the trees depend on thread timing; with `n_jobs=1` and `set_seed`, the same
+# input always gives the same index, which is what we want in a course.
+#
+# ### Exercise 4.2 · Build an Annoy index from an embedding matrix
+#
+# Implement `build_annoy_index(vectors, metric, n_trees, seed)`.
+
+# %% tags=["exercise"] exercise="4.2"
+def build_annoy_index(
+    vectors: np.ndarray, metric: str = "angular", n_trees: int = 10, seed: int = 42
+) -> AnnoyIndex:
+    """A built Annoy index over the rows of ``vectors``.
+
+    Args:
+        vectors: float array ``[n_items, d]``; row ``i`` becomes Annoy item ``i``.
+        metric: Annoy metric: ``"angular"``, ``"euclidean"``, ``"manhattan"``,
+            ``"hamming"`` or ``"dot"``.
+        n_trees: number of trees in the forest.
+        seed: Annoy's random seed, set before building so that the same arguments always
+            give the same trees.
+
+    Returns:
+        An ``AnnoyIndex`` with ``d`` dimensions, ``n_items`` items and ``n_trees`` trees,
+        built with a single thread (``n_jobs=1``, which keeps builds reproducible).
+    """
+    raise NotImplementedError(
+        "Exercise 4.2 (Build an Annoy index from an embedding matrix): not solved yet. Stuck? Run: course hint 4.2"
+    )
+
+
+# %% [markdown]
+# ## 5. Measuring the approximation: recall@k
+#
+# For one query, recall@k is the share of the exact top-k that the approximate top-k
+# contains: $|A_k \cap E_k| / k$. Order inside the list does not matter (the ranking stage
+# reorders candidates anyway), and an index that returns fewer than $k$ ids (Annoy can,
+# when `search_k` is tiny) is charged for the missing ones. Averaged over many queries, it
+# is the number to put next to the speed.
+#
+# ### Exercise 4.3 · Recall@k against exact search
+#
+# Implement `recall_at_k(approx_ids, exact_ids, k)`.
+
+# %% tags=["exercise"] exercise="4.3"
+def recall_at_k(approx_ids, exact_ids, k: int) -> float:
+    """Mean share of each query's exact top-``k`` that the approximate answer found.
+
+    Args:
+        approx_ids: one sequence of ids per query, best first (a list of lists, or an
+            ``[n_queries, m]`` array); only the first ``k`` of each count, and a sequence
+            shorter than ``k`` simply finds less.
+        exact_ids: one sequence of at least ``k`` ids per query, best first, same order of
+            queries as ``approx_ids``.
+        k: cutoff, ``k >= 1``.
+
+    Returns:
+        ``mean over queries of |set(approx[:k]) & set(exact[:k])| / k``, a float in [0, 1].
+    """
+    raise NotImplementedError(
+        "Exercise 4.3 (Recall@k against exact search): not solved yet. Stuck? Run: course hint 4.3"
+    )
+
+
+# %% [markdown]
+# ## 6. Metrics, and turning inner products into angles
+#
+# Annoy measures closeness with one of five metrics, fixed when the index is created:
+#
+# - `angular`: $\sqrt{2(1 - \cos(u, v))}$, the Euclidean distance between the normalised
+#   vectors; it ignores vector lengths.
+# - `euclidean` ($\lVert u - v \rVert$) and `manhattan` ($\sum_j |u_j - v_j|$).
+# - `hamming`: for binary vectors.
+# - `dot`: the inner product itself, where larger means closer.
+#
+# Our model scores with the **inner product**, so the exact answer we want is **maximum
+# inner product search (MIPS)**. The inner product is not a distance: an item is not its
+# own best match (a longer vector in the same direction beats it), and the triangle
+# inequality that space-partitioning methods lean on does not hold. Using `angular` on the
+# raw embeddings would answer a different question, because a two-tower model stores
+# information in vector lengths: popular movies get longer vectors. Our trained movie
+# vectors show it:
+
+# %%
+norms = np.linalg.norm(towers.movie_embeddings, axis=1)
+popularity = train["movie_id"].value_counts().reindex(towers.movie_ids).fillna(0).to_numpy()
+print(f"movie vector lengths: 5th percentile {np.percentile(norms, 5):.2f}, "
+      f"median {np.median(norms):.2f}, 95th percentile {np.percentile(norms, 95):.2f}")
+print(f"correlation of length with log(1 + number of training ratings): "
+      f"{np.corrcoef(norms, np.log1p(popularity))[0, 1]:.2f}")
+
+users = np.array(sorted(train["user_id"].unique()))
+user_vectors = towers.user_embeddings(users)
+unit_movies = towers.movie_embeddings / np.linalg.norm(towers.movie_embeddings, axis=1, keepdims=True)
+by_dot = [exact_top_k(towers.movie_embeddings, q, K) for q in user_vectors]
+by_cosine = [exact_top_k(unit_movies, q, K) for q in user_vectors]
+print(f"top-{K} by cosine contains {recall_at_k(by_cosine, by_dot, K):.0%} of the top-{K} by dot product")
+
+# %% [markdown]
+# ### The reduction: one extra coordinate
+#
+# Bachrach et al. (2014) showed how to answer MIPS with any nearest-neighbour index for
+# angles or Euclidean distance. Let $M = \max_i \lVert x_i \rVert$ be the largest item
+# length. Give every item one extra coordinate, and every query a zero:
+#
+# $$x_i' = \Big[\,x_i,\; \sqrt{M^2 - \lVert x_i \rVert^2}\,\Big], \qquad q' = [\,q,\; 0\,].$$
+#
+# Now every item has the same length, $\lVert x_i' \rVert = M$, and the zero hides the extra
+# coordinate from the product: $q' \cdot x_i' = q \cdot x_i$. So
+#
+# $$\cos(q', x_i') = \frac{q \cdot x_i}{\lVert q \rVert \, M},$$
+#
+# which, for a fixed query, orders items exactly as the inner product does. The angular
+# top-k of $q'$ is the MIPS top-k of $q$. (Euclidean distance works too:
+# $\lVert q' - x_i' \rVert^2 = \lVert q \rVert^2 + M^2 - 2\, q \cdot x_i$.) Annoy's own `dot`
+# metric applies the same idea internally; section 10 compares the two.
+#
+# ### Exercise 4.4 · Augment the items
+#
+# Implement `augment_for_mips(items)`.
+
+# %% tags=["exercise"] exercise="4.4"
+def augment_for_mips(items: np.ndarray) -> tuple[np.ndarray, float]:
+    """Append ``sqrt(M**2 - |x|**2)`` to every item so all items share the length ``M``.
+
+    Args:
+        items: float array ``[n_items, d]``.
+
+    Returns:
+        ``(augmented, max_norm)``: float32 array ``[n_items, d + 1]`` whose first ``d``
+        columns are ``items`` and whose last column makes every row's length equal to
+        ``max_norm``, the largest row length of ``items`` (as a Python float). The last
+        column is never negative or NaN (round-off below zero is clipped to zero).
+    """
+    raise NotImplementedError(
+        "Exercise 4.4 (Augment the items for inner-product search): not solved yet. Stuck? Run: course hint 4.4"
+    )
+
+
+# %% [markdown]
+# ### Exercise 4.5 · Query the augmented index
+#
+# The query side of the reduction: append a zero to the user vector, then ask the angular
+# index. Implement `mips_search(index, query, k, search_k)`.
+
+# %% tags=["exercise"] exercise="4.5"
+def mips_search(index: AnnoyIndex, query: np.ndarray, k: int, search_k: int = -1) -> np.ndarray:
+    """Top-``k`` items by inner product from an angular index over augmented items.
+
+    Args:
+        index: an ``"angular"`` AnnoyIndex of ``d + 1`` dimensions built from the output of
+            ``augment_for_mips``.
+        query: float array ``[d]``, a raw (not augmented) query vector.
+        k: number of ids wanted.
+        search_k: Annoy's ``search_k`` (``-1`` lets Annoy use ``n_trees * k``).
+
+    Returns:
+        int64 array of at most ``k`` item ids, by decreasing (approximate) inner product.
+    """
+    raise NotImplementedError(
+        "Exercise 4.5 (Query the augmented index): not solved yet. Stuck? Run: course hint 4.5"
+    )
+
+
+# %% [markdown]
+# ## 7. An Annoy index over the movies
+#
+# Now the pieces fit together: augment the movie vectors, build an angular index, and ask
+# it for our user's top-10 next to BruteForce's.
+
+# %%
+augmented_movies, max_norm = augment_for_mips(towers.movie_embeddings)
+movie_index = build_annoy_index(augmented_movies, metric="angular", n_trees=10, seed=SEED)
+print(f"indexed {movie_index.get_n_items():,} movies, {movie_index.get_n_trees()} trees, "
+      f"{movie_index.f} dimensions; largest vector length M = {max_norm:.3f}")
+
+annoy_ids = list(towers.movie_ids[mips_search(movie_index, query, K)])
+side_by_side = pd.DataFrame(
+    {
+        "BruteForce (exact)": [titles[m] for m in bf_ids],
+        "Annoy (approximate)": [titles[m] for m in annoy_ids],
+        "Annoy's pick in exact top-10": [m in bf_ids for m in annoy_ids],
+    },
+    index=pd.RangeIndex(1, K + 1, name="rank"),
+)
+print(f"overlap for user {user} with Annoy's default search_k: {len(set(annoy_ids) & set(bf_ids))} of {K}")
+side_by_side
+
+# %% [markdown]
+# The angular distances Annoy returns can be turned back into model scores, which checks
+# the reduction end to end: $\cos = 1 - \text{dist}^2 / 2$ and
+# $q \cdot x = \cos \cdot \lVert q' \rVert \cdot M$.
+
+# %%
+ids, distances = movie_index.get_nns_by_vector(np.append(query, 0.0), 5, search_k=500, include_distances=True)
+recovered = (1 - np.square(distances) / 2) * np.linalg.norm(query) * max_norm
+print("scores recovered from Annoy's distances:", np.round(recovered, 4))
+print("the model's scores q . x for those ids: ", np.round(towers.movie_embeddings[ids] @ query, 4))
+
+# %% [markdown]
+# One user is an anecdote. Over every user, how much of BruteForce's top-10 does Annoy find,
+# and how does `search_k` change it? BruteForce answers all users in one batch.
+
+# %%
+_, bf_all = brute_force(tf.constant(users))
+exact_all = [[m.decode() for m in row] for row in bf_all.numpy()]
+agreement = []
+for search_k in (-1, 200, 500, 1000, 2000):
+    answers = [towers.movie_ids[mips_search(movie_index, q, K, search_k)] for q in user_vectors]
+    agreement.append({
+        "search_k": search_k,
+        "candidates": search_k if search_k > 0 else movie_index.get_n_trees() * K,  # -1: Annoy's default
+        f"agreement@{K} with BruteForce": round(recall_at_k(answers, exact_all, K), 4),
+    })
+agreement = pd.DataFrame(agreement)
+agreement
+
+# %% [markdown]
+# The default inspects only `n_trees * k` candidates, rarely enough for a good top-10;
+# agreement climbs quickly with `search_k`. Always read `search_k` against the catalogue
+# size: once it approaches the number of items, Annoy is doing exact search the slow way,
+# and on a catalogue of a few thousand movies exact search is the better choice anyway.
+# Section 9 moves to a catalogue where the index earns its keep.
+
+# %%
+reached = agreement[agreement[f"agreement@{K} with BruteForce"] >= 0.95]
+if reached.empty:
+    print("no search_k in this list reaches 0.95 agreement")
+else:
+    first = int(reached.iloc[0]["candidates"])
+    note = " (search_k counts candidates with repeats across trees)" if first > len(towers.movie_ids) else ""
+    print(f"agreement >= 0.95 first at search_k = {first:,}, for a catalogue of "
+          f"{len(towers.movie_ids):,} movies{note}")
+
+# %% [markdown]
+# Note what neither side does: remove movies the user has already rated. In production you
+# ask the index for $k$ plus the number of seen items and filter afterwards, or filter in
+# the ranking stage.
+
+# %% [markdown]
+# ## 8. Save, memory-map, share
+#
+# Annoy's distinctive feature is its file format: `save` writes the forest as one flat file,
+# and `load` does not read it, it **memory-maps** it (`mmap`). Loading is instant whatever
+# the size, pages come from disk only when a query touches them, and every process that maps
+# the same file shares one copy in the operating system's page cache. A web service with 16
+# worker processes pays for the index's memory once, not 16 times. (`load(path,
+# prefault=True)` reads the whole file up front instead, trading start-up time for no
+# first-query disk reads; `on_disk_build(path)` builds straight into a file for indexes
+# larger than RAM.)
+
+# %%
+workdir = Path(tempfile.mkdtemp(prefix="lesson04-"))
+index_path = workdir / "movies.ann"
+before = [mips_search(movie_index, q, K, 500).tolist() for q in user_vectors]
+movie_index.save(str(index_path))  # Annoy re-opens the index from the file after saving
+print(f"{index_path.name}: {index_path.stat().st_size / 1e6:.2f} MB "
+      f"({movie_index.get_n_items():,} movies, {movie_index.get_n_trees()} trees)")
+
+loaded = AnnoyIndex(movie_index.f, "angular")  # the dimension and metric are not stored in the file
+loaded.load(str(index_path), prefault=False)
+after = [mips_search(loaded, q, K, 500).tolist() for q in user_vectors]
+print("the memory-mapped index answers every user identically:", before == after)
+
+# %% [markdown]
+# A second process can map the same file. Here a fresh Python interpreter, with nothing but
+# Annoy and the file, answers our user's query; in a serving stack each worker process does
+# exactly this at start-up.
+
+# %%
+child_code = """
+import json, sys
+from annoy import AnnoyIndex
+path, dim, query = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+index = AnnoyIndex(dim, "angular")
+index.load(path)
+print(json.dumps(index.get_nns_by_vector(query + [0.0], 10, search_k=500)))
+"""
+child = subprocess.run(
+    [sys.executable, "-c", child_code, str(index_path), str(loaded.f), json.dumps(query.tolist())],
+    capture_output=True, text=True, check=True,
+)
+print("another process gives the same top-10:", json.loads(child.stdout) == before[list(users).index(user)])
+
+# %% [markdown]
+# ## 9. At scale: how exact search slows down, and what Annoy buys
+#
+# With fewer than 10,000 movies, exact search is already fast; ANN pays off on large
+# catalogues. We make one: 1,000,000 item vectors and 200 query vectors with the structure
+# of learned embeddings, generated by `recsys_course.annoy_sweep.clustered_corpus` (1,000
+# clusters, each vector a random cluster centre plus noise, lengths spread by a log-normal
+# factor as popularity spreads them in a trained model; queries come from the same mixture).
+#
+# Timing rules: one query at a time, as requests arrive at an online service; each query
+# set runs twice and the faster pass counts (other programs can only slow a pass down).
+# Queries-per-second (QPS) numbers differ from machine to machine and run to run; recall,
+# index sizes and the shape of the curves do not.
+#
+# First, exact search on growing prefixes of the catalogue. Section 1 predicted linear
+# growth; watch the cost *per item* too. While the matrix fits in the processor's cache
+# (tens of MB on a typical server) each query re-reads it from the cache; once it
+# outgrows the cache, every query streams it from main memory, and the cost per item jumps.
+
+# %%
+from recsys_course.annoy_sweep import annoy_sweep, best_setting, clustered_corpus, exact_baseline, timed_queries
+
+N_QUERIES, REPEATS = 200, 2
+corpus, queries = clustered_corpus(1_000_000, N_QUERIES, dim=32, seed=SEED)
+scaling = []
+for n in (100_000, 250_000, 500_000, 1_000_000):
+    qps, _ = timed_queries(lambda q: exact_top_k(corpus[:n], q, K), queries[:50], REPEATS)
+    scaling.append({"items": n, "matrix MB": round(corpus[:n].nbytes / 1e6),
+                    "ms per query": round(1000 / qps, 2), "ns per item": round(1e9 / qps / n, 2)})
+scaling = pd.DataFrame(scaling)
+growth = scaling["ms per query"].iloc[-1] / scaling["ms per query"].iloc[0]
+print(f"10x more items cost {growth:.1f}x more time per query")
+scaling
+
+# %% [markdown]
+# The sweep uses the first 500,000 items: large enough that the matrix (64 MB) no longer
+# sits in a typical cache, small enough to build several forests within this lesson's time.
+# The exact answers (`truth`) for all 200 queries come from the same pass that times NumPy.
+
+# %%
+N_ITEMS = 500_000
+items = corpus[:N_ITEMS].copy()
+del corpus  # free the other half
+truth, numpy_qps = exact_baseline(items, queries, exact_top_k, k=K, repeats=REPEATS)
+print(f"{N_ITEMS:,} items x {items.shape[1]} dims; exact NumPy search: {numpy_qps:,.0f} queries/s "
+      f"({1000 / numpy_qps:.2f} ms per query)")
+
+# %% [markdown]
+# The same exact search with TFRS's `BruteForce` (no query tower here: we hand it query
+# vectors), also one query at a time. Which of the two is faster depends on the machine:
+# each call into TensorFlow costs a fixed overhead, but its matrix product and top-k may use
+# several threads. The faster one is our baseline, so that no speed-up below is flattered
+# by a slow reference.
+
+# %%
+brute_large = tfrs.layers.factorized_top_k.BruteForce(k=K)
+brute_large.index(tf.constant(items))
+brute_qps, brute_answers = timed_queries(lambda q: brute_large(q[None, :])[1].numpy()[0], queries, REPEATS)
+exact_qps = max(numpy_qps, brute_qps)
+print(f"TFRS BruteForce: {brute_qps:,.0f} queries/s, same answers as NumPy: "
+      f"{recall_at_k(brute_answers, truth, K):.3f}; exact baseline: {exact_qps:,.0f} queries/s")
+
+# %% [markdown]
+# One setting first, step by step: augment, build, time the queries, measure recall.
+
+# %%
+augmented_items, _ = augment_for_mips(items)
+started = time.perf_counter()
+index = build_annoy_index(augmented_items, metric="angular", n_trees=10, seed=SEED)
+build_seconds = time.perf_counter() - started
+qps, answers = timed_queries(lambda q: mips_search(index, q, K, search_k=2000), queries, REPEATS)
+print(f"n_trees=10 built in {build_seconds:.1f} s; search_k=2000: recall@{K} "
+      f"{recall_at_k(answers, truth, K):.3f} at {qps:,.0f} queries/s ({qps / exact_qps:.1f}x the exact baseline)")
+index.unload()
+
+# %% [markdown]
+# Now the grid: two forest sizes, five `search_k` values each. `annoy_sweep` runs the
+# loop above for every setting, saves each index to a temporary file to measure its size
+# (and queries it memory-mapped, as production would), then deletes it.
+
+# %%
+sweep = annoy_sweep(
+    augmented_items, queries, truth,
+    build_index=build_annoy_index, search=mips_search, recall_at_k=recall_at_k,
+    n_trees_grid=(10, 30), search_k_grid=(1000, 2000, 5000, 10000, 20000),
+    metric="angular", exact_qps=exact_qps, k=K, repeats=REPEATS, seed=SEED,
+)
+sweep.drop(columns="index_bytes")
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 4.5))
+for n_trees, rows in sweep.groupby("n_trees"):
+    ax.plot(rows[f"recall@{K}"], rows["qps"], marker="o", label=f"Annoy, n_trees={n_trees}")
+    for _, row in rows.iterrows():
+        ax.annotate(str(row["search_k"]), (row[f"recall@{K}"], row["qps"]), fontsize=7,
+                    textcoords="offset points", xytext=(4, 3))
+ax.axhline(exact_qps, color="black", linestyle="--", label="exact search (faster of NumPy, BruteForce)")
+ax.scatter([1.0], [exact_qps], color="black", zorder=3)
+ax.set(yscale="log", xlabel=f"recall@{K} against exact search", ylabel="queries per second (log)",
+       title=f"{N_ITEMS:,} items: the recall / speed trade-off (labels: search_k)")
+ax.legend()
+plt.show()
+
+# %%
+builds = sweep.groupby("n_trees")[["build_seconds", "index_mb"]].first()
+builds["raw vectors, MB"] = round(augmented_items.nbytes / 1e6, 1)
+builds["index / raw"] = (builds["index_mb"] / builds["raw vectors, MB"]).round(1)
+print(builds)
+for target in (0.9, 0.95, 0.99):
+    best = best_setting(sweep, target, K)
+    if best is None:
+        print(f"recall >= {target}: not reached in this grid")
+    else:
+        print(f"recall >= {target}: fastest is n_trees={best['n_trees']}, search_k={best['search_k']}: "
+              f"{best['qps']:,.0f} queries/s, {best['speedup']:.1f}x exact")
+
+# %% [markdown]
+# How to read it:
+#
+# - Along one curve, larger `search_k` moves right (recall) and down (speed): query time is
+#   roughly proportional to the candidates inspected.
+# - Between curves, more trees reach the same recall with a smaller `search_k`, so the curve
+#   for the bigger forest lies up and to the right, at the price of build time and memory:
+#   the index is larger than the raw vectors, and grows with every tree.
+# - The gain over exact search grows with the catalogue: exact search is linear in $n$,
+#   while a tree walk is logarithmic and the candidates needed for a given recall grow much
+#   more slowly than $n$. The benchmark repeats this sweep on 1,000,000 items, where the
+#   gap is larger.
+
+# %% [markdown]
+# ## 10. Annoy's `dot` metric against the explicit reduction
+#
+# Annoy also offers `metric="dot"`, which builds MIPS support into the index (its source
+# cites the same Bachrach et al. reduction). In 2022, spotify/annoy issue 619 reported very
+# low recall for `dot` on the last.fm embeddings of ann-benchmarks, where an `angular`
+# index with the extra coordinate added by hand did much better; a change to how `dot`
+# computes its splits was merged in 2023 (pull request 628). Rather than trusting either
+# report, we measure the installed version on the same items, queries, trees and
+# `search_k`.
+
+# %%
+dot_sweep = annoy_sweep(
+    items, queries, truth,
+    build_index=build_annoy_index,
+    search=lambda index, q, k, search_k: index.get_nns_by_vector(q, k, search_k=search_k),
+    recall_at_k=recall_at_k, n_trees_grid=(10,), search_k_grid=(1000, 2000, 5000, 10000, 20000),
+    metric="dot", exact_qps=exact_qps, k=K, repeats=REPEATS, seed=SEED,
+)
+reduction = sweep[sweep["n_trees"] == 10]
+compare = pd.DataFrame(
+    {
+        "reduction: recall": reduction.set_index("search_k")[f"recall@{K}"],
+        "dot: recall": dot_sweep.set_index("search_k")[f"recall@{K}"],
+        "reduction: QPS": reduction.set_index("search_k")["qps"],
+        "dot: QPS": dot_sweep.set_index("search_k")["qps"],
+    }
+)
+from importlib.metadata import version
+
+print(f"annoy {version('annoy')}, n_trees=10, same items, queries and exact answers")
+compare
+
+# %% [markdown]
+# The two indexes need not do the same work for the same `search_k`, so the fair comparison
+# is the whole recall / speed curve: a setting is better when it is at least as accurate
+# *and* at least as fast.
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 4))
+for name, rows in (("angular + extra coordinate", reduction), ("Annoy's dot metric", dot_sweep)):
+    ax.plot(rows[f"recall@{K}"], rows["qps"], marker="o", label=name)
+ax.set(yscale="log", xlabel=f"recall@{K}", ylabel="queries per second (log)",
+       title="Inner-product search, n_trees=10: two ways")
+ax.legend()
+plt.show()
+
+
+def dominated(point: pd.Series, others: pd.DataFrame) -> bool:
+    """True when some row of ``others`` is at least as accurate and at least as fast as ``point``."""
+    return bool(((others[f"recall@{K}"] >= point[f"recall@{K}"]) & (others["qps"] >= point["qps"])).any())
+
+
+dot_beaten = sum(dominated(row, reduction) for _, row in dot_sweep.iterrows())
+reduction_beaten = sum(dominated(row, dot_sweep) for _, row in reduction.iterrows())
+print(f"{dot_beaten} of {len(dot_sweep)} dot settings are matched or beaten by a reduction setting; "
+      f"{reduction_beaten} of {len(reduction)} reduction settings by a dot setting")
+for target in (0.9, 0.95):
+    for name, rows in (("reduction", reduction), ("dot", dot_sweep)):
+        best = best_setting(rows, target, K)
+        print(f"  recall >= {target} with {name}: " + (
+            "not reached" if best is None else f"{best['qps']:,.0f} queries/s at search_k={best['search_k']}"))
+
+# %% [markdown]
+# What to take from it. On these embeddings, with annoy 1.17.3, `dot` inspects its
+# candidates faster for a given `search_k` but finds far less of the exact top-10, and along
+# the recall / speed curve the explicit reduction reaches high recall (0.9 and above) at a
+# higher speed; the 1,000,000-item benchmark shows the same picture. That is why this
+# lesson builds its movie index with the reduction. The general lesson is the method:
+# an index's recall depends on the data, the metric and the library version, so **measure
+# recall against exact search on your own embeddings** before choosing, and measure again
+# when you upgrade.
+#
+# There is a third option, wrong rather than slow: an `angular` index on the raw vectors.
+# It answers "most similar direction", and section 6 showed how little of the dot-product
+# top-10 that contains when vector lengths carry popularity.
+
+# %% [markdown]
+# ## 11. Where Annoy lives in a serving stack
+#
+# Annoy is not a TensorFlow op, so it cannot travel inside a SavedModel. The query tower is
+# served as a model (TensorFlow Serving, lesson 05); the index sits beside it, in the
+# application that handles the request:
+#
+# ```mermaid
+# flowchart LR
+#     R["request<br/>user id"] --> Q["query tower<br/>(TF Serving)"]
+#     Q -->|"user vector, 32 floats"| A["application<br/>appends 0, queries Annoy<br/>(index file mmapped)"]
+#     A -->|"~100-500 candidate ids"| K["ranking model<br/>(TF Serving)"]
+#     K --> P["top 10 for the page"]
+#     T["training job"] -->|"movie tower over the catalogue,<br/>augment, build, save"| F[("movies.ann<br/>+ id map, M")]
+#     F -.->|"load (mmap) at start-up<br/>or on a new version"| A
+# ```
+#
+# Consequences worth designing for:
+#
+# - **Versioning.** User vectors from model version 7 mean nothing in an index built from
+#   version 6's movie vectors. Ship the index file, the position-to-id map and $M$ with the
+#   model version, and switch them together.
+# - **Rebuild, don't update.** Annoy indexes are immutable; a new catalogue or model means a
+#   new file, built offline, then swapped in (load the new file, switch a reference, unload
+#   the old one).
+# - **Filtering** (already seen, out of stock, not licensed in this country) happens after
+#   the index returns candidates, so ask for more than you need.
+# - The alternative that keeps everything in the graph is TFRS's `BruteForce` (or `ScaNN`)
+#   layer inside the exported model: simpler to deploy, and exact (or ScaNN-approximate).
+
+# %% [markdown]
+# ## 12. When another index serves better
+#
+# Annoy is simple, dependable and memory-mapped, but it is not the fastest ANN library, and
+# it cannot grow an index incrementally. The ANN-Benchmarks project (Aumüller, Bernhardsson
+# and Faithfull, 2020) compares dozens of libraries on the same data; graph-based and
+# quantisation-based methods usually lead at high recall.
+#
+# | need | consider | why |
+# |---|---|---|
+# | read-only index shared by many processes, small dependency, up to a few million items of modest dimension | **Annoy** | one mmapped file, instant load, predictable |
+# | best recall per query-second on CPU, items added over time | **HNSW** (`hnswlib`, also inside Faiss) | navigable small-world graph (Malkov and Yashunin, 2018); supports inserts; more memory per item |
+# | inner-product search as the native problem, inside TensorFlow | **ScaNN** (`tfrs.layers.factorized_top_k.ScaNN`) | anisotropic quantisation tuned for MIPS (Guo et al., 2020); exported inside the SavedModel, but stock TF Serving lacks its custom ops (Google publishes TF Serving images built with them) |
+# | hundreds of millions to billions of vectors, GPUs, compression | **Faiss** | IVF partitions with product quantisation, GPU kernels (Johnson, Douze and Jégou, 2019) |
+# | filtering by attributes, replication, updates as a service | a vector database (built on the ideas above) | operations, not algorithms, are the hard part at that point |
+#
+# Whatever you choose, the method of this lesson carries over: exact search as ground truth,
+# recall@k next to queries per second, build time and memory, measured in the same run.
+
+# %%
+loaded.unload()
+movie_index.unload()
+shutil.rmtree(workdir, ignore_errors=True)  # remove this lesson's index files
+
+# %% [markdown]
+# ## Summary
+#
+# - Exact top-k reads every item vector for every request: linear in the catalogue, and too
+#   slow online for millions of items. ANN indexes trade a little **recall** for speed.
+# - **Annoy** builds a forest of random-projection trees (split by the hyperplane between
+#   two sampled points, recursively). `n_trees` (build time) buys better candidates at the
+#   cost of build time and index size; `search_k` (query time) buys recall at the cost of
+#   latency.
+# - Two-tower models score with the **inner product**; an angular index answers it exactly
+#   after appending $\sqrt{M^2 - \lVert x \rVert^2}$ to every item and $0$ to the query.
+#   Measure rather than assume: on our embeddings the explicit reduction beat Annoy's `dot`.
+# - Indexes are **files**: save once, memory-map in every process, ship them with the model
+#   version whose towers produced them. Annoy lives beside TensorFlow Serving, not inside it.
+# - Judge any index by recall@k against exact search, queries per second, build time and
+#   size, measured together; HNSW, ScaNN and Faiss win in other regimes.
+#
+# ## Further reading
+#
+# - Annoy: <https://github.com/spotify/annoy> (README: "Tradeoffs" and "How does it work").
+#   Erik Bernhardsson, *Nearest neighbors and vector models, part 2: algorithms and data
+#   structures*, blog post at <https://erikbern.com>, 1 October 2015 (the trees, the
+#   priority queue and the forest, with figures).
+# - Yoram Bachrach et al. *Speeding up the Xbox recommender system using a Euclidean
+#   transformation for inner-product spaces.* RecSys 2014.
+#   <https://doi.org/10.1145/2645710.2645741>
+# - Anshumali Shrivastava and Ping Li. *Asymmetric LSH (ALSH) for sublinear time maximum
+#   inner product search.* NeurIPS 2014.
+# - spotify/annoy issue 619, *Dot index recall issue on last.fm dataset*:
+#   <https://github.com/spotify/annoy/issues/619>
+# - Martin Aumüller, Erik Bernhardsson, Alexander Faithfull. *ANN-Benchmarks: A
+#   benchmarking tool for approximate nearest neighbor algorithms.* Information Systems 87,
+#   2020. <https://ann-benchmarks.com>
+# - Ruiqi Guo et al. *Accelerating large-scale inference with anisotropic vector
+#   quantization* (ScaNN). ICML 2020.
+# - Yu. A. Malkov and D. A. Yashunin. *Efficient and robust approximate nearest neighbor
+#   search using Hierarchical Navigable Small World graphs.* IEEE TPAMI, 2018.
+# - Jeff Johnson, Matthijs Douze, Hervé Jégou. *Billion-scale similarity search with GPUs*
+#   (Faiss). IEEE Transactions on Big Data, 2019.
+# - TFRS efficient serving guide (ScaNN in TFRS):
+#   <https://www.tensorflow.org/recommenders/examples/efficient_serving>
+#
+# Next: lesson 05 serves the query tower with TensorFlow Serving and places this index
+# beside it.
