@@ -104,8 +104,9 @@ def test_search_finds_the_lesson(browser, base_url):
     annoy = [l.slug for l in CATALOG.lessons if "annoy" in l.slug]
     query, expected = ("annoy", annoy[0]) if annoy else ("sparsity", "00_introduction")
     page, _ = open_page(browser, base_url)
-    page.fill("input[data-md-component=search-query]", query)
-    page.wait_for_selector(".md-search-result__item", timeout=15000)
+    page.click("input[data-md-component=search-query]")
+    page.keyboard.type(query)
+    page.wait_for_selector(".md-search-result__item", state="attached", timeout=15000)
     links = page.eval_on_selector_all(".md-search-result__item a", "els => els.map(e => e.href)")
     page.close()
     assert any(expected in link for link in links), f"searching {query!r} gave {links[:5]}"
