@@ -5,8 +5,11 @@ their ``lessons/``; instructors' ``course grade`` points ``--lessons-dir`` at a 
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before anything can import TensorFlow
 os.environ.setdefault("COURSE_DATA", "synthetic")  # tests never touch the network
+# Extracted zips and cleaned copies go to a throwaway folder, not the user's cache.
+os.environ.setdefault("COURSE_CACHE_DIR", tempfile.mkdtemp(prefix="course-test-cache-"))
 
 pytest_plugins = ["recsys_course.grading.plugin"]
