@@ -72,26 +72,11 @@ def _add_scripts(config: MkDocsConfig) -> None:
             config.extra_javascript.append(script)
 
 
-LESSONS_TABLE = "<!-- lessons-table -->"
-
-
-def on_page_markdown(markdown: str, page, config: MkDocsConfig, files: Files) -> str:
-    """Replace the home page's marker with the lesson table, built from the catalog."""
-    if LESSONS_TABLE not in markdown:
-        return markdown
-    rows = ["| lesson | expected CPU time | exercises | points |", "|---|---|---|---|"]
-    for lesson in _STATE["catalog"].lessons:
-        rows.append(
-            f"| [{lesson.id} · {lesson.title}](lessons/{lesson.slug}.md) | about {lesson.minutes} min "
-            f"| {len(lesson.exercises)} | {lesson.points} |"
-        )
-    return markdown.replace(LESSONS_TABLE, "\n".join(rows))
-
-
 def on_files(files: Files, config: MkDocsConfig) -> Files:
     catalog = _STATE["catalog"]
     root = catalog.root
     digest = support_code_digest(Path(__file__).resolve().parents[1])
+    references = ["# References", "", "What each lesson cites, collected from its *Further reading*."]
     for lesson in catalog.lessons:
         source = (root / "solutions" / lesson.filename).read_text(encoding="utf-8")
         key = cache_key(source, _STATE["data_spec"], digest)
@@ -108,6 +93,19 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
         stubs = jupytext.reads(make_stub(source, lesson), fmt="py:percent")
         page = to_markdown(lesson, executed, stubs, _STATE["dataset"])
         files.append(File.generated(config, f"lessons/{lesson.slug}.md", content=page.markdown))
+        cited = further_reading(executed)
+        if cited:
+            references += ["", f"## [{lesson.id} · {lesson.title}](lessons/{lesson.slug}.md)", "", cited]
         for name, data in page.figures.items():
             files.append(File.generated(config, f"lessons/{name}", content=data))
+    files.append(File.generated(config, "references.md", content="\n".join(references) + "\n"))
     return files
+
+
+def further_reading(notebook) -> str:
+    """The list under a lesson's "## Further reading" heading, without its closing "Next:"."""
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown" and "## Further reading" in cell.source:
+            text = cell.source.split("## Further reading", 1)[1]
+            return text.split("\nNext:", 1)[0].strip()
+    return ""
