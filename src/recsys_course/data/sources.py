@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -254,16 +256,25 @@ def _without_orphan_ratings(root: Path, fmt: str) -> tuple[Path, int]:
     warnings.warn(message, RuntimeWarning, stacklevel=3)
     digest = hashlib.sha1(f"{root.resolve()}:{(root / name).stat().st_mtime_ns}".encode()).hexdigest()[:12]
     cleaned = cache_dir() / "cleaned" / f"{root.name}-{digest}"
-    cleaned.mkdir(parents=True, exist_ok=True)
+    if (cleaned / ".complete").exists():
+        return cleaned, count
+    # Built in a private folder and renamed into place, so concurrent loads never see a
+    # half-written file.
+    cleaned.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=cleaned.parent, prefix=".building-"))
     for item in root.iterdir():
-        link = cleaned / item.name
-        if item.name != name and item.is_file() and not link.exists():
-            link.symlink_to(item.resolve())
+        if item.name != name and item.is_file():
+            (staging / item.name).symlink_to(item.resolve())
     kept = table[~orphan]
     if fmt == "ml-100k":
-        kept.to_csv(cleaned / name, sep="\t", header=False, index=False, encoding="latin-1")
+        kept.to_csv(staging / name, sep="\t", header=False, index=False, encoding="latin-1")
     else:
-        kept.to_csv(cleaned / name, index=False)
+        kept.to_csv(staging / name, index=False)
+    (staging / ".complete").touch()
+    try:
+        staging.rename(cleaned)
+    except OSError:  # another process finished first: use its copy
+        shutil.rmtree(staging, ignore_errors=True)
     return cleaned, count
 
 
