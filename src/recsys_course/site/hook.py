@@ -72,6 +72,22 @@ def _add_scripts(config: MkDocsConfig) -> None:
             config.extra_javascript.append(script)
 
 
+LESSONS_TABLE = "<!-- lessons-table -->"
+
+
+def on_page_markdown(markdown: str, page, config: MkDocsConfig, files: Files) -> str:
+    """Replace the home page's marker with the lesson table, built from the catalog."""
+    if LESSONS_TABLE not in markdown:
+        return markdown
+    rows = ["| lesson | expected CPU time | exercises | points |", "|---|---|---|---|"]
+    for lesson in _STATE["catalog"].lessons:
+        rows.append(
+            f"| [{lesson.id} · {lesson.title}](lessons/{lesson.slug}.md) | about {lesson.minutes} min "
+            f"| {len(lesson.exercises)} | {lesson.points} |"
+        )
+    return markdown.replace(LESSONS_TABLE, "\n".join(rows))
+
+
 def on_files(files: Files, config: MkDocsConfig) -> Files:
     catalog = _STATE["catalog"]
     root = catalog.root
