@@ -165,9 +165,8 @@ class ProtectedFiles:
     """Files the grader trusts (its test copy, the catalog, the support package): remembered
     at the start, checked after every graded run, and put back if graded code changed them.
 
-    New files are deleted only inside ``owned`` folders (the grader's private test copy,
-    where a planted ``conftest.py`` would be loaded by later runs); elsewhere, such as the
-    course clone an instructor works in, they are reported and left alone.
+    New files are deleted inside ``owned`` folders (a planted ``conftest.py`` would be
+    loaded by later runs); in other folders they are reported and left alone.
     """
 
     def __init__(self, folders: dict[Path, str], owned: set[Path]) -> None:
@@ -223,20 +222,27 @@ class Grader:
         self.options = options
         self.catalog = catalog or load_catalog()
         self.work = Path(tempfile.mkdtemp(prefix="course-batch-"))
-        self.tests = self.work / "grader" / "tests"
+        # Graded processes see a private copy of everything the grader trusts (tests,
+        # exercise definitions, the support package via PYTHONPATH), never the clone itself:
+        # what a submission changes there is undone after each run, and the clone an
+        # instructor works in is never written to.
+        self.private = self.work / "grader"
+        self.tests = self.private / "tests"
         shutil.copytree(self.catalog.root / "tests", self.tests,
-                        ignore=shutil.ignore_patterns("__pycache__", "decoys"))
-        shutil.copy2(self.catalog.root / "pyproject.toml", self.tests.parent / "pyproject.toml")
+                        ignore=shutil.ignore_patterns("__pycache__", "decoys", "browser"))
+        shutil.copy2(self.catalog.root / "pyproject.toml", self.private / "pyproject.toml")
+        (self.private / "solutions").mkdir()
+        for definition in (self.catalog.root / "solutions").glob("*.yml"):
+            shutil.copy2(definition, self.private / "solutions" / definition.name)
+        package = Path(__file__).resolve().parents[1]
+        shutil.copytree(package, self.private / "src" / package.name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
         self.hidden = None
         if options.extra_tests:
             self.hidden = self.tests / "_instructor"
             shutil.copytree(options.extra_tests, self.hidden, ignore=shutil.ignore_patterns("__pycache__"))
-        package = Path(__file__).resolve().parents[1]
-        solutions = self.catalog.root / "solutions"
-        self.protected = ProtectedFiles(
-            {self.tests.parent: "**/*", package: "**/*.py", solutions: "*.yml"},
-            owned={self.tests.parent},
-        )
+        self.protected = ProtectedFiles({self.private: "**/*"}, owned={self.private})
+        self.child_env = {"PYTHONPATH": str(self.private / "src"), "COURSE_ROOT": str(self.private)}
         self.expected: dict[str, dict[str, int]] = {}  # lesson -> exercise -> max points
 
     def extra_for(self, lesson: Lesson) -> list[Path]:
@@ -251,7 +257,7 @@ class Grader:
             lessons_dir, [lesson.id], catalog=self.catalog, exercises=exercises,
             timeout=timeout or self.options.timeout, tests_dir=self.tests,
             extra_tests=self.extra_for(lesson), hidden_dir=self.hidden,
-            isolation=Isolation(memory_mb=self.options.memory_mb, home=scratch),
+            isolation=Isolation(memory_mb=self.options.memory_mb, home=scratch, extra_env=self.child_env),
             test_timeout=self.options.test_timeout, cell_timeout=self.options.cell_timeout,
         )
 
