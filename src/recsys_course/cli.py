@@ -201,9 +201,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def cmd_reset(args: argparse.Namespace) -> int:
     """Put an exercise's stub back into the learner's lesson file, keeping a backup."""
-    import time
-
-    from recsys_course.lessons import make_stub, replace_exercise_cell
+    from recsys_course.lessons import backup_lesson, make_stub, replace_exercise_cell
 
     catalog = load_catalog()
     exercise = catalog.exercise(args.exercise)
@@ -216,9 +214,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
             return 1
     stub = make_stub((catalog.root / "solutions" / lesson.filename).read_text(encoding="utf-8"), lesson)
     current = path.read_text(encoding="utf-8")
-    backup = catalog.root / ".course" / "backups" / f"{lesson.slug}.{int(time.time())}.py"
-    backup.parent.mkdir(parents=True, exist_ok=True)
-    backup.write_text(current, encoding="utf-8")
+    backup = backup_lesson(catalog.root, lesson, current)
     path.write_text(replace_exercise_cell(current, stub, exercise.id), encoding="utf-8")
     print(f"Exercise {exercise.id} is a stub again. Your previous file is in {backup}")
     return 0

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import sys
 import time
 import traceback
@@ -92,6 +91,14 @@ def make_stub(solution_text: str, lesson: Lesson, filename: str = "<solution>") 
     return "\n".join(out) + "\n"
 
 
+def backup_lesson(root: Path, lesson: Lesson, text: str) -> Path:
+    """Keep a copy of a learner's lesson file in ``.course/backups/`` before replacing it."""
+    backup = root / ".course" / "backups" / f"{lesson.slug}.{int(time.time())}.py"
+    backup.parent.mkdir(parents=True, exist_ok=True)
+    backup.write_text(text, encoding="utf-8")
+    return backup
+
+
 @dataclass(frozen=True)
 class SyncResult:
     lesson: Lesson
@@ -128,9 +135,7 @@ def sync(
         if changed and not check:
             digest = hashlib.sha256(current.encode()).hexdigest() if current is not None else None
             if current is not None and generated.get(lesson.filename) != digest:
-                backup = catalog.root / ".course" / "backups" / f"{lesson.slug}.{int(time.time())}.py"
-                backup.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(target, backup)
+                backup = backup_lesson(catalog.root, lesson, current)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(expected, encoding="utf-8")
         if not check:

@@ -18,7 +18,6 @@ What a submission can and cannot do (docs/instructors.md says the same to instru
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import re
 import shutil
@@ -44,7 +43,6 @@ class Submission:
     folder: Path  # staging folder: lessons/ holds the copied lesson files
     found: dict[str, str] = field(default_factory=dict)  # lesson filename -> where it came from
     problems: list[str] = field(default_factory=list)
-    digests: dict[str, str] = field(default_factory=dict)  # lesson filename -> sha256
 
     @property
     def lessons_dir(self) -> Path:
@@ -158,39 +156,28 @@ def _stage_zip(sub: Submission, source: Path, wanted: set[str]) -> None:
 def _keep(sub: Submission, filename: str, data: bytes, origin: str) -> None:
     (sub.lessons_dir / filename).write_bytes(data)
     sub.found[filename] = origin
-    sub.digests[filename] = hashlib.sha256(data).hexdigest()
 
 
-class ProtectedFiles:
-    """Files the grader trusts (its test copy, the catalog, the support package): remembered
-    at the start, checked after every graded run, and put back if graded code changed them.
+class ProtectedTree:
+    """A folder the grader trusts (its private copy of tests, definitions and package):
+    remembered at the start, checked after every graded run, and put back if graded code
+    changed it. New files are deleted too: a planted ``conftest.py`` would be loaded by
+    later runs."""
 
-    New files are deleted inside ``owned`` folders (a planted ``conftest.py`` would be
-    loaded by later runs); in other folders they are reported and left alone.
-    """
-
-    def __init__(self, folders: dict[Path, str], owned: set[Path]) -> None:
-        self.folders = folders  # folder -> glob pattern
-        self.owned = owned
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
         self.content = {p: p.read_bytes() for p in self._files()}
 
     def _files(self) -> list[Path]:
-        found = []
-        for folder, pattern in self.folders.items():
-            found += [p for p in folder.glob(pattern) if p.is_file() and "__pycache__" not in p.parts]
-        return found
+        return [p for p in self.folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
 
     def restore(self) -> list[str]:
         """Undo changes; return the changed paths (empty when nothing changed)."""
         changed = []
         for path in self._files():
             if path not in self.content:
-                if any(folder in path.parents for folder in self.owned):
-                    path.unlink()
-                    changed.append(f"{path} (added, removed)")
-                else:
-                    changed.append(f"{path} (added, left in place)")
-                    self.content[path] = path.read_bytes()  # report it once
+                path.unlink()
+                changed.append(f"{path} (added, removed)")
         for path, data in self.content.items():
             try:
                 same = path.read_bytes() == data
@@ -241,7 +228,7 @@ class Grader:
         if options.extra_tests:
             self.hidden = self.tests / "_instructor"
             shutil.copytree(options.extra_tests, self.hidden, ignore=shutil.ignore_patterns("__pycache__"))
-        self.protected = ProtectedFiles({self.private: "**/*"}, owned={self.private})
+        self.protected = ProtectedTree(self.private)
         self.child_env = {"PYTHONPATH": str(self.private / "src"), "COURSE_ROOT": str(self.private)}
         self.expected: dict[str, dict[str, int]] = {}  # lesson -> exercise -> max points
 
@@ -275,7 +262,7 @@ class Grader:
                     warnings.append(f"the reference solution of {ex.id} does not get full marks: check the tests")
         return warnings
 
-    def _restore_protected(self, sub: Submission, lesson: Lesson, notes: list[str]) -> None:
+    def _restore_protected(self, lesson: Lesson, notes: list[str]) -> None:
         changed = self.protected.restore()
         if changed:
             notes.append(
@@ -304,7 +291,7 @@ class Grader:
         notes: list[str] = []
         scratch = sub.folder / "scratch" / lesson.id
         run = self._run(sub.lessons_dir, lesson, scratch)
-        self._restore_protected(sub, lesson, notes)
+        self._restore_protected(lesson, notes)
         if run.report and self._valid(run.report, lesson, None):
             self._fill(exercises, run.report)
             notes += [f"{lesson.filename}: {n}" for n in run.report.get("notes", [])]
@@ -313,7 +300,7 @@ class Grader:
         notes.append(f"{lesson.filename}: the grading process {why}; exercises were graded one by one")
         for ex in lesson.exercises:
             single = self._run(sub.lessons_dir, lesson, scratch, exercises=[ex.id])
-            self._restore_protected(sub, lesson, notes)
+            self._restore_protected(lesson, notes)
             if single.report and self._valid(single.report, lesson, [ex.id]):
                 self._fill(exercises, single.report, only=ex.id)
             else:
