@@ -8,6 +8,8 @@ from pathlib import Path
 
 import nbformat
 
+from recsys_course.claims import STRICT_ENV
+
 RENDER_VERSION = "1"  # bump to invalidate every cached execution
 
 
@@ -48,8 +50,9 @@ def execute(
         return nbformat.read(cached, as_version=4), True
     notebook = jupytext.reads(source, fmt="py:percent")
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    saved = {k: os.environ.get(k) for k in ("COURSE_DATA", "MPLBACKEND")}
+    saved = {k: os.environ.get(k) for k in ("COURSE_DATA", "MPLBACKEND", STRICT_ENV)}
     os.environ["COURSE_DATA"] = data_spec
+    os.environ[STRICT_ENV] = "1"  # a claim that is false on this data fails the build
     os.environ.pop("MPLBACKEND", None)  # the kernel's inline backend captures the figures
     try:
         client = NotebookClient(
