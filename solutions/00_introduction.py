@@ -122,12 +122,45 @@ print("vectors for ids [0, 3, 3]:\n", vectors.numpy().round(3))
 # 1,682 movies, collected September 1997 to April 1998, every user with at least 20
 # ratings, plus user demographics (age, gender, occupation, zip code).
 #
-# We load it through `recsys_course.load_movielens()`, which gives the features the names
-# that TensorFlow Datasets uses (`user_id`, `movie_id`, `movie_title`, `movie_genres`,
-# `user_rating`, `timestamp`, `raw_user_age`, `user_occupation_text`, ...). The source is
-# chosen with the `COURSE_DATA` environment variable: `tfds` downloads MovieLens 100K once
-# through TensorFlow Datasets; a path loads a GroupLens folder or zip; `synthetic` generates
-# a MovieLens-shaped sample offline. The first line printed below says which one you got.
+# TensorFlow Datasets (TFDS) publishes MovieLens 100K as two datasets:
+# `movielens/100k-ratings`, one example per rating with the movie's and the user's features
+# on every row, and `movielens/100k-movies`, one example per movie. `tfds.load` downloads
+# and prepares a dataset once (into `~/tensorflow_datasets`) and then returns a
+# `tf.data.Dataset`; `tfds.as_dataframe` turns a few examples into a table to look at. This
+# is how the TFRS tutorials start, and it is what the cell below does when the data is
+# already downloaded. Downloading needs the network, so the cell only looks at the files
+# when they are there, and otherwise says why it skips.
+
+# %%
+import tensorflow_datasets as tfds
+from IPython.display import display
+
+from recsys_course.data import tfds_data_dir
+
+TFDS_DIR = str(tfds_data_dir())
+if tfds.builder("movielens/100k-ratings", data_dir=TFDS_DIR).is_prepared():
+    raw_ratings, info = tfds.load(
+        "movielens/100k-ratings", split="train", with_info=True, data_dir=TFDS_DIR
+    )
+    print(f"{info.splits['train'].num_examples:,} rating examples; features:",
+          ", ".join(info.features.keys()))
+    display(tfds.as_dataframe(raw_ratings.take(3), info))
+else:
+    print("MovieLens 100K is not downloaded here, so this page skips tfds.load.\n"
+          "With the network, set COURSE_DATA=tfds and run the lesson once: the loader below\n"
+          "downloads it through TFDS, and this cell then shows the raw examples.")
+
+# %% [markdown]
+# For the rest of the course we load the data through `recsys_course.load_movielens()`. It
+# calls the same `tfds.load` and converts the examples to two pandas tables whose columns
+# keep TFDS's feature names (`user_id`, `movie_id`, `movie_title`, `movie_genres`,
+# `user_rating`, `timestamp`, `raw_user_age`, `user_occupation_text`, ...), so code written
+# here runs unchanged on TFDS input. It also reads other sources, chosen with the
+# `COURSE_DATA` environment variable: `tfds` downloads MovieLens 100K through TFDS; a path
+# loads a GroupLens folder or zip (parsed with TFDS's own MovieLens parsers); `synthetic`
+# generates a MovieLens-shaped sample offline. Left unset, it tries TFDS and, when that
+# fails (no network, say), falls back to the synthetic data with a loud warning, so every
+# lesson runs anywhere. The first line printed below says which source you got.
 
 # %%
 data = recsys_course.load_movielens()

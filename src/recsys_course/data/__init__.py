@@ -3,7 +3,7 @@ or a seeded synthetic generator. See :func:`load_movielens`."""
 
 from recsys_course.data.errors import DataSourceError
 from recsys_course.data.movielens import MovieLens, RATING_COLUMNS, USER_COLUMNS
-from recsys_course.data.sources import load_movielens, resolve_source
+from recsys_course.data.sources import load_movielens, resolve_source, tfds_data_dir
 from recsys_course.data.split import split_ratings
 
 __all__ = [
@@ -14,4 +14,5 @@ __all__ = [
     "load_movielens",
     "resolve_source",
     "split_ratings",
+    "tfds_data_dir",
 ]
