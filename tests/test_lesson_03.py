@@ -150,6 +150,28 @@ def test_ndcg_ignores_shifts_and_keeps_ties_in_input_order(lesson):
     )
 
 
+@exercise("3.2", points=1)
+def test_ndcg_handles_short_empty_and_gainless_lists(lesson):
+    scores, ratings = np.array([0.9, 0.8, 0.7]), np.array([1.0, 3.0, 2.0])
+    try:
+        longer = lesson.ndcg_at_k(scores, ratings, k=10)
+    except Exception as error:  # noqa: BLE001 - the learner's code may raise anything
+        pytest.fail(f"ndcg_at_k with k=10 on a list of 3 items raised {type(error).__name__}: "
+                    f"{error}. Only the first min(k, n) positions count.", pytrace=False)
+    expected = dcg([1, 3, 2]) / dcg([3, 2, 1])
+    assert longer == pytest.approx(expected, rel=1e-6), (
+        f"k=10 on a list of 3 items must score like k=3 (only min(k, n) positions exist): "
+        f"expected {expected:.4f}, got {longer}"
+    )
+    empty = lesson.ndcg_at_k(np.array([]), np.array([]), k=10)
+    assert empty == 0.0, f"an empty list has no gain to find: expected 0.0, got {empty}"
+    gainless = lesson.ndcg_at_k(np.array([0.5, 0.1]), np.array([0.0, 0.0]), k=2)
+    assert gainless == 0.0, (
+        f"when no item has a positive gain (all ratings 0), IDCG is 0 and NDCG must be 0.0, "
+        f"got {gainless}"
+    )
+
+
 # ---------------------------------------------------------------- 3.3 cross_tower
 
 
