@@ -215,6 +215,11 @@ def sparsity(ratings: pd.DataFrame) -> float:
 # %%
 print(f"sparsity: {sparsity(ratings):.2%} of the user x movie matrix is empty")
 
+# %% tags=["check"]
+from recsys_course.claims import claim
+
+claim(sparsity(ratings) > 0.9, "Almost all of it is empty")
+
 # %% [markdown]
 # For the real MovieLens 100K this is 1 - 100,000 / (943 × 1,682) ≈ 93.7 %; larger
 # catalogues are far sparser (MovieLens 25M is above 99.7 %).
@@ -253,9 +258,10 @@ activity = user_activity(ratings)
 activity.head()
 
 # %% [markdown]
-# Activity and popularity are both *long-tailed*: a few users rate hundreds of movies, and a
-# few movies collect most ratings while most movies get a handful. Plotting counts against
-# rank on log axes shows it.
+# Activity and popularity are both *long-tailed*: a few users rate far more movies than the
+# typical user, and a small share of the movies collects a large share of the ratings while
+# most movies get few. Plotting counts against rank on log axes shows it; the line under
+# the plots puts a number on it.
 
 # %%
 movie_counts = ratings["movie_id"].value_counts().to_numpy()
@@ -268,6 +274,12 @@ fig.tight_layout()
 plt.show()
 top_share = movie_counts[: len(movie_counts) // 10].sum() / movie_counts.sum()
 print(f"the 10% most popular movies receive {top_share:.0%} of all ratings")
+
+# %% tags=["check"]
+claim(top_share > 0.2 and np.median(movie_counts) < movie_counts.mean(),
+      "a small share of the movies collects a large share of the ratings while most movies get few")
+claim(activity["n_ratings"].max() > 3 * activity["n_ratings"].median(),
+      "a few users rate far more movies than the typical user")
 
 # %% [markdown]
 # ## 6. Evaluating without cheating
@@ -432,7 +444,16 @@ results
 # higher or lower than the temporal one; what it never gives is the number a live system
 # would see, because its training data already contains the future. Compare models within
 # one split, on the same users, and let the split mirror how the system will be used.
-#
+
+# %% tags=["check"]
+by_row = results.set_index(["recommender", "split"])
+claim(by_row.loc[("popularity", "temporal"), "hit_rate@10"] > by_row.loc[("random", "temporal"), "hit_rate@10"],
+      "How far is popularity above random?")
+claim(by_row.loc[("popularity", "temporal"), "test ratings per user"]
+      > by_row.loc[("popularity", "random (leaky)"), "test ratings per user"],
+      "they tend to be heavy users with many test ratings")
+
+# %% [markdown]
 # The top of the popularity list, as titles:
 
 # %%
