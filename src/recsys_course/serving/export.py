@@ -26,6 +26,15 @@ SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 TF_SERVING_IMAGE = "tensorflow/serving:2.21.0"
 
 
+MAX_VERSION = 2**63 - 1  # TF Serving's versions are int64
+
+
+def is_version_name(name: str) -> bool:
+    """A folder name TF Serving reads as a version: ASCII digits of an int64 (``"٣"`` and
+    ``"²"`` pass ``str.isdigit`` but are not versions)."""
+    return name.isascii() and name.isdigit() and len(name) <= 19 and int(name) <= MAX_VERSION
+
+
 def version_dirs(model_dir: str | Path) -> list[int]:
     """Version numbers under ``model_dir`` that hold a SavedModel, in numeric order.
 
@@ -37,7 +46,7 @@ def version_dirs(model_dir: str | Path) -> list[int]:
         return []
     versions = []
     for child in path.iterdir():
-        if child.is_dir() and child.name.isdigit() and any(
+        if is_version_name(child.name) and child.is_dir() and any(
             (child / name).exists() for name in SAVED_MODEL_FILES
         ):
             versions.append(int(child.name))
