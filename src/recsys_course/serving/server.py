@@ -174,6 +174,8 @@ class MethodNotAllowed(ServingRequestError):
 #: File descriptors kept free for everything but client connections (model files, gRPC,
 #: TensorFlow's own): running out of them aborts TensorFlow, so connections stop well before.
 FD_RESERVE = 64
+#: Seconds a connection must have been silent before the server may close it to make room.
+IDLE_GRACE = 1.0
 
 
 def connection_cap(requested: int) -> int:
@@ -256,19 +258,32 @@ def _waitress_classes():
         _paused_until = 0.0  # accept() failed (out of descriptors): wait instead of spinning
 
         def readable(self):
-            if time.monotonic() < self._paused_until:
-                super().readable()  # still runs the periodic maintenance
+            super().readable()  # runs the periodic maintenance and waitress's own bookkeeping
+            if not self.accepting or time.monotonic() < self._paused_until:
                 return False
-            if self.accepting and len(self._map) >= self.adj.connection_limit:
-                self._evict_idle()
-            return super().readable()
+            if len(self._map) < self.adj.connection_limit:
+                return True
+            # At the cap: free the longest-idle keep-alive connections and accept once they
+            # are closed; if every connection is mid-request, accept and answer 503.
+            channels = list(self.active_channels.values())
+            if any(c.will_close or c.close_when_flushed for c in channels):
+                return False  # slots are being freed: accept on a later pass
+            if self._evict_idle(channels):
+                return False
+            # A connection accepted a moment ago may not have sent its request yet: give it
+            # IDLE_GRACE seconds before it counts as idle (or the 503 below is premature).
+            young = time.time() - IDLE_GRACE
+            return not any(c.idle() and c.last_activity > young for c in channels)
 
-        def _evict_idle(self) -> None:
-            """Close the longest-idle keep-alive connections so a new client gets a slot."""
-            idle = sorted((c for c in self.active_channels.values() if c.idle()), key=lambda c: c.last_activity)
+        def _evict_idle(self, channels) -> int:
+            """Mark the longest-idle connections (idle for IDLE_GRACE s or more) for closing;
+            return how many."""
+            old = time.time() - IDLE_GRACE
+            idle = sorted((c for c in channels if c.idle() and c.last_activity <= old), key=lambda c: c.last_activity)
             excess = len(self._map) - self.adj.connection_limit + 1 + self.adj.connection_limit // 32
             for channel in idle[:excess]:
                 channel.will_close = True  # closed by the loop's next pass (HTTPChannel.handle_write)
+            return len(idle[:excess])
 
         def handle_accept(self):
             try:
@@ -295,6 +310,21 @@ def _waitress_classes():
                 conn.close()
                 return
             self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=self._map)
+
+        stopping = False
+
+        def serve_until_stopped(self) -> None:
+            """Waitress's loop, ended by :attr:`stopping` (set it, then ``pull_trigger``);
+            closing happens here, in the loop's own thread, never under a running poll."""
+            from waitress import wasyncore
+
+            poll = wasyncore.poll2 if self.adj.asyncore_use_poll else wasyncore.poll
+            try:
+                while not self.stopping:
+                    poll(self.adj.asyncore_loop_timeout, self._map)
+            finally:
+                self.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+                wasyncore.close_all(self._map)
 
         def maintenance(self, now):
             super().maintenance(now)  # idle keep-alive connections past channel_timeout
@@ -528,10 +558,10 @@ class PracticeServer:
             cleanup_interval=max(0.5, min(limits.header_timeout, limits.idle_timeout) / 4),
             max_request_body_size=limits.max_body_bytes, max_request_header_size=limits.max_header_bytes,
             ident="recsys-course-practice-server", expose_tracebacks=False, clear_untrusted_proxy_headers=False,
-            log_socket_errors=False,
+            log_socket_errors=False, asyncore_use_poll=True,  # select() stops at descriptor 1024
         )
         self._http.header_timeout = limits.header_timeout
-        self._http_thread = threading.Thread(target=self._http.run, name="practice-server-http", daemon=True)
+        self._http_thread = threading.Thread(target=self._http.serve_until_stopped, name="practice-server-http", daemon=True)
         self._http_thread.start()
         if self.grpc_port_requested is not None:
             self._start_grpc(self.grpc_port_requested)
@@ -569,11 +599,8 @@ class PracticeServer:
             self._grpc = None
         if self._http is not None:
             server, self._http = self._http, None
-            server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
-            server.close()  # the listening socket
-            from waitress import wasyncore
-
-            wasyncore.close_all(server._map)  # every client connection; the loop then ends
+            server.stopping = True
+            server.pull_trigger()  # wake the loop; it closes every socket on its way out
             if self._http_thread is not None:
                 self._http_thread.join(timeout=5)
                 self._http_thread = None
