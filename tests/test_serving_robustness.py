@@ -7,7 +7,6 @@ refuses malformed TensorProtos with INVALID_ARGUMENT.
 Every server binds 127.0.0.1 on a free port; every wait is bounded; subprocesses are killed
 in ``finally`` blocks."""
 
-import base64
 import http.client
 import json
 import os
@@ -164,7 +163,7 @@ def test_metadata_of_a_deleted_version_folder_is_still_served_without_paths(tmp_
         import shutil
 
         shutil.rmtree(version)
-        status, headers, body = raw(server, "GET", "/v1/models/scaler/metadata")
+        status, _, body = raw(server, "GET", "/v1/models/scaler/metadata")
         assert status == 200, body[:300]
         assert "serving_default" in json.loads(body)["metadata"]["signature_def"]["signature_def"]
         assert str(tmp_path) not in body.decode()
@@ -279,7 +278,7 @@ def test_64_simultaneous_connections_all_get_answers(served):
     for _ in range(3):
         barrier = threading.Barrier(64, timeout=60)
 
-        def one() -> None:
+        def one(barrier: threading.Barrier = barrier) -> None:
             try:
                 barrier.wait()
                 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -318,13 +317,15 @@ def test_idle_sockets_beyond_the_file_limit_do_not_kill_the_server(models, tmp_p
     if soft != resource.RLIM_INFINITY and soft < 600:
         pytest.skip(f"this test needs 600 file descriptors in the test process (soft limit {soft})")
 
-    def low_file_limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
-
+    # The limit is set in the child before it execs the server (a small Python launcher
+    # rather than preexec_fn, which is unsafe in this multi-threaded test process).
+    server_argv = [sys.executable, "-m", "recsys_course.serving", "--model-base-path", str(models / "scaler"),
+                   "--model-name", "scaler", "--port", "0", "--quiet", "--no-warmup"]
+    launcher = ("import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)); "
+                "os.execv(sys.argv[1], sys.argv[1:])")
     process = subprocess.Popen(
-        [sys.executable, "-m", "recsys_course.serving", "--model-base-path", str(models / "scaler"),
-         "--model-name", "scaler", "--port", "0", "--quiet", "--no-warmup"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=low_file_limit,
+        [sys.executable, "-c", launcher, *server_argv],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     lines: "queue.Queue[str]" = queue.Queue()
@@ -345,6 +346,9 @@ def test_idle_sockets_beyond_the_file_limit_do_not_kill_the_server(models, tmp_p
             match = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
             url = match.group(1) if match else None
         assert url, "the server did not start: " + "".join(seen)[-2000:]
+        limits = Path(f"/proc/{process.pid}/limits")
+        if limits.exists():
+            assert re.search(r"Max open files\s+256\s+256", limits.read_text()), "the file limit was not applied"
         port = int(url.rsplit(":", 1)[1])
         for _ in range(300):
             idle.append(socket.create_connection(("127.0.0.1", port), timeout=10))

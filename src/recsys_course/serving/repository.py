@@ -37,7 +37,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from recsys_course.serving.export import SAVED_MODEL_FILES, is_version_name, version_dirs
+from recsys_course.serving.export import is_version_name, version_dirs
 from recsys_course.serving.protocol import (
     DEFAULT_SIGNATURE,
     NotFoundError,

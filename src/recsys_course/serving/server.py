@@ -37,7 +37,6 @@ Both listen on 127.0.0.1 only: the practice server is for your own machine.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import socket
@@ -46,8 +45,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Sequence
-from urllib.parse import unquote
+from typing import Callable, Sequence
 
 from recsys_course.serving.protocol import (
     NotFoundError,
@@ -394,7 +392,7 @@ def _grpc_services(repository: ModelRepository):
             raise ServingRequestError(f"Invalid version: {version}")
         return spec.name, version, spec.version_label or None
 
-    def decode(key: str, proto) -> "np.ndarray":
+    def decode(key: str, proto):
         try:
             return tf.make_ndarray(proto)
         except Exception:  # noqa: BLE001 - any undecodable proto is the client's error
@@ -521,6 +519,7 @@ class PracticeServer:
             warmup=warmup, log=log, retry_seconds=max(poll_seconds, 0.1),
         )
         self._log = log or (lambda line: None)
+        self.verbose = verbose
         self.port, self.grpc_port_requested = port, grpc_port
         self.poll_seconds, self.log_requests = poll_seconds, log_requests
         self.limits = limits or HttpLimits()
@@ -550,6 +549,10 @@ class PracticeServer:
         if self.log_requests:
             app = _logged(app)
         limits = self.limits
+        if not self.verbose:  # waitress warns on stderr when the connection cap is reached
+            import logging
+
+            logging.getLogger("waitress").setLevel(logging.ERROR)
         self.connection_limit = connection_cap(limits.connection_limit)
         self._http = _waitress_classes()(
             app,
