@@ -214,17 +214,46 @@ ratings, movies = data.ratings, data.movies
 print("Dataset:", data.summary())
 train, test = recsys_course.split_ratings(ratings, test_fraction=0.2, seed=SEED)
 
+BATCH = 4096
 started = time.perf_counter()
-towers = train_two_tower(train, movies, embedding_dim=32, epochs=3, seed=SEED)
+towers = train_two_tower(train, movies, embedding_dim=32, epochs=3, batch_size=BATCH, seed=SEED)
 ranker, ranker_losses = train_ranker(train, epochs=3, seed=SEED)
 print(f"trained both models in {time.perf_counter() - started:.1f} s")
-print("two-tower loss per epoch:", [round(x, 1) for x in towers.history["loss"]])
-print("ranker MSE per epoch:    ", [round(x, 3) for x in ranker_losses])
+
+# TFRS reports as "loss" the summed loss of each epoch's *last* batch; the mean loss per
+# training pair over the whole epoch is the number to follow.
+pair_loss = towers.history["loss_per_example"]
+# A model that knows nothing scores every candidate alike: -log(1 / batch size) per pair
+# (the last batch of an epoch is smaller, hence the weighted mean).
+sizes = [BATCH] * (len(train) // BATCH) + ([len(train) % BATCH] if len(train) % BATCH else [])
+chance_loss = sum(n * np.log(n) for n in sizes) / len(train)
+pd.DataFrame({
+    "two-tower loss per pair": np.round(pair_loss, 3),
+    "ranker MSE": np.round(ranker_losses, 3),
+}, index=pd.RangeIndex(1, len(pair_loss) + 1, name="epoch"))
+
+# %%
+from recsys_course.claims import pick, say
+
+say(
+    f"Each pair's retrieval loss is a softmax over the movies of the {BATCH:,} *pairs* in its "
+    f"batch (in-batch negatives: a popular movie appears several times; the catalogue has "
+    f"{len(towers.movie_ids):,} movies). Guessing blindly costs ln {BATCH:,} = "
+    f"{np.log(BATCH):.2f} per pair ({chance_loss:.2f} on average here, as each epoch's last "
+    f"batch is smaller); after {len(pair_loss)} epochs the towers reach "
+    f"{pair_loss[-1]:.2f}, "
+    + pick(chance_loss - pair_loss[-1] > 1.0,
+           "well below chance: they have learned which users like which movies.",
+           "only a little below chance: three epochs barely train them. That is enough to "
+           "practise serving, but lesson 02 shows how to train and judge a retrieval model.")
+    + " The ranker's mean squared error "
+    + pick(all(b < a for a, b in zip(ranker_losses, ranker_losses[1:])),
+           f"falls from {ranker_losses[0]:.3f} to {ranker_losses[-1]:.3f}.",
+           f"goes from {ranker_losses[0]:.3f} to {ranker_losses[-1]:.3f}, not steadily down.")
+)
 
 # %% [markdown]
-# The ranker's error falls from epoch to epoch; the retrieval loss (a softmax over the 4,096
-# movies of each batch) moves more slowly, and lesson 02 shows how to judge a retrieval model
-# properly. For this lesson what matters is that both models are trained and deterministic.
+# For this lesson what matters is that both models are trained and deterministic.
 # `towers.user_model` maps a batch of user-id strings to 32-number vectors;
 # `towers.movie_ids` and `towers.movie_embeddings` hold every movie's vector.
 #
@@ -427,7 +456,13 @@ def write_configs(versions: Mapping[str, Sequence[int]] | None = None,
 
 
 print(write_configs())
-print(docker_command(MODELS, poll_seconds=5))
+# The folder relative to the course's root, so the command works on your machine as printed
+# (run it from the course's folder; the shell expands $PWD).
+try:
+    models_shown = MODELS.relative_to(course_root())
+except ValueError:  # COURSE_LESSON05_DIR points elsewhere
+    models_shown = Path(".course/lesson05/models")
+print(docker_command(models_shown, poll_seconds=5))
 
 # %% [markdown]
 # The command publishes gRPC (8500) and REST (8501) on 127.0.0.1 only, mounts `models/`
@@ -473,6 +508,26 @@ print(json.dumps(rest.status("retrieval"), indent=1))
 #     serves the same models until you press Ctrl-C; `--model-base-path DIR` serves every
 #     model folder under `DIR` instead. Then try
 #     `curl http://127.0.0.1:8501/v1/models/retrieval` in another terminal.
+#
+# ### Where the practice server differs from TF Serving
+#
+# Both answer the same URLs and JSON. Request bodies follow TF Serving's rules
+# (`tensorflow_serving/util/json_tensor.cc`) on both: integer inputs take JSON integers in the
+# dtype's range (not `2.0`, not `true`); float inputs take any number the dtype holds without
+# loss (`1e39` is refused for float32, `1e400` everywhere); booleans only `true`/`false`;
+# `{"b64": ...}` may omit its `=` padding; `signature_name` must be a string (`""` means
+# `serving_default`); a version in a URL is ASCII digits of an int64. The differences:
+#
+# | | TensorFlow Serving | practice server |
+# |---|---|---|
+# | HTTP limits | C++ server, no documented body limit | JSON errors for its limits: 413 over 64 MiB, 408 when a request takes over 20 s to arrive, 431 for headers over 64 KiB, 503 when every connection slot is mid-request (idle keep-alive connections are closed to make room) |
+# | methods other than GET and POST | not part of the API | 405 with a JSON error |
+# | JSON nesting | no documented limit | 64 levels, else 400 |
+# | a version that fails to load | retried `--max_num_load_retries` times (default 5), `--load_retry_interval_micros` apart (default 1 min) | retried without end, waits doubling from the poll interval up to 60 s, and at once when its files change |
+# | a label naming a version that is not loaded | the config is refused (unless `--allow_version_labels_for_unavailable_models`) | accepted; requests with the label get 404 until that version is AVAILABLE |
+# | gRPC message size | up to about 2 GiB | 256 MiB; at most 256 calls at once (more get RESOURCE_EXHAUSTED) |
+# | `--model_base_path` holding model folders | one model per path | also a folder of models, decided once at start (an empty numeric folder changes nothing) |
+# | batching, monitoring, `:classify`, `:regress` | yes | no (501 for the two methods) |
 
 # %% [markdown]
 # The metadata API returns the signatures, so a client can discover input names at run
@@ -795,21 +850,63 @@ def served_scores(user_ids: list[str], movie_ids: list[str]) -> np.ndarray:
 
 
 seen = train.groupby("user_id")["movie_id"].agg(set)
-typical_user, busiest_user = active.index[len(active) // 2], active.index[0]
+K_PICKS = 5
+
+
+def unseen_candidates(user_id: str) -> list[str]:
+    rated = seen.get(user_id, set())
+    return [m for m in annoy_index.query(served_embeddings([user_id])[0], 100) if m not in rated]
+
+
+# The featured user: the one closest to the median activity (ties by id) whose 100 candidates
+# leave a full page after removing what they rated, so the example shows a normal page.
+median = active.median()
+near_median = sorted(active.index, key=lambda u: (abs(active[u] - median), str(u)))[:25]
+typical_user = next((u for u in near_median if len(unseen_candidates(u)) >= 2 * K_PICKS), near_median[0])
+busiest_user = active.index[0]
+pages = {}
 for user_id in (typical_user, busiest_user):
     rated = seen.get(user_id, set())
-    pool = annoy_index.query(served_embeddings([user_id])[0], 100)
-    unseen = sum(movie not in rated for movie in pool)
-    picks = recommend(user_id, served_embeddings, annoy_index.query, served_scores, titles,
-                      k=5, n_candidates=100, exclude=rated)
-    print(f"user {user_id} ({active[user_id]} ratings, {unseen} of 100 candidates unseen):")
-    print("   ", " | ".join(picks))
+    pages[user_id] = recommend(user_id, served_embeddings, annoy_index.query, served_scores, titles,
+                               k=K_PICKS, n_candidates=100, exclude=rated)
+    print(f"user {user_id} ({active[user_id]} ratings, {len(unseen_candidates(user_id))} of 100 "
+          "candidates unseen):")
+    print("   ", " | ".join(pages[user_id]))
+
+# %%
+busy_unseen = len(unseen_candidates(busiest_user))
+say(
+    f"User {busiest_user} rated {active[busiest_user]} movies in training and "
+    f"{100 - busy_unseen} of their 100 candidates are among them"
+    + pick(busy_unseen < 50,
+           ": the query tower learned their taste from exactly those movies, so the index "
+           "returns them first",
+           "")
+    + pick(len(pages[busiest_user]) < K_PICKS,
+           f", and the page comes back with only {len(pages[busiest_user])} of {K_PICKS} titles.",
+           ".")
+    + " Real systems ask the index for more candidates than they need (for example "
+    "`n_candidates` plus the number of items the user has seen, with a cap) or filter inside "
+    "the index."
+)
 
 # %% [markdown]
-# For a heavy user most candidates are movies they already rated, because the query tower
-# learned their taste from exactly those movies, and the page can come back short. Real
-# systems ask the index for more candidates than they need (for example `n_candidates`
-# plus the number of items the user has seen, with a cap) or filter inside the index.
+# Annoy is approximate: are the featured user's 100 candidates the exact top 100 by dot
+# product?
+
+# %%
+typical_vector = towers.user_embeddings([typical_user])[0]
+exact_order = towers.movie_ids[np.argsort(-(towers.movie_embeddings @ typical_vector), kind="stable")]
+found = set(annoy_index.query(served_embeddings([typical_user])[0], 100))
+missed_ranks = [rank for rank, movie in enumerate(exact_order[:100], start=1) if movie not in found]
+say(
+    f"For user {typical_user}, Annoy's 100 candidates hold {100 - len(missed_ranks)} of the "
+    "exact top 100"
+    + pick(not missed_ranks, ": nothing is lost for this user.",
+           f"; the best movie it misses is number {missed_ranks[0] if missed_ranks else 0} of the exact "
+           "ranking. Annoy's trees only search the regions nearest the query; more trees or a "
+           "larger `search_k` (lesson 04) recover such movies, at a cost in time.")
+)
 
 # %% [markdown]
 # How much does the approximate index lose against exact search? We compare Annoy's 100
@@ -854,6 +951,8 @@ latency
 # Compare with the budget of section 1. `course bench 05` measures the retrieval model's
 # `:predict` latency and throughput with one and with eight concurrent clients, against the
 # same SavedModel called in-process, so you can see what HTTP and JSON cost.
+# `python scripts/bench_serving.py` loads the practice server harder: 8 and 64 concurrent
+# clients, 2,000 idle connections held open meanwhile, and its memory over 50,000 requests.
 #
 # Finally we close the clients and stop the practice server (its threads would otherwise
 # live as long as this Python process).

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import recsys_course  # noqa: F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow is imported)
 
@@ -127,6 +128,13 @@ def test_docker_command_mounts_models_and_publishes_both_ports_on_loopback(tmp_p
                      f"source={tmp_path.resolve()},target=/models", "--model_config_file=/models/models.config",
                      "--model_config_file_poll_wait_seconds=5", "tensorflow/serving"):
         assert fragment in command, f"{fragment!r} missing from:\n{command}"
+
+
+
+def test_docker_command_keeps_a_relative_models_folder_relative():
+    command = docker_command(Path(".course/lesson05/models"), poll_seconds=5)
+    assert 'source="$PWD/.course/lesson05/models",target=/models' in command, command
+    assert str(Path.cwd()) not in command, "the printed command must not show this machine's paths"
 
 
 def test_version_folders_are_numeric_and_complete_only(tmp_path):

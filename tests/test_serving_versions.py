@@ -214,3 +214,65 @@ def test_command_line_server_starts_and_stops_on_ctrl_c(tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait(timeout=30)
+
+
+def test_an_empty_numeric_folder_does_not_change_the_layout(tmp_path):
+    """``mkdir models/2024`` under a folder of models must not turn it into one model's base
+    path (which unloaded every model: issue 19)."""
+    models = tmp_path / "models"
+    export_scaler(models / "scaler", 1)
+    with PracticeServer(model_base_path=models, port=0, poll_seconds=POLL) as server:
+        client = RestClient(server.rest_url, timeout=30)
+        try:
+            assert answer(client) == 1.0
+            (models / "2024").mkdir()
+            (models / "7").mkdir()
+            export_scaler(models / "scaler", 2)
+            client.wait_for_version("scaler", 2, timeout=30)  # polls keep running meanwhile
+            time.sleep(20 * POLL)
+            assert answer(client) == 2.0
+            assert server.repository.model_names() == ["scaler"]
+        finally:
+            client.close()
+
+
+def test_empty_base_path_waits_for_its_first_version(tmp_path):
+    """An empty base path decides nothing; an empty numeric folder decides nothing; the first
+    complete version does (one model's base path)."""
+    base = tmp_path / "scaler"
+    (base / "3").mkdir(parents=True)
+    with PracticeServer(model_base_path=base, port=0, poll_seconds=POLL) as server:
+        client = RestClient(server.rest_url, timeout=30)
+        try:
+            assert server.repository.model_names() == []
+            export_scaler(base, 4)
+            client.wait_for_version("scaler", 4, timeout=30)
+            assert answer(client) == 4.0
+        finally:
+            client.close()
+
+
+def test_a_failed_version_is_retried_with_back_off_until_it_loads(tmp_path):
+    """Copy saved_model.pb first and the variables later (issue 19): the version fails, is
+    retried with growing waits, and loads once its files are complete."""
+    complete = export_scaler(tmp_path / "staging", 2)
+    model_dir = tmp_path / "scaler"
+    export_scaler(model_dir, 1)
+    with PracticeServer(model_base_path=model_dir, model_name="scaler", port=0, poll_seconds=POLL) as server:
+        client = RestClient(server.rest_url, timeout=30)
+        try:
+            (model_dir / "2").mkdir()
+            shutil.copy2(complete / "saved_model.pb", model_dir / "2" / "saved_model.pb")
+            wait_until(lambda: sum("version 2 failed to load" in e for e in server.repository.events) >= 3)
+            failures = [e for e in server.repository.events if "version 2 failed to load" in e]
+            waits = [float(e.split("retry in ")[1].split(" s")[0]) for e in failures]
+            assert waits[:3] == sorted(waits[:3]) and waits[2] > waits[0], f"no back-off: {failures}"
+            status = client.status("scaler", version=2)["model_version_status"][0]
+            assert status["state"] == "END" and status["status"]["error_message"]
+            assert str(tmp_path) not in status["status"]["error_message"], "the error leaks a path"
+            assert answer(client) == 1.0, "version 1 keeps serving while version 2 fails"
+            shutil.copytree(complete / "variables", model_dir / "2" / "variables")
+            client.wait_for_version("scaler", 2, timeout=60)
+            assert answer(client) == 2.0
+        finally:
+            client.close()

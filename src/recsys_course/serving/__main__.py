@@ -40,20 +40,49 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--poll-seconds", type=float, default=1.0, help="re-scan interval (default 1)")
     parser.add_argument("--no-warmup", action="store_true", help="skip warm-up requests")
     parser.add_argument("--quiet", action="store_true", help="do not log requests and model events")
+    limits = parser.add_argument_group("limits of the REST listener")
+    limits.add_argument("--threads", type=int, default=8, help="worker threads (default 8)")
+    limits.add_argument("--connection-limit", type=int, default=1000,
+                        help="open connections at most (default 1000; lowered to fit the file limit)")
+    limits.add_argument("--max-body-bytes", type=int, default=64 * 2**20,
+                        help="largest request body, else 413 (default 64 MiB)")
+    limits.add_argument("--header-timeout", type=float, default=20.0,
+                        help="seconds a request may take to arrive, else 408 (default 20)")
+    limits.add_argument("--idle-timeout", type=float, default=60.0,
+                        help="seconds an idle keep-alive connection stays open (default 60)")
     return parser
+
+
+def raise_file_limit(wanted: int = 8192) -> None:
+    """Raise the soft limit on open files towards the hard limit (never above it): every
+    client connection holds one, and the default soft limit is often 1024."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, OSError, ValueError):
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import recsys_course  # noqa: F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow is imported)
 
-    from recsys_course.serving.server import PracticeServer
+    from recsys_course.serving.server import HttpLimits, PracticeServer
 
+    raise_file_limit()
+    limits = HttpLimits(
+        threads=args.threads, connection_limit=args.connection_limit, max_body_bytes=args.max_body_bytes,
+        header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
+    )
     server = PracticeServer(
         model_base_path=args.model_base_path, model_name=args.model_name,
         model_config_file=args.model_config_file, port=args.port, grpc_port=args.grpc_port,
         poll_seconds=args.poll_seconds, warmup=not args.no_warmup, verbose=not args.quiet,
-        log_requests=not args.quiet,
+        log_requests=not args.quiet, limits=limits,
     )
     stop = threading.Event()
     # Handle Ctrl-C (SIGINT) and SIGTERM explicitly: a shell that starts the server in the

@@ -139,14 +139,20 @@ class GrpcClient:
     Args:
         target: ``host:port`` of the gRPC API (TF Serving's ``--port``, conventionally 8500).
         timeout: deadline of each call in seconds.
+        max_message_bytes: largest request or reply (gRPC's default of 4 MiB is too small
+            for a batch of a few thousand embeddings).
     """
 
-    def __init__(self, target: str = "127.0.0.1:8500", timeout: float = 30.0) -> None:
+    def __init__(self, target: str = "127.0.0.1:8500", timeout: float = 30.0,
+                 max_message_bytes: int = 256 * 2**20) -> None:
         import grpc
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
         self.target, self.timeout = target, timeout
-        self.channel = grpc.insecure_channel(target)
+        self.channel = grpc.insecure_channel(target, options=[
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ])
         self.prediction = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
 

@@ -12,6 +12,7 @@ polling server never sees half a model (a rename within one file system is atomi
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -26,6 +27,15 @@ SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 TF_SERVING_IMAGE = "tensorflow/serving:2.21.0"
 
 
+MAX_VERSION = 2**63 - 1  # TF Serving's versions are int64
+
+
+def is_version_name(name: str) -> bool:
+    """A folder name TF Serving reads as a version: ASCII digits of an int64 (``"٣"`` and
+    ``"²"`` pass ``str.isdigit`` but are not versions)."""
+    return name.isascii() and name.isdigit() and len(name) <= 19 and int(name) <= MAX_VERSION
+
+
 def version_dirs(model_dir: str | Path) -> list[int]:
     """Version numbers under ``model_dir`` that hold a SavedModel, in numeric order.
 
@@ -37,7 +47,7 @@ def version_dirs(model_dir: str | Path) -> list[int]:
         return []
     versions = []
     for child in path.iterdir():
-        if child.is_dir() and child.name.isdigit() and any(
+        if is_version_name(child.name) and child.is_dir() and any(
             (child / name).exists() for name in SAVED_MODEL_FILES
         ):
             versions.append(int(child.name))
@@ -187,13 +197,21 @@ def docker_command(
     ``models_dir`` is mounted read-only at ``/models`` and must contain ``config_file``
     written with ``/models/<name>`` base paths. Port 8500 is gRPC, 8501 REST; both are
     published on 127.0.0.1 only, so the model server is not reachable from the network.
+
+    A relative ``models_dir`` is written as ``"$PWD/<models_dir>"`` (Docker's ``--mount``
+    needs an absolute path; the shell supplies it), so the printed command holds no path of
+    the machine that printed it and works from the folder it is relative to.
     """
-    source = Path(models_dir).resolve()
+    source = Path(models_dir)
+    if not source.is_absolute() and re.fullmatch(r"[A-Za-z0-9._/-]+", source.as_posix()):
+        mount_source = f'"$PWD/{source.as_posix()}"'
+    else:
+        mount_source = shlex.quote(str(source.resolve()))
     parts = [
         "docker run --rm",
         f"-p 127.0.0.1:{grpc_port}:8500",
         f"-p 127.0.0.1:{rest_port}:8501",
-        f"--mount type=bind,source={shlex.quote(str(source))},target=/models,readonly",
+        f"--mount type=bind,source={mount_source},target=/models,readonly",
         image,
         f"--model_config_file=/models/{config_file}",
         f"--model_config_file_poll_wait_seconds={poll_seconds}",

@@ -96,14 +96,59 @@ class PredictCall:
     layout: str
 
 
+#: Deepest JSON nesting accepted in a request body. TF Serving's parser has no documented
+#: limit; 64 is far beyond any tensor a signature takes (the lesson's inputs have rank 1) and
+#: keeps a hostile body from exhausting the interpreter's recursion limit.
+MAX_JSON_DEPTH = 64
+
+
+def _finite_float(text: str) -> float:
+    """``parse_float`` hook: a number literal too large for a double (``1e400``) is an error,
+    as in TF Serving (RapidJSON: "Number too big to be stored in double"); the literals
+    ``Infinity`` and ``NaN`` are still accepted (they go through ``parse_constant``)."""
+    value = float(text)
+    if math.isinf(value):
+        raise ServingRequestError(f"JSON Parse error: number too big to be stored in a double: {_show(text)}")
+    return value
+
+
+def _check_depth(document: Any) -> None:
+    """Raise a 400 error when ``document`` nests lists/objects deeper than MAX_JSON_DEPTH
+    (checked without recursion)."""
+    stack = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (list, dict)):
+            if depth > MAX_JSON_DEPTH:
+                raise ServingRequestError(
+                    f"JSON nesting deeper than {MAX_JSON_DEPTH} levels: tensors of that rank are not supported"
+                )
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (list, dict)))
+
+
 def parse_json(body: bytes | str) -> Any:
-    """``json.loads`` that accepts ``NaN``/``Infinity`` (as TF Serving does) and reports a
-    parse failure as a 400 error."""
+    """``json.loads`` that accepts ``NaN``/``Infinity`` (as TF Serving does) and reports every
+    parse failure (bad UTF-8 or syntax, numbers beyond a double, nesting deeper than
+    :data:`MAX_JSON_DEPTH`, integers of more than 4,300 digits) as a 400 error."""
     try:
         text = body.decode("utf-8") if isinstance(body, (bytes, bytearray)) else body
-        return json.loads(text)
+        document = json.loads(text, parse_float=_finite_float)
+    except RecursionError:
+        raise ServingRequestError(
+            f"JSON nesting deeper than {MAX_JSON_DEPTH} levels: tensors of that rank are not supported"
+        ) from None
     except (UnicodeDecodeError, ValueError) as error:
-        raise ServingRequestError(f"JSON Parse error: {error}") from None
+        raise ServingRequestError(f"JSON Parse error: {_show(str(error), 200)}") from None
+    _check_depth(document)
+    return document
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """``repr`` of a client's value for an error message, cut to ``limit`` characters (an
+    error must not echo a megabyte back)."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def decode_predict_request(
@@ -124,9 +169,13 @@ def decode_predict_request(
     request = parse_json(body) if isinstance(body, (bytes, bytearray, str)) else body
     if not isinstance(request, Mapping):
         raise ServingRequestError("Request body must be a JSON object")
-    signature_name = request.get("signature_name") or DEFAULT_SIGNATURE
-    if not isinstance(signature_name, str):
-        raise ServingRequestError("'signature_name' must be a string")
+    signature_name = request.get("signature_name", "")
+    if not isinstance(signature_name, str):  # TF Serving: null, numbers, lists are refused
+        raise ServingRequestError(
+            f"JSON Value: {_show(signature_name)} not formatted correctly. "
+            "'signature_name' key must be a string value."
+        )
+    signature_name = signature_name or DEFAULT_SIGNATURE  # "" means the default, as in TF Serving
     has_rows, has_columns = "instances" in request, "inputs" in request
     if has_rows == has_columns:
         raise ServingRequestError(
@@ -204,19 +253,75 @@ def _shape_of(name: str, value: Any) -> tuple[int, ...]:
 
 def _leaf_bytes(name: str, value: Any) -> bytes:
     if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, Mapping) and set(value) == {"b64"}:
         try:
-            return base64.b64decode(value["b64"], validate=True)
+            return value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate such as "\\ud800" is not Unicode text
+            raise ServingRequestError(
+                f"input '{name}': the string contains a lone UTF-16 surrogate (\\ud800-\\udfff "
+                "not part of a pair); send valid Unicode, or the raw bytes as {\"b64\": ...}"
+            ) from None
+    if isinstance(value, Mapping) and set(value) == {"b64"} and isinstance(value["b64"], str):
+        text = value["b64"]
+        # TF Serving decodes with absl::Base64Unescape, which accepts unpadded input: pad it.
+        if "=" not in text and len(text) % 4 in (2, 3):
+            text += "=" * (-len(text) % 4)
+        try:
+            return base64.b64decode(text, validate=True)
         except (ValueError, TypeError):
-            raise ServingRequestError(f"input '{name}': invalid base64 in 'b64'") from None
+            raise ServingRequestError(f"input '{name}': Unable to base64 decode {_show(value['b64'])}") from None
     raise ServingRequestError(
-        f"input '{name}' is DT_STRING: expected JSON strings, got {type(value).__name__} {value!r}"
+        f"input '{name}' is DT_STRING: expected JSON strings, got {type(value).__name__} {_show(value)}"
     )
 
 
 def _map_leaves(value: Any, leaf: Callable[[Any], Any]) -> Any:
     return [_map_leaves(v, leaf) for v in value] if isinstance(value, list) else leaf(value)
+
+
+def _number_check(name: str, info: TensorInfo) -> Callable[[Any], Any]:
+    """The check each JSON leaf of a numeric input must pass, with TF Serving's rules
+    (``json_tensor.cc``): booleans only for DT_BOOL; integer inputs take JSON integers in the
+    dtype's range (``2.0`` and ``true`` are refused); float inputs take any number that the
+    dtype holds without loss (integers up to 2**24 for float32, 2**53 for float64, finite
+    values up to the dtype's maximum; ``NaN``/``Infinity`` literals pass)."""
+    dtype = np.dtype(info.np_dtype)
+    if dtype.kind == "b":
+        def check(v: Any) -> Any:
+            if not isinstance(v, bool):
+                raise ServingRequestError(f"input '{name}': JSON value {_show(v)} is not of expected type DT_BOOL")
+            return v
+        return check
+    if dtype.kind in "iu":
+        low, high = np.iinfo(dtype).min, np.iinfo(dtype).max
+
+        def check(v: Any) -> Any:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ServingRequestError(
+                    f"input '{name}': JSON value {_show(v)} is not of expected type {info.dtype} "
+                    "(send JSON integers, without a decimal point)"
+                )
+            if not low <= v <= high:
+                raise ServingRequestError(f"input '{name}': {_show(v)} is out of range for {info.dtype} [{low}, {high}]")
+            return v
+        return check
+    if dtype.kind == "f":
+        largest_int = 2 ** (np.finfo(dtype).nmant + 1) - 1
+        largest = float(np.finfo(dtype).max)
+
+        def check(v: Any) -> Any:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ServingRequestError(
+                    f"input '{name}' is {info.dtype}: expected numbers, got {type(v).__name__} {_show(v)}"
+                )
+            if isinstance(v, int) and abs(v) > largest_int or (
+                isinstance(v, float) and math.isfinite(v) and abs(v) > largest
+            ):
+                raise ServingRequestError(
+                    f"input '{name}': cannot convert JSON value {_show(v)} to {info.dtype} without loss of precision"
+                )
+            return v
+        return check
+    raise ServingRequestError(f"input '{name}': dtype {info.dtype} is not supported by the practice server's REST API")
 
 
 def _to_array(name: str, value: Any, info: TensorInfo) -> np.ndarray:
@@ -228,31 +333,39 @@ def _to_array(name: str, value: Any, info: TensorInfo) -> np.ndarray:
         flat[:] = leaves
         array = flat.reshape(shape)
     else:
-        def number(v: Any) -> Any:
-            if isinstance(v, bool) and info.dtype != "DT_BOOL":
-                raise ServingRequestError(f"input '{name}' is {info.dtype}: got a boolean")
-            if not isinstance(v, (int, float, bool)):
-                raise ServingRequestError(
-                    f"input '{name}' is {info.dtype}: expected numbers, got "
-                    f"{type(v).__name__} {v!r}"
-                )
-            if info.dtype.startswith(("DT_INT", "DT_UINT")) and isinstance(v, float):
-                if not (math.isfinite(v) and v == int(v)):
-                    raise ServingRequestError(f"input '{name}' is {info.dtype}: got {v}")
-            return v
-
+        number = _number_check(name, info)
         array = np.asarray(_map_leaves(value, number), dtype=info.np_dtype).reshape(shape)
-    if info.shape is not None:
-        expected = info.shape
-        if len(expected) != array.ndim or any(
-            e is not None and e != g for e, g in zip(expected, array.shape)
-        ):
-            shown = "[" + ", ".join("-1" if e is None else str(e) for e in expected) + "]"
-            raise ServingRequestError(
-                f"input '{name}': the signature expects shape {shown}, the request gives "
-                f"{list(array.shape)}"
-            )
+    _check_shape(name, array.shape, info)
     return array
+
+
+def _check_shape(name: str, shape: tuple[int, ...], info: TensorInfo) -> None:
+    if info.shape is None:
+        return
+    expected = info.shape
+    if len(expected) != len(shape) or any(e is not None and e != g for e, g in zip(expected, shape)):
+        shown = "[" + ", ".join("-1" if e is None else str(e) for e in expected) + "]"
+        raise ServingRequestError(
+            f"input '{name}': the signature expects shape {shown}, the request gives {list(shape)}"
+        )
+
+
+def check_inputs(inputs: Mapping[str, np.ndarray], signature: SignatureInfo) -> None:
+    """Check already decoded arrays (a gRPC request's TensorProtos) against a signature: the
+    same names, each with the signature's dtype (no conversion, as in TF Serving) and a shape
+    it accepts. Raises :class:`ServingRequestError` (INVALID_ARGUMENT) otherwise."""
+    _check_names(set(inputs), signature)
+    for name, array in inputs.items():
+        info = signature.inputs[name]
+        if info.is_string:
+            matches = array.dtype.kind in "OS"
+        else:
+            matches = array.dtype == np.dtype(info.np_dtype)
+        if not matches:
+            raise ServingRequestError(
+                f"input '{name}': expects a {info.dtype} tensor, the request gives {array.dtype}"
+            )
+        _check_shape(name, array.shape, info)
 
 
 def _json_value(name: str, array: np.ndarray) -> Any:

@@ -12,7 +12,14 @@ It mirrors the parts of TF Serving's model management that a learner can observe
   version it replaces is unloaded afterwards (TF Serving's availability-preserving order);
 * a version that fails to load is reported with state ``END`` and an error, and the
   versions already serving keep serving (old versions are unloaded only once one of the
-  versions the policy asks for is AVAILABLE).
+  versions the policy asks for is AVAILABLE); it is retried with exponential back-off (from
+  the poll interval up to :data:`MAX_RETRY_SECONDS`), and at once when its files change
+  (TF Serving retries ``--max_num_load_retries`` times, ``--load_retry_interval_micros``
+  apart; the practice server keeps retrying, ever more slowly);
+* with ``--model-base-path``, whether the folder is one model (it holds version folders) or
+  a folder of models is decided once, from the first scan that shows a SavedModel version or
+  a named sub-folder; an empty numeric folder decides nothing, so ``mkdir models/2024``
+  cannot unload anything.
 
 Requests hold a reference to the :class:`Servable` they started with, so unloading a version
 never breaks a request in flight.
@@ -20,16 +27,17 @@ never breaks a request in flight.
 
 from __future__ import annotations
 
+import os
+import re
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from recsys_course.serving.export import SAVED_MODEL_FILES, version_dirs
+from recsys_course.serving.export import is_version_name, version_dirs
 from recsys_course.serving.protocol import (
     DEFAULT_SIGNATURE,
     NotFoundError,
@@ -103,18 +111,44 @@ def specs_from_config_text(text: str, relative_to: Path | None = None) -> list[M
     return specs
 
 
-def specs_from_base_path(base_path: str | Path, model_name: str | None = None) -> list[ModelSpec]:
+MAX_RETRY_SECONDS = 60.0
+
+
+def base_path_layout(base_path: str | Path, model_name: str | None = None) -> str | None:
+    """``"single"`` when ``base_path`` is one model's base path (``model_name`` given, or it
+    holds a version folder with a SavedModel), ``"multi"`` when it is a folder of models (a
+    visible sub-folder whose name is not a number), ``None`` while nothing says which (empty,
+    or only numeric folders without a SavedModel yet)."""
+    base = Path(base_path)
+    if model_name or version_dirs(base):
+        return "single"
+    if any(not c.name.startswith(".") and not is_version_name(c.name) for c in _children(base)):
+        return "multi"
+    return None
+
+
+def specs_from_base_path(
+    base_path: str | Path, model_name: str | None = None, layout: str | None = None
+) -> list[ModelSpec]:
     """Models under ``base_path``.
 
     With ``model_name``, or when ``base_path`` itself holds version folders, it is one model's
     base path (TF Serving's ``--model_name``/``--model_base_path``; the name defaults to the
     folder's name). Otherwise every visible sub-folder is a model named after the folder, a
     practice-server convenience so that ``--model-base-path models/`` serves them all.
+    ``layout`` (see :func:`base_path_layout`) overrides the guess; the repository passes the
+    layout it decided once, so that later folders cannot change it.
     """
     base = Path(base_path).resolve()
-    if model_name or version_dirs(base) or any(c.name.isdigit() for c in _children(base)):
+    layout = layout or base_path_layout(base, model_name)
+    if layout == "single":
         return [ModelSpec(model_name or base.name, base)]
-    return [ModelSpec(child.name, child) for child in _children(base) if not child.name.startswith(".")]
+    if layout is None:
+        return []
+    return [
+        ModelSpec(child.name, child) for child in _children(base)
+        if not child.name.startswith(".") and not is_version_name(child.name)
+    ]
 
 
 def _children(path: Path) -> list[Path]:
@@ -148,6 +182,7 @@ class Servable:
         self._functions = dict(self._loaded.signatures)
         self.signatures = {key: _signature_info(key, fn) for key, fn in self._functions.items()}
         self.warmup_requests = 0
+        self._signature_defs = self._read_signature_defs()  # now: the folder may go away later
 
     def signature(self, name: str | None) -> SignatureInfo:
         """Describe signature ``name`` (``serving_default`` when empty); 400 if unknown."""
@@ -180,8 +215,9 @@ class Servable:
             }
             outputs = function(**tensors)
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ServingRequestError(message) from None
+            lines = str(error).strip().splitlines()
+            message = _ABSOLUTE_PATH.sub(lambda m: f".../{m.group(1)}", lines[0] if lines else "")
+            raise ServingRequestError((message or "the model refused these inputs")[:300]) from None
         return {key: value.numpy() for key, value in outputs.items()}
 
     def warm_up(self) -> int:
@@ -199,7 +235,11 @@ class Servable:
         return count
 
     def signature_defs(self) -> dict:
-        """The SavedModel's ``SignatureDef`` protos by name (for the metadata APIs)."""
+        """The SavedModel's ``SignatureDef`` protos by name (for the metadata APIs), as read
+        when the version was loaded."""
+        return dict(self._signature_defs)
+
+    def _read_signature_defs(self) -> dict:
         from tensorflow.core.protobuf import saved_model_pb2
 
         proto = saved_model_pb2.SavedModel()
@@ -220,7 +260,33 @@ class Servable:
 class VersionState:
     state: str  # START, LOADING, AVAILABLE, UNLOADING, END (TF Serving's ManagerState names)
     error: str = ""
-    stamp: float = 0.0  # mtime of saved_model.pb when a load failed; retried once it changes
+    stamp: float = 0.0  # newest mtime in the version folder when a load failed
+    attempts: int = 0  # failed loads so far
+    retry_at: float = 0.0  # time.monotonic() of the next retry
+
+
+def _newest_mtime(path: Path) -> int:
+    """Newest modification time (ns) of ``path`` and everything below it."""
+    newest = path.stat().st_mtime_ns
+    for folder, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            try:
+                newest = max(newest, os.stat(os.path.join(folder, name)).st_mtime_ns)
+            except OSError:
+                pass
+    return newest
+
+
+_ABSOLUTE_PATH = re.compile(r"(?:[A-Za-z]:)?[/\\](?:[^\s/\\:'\"{}|]+[/\\])+([^\s/\\:'\"{}|]*)")
+
+
+def _load_error_message(error: BaseException, model: str, version: int) -> str:
+    """A failed load as one line for the status API: no exception class, no absolute path
+    (paths become ``<model>/<version>/...`` or ``.../<file>``)."""
+    text = (str(error).strip().splitlines() or [""])[0] or "the SavedModel could not be loaded"
+    return _ABSOLUTE_PATH.sub(lambda m: f".../{m.group(1)}", text)[:300] + (
+        f" (model {model}, version {version})"
+    )
 
 
 class ModelRepository:
@@ -243,6 +309,7 @@ class ModelRepository:
         model_name: str | None = None,
         warmup: bool = True,
         log=None,
+        retry_seconds: float = 1.0,
     ) -> None:
         if sum(x is not None for x in (specs, config_file, root)) != 1:
             raise ValueError("give exactly one of specs, config_file or root")
@@ -251,6 +318,8 @@ class ModelRepository:
         self._config_stamp: float | None = None
         self._root = Path(root).resolve() if root else None
         self._root_model_name = model_name
+        self._layout: str | None = None  # decided once for a root (see base_path_layout)
+        self.retry_seconds = retry_seconds
         self.warmup = warmup
         self._log = log or (lambda line: None)
         self.events: list[str] = []
@@ -267,7 +336,14 @@ class ModelRepository:
         if self._fixed is not None:
             return self._fixed
         if self._root is not None:
-            return specs_from_base_path(self._root, self._root_model_name)
+            if self._layout is None:
+                self._layout = base_path_layout(self._root, self._root_model_name)
+                if self._layout is not None:
+                    self._event(
+                        f"{self._root.name}: "
+                        + ("one model's base path" if self._layout == "single" else "a folder of models")
+                    )
+            return specs_from_base_path(self._root, self._root_model_name, self._layout)
         stamp = self._config_file.stat().st_mtime_ns if self._config_file.exists() else None
         if stamp != self._config_stamp:
             try:
@@ -307,20 +383,28 @@ class ModelRepository:
                 continue
             path = spec.base_path / str(version)
             try:
-                stamp = max((path / f).stat().st_mtime_ns for f in SAVED_MODEL_FILES if (path / f).exists())
-            except (OSError, ValueError):  # removed between the scan and now
+                stamp = _newest_mtime(path)
+            except OSError:  # removed between the scan and now
                 continue
             previous = states.get(version)
-            if previous and previous.state == "END" and previous.error and previous.stamp == stamp:
-                continue  # failed before and unchanged since: do not retry every poll
+            attempts = 0
+            if previous and previous.state == "END" and previous.error:
+                if previous.stamp == stamp and time.monotonic() < previous.retry_at:
+                    continue  # failed before, unchanged since, back-off not over yet
+                attempts = previous.attempts if previous.stamp == stamp else 0
             states[version] = VersionState("LOADING")
             try:
                 servable = Servable(spec.name, version, path)
                 warm = servable.warm_up() if self.warmup else 0
             except Exception as error:  # noqa: BLE001 - reported in the model status
-                message = "".join(traceback.format_exception_only(type(error), error)).strip()
-                states[version] = VersionState("END", message.splitlines()[0][:500], stamp)
-                self._event(f"{spec.name} version {version} failed to load: {message.splitlines()[0][:200]}")
+                attempts += 1
+                wait = min(self.retry_seconds * 2 ** (attempts - 1), MAX_RETRY_SECONDS)
+                message = _load_error_message(error, spec.name, version)
+                states[version] = VersionState("END", message, stamp, attempts, time.monotonic() + wait)
+                self._event(
+                    f"{spec.name} version {version} failed to load (attempt {attempts}, retry in "
+                    f"{wait:.1f} s or when its files change): {message}"
+                )
                 continue
             with self._lock:
                 self._serving.setdefault(spec.name, {})[version] = servable
