@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from recsys_course.catalog import Catalog, load_catalog
-from recsys_course.grading.guard import Guard, SubmissionMisbehaved, contained
+from recsys_course.grading.guard import Guard, SubmissionMisbehaved, SubmissionTimeout, contained
+from recsys_course.grading.messages import learner_message
 from recsys_course.grading.scores import TestResult, format_table, score, to_json, write_json
 from recsys_course.lessons import LessonLoadError, load_lesson
 
@@ -87,7 +88,10 @@ def lesson_loader(
             else:
                 try:
                     cache[lesson.id] = load_lesson(
-                        path, f"lesson_{lesson.id}", pytestconfig.getoption("--cell-timeout") or None
+                        path, f"lesson_{lesson.id}", pytestconfig.getoption("--cell-timeout") or None,
+                        # Checking a few exercises: skip the cells after them (and often the
+                        # TensorFlow import of later sections).
+                        exercises=set(pytestconfig.getoption("--exercise")) or None,
                     )
                 except LessonLoadError as error:
                     cache[lesson.id] = error
@@ -112,6 +116,7 @@ class GradeCollector:
         self.config = config
         self.results: dict[str, TestResult] = {}
         self.guard = Guard()  # before any graded code can run
+        self.timed_out: set[str] = set()  # exercises whose test ran past its limit
         hidden = config.getoption("--hidden-tests")
         self.hidden_dir = Path(hidden).resolve() if hidden else None
 
@@ -138,6 +143,29 @@ class GradeCollector:
             # Travels with the test's reports, so a pytest-xdist controller (which collects
             # nothing itself) can still build the score table.
             item.user_properties.append(("course_exercise", (exercise_id, points, hidden)))
+
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        """After one test of an exercise timed out, its other tests fail at once: an endless
+        loop costs one time limit, not one per test."""
+        marker = item.get_closest_marker("exercise")
+        if marker is not None and str(marker.args[0]) in self.timed_out:
+            pytest.fail(
+                f"not run: an earlier test of exercise {marker.args[0]} ran past its time limit",
+                pytrace=False,
+            )
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        """Word a failure for the learner (see :mod:`recsys_course.grading.messages`)."""
+        report = yield
+        marker = item.get_closest_marker("exercise")
+        if marker is not None and call.excinfo is not None and report.failed:
+            if call.excinfo.errisinstance(SubmissionTimeout):
+                self.timed_out.add(str(marker.args[0]))
+            graded = lessons_dir(self.config, load_catalog())
+            message = learner_message(call.excinfo.value, call.excinfo.tb, graded)
+            report.user_properties.append(("course_failure", message))
+        return report
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item):
@@ -166,7 +194,8 @@ class GradeCollector:
             result.passed = True
         if report.failed:
             result.passed = False
-            result.failure = result.failure or _first_line(report)
+            worded = dict(report.user_properties).get("course_failure")
+            result.failure = result.failure or worded or _first_line(report)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         replaced = self.guard.restore()
