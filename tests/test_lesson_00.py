@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from recsys_course.grading import exercise
+from recsys_course.grading.messages import expect_type
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ SMALL = frame(
 @exercise("0.1", points=1)
 def test_sparsity_of_small_matrix(lesson):
     result = lesson.sparsity(SMALL)
-    assert isinstance(result, float), f"expected a float, got {type(result).__name__}"
+    expect_type(result, float, "sparsity(ratings)")
     assert result == pytest.approx(1 - 5 / 12), (
         f"3 users x 4 movies with 5 ratings: expected {1 - 5 / 12:.4f} empty, got {result:.4f}"
     )
@@ -64,8 +65,13 @@ def test_activity_counts_and_means(lesson):
     assert {"n_ratings", "mean_rating"} <= set(stats.columns), (
         f"expected columns user_id, n_ratings, mean_rating; got {list(stats.columns)}"
     )
-    assert stats.loc["c", "n_ratings"] == 3 and stats.loc["a", "n_ratings"] == 2
-    assert stats.loc["c", "mean_rating"] == pytest.approx(2.0)
+    assert stats.loc["c", "n_ratings"] == 3 and stats.loc["a", "n_ratings"] == 2, (
+        f"user c rated 3 movies and user a 2: got n_ratings {stats.loc['c', 'n_ratings']} and "
+        f"{stats.loc['a', 'n_ratings']}"
+    )
+    assert stats.loc["c", "mean_rating"] == pytest.approx(2.0), (
+        f"user c rated 1, 2 and 3: expected mean 2.0, got {stats.loc['c', 'mean_rating']}"
+    )
     assert stats.loc["a", "mean_rating"] == pytest.approx(4.0), (
         f"user a rated 5 and 3: expected mean 4.0, got {stats.loc['a', 'mean_rating']}"
     )
@@ -184,7 +190,7 @@ def test_hit_rate_counts_only_the_first_k(lesson):
 def test_hit_rate_averages_over_test_users(lesson):
     recs = {"u1": ["m9"], "u9": ["m1"], "u8": ["m2"]}  # u2, u3, u4 have no recommendations
     result = lesson.hit_rate_at_k(recs, TEST_LOG, k=5)
-    assert not math.isnan(result)
+    assert not math.isnan(result), "got NaN: average over the users who appear in the test log"
     assert result == pytest.approx(0.25), (
         "average over the 4 users in test (missing users are misses, extra users are ignored): "
         f"expected 0.25, got {result}"

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import ModuleType
 
 from recsys_course.catalog import Catalog, Lesson, load_catalog
+from recsys_course.errors import Refused
 from recsys_course.grading.guard import contained
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
@@ -111,7 +112,7 @@ class SyncResult:
     written: bool = False
 
 
-class LearnerWorkError(RuntimeError):
+class LearnerWorkError(Refused):
     """``sync`` would overwrite exercises a learner edited; the message names them."""
 
     def __init__(self, results: list[SyncResult]) -> None:

@@ -27,11 +27,22 @@ class ContractViolation(AssertionError):
     """The learner's function returned something its docstring rules out (type, shape...)."""
 
 
+NUMPY_HEADERS = ("Not equal to tolerance", "Arrays are not", "Items are not equal")
+
+
 def _exception_text(error: BaseException) -> str:
-    """The exception's message without Keras's 'Exception encountered when calling' wrapper."""
+    """The exception's message in one line: without Keras's 'Exception encountered when
+    calling' wrapper, and for NumPy's assertions the test's own message first, then what
+    the learner's code returned against what was expected."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     if lines and lines[0].startswith(KERAS_WRAPPER):
         lines = [l for l in lines[1:] if not l.startswith(("Call arguments received", "•"))]
+    if lines and lines[0].startswith(NUMPY_HEADERS):
+        values = {l.split(":", 1)[0]: l.split(":", 1)[1].strip() for l in lines if l.startswith(("ACTUAL:", "DESIRED:"))}
+        own = lines[1] if len(lines) > 1 and not lines[1].startswith(("Mismatch", "Max ", "ACTUAL", "x:")) else lines[0]
+        if values:
+            own += f" (got {values.get('ACTUAL', '?')}, expected {values.get('DESIRED', '?')})"
+        return own
     return lines[0] if lines else ""
 
 
@@ -66,3 +77,34 @@ def learner_message(error: BaseException, tb: TracebackType | None, graded_dir: 
         f"contract violation: the result does not have the type or shape the docstring "
         f"describes ({name}: {text})"
     )
+
+
+# Contract checks for tests: each raises ContractViolation naming the function and the rule.
+def expect_type(value: object, kinds: type | tuple[type, ...], what: str) -> None:
+    """``what`` (e.g. "sparsity(...)") must return an instance of ``kinds``."""
+    if not isinstance(value, kinds):
+        names = " or ".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+        raise ContractViolation(f"{what} must return a {names}, got {type(value).__name__}")
+
+
+def expect_shape(array: object, shape: tuple, what: str) -> None:
+    """``what`` must be an array of exactly ``shape``."""
+    got = getattr(array, "shape", None)
+    if got is None:
+        raise ContractViolation(f"{what} must be an array of shape {shape}, got {type(array).__name__}")
+    if tuple(got) != tuple(shape):
+        raise ContractViolation(f"{what} must have shape {tuple(shape)}, got {tuple(got)}")
+
+
+def expect_dtype(array: object, kind: str, what: str) -> None:
+    """``what`` must have a dtype of NumPy kind ``kind`` ("f" float, "i" integer...)."""
+    dtype = getattr(array, "dtype", None)
+    if dtype is None or dtype.kind not in kind:
+        raise ContractViolation(f"{what} must hold {'floats' if kind == 'f' else kind} values, got dtype {dtype}")
+
+
+def expect_arity(value: object, count: int, what: str) -> None:
+    """``what`` must return a tuple of ``count`` values."""
+    if not isinstance(value, tuple) or len(value) != count:
+        got = f"{len(value)} values" if isinstance(value, tuple) else f"one {type(value).__name__}"
+        raise ContractViolation(f"{what} must return {count} values (a tuple), got {got}")

@@ -1,0 +1,164 @@
+"""``course run``: execute a lesson cell by cell and show what a notebook would show.
+
+Run as ``python -m recsys_course.lesson_run LESSON [--solutions FILE] [--use-solutions]
+[--figures DIR]`` (``course run`` starts it in a child process). Every code cell runs in
+one namespace, in order. When a cell ends in a bare expression, its value is displayed as a
+notebook would: tables as text, other values by ``repr``; matplotlib figures left open at the
+end of a cell are saved to ``--figures`` and named. A stub that is still in place stops the
+run with one line naming the exercise and the check command; with ``--use-solutions`` the
+reference code of each unsolved exercise runs instead, so the rest of the lesson can be seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+from recsys_course.lessons import Cell, parse_cells
+
+STUB_MARKER = "not solved yet. Stuck? Run: course hint"
+PANDAS_ROWS = 30
+
+
+def display(value: object) -> None:
+    """Print ``value`` as a notebook would show a cell's result (``None`` shows nothing)."""
+    if value is None:
+        return
+    module = type(value).__module__
+    if module.startswith("matplotlib"):
+        return  # figures are saved after the cell
+    if module.startswith("pandas.io.formats.style"):  # a Styler: show its data
+        value = value.data
+    if hasattr(value, "to_string") and module.startswith("pandas"):
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", PANDAS_ROWS, "display.width", 120):
+            print(value)
+        return
+    print(repr(value))
+
+
+def split_last_expression(source: str, filename: str, first_line: int):
+    """Compile a cell as (body code, last-expression code or None), keeping line numbers."""
+    tree = ast.parse("\n" * (first_line - 1) + source, filename, "exec")
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    body = compile(tree, filename, "exec")
+    return body, compile(last, filename, "eval") if last is not None else None
+
+
+def save_figures(folder: Path, cell_number: int) -> None:
+    """Save and close the figures a cell left open, printing where each went."""
+    if "matplotlib.pyplot" not in sys.modules:
+        return
+    import matplotlib.pyplot as plt
+
+    for index, number in enumerate(plt.get_fignums(), start=1):
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"cell{cell_number:02d}-{index}.png"
+        plt.figure(number).savefig(path, dpi=90, bbox_inches="tight")
+        print(f"[figure saved: {path}]")
+    plt.close("all")
+
+
+def is_unsolved(cell: Cell) -> bool:
+    return cell.exercise is not None and STUB_MARKER in cell.source
+
+
+class Progress:
+    """One self-overwriting line on a terminal's stderr while a cell runs ("cell 14/52")."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.enabled = sys.stderr.isatty()
+
+    def show(self, number: int, line: int) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\r\x1b[2K[running cell {number}/{self.total}, line {line}] ")
+            sys.stderr.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\x1b[2K")
+            sys.stderr.flush()
+
+
+def run(lesson: Path, solutions: Path | None, use_solutions: bool, figures: Path, command: str) -> int:
+    reference = {c.exercise: c for c in parse_cells(solutions.read_text(encoding="utf-8"))} if solutions else {}
+    cells = [c for c in parse_cells(lesson.read_text(encoding="utf-8")) if c.kind == "code"]
+    namespace: dict = {"__name__": "__main__", "__file__": str(lesson)}
+    progress = Progress(len(cells))
+    sys.path.insert(0, str(lesson.parent))
+    for number, cell in enumerate(cells, start=1):
+        source, filename, first = cell.source, str(lesson), cell.first_line
+        if use_solutions and is_unsolved(cell) and cell.exercise in reference:
+            ref = reference[cell.exercise]
+            source, filename, first = ref.source, str(solutions), ref.first_line
+            print(f"[exercise {cell.exercise} is not solved yet: running the reference solution]")
+        progress.show(number, cell.first_line)
+        try:
+            body, last = split_last_expression(source, filename, first)
+            exec(body, namespace)  # noqa: S102 - running the lesson is the point
+            value = eval(last, namespace) if last is not None else None  # noqa: S307
+        except KeyboardInterrupt:
+            raise
+        except NotImplementedError as error:
+            progress.clear()
+            from recsys_course.grading.messages import NOT_SOLVED
+
+            stub = NOT_SOLVED.search(str(error))
+            if not stub:
+                raise
+            print(
+                f"Stopped at line {cell.first_line}: exercise {stub['id']} ({stub['title']}) is not "
+                f"solved yet. Solve it and check it with `course check {stub['id']}`, or see the rest "
+                f"of the lesson with `{command} --use-solutions`.",
+                file=sys.stderr,
+            )
+            return 1
+        except SyntaxError as error:
+            progress.clear()
+            print(f"{Path(error.filename or filename).name}, line {error.lineno}: SyntaxError: {error.msg}", file=sys.stderr)
+            return 1
+        except Exception:  # noqa: BLE001 - shown with the lesson's own lines
+            progress.clear()
+            traceback.print_exc()
+            return 1
+        progress.clear()
+        display(value)
+        save_figures(figures, number)
+        sys.stdout.flush()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recsys_course.lesson_run")
+    parser.add_argument("lesson", type=Path)
+    parser.add_argument("--solutions", type=Path, help="the lesson's reference solution file")
+    parser.add_argument("--use-solutions", action="store_true")
+    parser.add_argument("--figures", type=Path, default=Path(".course/figures"))
+    parser.add_argument("--command", default="course run", help="how to re-run, for messages")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    # The data fallback notice is printed once on stderr; its RuntimeWarning twin is for programs.
+    warnings.filterwarnings("ignore", message="TFDS could not load", category=RuntimeWarning)
+    started = time.perf_counter()
+    try:
+        code = run(args.lesson.resolve(), args.solutions, args.use_solutions, args.figures, args.command)
+    except KeyboardInterrupt:
+        print("\nStopped (Ctrl-C).", file=sys.stderr)
+        return 130
+    if code == 0:
+        print(f"\n{args.lesson.name} ran to the end in {time.perf_counter() - started:.0f} s.")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
