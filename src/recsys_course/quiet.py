@@ -20,7 +20,7 @@ import threading
 # One C++ log line: severity letter, MMDD, time, thread id, file:line] (absl/glog format).
 NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog"
-    r"|[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+\s+\S+:\d+\]"
+    r"|[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+\s+\S+:\d+\]"
     r"|WARNING:absl:"
     r"|.*oneDNN custom operations are on"
     r"|.*Could not find cuda drivers"
