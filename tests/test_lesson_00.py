@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from recsys_course.grading import exercise
-from recsys_course.grading.messages import expect_type
+from recsys_course.grading.messages import expect_arity, expect_type
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,9 @@ def shuffled_log(n=50):
 @exercise("0.3", points=1)
 def test_split_puts_the_future_in_test(lesson):
     log = shuffled_log()
-    train, test = lesson.temporal_split(log, test_fraction=0.2)
+    result = lesson.temporal_split(log, test_fraction=0.2)
+    expect_arity(result, 2, "temporal_split(ratings, test_fraction)")
+    train, test = result
     assert train["timestamp"].max() <= test["timestamp"].min(), (
         "leakage: the training set contains a rating made after a test rating "
         f"(latest train {train['timestamp'].max()}, earliest test {test['timestamp'].min()})"
@@ -103,7 +105,9 @@ def test_split_puts_the_future_in_test(lesson):
 @exercise("0.3", points=1)
 def test_split_sizes_and_no_lost_rows(lesson):
     log = shuffled_log(51)
-    train, test = lesson.temporal_split(log, test_fraction=0.3)
+    result = lesson.temporal_split(log, test_fraction=0.3)
+    expect_arity(result, 2, "temporal_split(ratings, test_fraction)")
+    train, test = result
     assert len(test) == round(51 * 0.3), f"expected {round(51 * 0.3)} test rows, got {len(test)}"
     assert len(train) + len(test) == 51, "every rating must land in exactly one of train/test"
     together = pd.concat([train, test]).sort_values(list(log.columns)).reset_index(drop=True)
@@ -114,7 +118,9 @@ def test_split_sizes_and_no_lost_rows(lesson):
 @exercise("0.3", points=1)
 def test_split_is_deterministic_with_tied_timestamps(lesson):
     log = frame([(f"u{i}", f"m{i}", 3.0, 10 if i < 6 else 20) for i in range(10)])
-    train, test = lesson.temporal_split(log, test_fraction=0.5)
+    result = lesson.temporal_split(log, test_fraction=0.5)
+    expect_arity(result, 2, "temporal_split(ratings, test_fraction)")
+    train, test = result
     assert list(test["user_id"]) == ["u5", "u6", "u7", "u8", "u9"], (
         "rows with equal timestamps must keep their input order (stable sort): expected test "
         f"users u5..u9, got {list(test['user_id'])}"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from recsys_course.grading import exercise
-from recsys_course.grading.messages import expect_shape, expect_type
+from recsys_course.grading.messages import expect_arity, expect_shape, expect_type
 
 
 @pytest.fixture(scope="module")
@@ -286,7 +286,9 @@ def cosine(a, b):
 
 @exercise("1.6", points=1)
 def test_most_similar_uses_cosine_not_dot_product(lesson):
-    rows, similarities = lesson.most_similar(VECTORS, 0, k=2)
+    result = lesson.most_similar(VECTORS, 0, k=2)
+    expect_arity(result, 2, "most_similar(vectors, query, k)")
+    rows, similarities = result
     rows = [int(r) for r in rows]
     assert rows == [2, 1], (
         f"by cosine, row 2 (cos {cosine(VECTORS[0], VECTORS[2]):.3f}) beats row 1 (cos "
@@ -297,7 +299,9 @@ def test_most_similar_uses_cosine_not_dot_product(lesson):
 
 @exercise("1.6", points=1)
 def test_most_similar_skips_the_query_and_returns_at_most_n_minus_1(lesson):
-    rows, similarities = lesson.most_similar(VECTORS, 2, k=10)
+    result = lesson.most_similar(VECTORS, 2, k=10)
+    expect_arity(result, 2, "most_similar(vectors, query, k)")
+    rows, similarities = result
     rows = [int(r) for r in rows]
     assert 2 not in rows, f"the query (row 2) must not be its own neighbour, got rows {rows}"
     assert rows == [0, 1, 3, 5, 4], f"expected all 5 other rows by cosine descending, [0, 1, 3, 5, 4], got {rows}"
