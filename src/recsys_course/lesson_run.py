@@ -17,10 +17,10 @@ import os
 import sys
 import time
 import traceback
-import warnings
 from pathlib import Path
 
 from recsys_course.lessons import Cell, parse_cells
+from recsys_course.quiet import one_fallback_notice
 
 STUB_MARKER = "not solved yet. Stuck? Run: course hint"
 PANDAS_ROWS = 30
@@ -73,21 +73,65 @@ def is_unsolved(cell: Cell) -> bool:
 
 
 class Progress:
-    """One self-overwriting line on a terminal's stderr while a cell runs ("cell 14/52")."""
+    """One self-overwriting status line on a terminal while a cell runs for more than a
+    second ("[cell 14/52, line 230: 35 s]"), so a long training cell is visibly alive.
+
+    Disabled when stderr is not a terminal. Anything the cell prints to stdout first clears
+    the line (see :class:`ClearsProgress`), so output and status never mix.
+    """
 
     def __init__(self, total: int) -> None:
+        import threading
+
         self.total = total
         self.enabled = sys.stderr.isatty()
+        self.visible = False
+        self.current: tuple[int, int, float] | None = None
+        self.lock = threading.Lock()
+        if self.enabled:
+            threading.Thread(target=self._tick, daemon=True).start()
+
+    def _tick(self) -> None:
+        while True:
+            time.sleep(1.0)
+            with self.lock:
+                if self.current is None:
+                    continue
+                number, line, started = self.current
+                seconds = time.monotonic() - started
+                if seconds >= 1:
+                    sys.stderr.write(f"\r\x1b[2K[cell {number}/{self.total}, line {line}: {seconds:.0f} s] ")
+                    sys.stderr.flush()
+                    self.visible = True
 
     def show(self, number: int, line: int) -> None:
-        if self.enabled:
-            sys.stderr.write(f"\r\x1b[2K[running cell {number}/{self.total}, line {line}] ")
-            sys.stderr.flush()
+        self.current = (number, line, time.monotonic())
 
     def clear(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r\x1b[2K")
-            sys.stderr.flush()
+        with self.lock:
+            if self.visible:
+                sys.stderr.write("\r\x1b[2K")
+                sys.stderr.flush()
+                self.visible = False
+
+    def stop(self) -> None:
+        self.current = None
+        self.clear()
+
+
+class ClearsProgress:
+    """A stdout wrapper that clears the progress line before the cell's own output."""
+
+    def __init__(self, stream, progress: Progress) -> None:
+        self._stream, self._progress = stream, progress
+
+    def write(self, text: str) -> int:
+        if self._progress.visible:
+            self._progress.clear()
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 def run(lesson: Path, solutions: Path | None, use_solutions: bool, figures: Path, command: str) -> int:
@@ -95,6 +139,8 @@ def run(lesson: Path, solutions: Path | None, use_solutions: bool, figures: Path
     cells = [c for c in parse_cells(lesson.read_text(encoding="utf-8")) if c.kind == "code"]
     namespace: dict = {"__name__": "__main__", "__file__": str(lesson)}
     progress = Progress(len(cells))
+    if progress.enabled:
+        sys.stdout = ClearsProgress(sys.stdout, progress)
     sys.path.insert(0, str(lesson.parent))
     for number, cell in enumerate(cells, start=1):
         source, filename, first = cell.source, str(lesson), cell.first_line
@@ -110,7 +156,7 @@ def run(lesson: Path, solutions: Path | None, use_solutions: bool, figures: Path
         except KeyboardInterrupt:
             raise
         except NotImplementedError as error:
-            progress.clear()
+            progress.stop()
             from recsys_course.grading.messages import NOT_SOLVED
 
             stub = NOT_SOLVED.search(str(error))
@@ -124,14 +170,14 @@ def run(lesson: Path, solutions: Path | None, use_solutions: bool, figures: Path
             )
             return 1
         except SyntaxError as error:
-            progress.clear()
+            progress.stop()
             print(f"{Path(error.filename or filename).name}, line {error.lineno}: SyntaxError: {error.msg}", file=sys.stderr)
             return 1
         except Exception:  # noqa: BLE001 - shown with the lesson's own lines
-            progress.clear()
+            progress.stop()
             traceback.print_exc()
             return 1
-        progress.clear()
+        progress.stop()
         display(value)
         save_figures(figures, number)
         sys.stdout.flush()
@@ -147,8 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--command", default="course run", help="how to re-run, for messages")
     args = parser.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
-    # The data fallback notice is printed once on stderr; its RuntimeWarning twin is for programs.
-    warnings.filterwarnings("ignore", message="TFDS could not load", category=RuntimeWarning)
+    one_fallback_notice()
     started = time.perf_counter()
     try:
         code = run(args.lesson.resolve(), args.solutions, args.use_solutions, args.figures, args.command)

@@ -46,8 +46,17 @@ def strip_noise(text: str) -> str:
     return "".join(line for line in text.splitlines(keepends=True) if not is_noise(line))
 
 
+def one_fallback_notice() -> None:
+    """The data layer prints its fallback notice on stderr and raises the same text as a
+    RuntimeWarning for programs; a learner's command shows the notice once."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="TFDS could not load", category=RuntimeWarning)
+
+
 def quiet_environment(verbose: bool = False) -> None:
     """Set the logging variables for this process and its children (before TF is imported)."""
+    one_fallback_notice()
     if verbose:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
         return
