@@ -159,6 +159,9 @@ def run_tests(
             _kill_group(process)
             output, _ = process.communicate()
             return GradingRun({}, -1, output or "", timed_out=True)
+        except KeyboardInterrupt:  # the tests run in their own session: end them too
+            _kill_group(process)
+            raise
         return GradingRun(_read_report(report_path), process.returncode, output or "")
 
 

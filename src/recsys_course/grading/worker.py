@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -130,12 +131,13 @@ def handle(conn: socket.socket, listener: socket.socket) -> None:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 break
-            if time.monotonic() > deadline:
-                timed_out = True
+            gone = select.select([conn], [], [], 0)[0] and not conn.recv(1, socket.MSG_PEEK)
+            if gone or time.monotonic() > deadline:  # the client left (Ctrl-C), or too long
+                timed_out = not gone
                 try:
-                    os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                    os.killpg(pid, signal.SIGKILL)  # the child and all it started
+                except ProcessLookupError:  # not in its own session yet
+                    os.kill(pid, signal.SIGKILL)
                 _, status = os.waitpid(pid, 0)
                 break
             time.sleep(0.02)
