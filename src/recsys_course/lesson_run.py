@@ -38,7 +38,12 @@ def display(value: object) -> None:
     if hasattr(value, "to_string") and module.startswith("pandas"):
         import pandas as pd
 
-        with pd.option_context("display.max_rows", PANDAS_ROWS, "display.width", 120):
+        import shutil
+
+        width = shutil.get_terminal_size((120, 40)).columns
+        # Every column, wrapped to the terminal like a notebook's scrolling table.
+        with pd.option_context("display.max_rows", PANDAS_ROWS, "display.max_columns", 30,
+                               "display.width", width):
             print(value)
         return
     print(repr(value))
