@@ -142,6 +142,21 @@ def test_watch_starts_at_the_target_and_moves_on_to_the_next_unpassed_exercises(
     assert len(watch_queue(CATALOG, set(), None)) == len(CATALOG.exercises)
 
 
+def test_watch_moves_on_after_a_pass_and_stops_its_worker(clone):
+    from recsys_course.grading import worker
+    from recsys_course.lessons import replace_exercise_cell
+
+    path = clone / "lessons" / LESSON.filename
+    solution = (clone / "solutions" / LESSON.filename).read_text()
+    for exercise_id in ("0.4", "0.5"):  # solved in the file, never checked
+        path.write_text(replace_exercise_cell(path.read_text(), solution, exercise_id))
+    code, out = course(clone, "watch", "0.4", "--interval", "0.1", COURSE_WORKER_PRELOAD="pytest")
+    assert code == 0, out
+    assert out.index("=== Exercise 0.4") < out.index("Passed: moving on.") < out.index("=== Exercise 0.5")
+    assert "All watched exercises pass." in out
+    assert not worker.is_running(clone), "watch stops the worker it started"
+
+
 # ----------------------------------------------------------------------------- course run
 
 LESSON_TEXT = '''\
