@@ -18,9 +18,10 @@ import sys
 import threading
 
 # One C++ log line: severity letter, MMDD, time, thread id, file:line] (absl/glog format).
+# Fatal (F...) lines are kept: they explain a crash.
 NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog"
-    r"|[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+\s+\S+:\d+\]"
+    r"|[IWE]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+\s+\S+:\d+\]"
     r"|WARNING:absl:"
     r"|.*oneDNN custom operations are on"
     r"|.*Could not find cuda drivers"
