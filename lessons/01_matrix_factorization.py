@@ -36,8 +36,9 @@
 # `course check 1.1` (or `course check 01` for the whole lesson).
 
 # %% tags=["setup"]
-# Importing recsys_course first sets TF_USE_LEGACY_KERAS=1, so `tf.keras` is Keras 2 (tf-keras),
-# the Keras that TensorFlow Recommenders needs in the next lessons.
+# Importing recsys_course first sets TF_USE_LEGACY_KERAS=1, so `tf.keras` will be Keras 2
+# (tf-keras), the Keras that TensorFlow Recommenders needs in the next lessons. TensorFlow
+# itself is imported in section 8, where the lesson first needs it.
 import recsys_course
 
 import time
@@ -46,7 +47,6 @@ from typing import NamedTuple
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 SEED = recsys_course.seed_everything(42)
 UNKNOWN = 0  # row 0 of every user or movie table stands for "an id never seen in training"
@@ -600,6 +600,14 @@ report("NumPy MF (SGD)", numpy_model, numpy_seconds)
 # The layers are created for you in `__init__`. Implement `call`: look up the four
 # embeddings, return the predicted ratings as a vector of shape `(batch,)`, and, when
 # `training` is true, add the regularisation penalty with `self.add_loss`.
+
+# %% tags=["setup"]
+# TensorFlow is imported where the lesson first needs it: the NumPy sections above (and the
+# checks of their exercises) then start without its ten-second import.
+import tensorflow as tf
+
+tf.random.set_seed(SEED)
+tf.config.experimental.enable_op_determinism()  # reruns give the same numbers on CPU
 
 # %% tags=["exercise"] exercise="1.5"
 def zero_row_normal(seed: int, stddev: float = 0.1):

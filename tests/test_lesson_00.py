@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from recsys_course.grading import exercise
+from recsys_course.grading.messages import expect_arity, expect_type
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ SMALL = frame(
 @exercise("0.1", points=1)
 def test_sparsity_of_small_matrix(lesson):
     result = lesson.sparsity(SMALL)
-    assert isinstance(result, float), f"expected a float, got {type(result).__name__}"
+    expect_type(result, float, "sparsity(ratings)")
     assert result == pytest.approx(1 - 5 / 12), (
         f"3 users x 4 movies with 5 ratings: expected {1 - 5 / 12:.4f} empty, got {result:.4f}"
     )
@@ -64,8 +65,13 @@ def test_activity_counts_and_means(lesson):
     assert {"n_ratings", "mean_rating"} <= set(stats.columns), (
         f"expected columns user_id, n_ratings, mean_rating; got {list(stats.columns)}"
     )
-    assert stats.loc["c", "n_ratings"] == 3 and stats.loc["a", "n_ratings"] == 2
-    assert stats.loc["c", "mean_rating"] == pytest.approx(2.0)
+    assert stats.loc["c", "n_ratings"] == 3 and stats.loc["a", "n_ratings"] == 2, (
+        f"user c rated 3 movies and user a 2: got n_ratings {stats.loc['c', 'n_ratings']} and "
+        f"{stats.loc['a', 'n_ratings']}"
+    )
+    assert stats.loc["c", "mean_rating"] == pytest.approx(2.0), (
+        f"user c rated 1, 2 and 3: expected mean 2.0, got {stats.loc['c', 'mean_rating']}"
+    )
     assert stats.loc["a", "mean_rating"] == pytest.approx(4.0), (
         f"user a rated 5 and 3: expected mean 4.0, got {stats.loc['a', 'mean_rating']}"
     )
@@ -87,7 +93,9 @@ def shuffled_log(n=50):
 @exercise("0.3", points=1)
 def test_split_puts_the_future_in_test(lesson):
     log = shuffled_log()
-    train, test = lesson.temporal_split(log, test_fraction=0.2)
+    result = lesson.temporal_split(log, test_fraction=0.2)
+    expect_arity(result, 2, "temporal_split(ratings, test_fraction)")
+    train, test = result
     assert train["timestamp"].max() <= test["timestamp"].min(), (
         "leakage: the training set contains a rating made after a test rating "
         f"(latest train {train['timestamp'].max()}, earliest test {test['timestamp'].min()})"
@@ -97,7 +105,9 @@ def test_split_puts_the_future_in_test(lesson):
 @exercise("0.3", points=1)
 def test_split_sizes_and_no_lost_rows(lesson):
     log = shuffled_log(51)
-    train, test = lesson.temporal_split(log, test_fraction=0.3)
+    result = lesson.temporal_split(log, test_fraction=0.3)
+    expect_arity(result, 2, "temporal_split(ratings, test_fraction)")
+    train, test = result
     assert len(test) == round(51 * 0.3), f"expected {round(51 * 0.3)} test rows, got {len(test)}"
     assert len(train) + len(test) == 51, "every rating must land in exactly one of train/test"
     together = pd.concat([train, test]).sort_values(list(log.columns)).reset_index(drop=True)
@@ -108,7 +118,9 @@ def test_split_sizes_and_no_lost_rows(lesson):
 @exercise("0.3", points=1)
 def test_split_is_deterministic_with_tied_timestamps(lesson):
     log = frame([(f"u{i}", f"m{i}", 3.0, 10 if i < 6 else 20) for i in range(10)])
-    train, test = lesson.temporal_split(log, test_fraction=0.5)
+    result = lesson.temporal_split(log, test_fraction=0.5)
+    expect_arity(result, 2, "temporal_split(ratings, test_fraction)")
+    train, test = result
     assert list(test["user_id"]) == ["u5", "u6", "u7", "u8", "u9"], (
         "rows with equal timestamps must keep their input order (stable sort): expected test "
         f"users u5..u9, got {list(test['user_id'])}"
@@ -184,7 +196,7 @@ def test_hit_rate_counts_only_the_first_k(lesson):
 def test_hit_rate_averages_over_test_users(lesson):
     recs = {"u1": ["m9"], "u9": ["m1"], "u8": ["m2"]}  # u2, u3, u4 have no recommendations
     result = lesson.hit_rate_at_k(recs, TEST_LOG, k=5)
-    assert not math.isnan(result)
+    assert not math.isnan(result), "got NaN: average over the users who appear in the test log"
     assert result == pytest.approx(0.25), (
         "average over the 4 users in test (missing users are misses, extra users are ignored): "
         f"expected 0.25, got {result}"

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from recsys_course.grading import exercise
+from recsys_course.grading.messages import expect_arity, expect_shape, expect_type
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def reference_loss(params, data, reg):
 @exercise("1.1", points=1)
 def test_rmse_of_two_rating_vectors(lesson):
     result = lesson.rmse(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 2.0, 3.0, 6.0]))
-    assert isinstance(result, float), f"expected a float, got {type(result).__name__}"
+    expect_type(result, float, "rmse(y_true, y_pred)")
     # errors 0, 0, 0, -2: sqrt((0 + 0 + 0 + 4) / 4) = 1
     assert result == pytest.approx(1.0), f"expected RMSE 1.0 for errors (0, 0, 0, -2), got {result}"
 
@@ -78,7 +79,7 @@ def test_predict_adds_mean_biases_and_dot_product(lesson):
             3.5 + 0.5 - 0.4 + (1.0 * 1.0 + 2.0 * -1.0),  # user 1, movie 2 = 2.6
         ]
     )
-    assert result.shape == (3,), f"expected one prediction per pair, shape (3,), got {result.shape}"
+    expect_shape(result, (3,), "predict(params, users, items) (one prediction per pair)")
     np.testing.assert_allclose(
         result, expected, atol=1e-9,
         err_msg="prediction must be global mean + user bias + movie bias + p_u . q_i",
@@ -105,7 +106,7 @@ def test_loss_without_regularisation_sums_squared_errors(lesson):
     result = lesson.regularized_loss(hand_params(lesson), hand_ratings(lesson), 0.0)
     # predictions 5.6, 1.45, 2.6 for ratings 5, 2, 3: errors -0.6, 0.55, 0.4
     expected = 0.6**2 + 0.55**2 + 0.4**2  # 0.8225, a sum over ratings, not a mean
-    assert isinstance(result, float), f"expected a float, got {type(result).__name__}"
+    expect_type(result, float, "regularized_loss(params, data, reg)")
     assert result == pytest.approx(expected), (
         f"with reg = 0 the loss is the sum of squared errors, expected {expected:.4f}, got {result:.4f}"
     )
@@ -221,7 +222,7 @@ def test_keras_model_predicts_the_biased_dot_product(lesson):
     result = np.asarray(model(inputs, training=False))
     u, i = inputs["user_index"], inputs["item_index"]
     expected = 3.0 + KERAS_BU[u, 0] + KERAS_BI[i, 0] + (KERAS_P[u] * KERAS_Q[i]).sum(axis=1)  # 4.8, 3.3, 4.1, 1.8
-    assert result.shape == (4,), f"expected one rating per example, shape (4,), got {result.shape}"
+    expect_shape(result, (4,), "the model's output (one rating per example)")
     np.testing.assert_allclose(
         result, expected, atol=1e-5, err_msg="call must return global_mean + b_u + b_i + p_u . q_i per example"
     )
@@ -285,7 +286,9 @@ def cosine(a, b):
 
 @exercise("1.6", points=1)
 def test_most_similar_uses_cosine_not_dot_product(lesson):
-    rows, similarities = lesson.most_similar(VECTORS, 0, k=2)
+    result = lesson.most_similar(VECTORS, 0, k=2)
+    expect_arity(result, 2, "most_similar(vectors, query, k)")
+    rows, similarities = result
     rows = [int(r) for r in rows]
     assert rows == [2, 1], (
         f"by cosine, row 2 (cos {cosine(VECTORS[0], VECTORS[2]):.3f}) beats row 1 (cos "
@@ -296,7 +299,9 @@ def test_most_similar_uses_cosine_not_dot_product(lesson):
 
 @exercise("1.6", points=1)
 def test_most_similar_skips_the_query_and_returns_at_most_n_minus_1(lesson):
-    rows, similarities = lesson.most_similar(VECTORS, 2, k=10)
+    result = lesson.most_similar(VECTORS, 2, k=10)
+    expect_arity(result, 2, "most_similar(vectors, query, k)")
+    rows, similarities = result
     rows = [int(r) for r in rows]
     assert 2 not in rows, f"the query (row 2) must not be its own neighbour, got rows {rows}"
     assert rows == [0, 1, 3, 5, 4], f"expected all 5 other rows by cosine descending, [0, 1, 3, 5, 4], got {rows}"

@@ -85,8 +85,12 @@ def test_a_broken_exercise_cell_does_not_hide_the_others(tmp_path):
     path.write_text(SOURCE + '\n# %% tags=["exercise"] exercise="9.2"\ndef half(x):\n    return x / 0 +\n')
     module = load_lesson(path)
     assert module.double(2) == 4
-    with pytest.raises(AttributeError, match="does not define 'half'.*exercise 9.2 failed.*SyntaxError"):
+    with pytest.raises(AttributeError) as error:
         module.half
+    # The learner's real mistake (file, line, syntax error) comes first, the missing name last.
+    line = len(SOURCE.splitlines()) + 4
+    assert str(error.value).startswith(f"09_test.py, line {line}: SyntaxError")
+    assert "exercise 9.2 did not run" in str(error.value) and str(error.value).endswith("'half' is not defined")
     assert "exercise 9.2" in module.__lesson_errors__
 
 

@@ -14,7 +14,17 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from recsys_course.env import seed_everything  # noqa: E402
-from recsys_course.data import MovieLens, load_movielens, split_ratings  # noqa: E402
+
+
+def __getattr__(name: str):
+    # The data helpers import pandas (half a second); loaded on first use so that the
+    # `course` command and checks that never touch data start faster.
+    if name in ("MovieLens", "load_movielens", "split_ratings"):
+        from recsys_course import data
+
+        return getattr(data, name)
+    raise AttributeError(f"module 'recsys_course' has no attribute {name!r}")
+
 
 __all__ = ["MovieLens", "load_movielens", "seed_everything", "split_ratings"]
 __version__ = "0.1.0"

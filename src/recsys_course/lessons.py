@@ -24,6 +24,7 @@ from pathlib import Path
 from types import ModuleType
 
 from recsys_course.catalog import Catalog, Lesson, load_catalog
+from recsys_course.errors import Refused
 from recsys_course.grading.guard import contained
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
@@ -105,17 +106,54 @@ class SyncResult:
     path: Path
     changed: bool
     backup: Path | None = None
+    # Exercises whose cell in lessons/ was edited since generation; non-empty means the
+    # file was left alone (sync without ``force``) or overwritten after a backup (``force``).
+    edited: tuple[str, ...] = ()
+    written: bool = False
+
+
+class LearnerWorkError(Refused):
+    """``sync`` would overwrite exercises a learner edited; the message names them."""
+
+    def __init__(self, results: list[SyncResult]) -> None:
+        self.results = results
+        named = "; ".join(f"{r.path.name}: {', '.join(r.edited)}" for r in results)
+        super().__init__(
+            f"not overwriting edited exercises ({named}). These files hold a learner's work: "
+            "`course sync --force` regenerates them anyway (after a backup in .course/backups/)."
+        )
+
+
+def edited_exercises(current: str, expected: str, lesson: Lesson) -> tuple[str, ...]:
+    """Ids of ``lesson``'s exercises whose cell differs between ``current`` and ``expected``."""
+    lines, fresh = current.splitlines(), expected.splitlines()
+    edited = []
+    for exercise in lesson.exercises:
+        try:
+            a, b = _exercise_cell_span(lines, exercise.id)
+        except LessonFormatError:  # the learner deleted the cell: that is an edit too
+            edited.append(exercise.id)
+            continue
+        c, d = _exercise_cell_span(fresh, exercise.id)
+        if [l.rstrip() for l in lines[a:b]] != [l.rstrip() for l in fresh[c:d]]:
+            edited.append(exercise.id)
+    return tuple(edited)
 
 
 def sync(
-    catalog: Catalog | None = None, check: bool = False, only: list[str] | None = None
+    catalog: Catalog | None = None,
+    check: bool = False,
+    only: list[str] | None = None,
+    force: bool = False,
 ) -> list[SyncResult]:
-    """Regenerate ``lessons/`` from ``solutions/``; with ``check``, only report drift.
+    """Regenerate ``lessons/`` from ``solutions/`` (an author's command); with ``check``,
+    only report drift.
 
-    ``only`` limits the work to those lesson ids or slugs.
-    A lesson file that is about to be overwritten and differs from what the previous sync
-    wrote (a learner edited it) is first copied to ``.course/backups/``, so a learner's
-    work is never lost; hashes of generated files live in ``.course/generated.json``.
+    ``only`` limits the work to those lesson ids or slugs. A lesson file that changed since
+    the previous sync wrote it (hashes in ``.course/generated.json``) and whose exercise
+    cells differ from the fresh stubs holds a learner's work: it is not overwritten unless
+    ``force``, and then only after a copy goes to ``.course/backups/``. Raises
+    :class:`LearnerWorkError` naming those files and exercises after writing every other file.
     """
     catalog = catalog or load_catalog()
     results = []
@@ -131,19 +169,29 @@ def sync(
         expected = make_stub(source.read_text(encoding="utf-8"), lesson, str(source))
         current = target.read_text(encoding="utf-8") if target.exists() else None
         changed = current != expected
-        backup = None
-        if changed and not check:
-            digest = hashlib.sha256(current.encode()).hexdigest() if current is not None else None
-            if current is not None and generated.get(lesson.filename) != digest:
+        backup, edited, written = None, (), False
+        if changed and current is not None:
+            digest = hashlib.sha256(current.encode()).hexdigest()
+            if generated.get(lesson.filename) != digest:  # not what the last sync wrote
+                edited = edited_exercises(current, expected, lesson)
+        if changed and not check and (force or not edited):
+            if current is not None and generated.get(lesson.filename) != hashlib.sha256(
+                current.encode()
+            ).hexdigest():
                 backup = backup_lesson(catalog.root, lesson, current)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(expected, encoding="utf-8")
-        if not check:
             generated[lesson.filename] = hashlib.sha256(expected.encode()).hexdigest()
-        results.append(SyncResult(lesson, target, changed, backup))
+            written = True
+        elif not check and not changed:
+            generated[lesson.filename] = hashlib.sha256(expected.encode()).hexdigest()
+        results.append(SyncResult(lesson, target, changed, backup, edited, written))
     if not check:
         record_path.parent.mkdir(parents=True, exist_ok=True)
         record_path.write_text(json.dumps(generated, indent=2, sort_keys=True), encoding="utf-8")
+        refused = [r for r in results if r.changed and not r.written]
+        if refused:
+            raise LearnerWorkError(refused)
     return results
 
 
@@ -169,32 +217,102 @@ def replace_exercise_cell(text: str, source: str, exercise_id: str) -> str:
     return "\n".join(lines[:a] + new[c:d] + lines[b:]) + "\n"
 
 
-def _cell_offsets(text: str) -> list[int]:
-    """0-based line index of the first source line of each ``# %%`` cell."""
-    return [i + 1 for i, line in enumerate(text.splitlines()) if CELL_HEADER.match(line)]
+@dataclass(frozen=True)
+class Cell:
+    """One ``# %%`` cell of a percent-format lesson: its kind, tags and source lines."""
+
+    kind: str  # "code" or "markdown"
+    tags: frozenset[str]
+    exercise: str | None  # the N.M of an exercise cell
+    source: str  # the cell's lines after its header
+    first_line: int  # 1-based line number of the first source line in the file
 
 
-def load_lesson(path: Path, module_name: str = "lesson", cell_timeout: float | None = 60.0) -> ModuleType:
+def parse_cells(text: str) -> list[Cell]:
+    """Split a percent-format script into cells (lines before the first header are skipped).
+
+    Only the header syntax the course uses is understood: ``# %%``, ``# %% [markdown]``,
+    ``tags=[...]`` (JSON list) and ``exercise="N.M"``. Reading it here keeps grading and
+    ``course run`` free of a notebook library's import time and gives exact line numbers.
+    """
+    cells: list[Cell] = []
+    header: re.Match | None = None
+    body: list[str] = []
+    start = 0
+
+    def close() -> None:
+        if header is None:
+            return
+        rest = header["rest"]
+        kind = "markdown" if "[markdown]" in rest else "code"
+        tags_match = re.search(r"\btags=(\[[^\]]*\])", rest)
+        tags = frozenset(json.loads(tags_match[1])) if tags_match else frozenset()
+        meta = EXERCISE_META.search(rest)
+        cells.append(Cell(kind, tags, meta["id"] if meta else None, "\n".join(body), start))
+
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = CELL_HEADER.match(line)
+        if match:
+            close()
+            header, body, start = match, [], number + 1
+        elif header is not None:
+            body.append(line)
+    close()
+    return cells
+
+
+class ExerciseCellError(AttributeError):
+    """A name a test needs is missing because the exercise cell defining it failed to run.
+
+    The message leads with the learner's real error (file, line, exception), not with the
+    missing name. It is an ``AttributeError`` so ``hasattr`` and ``getattr`` defaults work.
+    """
+
+
+def describe_cell_error(error: BaseException, path: Path) -> str:
+    """``file, line N: SyntaxError: message`` for the error a cell of ``path`` raised."""
+    line = None
+    if isinstance(error, SyntaxError) and error.filename == str(path):
+        line = error.lineno
+        text = f"{type(error).__name__}: {error.msg}"
+    else:
+        text = "".join(traceback.format_exception_only(type(error), error)).strip().splitlines()[-1]
+        frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == str(path)]
+        line = frames[-1].lineno if frames else None
+    return f"{path.name}, line {line}: {text}" if line else f"{path.name}: {text}"
+
+
+def load_lesson(
+    path: Path,
+    module_name: str = "lesson",
+    cell_timeout: float | None = 60.0,
+    exercises: set[str] | None = None,
+) -> ModuleType:
     """Execute only the ``setup`` and ``exercise`` cells of ``path`` into a fresh module.
 
     Each cell runs under :func:`~recsys_course.grading.guard.contained`: a call to
     ``sys.exit``/``os._exit`` or a cell running past ``cell_timeout`` seconds becomes that
     cell's error instead of ending or hanging the grader.
 
+    With ``exercises`` (ids), loading stops after the last of those exercises' cells: the
+    cells below it cannot be needed to define them, and skipping them keeps a check of an
+    early NumPy exercise from importing TensorFlow for a later one.
+
     Tracebacks point at the real lines of ``path``. A failing setup cell raises
     :class:`LessonLoadError` (nothing in the lesson can be graded without its imports). A
     failing exercise cell is recorded in ``module.__lesson_errors__`` and the other exercises
-    stay gradable; asking the module for a name that cell should have defined raises an
-    ``AttributeError`` that quotes the cell's error.
+    stay gradable; asking the module for a name that cell should have defined raises
+    :class:`ExerciseCellError`, whose message starts with the cell's error and line.
     """
-    import jupytext
-
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    notebook = jupytext.reads(text, fmt="py:percent")
-    offsets = _cell_offsets(text)
-    if len(offsets) != len(notebook.cells):
-        offsets = [0] * len(notebook.cells)  # unusual layout: lose exact line numbers only
+    cells = [
+        c for c in parse_cells(path.read_text(encoding="utf-8"))
+        if c.kind == "code" and c.tags & GRADED_TAGS
+    ]
+    if exercises:
+        last = max((i for i, c in enumerate(cells) if c.exercise in exercises), default=None)
+        if last is not None:
+            cells = cells[: last + 1]
 
     module = ModuleType(module_name)
     module.__file__ = str(path)
@@ -202,29 +320,26 @@ def load_lesson(path: Path, module_name: str = "lesson", cell_timeout: float | N
     module.__dict__["__lesson_errors__"] = errors
 
     def missing(name: str):
-        causes = "; ".join(f"{cell} failed: {' '.join(err.split())}" for cell, err in errors.items())
-        raise AttributeError(
-            f"{path.name} does not define {name!r}" + (f" ({causes})" if causes else "")
-        )
+        if not errors:
+            raise AttributeError(f"{path.name} does not define {name!r}")
+        causes = "; ".join(f"{err} ({cell} did not run)" for cell, err in errors.items())
+        raise ExerciseCellError(f"{causes}, so {name!r} is not defined")
 
     module.__dict__["__getattr__"] = missing
     # Registered while it loads, as a real import would be: dataclasses, pickling and
     # typing look classes' modules up in sys.modules.
     sys.modules[module_name] = module
-    for cell, offset in zip(notebook.cells, offsets):
-        tags = set(cell.metadata.get("tags", []))
-        if cell.cell_type != "code" or not tags & GRADED_TAGS:
-            continue
-        label = f"exercise {cell.metadata['exercise']}" if "exercise" in cell.metadata else "setup cell"
+    for cell in cells:
+        label = f"exercise {cell.exercise}" if cell.exercise else "setup cell"
         try:
-            code = compile("\n" * offset + cell.source, str(path), "exec")
+            code = compile("\n" * (cell.first_line - 1) + cell.source, str(path), "exec")
             with contained(cell_timeout, f"the {label} of {path.name}"):
                 exec(code, module.__dict__)  # noqa: S102 - running the lesson is the point
         except KeyboardInterrupt:
             raise
         except BaseException as error:  # noqa: BLE001 - reported, never swallowed
-            summary = "".join(traceback.format_exception_only(type(error), error)).strip()
-            if "setup" in tags:
-                raise LessonLoadError(f"{path.name}: a setup cell failed: {summary}") from error
+            summary = describe_cell_error(error, path)
+            if "setup" in cell.tags:
+                raise LessonLoadError(f"a setup cell failed: {summary}") from error
             errors[label] = summary
     return module

@@ -29,6 +29,14 @@ class State:
         self.data["hints_shown"][exercise_id] = min(shown + 1, n_hints)
         return min(shown, n_hints - 1)
 
+    def hints_revealed(self, exercise_id: str) -> int:
+        """How many of the exercise's hints were shown so far."""
+        return self.data["hints_shown"].get(exercise_id, 0)
+
+    def forget_result(self, exercise_id: str) -> None:
+        """Drop the exercise's last result (after ``course reset``), keeping its hints."""
+        self.data["results"].pop(exercise_id, None)
+
     def record(self, exercise_id: str, earned: int, points: int, status: str) -> None:
         self.data["results"][exercise_id] = {
             "earned": earned, "points": points, "status": status, "when": int(time.time())

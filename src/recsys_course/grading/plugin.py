@@ -8,13 +8,17 @@ lesson files; otherwise ``--tree lessons|solutions`` (or ``$COURSE_TREE``, defau
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from recsys_course.catalog import Catalog, load_catalog
-from recsys_course.grading.guard import Guard, SubmissionMisbehaved, contained
+from recsys_course.grading.guard import Guard, SubmissionMisbehaved, SubmissionTimeout, contained
+from recsys_course.grading.messages import learner_message
 from recsys_course.grading.scores import TestResult, format_table, score, to_json, write_json
 from recsys_course.lessons import LessonLoadError, load_lesson
 
@@ -77,6 +81,7 @@ def lesson_loader(
     Whatever the lesson's code replaced in the grader while loading is put back at once.
     """
     cache: dict[str, object] = {}
+    _defer_import("matplotlib.pyplot")  # lessons import it for plots that grading never draws
 
     def load(key: str):
         lesson = course_catalog.lesson(key)
@@ -87,7 +92,10 @@ def lesson_loader(
             else:
                 try:
                     cache[lesson.id] = load_lesson(
-                        path, f"lesson_{lesson.id}", pytestconfig.getoption("--cell-timeout") or None
+                        path, f"lesson_{lesson.id}", pytestconfig.getoption("--cell-timeout") or None,
+                        # Checking a few exercises: skip the cells after them (and often the
+                        # TensorFlow import of later sections).
+                        exercises=set(pytestconfig.getoption("--exercise")) or None,
                     )
                 except LessonLoadError as error:
                     cache[lesson.id] = error
@@ -105,6 +113,29 @@ def lesson_loader(
     return load
 
 
+class _DeferredModule(ModuleType):
+    """Stands in ``sys.modules`` for a module not imported yet; the first attribute use
+    imports the real one (which then replaces it) and answers from it."""
+
+    def __getattr__(self, attribute: str):
+        if attribute.startswith("__") and attribute.endswith("__"):
+            # Tools that walk sys.modules (inspect, when pytest formats a failure) probe
+            # dunders such as __file__: not a use of the module, so do not import it.
+            raise AttributeError(attribute)
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), attribute)
+
+
+def _defer_import(name: str) -> None:
+    """Make ``import name`` free until the module is used. Setup cells import pyplot for
+    plots that grading never draws, and it costs about 0.3 s of a check meant to take under
+    two seconds. (``importlib.util.LazyLoader`` does not help here: the import statement
+    itself reads the module's ``__spec__``, which loads it.)"""
+    if name not in sys.modules:
+        sys.modules[name] = _DeferredModule(name)
+
+
 class GradeCollector:
     """Records which exercise each test grades and whether it passed; reports at the end."""
 
@@ -112,6 +143,7 @@ class GradeCollector:
         self.config = config
         self.results: dict[str, TestResult] = {}
         self.guard = Guard()  # before any graded code can run
+        self.timed_out: set[str] = set()  # exercises whose test ran past its limit
         hidden = config.getoption("--hidden-tests")
         self.hidden_dir = Path(hidden).resolve() if hidden else None
 
@@ -138,6 +170,29 @@ class GradeCollector:
             # Travels with the test's reports, so a pytest-xdist controller (which collects
             # nothing itself) can still build the score table.
             item.user_properties.append(("course_exercise", (exercise_id, points, hidden)))
+
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        """After one test of an exercise timed out, its other tests fail at once: an endless
+        loop costs one time limit, not one per test."""
+        marker = item.get_closest_marker("exercise")
+        if marker is not None and str(marker.args[0]) in self.timed_out:
+            pytest.fail(
+                f"not run: an earlier test of exercise {marker.args[0]} ran past its time limit",
+                pytrace=False,
+            )
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        """Word a failure for the learner (see :mod:`recsys_course.grading.messages`)."""
+        report = yield
+        marker = item.get_closest_marker("exercise")
+        if marker is not None and call.excinfo is not None and report.failed:
+            if call.excinfo.errisinstance(SubmissionTimeout):
+                self.timed_out.add(str(marker.args[0]))
+            graded = lessons_dir(self.config, load_catalog())
+            message = learner_message(call.excinfo.value, call.excinfo.tb, graded)
+            report.user_properties.append(("course_failure", message))
+        return report
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item):
@@ -166,7 +221,8 @@ class GradeCollector:
             result.passed = True
         if report.failed:
             result.passed = False
-            result.failure = result.failure or _first_line(report)
+            worded = dict(report.user_properties).get("course_failure")
+            result.failure = result.failure or worded or _first_line(report)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         replaced = self.guard.restore()

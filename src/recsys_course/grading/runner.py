@@ -87,6 +87,7 @@ def run_tests(
     isolation: Isolation | None = None,
     test_timeout: float | None = None,
     cell_timeout: float | None = None,
+    use_worker: bool = False,
 ) -> GradingRun:
     """Grade the lessons ``lesson_ids`` found in ``lessons_dir`` with the course's tests.
 
@@ -94,7 +95,8 @@ def run_tests(
     exercise of the lessons, the others as "not run"). ``tests_dir`` replaces the clone's
     ``tests/`` (batch grading uses a verified copy); ``extra_tests`` are added, and those
     under ``hidden_dir`` are instructor-only. The report path reaches the plugin through an
-    environment variable the plugin removes before graded code runs.
+    environment variable the plugin removes before graded code runs. With ``use_worker``
+    (and no ``isolation``), a running warm worker (:mod:`.worker`) runs the tests if there is one.
     """
     catalog = catalog or load_catalog()
     tests_dir = tests_dir or catalog.root / "tests"
@@ -122,6 +124,9 @@ def run_tests(
         env.setdefault("COURSE_DATA", "synthetic")
         for variable in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTHONPATH", "PYTHONSTARTUP"):
             env.pop(variable, None)
+        # The child grades with the same support package as this process (batch grading
+        # replaces it with its private copy through Isolation.extra_env).
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
         preexec = None
         if isolation is not None:
             if isolation.no_network:
@@ -134,6 +139,15 @@ def run_tests(
             env.update(isolation.extra_env)
             preexec = _limits(isolation)
         cwd = isolation.home if isolation and isolation.home else catalog.root
+        if use_worker and isolation is None:
+            from recsys_course.grading.worker import submit
+
+            answer = submit(catalog.root, command[3:], env, str(cwd), timeout)
+            if answer is not None:
+                return GradingRun(
+                    {} if answer["timed_out"] else _read_report(report_path),
+                    answer["returncode"], answer["output"], timed_out=answer["timed_out"],
+                )
         process = subprocess.Popen(
             command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, text=True, errors="replace", preexec_fn=preexec,
@@ -145,11 +159,17 @@ def run_tests(
             _kill_group(process)
             output, _ = process.communicate()
             return GradingRun({}, -1, output or "", timed_out=True)
-        try:
-            report = json.loads(report_path.read_text()) if report_path.exists() else {}
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            report = {}
-        return GradingRun(report, process.returncode, output or "")
+        except KeyboardInterrupt:  # the tests run in their own session: end them too
+            _kill_group(process)
+            raise
+        return GradingRun(_read_report(report_path), process.returncode, output or "")
+
+
+def _read_report(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
 
 
 def _kill_group(process: subprocess.Popen) -> None:
