@@ -165,7 +165,7 @@ def exact_top_k(items: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
     # BEGIN SOLUTION
     scores = items @ query
     k = min(k, len(scores))
-    top = np.argpartition(-scores, k - 1)[:k]
+    top = np.argpartition(scores, len(scores) - k)[-k:]  # the k largest, in no known order
     return top[np.argsort(-scores[top], kind="stable")].astype(np.int64)
     # END SOLUTION
 
@@ -521,7 +521,55 @@ else:
 # the ranking stage.
 
 # %% [markdown]
-# ## 8. Save, memory-map, share
+# ## 8. Similar movies: item-to-item search
+#
+# The other use of an index, and the one Annoy was written for at Spotify, needs no user at
+# all: "more like this movie". The query is a movie's own vector, and the question is a
+# different one from section 7's:
+#
+# | | user to movie (section 7) | movie to movie (this section) |
+# |---|---|---|
+# | query | a user vector from the other tower | a movie vector from the same tower |
+# | score | inner product, which the model was trained on | cosine: direction only |
+# | index | `angular` over augmented vectors + `mips_search` | `angular` over the raw movie vectors |
+# | call | `get_nns_by_vector(user_vector + [0])` | `get_nns_by_item(movie)`: the index already stores the vector |
+#
+# Why cosine here? Two movies are similar when the model places them in the same
+# direction, i.e. when the same users like them. Vector length mostly records popularity
+# (section 6), and with the inner product every movie's most similar movie would be one of
+# the few longest vectors. An angular index ignores length, which is exactly what we want.
+#
+# One detail: a movie is always its own nearest neighbour (distance 0), so ask for one more
+# and drop it. Do not just drop the first answer: with an approximate search the movie
+# itself is not guaranteed to come back, and then the first answer is a real neighbour.
+#
+# ### Exercise 4.6 · Similar items
+#
+# Implement `similar_items(index, item, k, search_k)`.
+
+# %% tags=["exercise"] exercise="4.6"
+def similar_items(index: AnnoyIndex, item: int, k: int, search_k: int = -1) -> np.ndarray:
+    """The ``k`` items closest to item ``item`` of ``index``, closest first, without ``item``.
+
+    Args:
+        index: a built AnnoyIndex (``"angular"`` for cosine similarity) whose items are
+            ``0..n-1``.
+        item: the id of the item to find neighbours for (it is in the index).
+        k: how many neighbours, ``k >= 1``.
+        search_k: Annoy's ``search_k`` (``-1`` lets Annoy choose ``n_trees * (k + 1)``).
+
+    Returns:
+        int64 array of at most ``k`` ids, by increasing distance to ``item``, never
+        containing ``item`` itself.
+    """
+    # BEGIN SOLUTION
+    found = index.get_nns_by_item(int(item), k + 1, search_k=search_k)
+    return np.asarray([i for i in found if i != item][:k], dtype=np.int64)
+    # END SOLUTION
+
+
+# %% [markdown]
+# ## 9. Save, memory-map, share
 #
 # Annoy's distinctive feature is its file format: `save` writes the forest as one flat file,
 # and `load` does not read it, it **memory-maps** it (`mmap`). Loading is instant whatever
@@ -566,7 +614,7 @@ child = subprocess.run(
 print("another process gives the same top-10:", json.loads(child.stdout) == before[list(users).index(user)])
 
 # %% [markdown]
-# ## 9. At scale: how exact search slows down, and what Annoy buys
+# ## 10. At scale: how exact search slows down, and what Annoy buys
 #
 # With fewer than 10,000 movies, exact search is already fast; ANN pays off on large
 # catalogues. We make one: 1,000,000 item vectors and 200 query vectors with the structure
@@ -695,7 +743,7 @@ for target in (0.9, 0.95, 0.99):
 #   gap is larger.
 
 # %% [markdown]
-# ## 10. Annoy's `dot` metric against the explicit reduction
+# ## 11. Annoy's `dot` metric against the explicit reduction
 #
 # Annoy also offers `metric="dot"`, which builds MIPS support into the index (its source
 # cites the same Bachrach et al. reduction). In 2022, spotify/annoy issue 619 reported very
@@ -772,7 +820,7 @@ for target in (0.9, 0.95):
 # top-10 that contains when vector lengths carry popularity.
 
 # %% [markdown]
-# ## 11. Where Annoy lives in a serving stack
+# ## 12. Where Annoy lives in a serving stack
 #
 # Annoy is not a TensorFlow op, so it cannot travel inside a SavedModel. The query tower is
 # served as a model (TensorFlow Serving, lesson 05); the index sits beside it, in the
@@ -802,7 +850,7 @@ for target in (0.9, 0.95):
 #   layer inside the exported model: simpler to deploy, and exact (or ScaNN-approximate).
 
 # %% [markdown]
-# ## 12. When another index serves better
+# ## 13. When another index serves better
 #
 # Annoy is simple, dependable and memory-mapped, but it is not the fastest ANN library, and
 # it cannot grow an index incrementally. The ANN-Benchmarks project (Aumüller, Bernhardsson
