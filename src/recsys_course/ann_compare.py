@@ -17,9 +17,12 @@ Families measured (each skipped, with the reason, when its package is missing):
 * ``scann``: Google's ScaNN (partition tree, anisotropic quantisation, exact re-ordering),
   NumPy API, when an installed ``scann`` can be imported without breaking TensorFlow.
 
-Thread use is part of the result: single-query searches run on one thread (as one request
-of an online service does); ``exact_batched`` lets the BLAS library use every core, which is
-exactly why batching wins offline.
+Every search runs on one thread (index builds may use every core), so the numbers compare
+work per core. That also keeps them meaningful on a busy machine, where BLAS threads waiting
+for each other can make a multi-threaded matrix product several times slower than one
+thread. On an idle machine with many cores, batched exact search can additionally spread
+its matrix products over the cores; the single-query indexes scale by answering
+different queries on different cores.
 """
 
 from __future__ import annotations
@@ -60,8 +63,7 @@ def exact_top_k_batched(
 ) -> np.ndarray:
     """Exact inner-product top-``k`` for a batch of queries at once, best first.
 
-    One matrix product per block of items (``queries @ block.T``, which BLAS runs on every
-    core), ``argpartition`` of each row to keep its ``k`` best, a merge with the best so far,
+    One matrix product per block of items (``queries @ block.T``), ``argpartition`` of each row to keep its ``k`` best, a merge with the best so far,
     and a final sort of the ``k`` survivors per row. Blocking over items bounds memory at
     ``len(queries) * item_block`` floats whatever the catalogue size; by default a block's
     scores take about 4 MB, so they stay in the processor's cache for the selection.
@@ -259,7 +261,7 @@ def annoy_rows(
                         metric="angular", k=k, repeats=repeats, seed=seed)
     table.insert(0, "library", "annoy")
     table.insert(1, "setting", [f"n_trees={t}, search_k={s}" for t, s in zip(table["n_trees"], table["search_k"])])
-    return table[["library", "setting", f"recall@{k}", "qps", "build_seconds", "index_mb"]]
+    return table[["library", "setting", f"recall@{k}", "qps", "build_seconds", "index_mb", "n_trees", "search_k"]]
 
 
 def compare_libraries(
@@ -287,7 +289,8 @@ def compare_libraries(
     parts = [pd.DataFrame([{"library": "exact_single", "setting": "NumPy, one query", f"recall@{k}": 1.0,
                             "qps": round(qps, 1), "build_seconds": 0.0, "index_mb": round(items.nbytes / 1e6, 1)}])]
     log("exact search, batched")
-    parts.append(batched_exact_sweep(items, queries, truth, k=k, batch_sizes=batch_sizes, repeats=repeats))
+    with one_thread():
+        parts.append(batched_exact_sweep(items, queries, truth, k=k, batch_sizes=batch_sizes, repeats=repeats))
     augmented, _ = lesson.augment_for_mips(items)
     log("Annoy")
     with one_thread():  # Annoy's queries are single-threaded anyway; its build too (n_jobs=1)
@@ -376,3 +379,43 @@ def plot_pareto(table: pd.DataFrame, ax, k: int = 10, title: str = "") -> None:
             ax.plot(rows[f"recall@{k}"], rows["qps"], marker=marker, color=colour, label=library.replace("_", ", "))
     ax.set(yscale="log", xlabel=f"recall@{k} against exact search", ylabel="queries per second (log)", title=title)
     ax.legend(fontsize=8)
+
+
+RECORDED = Path(__file__).parent / "benchmarks" / "lesson_04_recorded.json"
+
+
+def recorded_benchmark(path: str | os.PathLike = RECORDED) -> dict | None:
+    """The recorded run of ``course bench 04`` that lesson 04 shows, or ``None`` if absent.
+
+    Returns:
+        ``{"caption": str, "best": DataFrame}``: one sentence on what was measured where
+        (size, machine, load), and per library its fastest setting at recall@10 >= 0.95
+        with QPS, speed-up over single-query exact search, build seconds and size.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    import json
+
+    run = json.loads(path.read_text(encoding="utf-8"))
+    result = run["lessons"]["04"]
+    sweep = result["sweep"]
+    rows = []
+    for library, best in result["best_at_recall_0.95"].items():
+        settings = {row["setting"]: row for row in result["libraries"][library]}
+        chosen = settings.get(best["setting"], {})
+        rows.append({"library": library, "setting": best["setting"], "recall@10": chosen.get("recall@10"),
+                     "qps": best["qps"], "x exact single": best["speedup_vs_exact_single"],
+                     "build_seconds": chosen.get("build_seconds"), "index_mb": chosen.get("index_mb")})
+    for library, reason in sweep.get("skipped", {}).items():
+        rows.append({"library": library, "setting": "skipped: " + reason.split(".")[0]})
+    crossover = sweep.get("exact_batched_overtakes_annoy_at_batch")
+    caption = (
+        f"`course bench 04`, {sweep['n_items']:,} items x {sweep['dim']}, {sweep['n_queries']} queries, "
+        f"on {run.get('machine', 'an unrecorded machine')}"
+        + (f" ({run['note']})" if run.get("note") else "") + ". "
+        + ("Batched exact search overtook Annoy's fastest setting at recall 0.95 from batches of "
+           f"{crossover} queries." if crossover else
+           "No measured batch size of exact search overtook Annoy's fastest setting at recall 0.95.")
+    )
+    return {"caption": caption, "best": pd.DataFrame(rows).set_index("library")}
