@@ -749,8 +749,9 @@ print("another process gives the same top-10:", json.loads(child.stdout) == befo
 # `recsys_course.annoy_sweep.clustered_corpus` (1,000 clusters, each vector a random
 # cluster centre plus noise, lengths spread by a log-normal factor as popularity spreads
 # them in a trained model; queries come from the same mixture). This page uses 100,000
-# items of 32 dimensions so that it runs in a few minutes; the benchmark (`course bench
-# 04`) repeats everything on 1,000,000, and its recorded table closes this section.
+# items of 32 dimensions to stay quick; the benchmark (`course bench 04`) repeats
+# everything on a larger corpus (1,000,000 items by default), and its recorded table
+# closes this section.
 #
 # Timing rules: one query at a time on one thread, as one request of an online service is
 # answered (batched exact search is the exception, on purpose); each query set runs twice
@@ -1045,8 +1046,9 @@ claims.say(
 #
 # 1. Scoring many queries at once (offline recommendations, evaluation)? Use exact search
 #    with a matrix product, batched: recall 1, no index to build or ship.
-# 2. Up to about a hundred thousand items online? Exact search one query at a time costs a
-#    few milliseconds or less; an index may not be worth its build, memory and recall loss.
+# 2. Up to about a hundred thousand items online? Measure exact search one query at a time
+#    first: if it fits the latency budget, an index is not worth its build, memory and
+#    recall loss.
 # 3. Online, larger, read-only, many worker processes? Annoy: one memory-mapped file shared
 #    by all, simple to build and ship, at a moderate recall / speed.
 # 4. Online, larger, and you need high recall at high speed, or inserts? HNSW, if the
