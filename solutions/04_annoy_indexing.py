@@ -909,7 +909,7 @@ text += claims.pick(
 claims.say(text)
 
 # %% [markdown]
-# ### The benchmark on 1,000,000 items
+# ### The benchmark on a larger corpus
 #
 # The same comparison at a larger size, recorded from one run of `course bench 04` (its
 # size, machine and load are in the caption): for each library, the fastest setting that

@@ -372,9 +372,9 @@ def plot_pareto(table: pd.DataFrame, ax, k: int = 10, title: str = "") -> None:
                         alpha=0.5 + 0.5 * (int(n_trees) >= 30), label=f"annoy, {n_trees} trees")
         elif library == "exact_batched":
             ax.scatter(rows[f"recall@{k}"], rows["qps"], marker=marker, color=colour, label="exact, batched")
-            for _, row in rows.iterrows():
+            for number, (_, row) in enumerate(rows.sort_values("qps").iterrows()):
                 ax.annotate(f"B={row['batch_size']:.0f}", (row[f"recall@{k}"], row["qps"]), fontsize=7,
-                            textcoords="offset points", xytext=(-34, 0))
+                            textcoords="offset points", xytext=(-40 if number % 2 else 8, -3))
         else:
             ax.plot(rows[f"recall@{k}"], rows["qps"], marker=marker, color=colour, label=library.replace("_", ", "))
     ax.set(yscale="log", xlabel=f"recall@{k} against exact search", ylabel="queries per second (log)", title=title)
