@@ -110,9 +110,13 @@ def libraries_at_scale(lesson, n_items: int) -> dict:
         scann_leaves=SCANN_LEAVES, batch_sizes=BATCH_SIZES,
         log=lambda message: print(f"[bench 04] {time.perf_counter() - started:7.1f} s: {message}", flush=True),
     )
+    counts = ("n_trees", "search_k", "batch_size")  # float columns after the concat; ints here
     libraries = {
-        library: table[table["library"] == library].drop(columns="library").dropna(axis=1, how="all")
-        .to_dict(orient="records")
+        library: [
+            {key: int(value) if key in counts else value for key, value in row.items()}
+            for row in table[table["library"] == library].drop(columns="library").dropna(axis=1, how="all")
+            .to_dict(orient="records")
+        ]
         for library in LIBRARIES
     }
     best = ann_compare.best_at_recall(table, 0.95, K)
