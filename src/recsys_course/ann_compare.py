@@ -120,10 +120,10 @@ def batched_exact_sweep(
 
 def load_faiss():
     """The ``faiss`` module, or ``None`` when ``faiss-cpu`` is not installed."""
-    if importlib.util.find_spec("faiss") is None:
+    try:
+        import faiss
+    except ImportError:
         return None
-    import faiss
-
     return faiss
 
 
@@ -134,7 +134,11 @@ def load_scann() -> tuple[object | None, str]:
     importable; those are built for one TensorFlow version and fail on others. The NumPy API
     does not need them, so TensorFlow is hidden from that one import.
     """
-    if importlib.util.find_spec("scann") is None:
+    try:
+        found = importlib.util.find_spec("scann") is not None
+    except ValueError:  # sys.modules["scann"] is None: deliberately hidden
+        found = False
+    if not found:
         return None, "scann is not installed. " + SCANN_WHY_NOT
     saved = sys.modules.get("tensorflow")
     sys.modules["tensorflow"] = None  # makes `import tensorflow` raise ModuleNotFoundError
@@ -157,7 +161,7 @@ def one_thread():
     second thread, and on a busy machine the threads' waiting for each other costs far more.
     Without ``threadpoolctl`` BLAS keeps its default thread count."""
     with contextlib.ExitStack() as stack:
-        if importlib.util.find_spec("threadpoolctl") is not None:
+        if single_thread_available():
             from threadpoolctl import threadpool_limits
 
             stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
@@ -171,7 +175,11 @@ def one_thread():
 
 def single_thread_available() -> bool:
     """True when :func:`one_thread` can limit BLAS (``threadpoolctl`` is installed)."""
-    return importlib.util.find_spec("threadpoolctl") is not None
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def hnsw_sweep(
