@@ -28,13 +28,36 @@ def varied_norm_items(n: int, d: int, seed: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- 4.1 exact top-k
 
+def assert_fixture_has_distinct_top(scores: np.ndarray, k: int) -> None:
+    """Guard the fixture itself: the best ``k + 1`` scores are far apart, so the right
+    answer does not depend on float rounding or on how a library breaks near-ties."""
+    top = np.sort(np.asarray(scores, dtype=np.float64))[::-1][: k + 1]
+    gap = float(np.min(-np.diff(top))) if len(top) > 1 else np.inf
+    assert gap > 1e-3 * max(1.0, float(np.abs(top).max())), f"fixture has near-ties (gap {gap:.2e})"
+
+
+def ranked_fixture(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Items whose inner products with the query are a shuffled ladder of well-separated
+    values (spacing 0.01, other coordinates perturb them by < 0.001), so the exact order is
+    unique and unrelated to the item ids.
+
+    Returns ``(items, query, scores)`` with ``scores`` the exact float64 inner products."""
+    rng = np.random.default_rng(seed)
+    ladder = rng.permutation(np.linspace(-5.0, 5.0, n))
+    items = np.hstack([ladder[:, None], rng.uniform(-1, 1, size=(n, d - 1))]).astype(np.float32)
+    query = np.concatenate([[1.0], rng.uniform(-1, 1, size=d - 1) * 1e-4 / d]).astype(np.float32)
+    scores = items.astype(np.float64) @ query.astype(np.float64)
+    return items, query, scores
+
+
 @exercise("4.1", points=1)
 def test_exact_top_k_orders_by_score(lesson):
-    items = np.array([[1, 0], [0, 1], [0.9, 0.1], [-1, 0], [0.5, 0.5], [0.2, 0.9]], dtype=np.float32)
-    query = np.array([1.0, 0.2], dtype=np.float32)  # scores 1.0, 0.2, 0.92, -1.0, 0.6, 0.38
+    items = np.array([[0.5, 0.5], [1, 0], [0, 1], [-1, 0], [0.9, 0.1], [0.2, 0.9]], dtype=np.float32)
+    query = np.array([1.0, 0.2], dtype=np.float32)  # scores 0.6, 1.0, 0.2, -1.0, 0.92, 0.38
+    # The right answer [1, 4, 0] is neither in id order ([0, 1, 4], [4, 1, 0]) nor worst first.
     result = as_list(lesson.exact_top_k(items, query, 3))
-    assert result == [0, 2, 4], (
-        f"scores are [1.0, 0.2, 0.92, -1.0, 0.6, 0.38]: expected the top 3 as [0, 2, 4] "
+    assert result == [1, 4, 0], (
+        f"scores are [0.6, 1.0, 0.2, -1.0, 0.92, 0.38]: expected the top 3 as [1, 4, 0] "
         f"(best first), got {result}"
     )
 
@@ -52,23 +75,25 @@ def test_exact_top_k_uses_the_inner_product(lesson):
 
 @exercise("4.1", points=1)
 def test_exact_top_k_matches_a_full_sort_and_caps_k(lesson):
-    rng = np.random.default_rng(4)
-    items = rng.normal(size=(1000, 8)).astype(np.float32)
-    for query in rng.normal(size=(3, 8)).astype(np.float32):
-        expected = as_list(np.argsort(-(items @ query))[:200])
+    for seed in (4, 5, 6):
+        items, query, scores = ranked_fixture(1000, 8, seed)
+        expected = as_list(np.argsort(-scores)[:200])
+        assert expected != sorted(expected) and expected != sorted(expected, reverse=True)
         result = lesson.exact_top_k(items, query, 200)
         assert np.issubdtype(np.asarray(result).dtype, np.integer), (
             f"expected integer indices, got dtype {np.asarray(result).dtype}"
         )
         wrong = next((i for i, (a, b) in enumerate(zip(as_list(result), expected)) if a != b), None)
         assert len(result) == 200 and wrong is None, (
-            f"the 200 best of 1,000 random items must come best first: at position {wrong} "
+            f"the 200 best of 1,000 items must come best first: at position {wrong} "
             f"expected item {expected[wrong] if wrong is not None else '-'}, got "
             f"{as_list(result)[wrong] if wrong is not None and wrong < len(result) else 'nothing'}"
         )
-    small = lesson.exact_top_k(items[:4], query, 10)
-    assert as_list(small) == as_list(np.argsort(-(items[:4] @ query))), (
-        f"k=10 on 4 items must return all 4, best first; got {as_list(small)}"
+    few = np.array([2, 0, 3, 1])  # four items whose scores do not rise or fall with their row
+    small = lesson.exact_top_k(items[few], query, 10)
+    assert as_list(small) == as_list(np.argsort(-scores[few])), (
+        f"k=10 on 4 items must return all 4, best first; expected "
+        f"{as_list(np.argsort(-scores[few]))}, got {as_list(small)}"
     )
 
 
@@ -190,6 +215,7 @@ def test_angles_after_augmentation_rank_like_inner_products(lesson):
     augmented = np.asarray(augmented, dtype=np.float64)
     unit = augmented / np.linalg.norm(augmented, axis=1, keepdims=True)
     for query in np.random.default_rng(3).normal(size=(5, 5)):
+        assert_fixture_has_distinct_top(items @ query, 10)
         by_angle = as_list(np.argsort(-(unit @ np.append(query, 0.0)))[:10])
         by_dot = as_list(np.argsort(-(items @ query))[:10])
         assert by_angle == by_dot, (
@@ -221,6 +247,7 @@ MIPS_QUERIES = np.random.default_rng(6).normal(size=(6, 6)).astype(np.float32)
 def test_mips_search_returns_the_inner_product_top_k(lesson):
     index = reference_mips_index(MIPS_ITEMS)
     for query in MIPS_QUERIES:
+        assert_fixture_has_distinct_top(MIPS_ITEMS @ query, 5)
         expected = as_list(np.argsort(-(MIPS_ITEMS @ query))[:5])
         result = as_list(lesson.mips_search(index, query, 5, search_k=10_000))
         assert result == expected, (
@@ -242,4 +269,91 @@ def test_mips_search_returns_k_integer_ids_and_leaves_the_query_alone(lesson):
     from_list = as_list(lesson.mips_search(index, [float(v) for v in query], 3, search_k=10_000))
     assert from_list == as_list(result), (
         f"a query given as a Python list must give the same answer: {from_list} vs {as_list(result)}"
+    )
+
+
+# ---------------------------------------------------------------- 4.6 similar items
+
+def reference_angular_index(vectors: np.ndarray) -> AnnoyIndex:
+    index = AnnoyIndex(vectors.shape[1], "angular")
+    index.set_seed(0)
+    for i, vector in enumerate(vectors):
+        index.add_item(i, vector)
+    index.build(5, n_jobs=1)
+    return index
+
+
+SIMILAR_ITEMS = varied_norm_items(80, 6, seed=7)
+
+
+def exact_similar(item: int, k: int) -> list[int]:
+    """Cosine top-k of ``item`` among the other items, in float64."""
+    unit = SIMILAR_ITEMS.astype(np.float64)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    cosines = unit @ unit[item]
+    cosines[item] = -np.inf
+    assert_fixture_has_distinct_top(cosines[np.isfinite(cosines)], k)
+    return as_list(np.argsort(-cosines)[:k])
+
+
+class ScriptedIndex:
+    """Stands in for an approximate index whose answer for ``item`` lacks ``item`` itself
+    (this happens with a small search_k); records the search_k it was given."""
+
+    def __init__(self, item: int, neighbours: list[int], dim: int = 3):
+        self.item, self.neighbours, self.f, self.seen_search_k = item, neighbours, dim, []
+
+    def get_nns_by_item(self, i, n, search_k=-1, include_distances=False):
+        assert i == self.item, f"asked for the neighbours of item {i}, expected item {self.item}"
+        self.seen_search_k.append(search_k)
+        return list(self.neighbours[:n])
+
+    def get_item_vector(self, i):
+        return [1.0] * self.f
+
+    def get_nns_by_vector(self, vector, n, search_k=-1, include_distances=False):
+        self.seen_search_k.append(search_k)
+        return list(self.neighbours[:n])
+
+    def get_n_items(self):
+        return 20
+
+
+@exercise("4.6", points=1)
+def test_similar_items_leaves_out_the_item_itself(lesson):
+    index = reference_angular_index(SIMILAR_ITEMS)
+    for item in (0, 17, 42):
+        result = lesson.similar_items(index, item, 5, search_k=10_000)
+        assert np.issubdtype(np.asarray(result).dtype, np.integer), (
+            f"expected integer ids, got dtype {np.asarray(result).dtype}"
+        )
+        assert len(result) == 5, f"asked for 5 similar items of item {item}, got {len(result)}"
+        assert item not in as_list(result), (
+            f"item {item} is its own nearest neighbour and must not be returned as similar to "
+            f"itself: got {as_list(result)}"
+        )
+
+
+@exercise("4.6", points=1)
+def test_similar_items_are_the_cosine_top_k(lesson):
+    index = reference_angular_index(SIMILAR_ITEMS)
+    for item in (2, 30, 64):
+        expected = exact_similar(item, 6)
+        result = as_list(lesson.similar_items(index, item, 6, search_k=10_000))
+        assert result == expected, (
+            f"with search_k large enough to see all 80 items the answer is exact: the 6 items "
+            f"with the largest cosine to item {item}, closest first, are {expected}; got {result}"
+        )
+
+
+@exercise("4.6", points=1)
+def test_similar_items_when_the_item_is_not_returned(lesson):
+    index = ScriptedIndex(item=4, neighbours=[9, 2, 7, 5, 1, 11, 13])
+    result = as_list(lesson.similar_items(index, 4, 3, search_k=123))
+    assert result == [9, 2, 7], (
+        "an approximate search may not return the item itself; then every answer is a real "
+        f"neighbour: the index answered [9, 2, 7, 5, ...] for item 4, expected [9, 2, 7], got {result}"
+    )
+    assert index.seen_search_k and all(s == 123 for s in index.seen_search_k), (
+        f"search_k=123 must be passed on to the index; it received {index.seen_search_k}"
     )
