@@ -16,9 +16,9 @@ import time
 
 import numpy as np
 
+from recsys_course import evaluation
 from recsys_course.bench import register
 from recsys_course.data import MovieLens, split_ratings
-from recsys_course import evaluation
 
 
 def _rounded(metrics: dict) -> dict:
@@ -65,7 +65,8 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
         t0 = time.perf_counter()
         implicit_models[name] = lesson.train_implicit(fit, movie_ids, hidden)
         seconds[f"implicit {name}: train"] = time.perf_counter() - t0
-        ranked = lesson.order_by(val_candidates, lesson.implicit_scores(implicit_models[name], val_stage, val_candidates))
+        scores = lesson.implicit_scores(implicit_models[name], val_stage, val_candidates)
+        ranked = lesson.order_by(val_candidates, scores)
         depth[name] = _rounded(lesson.measure(ranked, val_stage, genres, probability))
     best_depth = max(depth, key=lambda name: depth[name]["precision@10 rated"])
     implicit = implicit_models[best_depth]

@@ -4,4 +4,5 @@ import tensorflow as tf
 
 
 def bpr_loss(positive_scores, negative_scores):
-    return tf.reduce_mean(tf.math.softplus(tf.cast(positive_scores, tf.float32) - tf.cast(negative_scores, tf.float32)))
+    difference = tf.cast(positive_scores, tf.float32) - tf.cast(negative_scores, tf.float32)
+    return tf.reduce_mean(tf.math.softplus(difference))

@@ -21,5 +21,6 @@ class MultitaskModel(tfrs.models.Model):
         users = self.user_model(features["user_id"])
         movies = self.movie_model(features["movie_id"])
         ratings = self.rating_model(tf.concat([users, movies], axis=1))
-        return (self.rating_weight * tf.reduce_mean(tf.square(tf.reshape(ratings, (-1,)) - features["user_rating"]))
+        squared = tf.square(tf.reshape(ratings, (-1,)) - features["user_rating"])
+        return (self.rating_weight * tf.reduce_mean(squared)
                 + self.retrieval_weight * self.retrieval_task(users, movies, compute_metrics=False))
