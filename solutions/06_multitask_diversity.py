@@ -28,8 +28,9 @@
 # **How to work through it:** run the cells top to bottom. The four exercises (6.1 to 6.4)
 # are a method or function whose body raises `NotImplementedError`; implement it, then run
 # `course check 6.1` (or `course check 06`). Lesson 03 (ranking) is the starting point:
-# it ended with a rating model that predicts stars well and still *lowers* precision@10
-# when it re-ranks the retrieval candidates. This lesson explains why and fixes it.
+# it ended with a puzzle, a rating model that predicts stars well can still *lower*
+# precision@10 when it re-ranks the retrieval candidates. This lesson explains why and
+# tries three remedies, measured side by side.
 
 # %% tags=["setup"]
 # recsys_course first: it sets TF_USE_LEGACY_KERAS=1, so that tf.keras is Keras 2 (tf-keras),
@@ -786,8 +787,8 @@ say(
 # ## Summary
 #
 # - Stars say how much users liked what they *chose*; a page of recommendations is judged
-#   by what they *choose*. A pointwise rating model therefore makes a weak ranker for
-#   "what to watch next", however low its RMSE.
+#   by what they *choose*. A pointwise rating model can therefore make a weak ranker for
+#   "what to watch next", however low its RMSE: measure the order, not only the stars.
 # - **Pointwise** losses fit one example, **pairwise** losses the order of two, **listwise**
 #   losses a whole list; the retrieval task's in-batch softmax is listwise and implicit.
 # - A **multitask** TFRS model adds the task losses with weights; put the losses on a common
