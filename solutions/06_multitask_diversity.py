@@ -34,7 +34,10 @@
 
 # %% tags=["setup"]
 # recsys_course first: it sets TF_USE_LEGACY_KERAS=1, so that tf.keras is Keras 2 (tf-keras),
-# which TensorFlow Recommenders needs.
+# which TensorFlow Recommenders needs. ("isort: split" keeps import sorters from moving it.)
+import recsys_course
+
+# isort: split
 import time
 from typing import NamedTuple
 
@@ -44,7 +47,6 @@ import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-import recsys_course
 from recsys_course import evaluation
 from recsys_course.claims import pick, say
 from recsys_course.two_tower import id_tower, train_two_tower
