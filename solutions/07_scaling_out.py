@@ -47,7 +47,6 @@ import json
 import math
 import socket
 import tempfile
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt

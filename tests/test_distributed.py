@@ -15,8 +15,15 @@ import pandas as pd
 import pytest
 
 from recsys_course.distributed import (
-    ClusterTimeout, PortInUseError, Task, TaskFailed, ensure_ports_free, free_ports, run_multiworker_training,
-    run_tasks, tf_config,
+    ClusterTimeout,
+    PortInUseError,
+    Task,
+    TaskFailed,
+    ensure_ports_free,
+    free_ports,
+    run_multiworker_training,
+    run_tasks,
+    tf_config,
 )
 
 

@@ -11,7 +11,6 @@ the workers, and writes ``FOLDER/result.json``.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path

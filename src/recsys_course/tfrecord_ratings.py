@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import recsys_course  # noqa: F401  (sets TF_USE_LEGACY_KERAS=1 before TensorFlow)
 

@@ -31,7 +31,12 @@ K = 10
 
 
 def pipeline_benchmark(data: MovieLens, lesson, n_rows: int) -> dict:
-    from recsys_course.tfrecord_ratings import examples_per_second, pipeline_variants, tile_ratings, write_shards
+    from recsys_course.tfrecord_ratings import (
+        examples_per_second,
+        pipeline_variants,
+        tile_ratings,
+        write_shards,
+    )
 
     big = tile_ratings(data.ratings, n_rows, seed=SEED)
     with tempfile.TemporaryDirectory(prefix="bench07-") as folder:
