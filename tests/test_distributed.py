@@ -81,7 +81,11 @@ def test_tf_config_names_the_task_and_checks_it():
         tf_config(cluster, "worker", 2)
 
 
-SLEEPER = "import time, subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+# Sleeps, with a sleeping child of its own: killing the process group must end both.
+SLEEPER = (
+    "import time, subprocess, sys; "
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+)
 
 
 def test_a_failing_task_kills_the_others_and_their_children(marker, tmp_path):
@@ -104,7 +108,8 @@ def test_the_deadline_kills_everything(marker, tmp_path):
 
 
 def test_a_task_ends_itself_after_its_lifetime(marker):
-    code = "from recsys_course._task_lifetime import limit_lifetime; limit_lifetime(); import time; time.sleep(60)"
+    code = ("from recsys_course._task_lifetime import limit_lifetime; limit_lifetime(); "
+            "import time; time.sleep(60)")
     env = {**os.environ, "COURSE_TASK_LIFETIME": "1"}
     process = subprocess.Popen([sys.executable, "-c", code], env=env)
     try:

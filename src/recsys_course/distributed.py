@@ -97,7 +97,9 @@ def tf_config(cluster: dict[str, list[str]], task_type: str, task_index: int) ->
     if task_type not in cluster:
         raise ValueError(f"role {task_type!r} is not in the cluster (roles: {sorted(cluster)})")
     if not 0 <= task_index < len(cluster[task_type]):
-        raise ValueError(f"{task_type} has {len(cluster[task_type])} task(s); index {task_index} is out of range")
+        raise ValueError(
+            f"{task_type} has {len(cluster[task_type])} task(s); index {task_index} is out of range"
+        )
     return json.dumps({"cluster": cluster, "task": {"type": task_type, "index": task_index}})
 
 
@@ -243,7 +245,9 @@ def run_multiworker_training(
     if n_workers < 1:
         raise ValueError(f"n_workers must be at least 1, got {n_workers}")
     if global_batch_size % n_workers:
-        raise ValueError(f"global_batch_size {global_batch_size} must divide evenly among {n_workers} workers")
+        raise ValueError(
+            f"global_batch_size {global_batch_size} must divide evenly among {n_workers} workers"
+        )
     if ports is None:
         ports = free_ports(n_workers)
     if len(ports) != n_workers:
@@ -293,7 +297,9 @@ def held_out_recall(run: TrainingRun, train: pd.DataFrame, test: pd.DataFrame, k
     users = np.array(sorted(set(test["user_id"].astype(str)) & known))
     rows = pd.Index(run.user_ids).get_indexer(users)
     scores = run.user_embeddings[rows] @ run.movie_embeddings.T
-    as_str = lambda frame: frame.assign(user_id=frame["user_id"].astype(str), movie_id=frame["movie_id"].astype(str))  # noqa: E731
+    def as_str(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(user_id=frame["user_id"].astype(str), movie_id=frame["movie_id"].astype(str))
+
     seen = evaluation.interaction_matrix(as_str(train), users, run.movie_ids)
     relevant = evaluation.interaction_matrix(as_str(test), users, run.movie_ids)
     ranked = evaluation.top_k(scores, k, exclude=seen)

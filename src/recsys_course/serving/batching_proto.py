@@ -42,7 +42,8 @@ def _message_class():
         if type_name:
             field.type_name = type_name
     pool.Add(file)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
+    descriptor = pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
+    return message_factory.GetMessageClass(descriptor)
 
 
 BatchingParameters = _message_class()
