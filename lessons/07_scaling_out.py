@@ -291,7 +291,8 @@ with socket.socket() as squatter:  # take a port, then ask for a cluster on it
 # processes `global / replicas` of them, the **per-replica batch size**. One step still
 # applies one update computed from the whole global batch, so with the same global batch
 # size, the same learning rate and the same number of epochs, the optimisation is the same
-# as on one worker, only the work of each step is split. (Keeping the per-replica size
+# as on one worker, only the work of each step is split, with one exception that matters
+# for retrieval (next). (Keeping the per-replica size
 # fixed instead grows the global batch with the cluster; the learning rate then usually
 # needs retuning.)
 #
