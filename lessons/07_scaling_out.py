@@ -183,9 +183,9 @@ speedup = pipelines["speed-up"]
 claims.say(
     f"Parsing whole batches with one op made the pipeline {speedup['+ vectorised parse']:.1f}x as fast as "
     f"the naive one, and serving the second epoch from the cache {speedup['+ cache + prefetch']:.0f}x. "
-    + f"Interleaving the files took it to {speedup['+ interleave']:.1f}x and parsing single records "
-    f"on parallel threads to {speedup['+ parallel map']:.1f}x: threads help only as far as there are "
-    "idle cores, and the per-record overhead stays."
+    + f"With interleaving alone the pipeline ran at {speedup['+ interleave']:.1f}x the naive speed, and with "
+    f"single records parsed on parallel threads at {speedup['+ parallel map']:.1f}x: threads help only "
+    "as far as there are idle cores, and the per-record overhead stays."
 )
 
 
@@ -407,6 +407,13 @@ claims.say(
 claims.claim(loss_gap < 1e-3, "With gathered negatives, two workers optimise the single-worker loss")
 
 # %% [markdown]
+# Part of the difference in speed is the loss itself. The in-batch softmax scores every
+# user of a replica's batch against every candidate, a matrix of (users x candidates): with
+# a global batch $B$ that is $B^2$ scores per step on one worker, $2 \cdot (B/2)^2 = B^2/2$
+# over two replicas with the per-replica softmax (half the work, and half the negatives),
+# and $2 \cdot (B/2) \cdot B = B^2$ with gathered negatives (the single worker's work, split
+# over two processes, plus the all-gather).
+#
 # On one machine, two workers share the same cores, so do not read the throughput as a
 # prediction for a real cluster: there, each worker brings its own cores and the question
 # becomes whether the all-reduce of the gradients (here the two embedding tables' touched
