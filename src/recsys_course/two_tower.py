@@ -69,7 +69,7 @@ def id_tower(vocabulary: np.ndarray, embedding_dim: int, name: str) -> tf.keras.
     return tf.keras.Model(ids, table(lookup(ids)), name=name)
 
 
-class _IdTwoTowerModel(tfrs.Model):
+class IdTwoTowerModel(tfrs.Model):
     """Scores a (user, movie) pair by the dot product of the two towers' outputs."""
 
     def __init__(self, user_model: tf.keras.Model, movie_model: tf.keras.Model) -> None:
@@ -84,6 +84,24 @@ class _IdTwoTowerModel(tfrs.Model):
         users = self.user_model(features["user_id"])
         movies = self.movie_model(features["movie_id"])
         return self.task(users, movies, compute_metrics=False)
+
+
+def build_id_two_tower(
+    user_vocabulary: np.ndarray, movie_ids: np.ndarray, embedding_dim: int = 32,
+    learning_rate: float = 0.1, model_class: type | None = None,
+) -> tfrs.Model:
+    """A compiled, untrained id-only two-tower model (Adagrad with ``learning_rate``).
+
+    Build it inside ``strategy.scope()`` to get distributed variables (lesson 07 does).
+    ``model_class`` may be a subclass of the course's model with another ``compute_loss``
+    (its constructor takes ``(user_model, movie_model)``); the default is the in-batch
+    softmax model. The result's ``user_model`` and ``movie_model`` are the two towers.
+    """
+    user_model = id_tower(np.asarray(user_vocabulary).astype(str), embedding_dim, "user_model")
+    movie_model = id_tower(np.asarray(movie_ids).astype(str), embedding_dim, "movie_model")
+    model = (model_class or IdTwoTowerModel)(user_model, movie_model)
+    model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=learning_rate))
+    return model
 
 
 class _MeanLossPerExample(tf.keras.callbacks.Callback):
@@ -149,10 +167,8 @@ def train_two_tower(
     user_vocabulary = np.unique(train["user_id"].astype(str).to_numpy()).astype(str)
     movie_ids = np.unique(movies["movie_id"].astype(str).to_numpy()).astype(str)
 
-    user_model = id_tower(user_vocabulary, embedding_dim, "user_model")
-    movie_model = id_tower(movie_ids, embedding_dim, "movie_model")
-    model = _IdTwoTowerModel(user_model, movie_model)
-    model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=learning_rate))
+    model = build_id_two_tower(user_vocabulary, movie_ids, embedding_dim, learning_rate)
+    user_model, movie_model = model.user_model, model.movie_model
 
     pairs = tf.data.Dataset.from_tensor_slices(
         {
