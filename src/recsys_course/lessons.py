@@ -22,6 +22,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Callable
 
 from recsys_course.catalog import Catalog, Lesson, load_catalog
 from recsys_course.grading.guard import contained
@@ -174,7 +175,15 @@ def _cell_offsets(text: str) -> list[int]:
     return [i + 1 for i, line in enumerate(text.splitlines()) if CELL_HEADER.match(line)]
 
 
-def load_lesson(path: Path, module_name: str = "lesson", cell_timeout: float | None = 60.0) -> ModuleType:
+def load_lesson(
+    path: Path,
+    module_name: str = "lesson",
+    cell_timeout: float | None = 60.0,
+    *,
+    on_cell: Callable[[str], None] | None = None,
+    skip: dict[str, str] | None = None,
+    interrupts_are_errors: bool = False,
+) -> ModuleType:
     """Execute only the ``setup`` and ``exercise`` cells of ``path`` into a fresh module.
 
     Each cell runs under :func:`~recsys_course.grading.guard.contained`: a call to
@@ -186,6 +195,12 @@ def load_lesson(path: Path, module_name: str = "lesson", cell_timeout: float | N
     failing exercise cell is recorded in ``module.__lesson_errors__`` and the other exercises
     stay gradable; asking the module for a name that cell should have defined raises an
     ``AttributeError`` that quotes the cell's error.
+
+    For the sandbox worker (``grading/worker.py``): ``on_cell(label)`` is called before each
+    graded cell runs (so the trusted side knows which cell hung or crashed the process),
+    ``skip`` maps cell labels to an error recorded instead of running them, and with
+    ``interrupts_are_errors`` a ``KeyboardInterrupt`` raised by a cell is that cell's error
+    (nobody can press Ctrl-C in a sandbox).
     """
     import jupytext
 
@@ -216,12 +231,21 @@ def load_lesson(path: Path, module_name: str = "lesson", cell_timeout: float | N
         if cell.cell_type != "code" or not tags & GRADED_TAGS:
             continue
         label = f"exercise {cell.metadata['exercise']}" if "exercise" in cell.metadata else "setup cell"
+        if skip and label in skip:
+            if "setup" in tags:
+                raise LessonLoadError(f"{path.name}: a setup cell failed: {skip[label]}")
+            errors[label] = skip[label]
+            continue
+        if on_cell is not None:
+            on_cell(label)
         try:
             code = compile("\n" * offset + cell.source, str(path), "exec")
             with contained(cell_timeout, f"the {label} of {path.name}"):
                 exec(code, module.__dict__)  # noqa: S102 - running the lesson is the point
         except KeyboardInterrupt:
-            raise
+            if not interrupts_are_errors:
+                raise
+            errors[label] = "KeyboardInterrupt raised while the cell ran"
         except BaseException as error:  # noqa: BLE001 - reported, never swallowed
             summary = "".join(traceback.format_exception_only(type(error), error)).strip()
             if "setup" in tags:

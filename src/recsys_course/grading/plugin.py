@@ -36,6 +36,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seconds one setup or exercise cell may run while loading")
     group.addoption("--hidden-tests", default=None,
                     help="tests under this folder are instructor-only: counted, not shown")
+    group.addoption("--sandbox", action="store_true", default=False,
+                    help="run the graded lessons in a bubblewrap sandbox (batch grading)")
+    group.addoption("--sandbox-memory-mb", type=int, default=6144,
+                    help="address-space limit of a sandbox, in MB (0: none)")
+    group.addoption("--sandbox-package", default=None,
+                    help="the recsys_course package folder the sandbox imports (default: this one)")
+    group.addoption("--lesson-timeout", type=float, default=900.0,
+                    help="seconds a sandboxed lesson may take to load, all cells together")
 
 
 def lessons_dir(config: pytest.Config, catalog: Catalog) -> Path:
@@ -68,35 +76,43 @@ def graded_dir(pytestconfig: pytest.Config, course_catalog: Catalog) -> Path:
     return lessons_dir(pytestconfig, course_catalog)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lesson_loader(
-    pytestconfig: pytest.Config, course_catalog: Catalog, graded_dir: Path, grader_guard: Guard
+    request: pytest.FixtureRequest, pytestconfig: pytest.Config, course_catalog: Catalog,
+    graded_dir: Path, grader_guard: Guard,
 ):
-    """``lesson_loader("00")`` -> the graded lesson as a module (setup + exercise cells only).
+    """``lesson_loader("00")`` -> the graded lesson (setup + exercise cells only).
 
-    Whatever the lesson's code replaced in the grader while loading is put back at once.
+    In-process (``course check``, ``make test``): a module; whatever the lesson's code
+    replaced in the grader while loading is put back at once. With ``--sandbox`` (batch
+    grading): a :class:`~recsys_course.grading.proxy.RemoteLesson` whose code runs in a
+    bubblewrap sandbox; hidden tests get a sandbox of their own, so nothing the learner's
+    code sees during them can reach the feedback of a visible test.
     """
-    cache: dict[str, object] = {}
+    collector: GradeCollector = pytestconfig.pluginmanager.get_plugin("course-grades")
+    hidden = collector.is_hidden(Path(str(request.path)))
 
     def load(key: str):
         lesson = course_catalog.lesson(key)
+        path = graded_dir / lesson.filename
+        if not path.exists():
+            pytest.fail(f"{lesson.filename} was not found in the graded folder", pytrace=False)
+        if collector.sandboxed:
+            return collector.remote_lesson(lesson.id, path, hidden)
+        cache = collector.modules
         if lesson.id not in cache:
-            path = graded_dir / lesson.filename
-            if not path.exists():
-                cache[lesson.id] = LessonLoadError(f"{path} does not exist")
-            else:
-                try:
-                    cache[lesson.id] = load_lesson(
-                        path, f"lesson_{lesson.id}", pytestconfig.getoption("--cell-timeout") or None
+            try:
+                cache[lesson.id] = load_lesson(
+                    path, f"lesson_{lesson.id}", pytestconfig.getoption("--cell-timeout") or None
+                )
+            except LessonLoadError as error:
+                cache[lesson.id] = error
+            finally:
+                replaced = grader_guard.restore()
+                if replaced:
+                    grader_guard.notes.append(
+                        f"{lesson.filename} replaced {', '.join(replaced)} while loading; restored"
                     )
-                except LessonLoadError as error:
-                    cache[lesson.id] = error
-                finally:
-                    replaced = grader_guard.restore()
-                    if replaced:
-                        grader_guard.notes.append(
-                            f"{lesson.filename} replaced {', '.join(replaced)} while loading; restored"
-                        )
         loaded = cache[lesson.id]
         if isinstance(loaded, Exception):
             pytest.fail(str(loaded), pytrace=False)
@@ -114,6 +130,44 @@ class GradeCollector:
         self.guard = Guard()  # before any graded code can run
         hidden = config.getoption("--hidden-tests")
         self.hidden_dir = Path(hidden).resolve() if hidden else None
+        self.sandboxed = bool(config.getoption("--sandbox"))
+        self.modules: dict[str, object] = {}  # in-process lessons, by lesson id
+        self.sessions: dict[tuple[str, bool], object] = {}  # sandboxed lessons
+
+    def is_hidden(self, path: Path) -> bool:
+        return self.hidden_dir is not None and self.hidden_dir in path.resolve().parents
+
+    def remote_lesson(self, lesson_id: str, path: Path, hidden: bool):
+        from recsys_course.grading.proxy import Session
+        from recsys_course.grading.sandbox import Limits
+
+        key = (lesson_id, hidden)
+        if key not in self.sessions:
+            option = self.config.getoption
+            memory = option("--sandbox-memory-mb")
+            package = option("--sandbox-package")
+            self.sessions[key] = Session(
+                path, f"lesson_{lesson_id}", limits=Limits(memory_mb=memory or None),
+                call_timeout=option("--test-timeout") or 120.0, cell_timeout=option("--cell-timeout") or 60.0,
+                load_timeout=option("--lesson-timeout") or 900.0,
+                package_dir=Path(package) if package else None,
+            )
+        return self.sessions[key].lesson
+
+    def _set_deadlines(self) -> None:
+        import time
+
+        limit = self.config.getoption("--test-timeout") or 120.0
+        for session in self.sessions.values():
+            session.deadline = time.monotonic() + limit
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        self._set_deadlines()
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        for remote in self.sessions.values():
+            remote.close()
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         catalog = load_catalog()
@@ -132,7 +186,7 @@ class GradeCollector:
                 raise pytest.UsageError(
                     f"{item.nodeid}: exercise {exercise_id} is not defined in any solutions/NN_*.yml"
                 )
-            hidden = self.hidden_dir is not None and self.hidden_dir in Path(item.path).resolve().parents
+            hidden = self.is_hidden(Path(item.path))
             points = int(marker.kwargs.get("points", 1))
             self.results[item.nodeid] = TestResult(item.nodeid, exercise_id, points, hidden=hidden)
             # Travels with the test's reports, so a pytest-xdist controller (which collects
@@ -142,6 +196,9 @@ class GradeCollector:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item):
         """Run the test with exits and hangs contained; fail it if it rewrote the grader."""
+        if self.sandboxed:  # no graded code runs in this process: nothing to contain
+            self._set_deadlines()
+            return (yield)
         limit = self.config.getoption("--test-timeout") or None
         try:
             with contained(limit, f"test {item.name}"):
@@ -182,8 +239,12 @@ class GradeCollector:
         terminalreporter.section(f"course score ({graded})")
         terminalreporter.write_line(format_table(rows))
         json_path = self.config.getoption("--grade-json") or _REPORT_FROM_ENV
+        notes = list(self.guard.notes)
+        for (lesson_id, hidden), session in sorted(self.sessions.items()):
+            where = "hidden checks" if hidden else session.lesson_file.name
+            notes += [f"{where}: {note}" for note in session.notes]
         if json_path:
-            payload = to_json(rows, lessons_dir=str(graded), notes=list(self.guard.notes))
+            payload = to_json(rows, lessons_dir=str(graded), notes=notes)
             write_json(Path(json_path), payload)
 
 
