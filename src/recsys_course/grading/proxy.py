@@ -18,7 +18,9 @@ next load and counts as that exercise's error.
 from __future__ import annotations
 
 import builtins
+import functools
 import time
+import types
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,6 +58,12 @@ def _rebuild_rng(state: dict) -> np.random.Generator:
     bits = getattr(np.random, name)()
     bits.state = state
     return np.random.Generator(bits)
+
+
+# Test functions the sandbox may call back with plain data (a scorer a test passes to
+# ``rerank``). Other trusted objects (a Keras model built by a test) are refused: they
+# would run on data from the sandbox with their full power, and could not train there.
+_CALLBACK_TYPES = (types.FunctionType, types.MethodType, functools.partial, types.BuiltinFunctionType)
 
 
 class Session:
@@ -108,9 +116,12 @@ class Session:
             label = "starting"
             try:
                 self.sandbox.send({"op": "load", "path": f"{LESSON_MOUNT}/{self.lesson_file.name}",
-                                   "module": self.module_name, "skip": self.skip})
+                                   "module": self.module_name, "skip": self.skip,
+                                   # in-sandbox alarm first (a cooperative loop loses only the
+                                   # rest of its cell); the deadline below is the backstop
+                                   "cell_timeout": self.cell_timeout})
                 while True:
-                    limit = min(time.monotonic() + self.cell_timeout, started + self.load_timeout)
+                    limit = min(time.monotonic() + self.cell_timeout + 5.0, started + self.load_timeout)
                     header, buffers = self.sandbox.receive(limit)
                     if header.get("op") == "cell":
                         label = str(header.get("label"))[:60]
@@ -132,6 +143,8 @@ class Session:
                 raise LessonLoadError(self.load_error)
             value = self._decode(header, buffers)
             self.cell_errors = value if isinstance(value, dict) else {}
+            # The running test's time starts now: loading had deadlines of its own.
+            self.deadline = time.monotonic() + self.call_timeout
             return
 
     # ------------------------------------------------------------------ requests
@@ -140,7 +153,7 @@ class Session:
             if object.__getattribute__(value, "_generation") != self.generation:
                 raise SandboxLost("this object came from a sandbox that has been restarted since")
             return {"$h": object.__getattribute__(value, "_number")}
-        if callable(value) and not isinstance(value, type):
+        if isinstance(value, _CALLBACK_TYPES):
             self.callbacks.append(value)
             return {"$cb": len(self.callbacks) - 1}
         raise wire.Unsendable(
@@ -311,6 +324,12 @@ class Remote:
     def __bool__(self) -> bool:
         return True
 
+    def __mro_entries__(self, bases: tuple) -> tuple:
+        raise TypeError(
+            "a test cannot subclass a class that lives in the sandbox: define the subclass in "
+            "a helper function and run it there with recsys_course.grading.sandboxed(lesson, helper)"
+        )
+
     def __array__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("a sandboxed object is not an array: call .numpy() or the method that returns data")
 
@@ -333,3 +352,55 @@ class RemoteLesson(Remote):
         return f"<lesson {session.lesson_file.name} in a sandbox>"
 
     __str__ = __repr__
+
+
+def type_names(value: Any) -> list[str]:
+    """``module.qualname`` of the value's class and its bases, wherever the value lives."""
+    if isinstance(value, Remote):
+        names = value._ask("type")
+        return [n for n in names if type(n) is str] if isinstance(names, list) else []
+    return [f"{k.__module__}.{k.__qualname__}" for k in type(value).__mro__]
+
+
+def sandboxed(lesson: Any, function: Callable, *, uses: tuple[Callable, ...] = ()) -> Callable:
+    """``function`` itself for an in-process lesson; for a sandboxed one, the same function
+    defined inside the sandbox (a handle to call), for helpers that build framework objects
+    the learner's code works with (a Keras model subclass, a ``tf.Module``).
+
+    The function and the helpers in ``uses`` are sent as source; the modules and plain
+    constants they name are looked up in the test module and re-imported or sent as data.
+    Their results come back through the boundary like any other value. Only instructors'
+    helpers run this way; never send an assertion or an expected value.
+    """
+    if not isinstance(lesson, Remote):
+        return function
+    import inspect
+    import textwrap
+
+    functions = (*uses, function)
+    names: set[str] = set()
+
+    def collect(code: types.CodeType) -> None:
+        names.update(code.co_names)
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                collect(const)
+
+    for f in functions:
+        collect(f.__code__)
+    modules, constants = {}, {}
+    scope = function.__globals__
+    defined = {f.__name__ for f in functions}
+    for name in sorted(names - defined):
+        if name not in scope:
+            continue
+        value = scope[name]
+        if isinstance(value, types.ModuleType):
+            modules[name] = value.__name__
+        elif isinstance(value, (int, float, str, bytes, tuple, list, dict, np.ndarray)) or value is None:
+            constants[name] = value
+    sources = [textwrap.dedent(inspect.getsource(f)) for f in functions]
+    session: Session = object.__getattribute__(lesson, "_session")
+    session.start()
+    return session.request({"op": "define", "target": 0, "name": function.__name__},
+                           {"modules": modules, "constants": constants, "sources": sources})

@@ -41,6 +41,16 @@ class Isolation:
     extra_env: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SandboxSettings:
+    """Batch grading: the lessons run in bubblewrap sandboxes (``sandbox.py``) and the
+    pytest process only runs the course's tests, which call into them."""
+
+    memory_mb: int | None = 6144
+    lesson_timeout: float = 900.0  # loading one lesson (all its cells) in a sandbox
+    package_dir: Path | None = None  # the package copy the sandbox imports
+
+
 @lru_cache(maxsize=1)
 def network_off_prefix() -> tuple[str, ...]:
     """The command prefix that runs a program without network, or () if none works here."""
@@ -87,6 +97,8 @@ def run_tests(
     isolation: Isolation | None = None,
     test_timeout: float | None = None,
     cell_timeout: float | None = None,
+    sandbox: SandboxSettings | None = None,
+    env: dict[str, str] | None = None,
 ) -> GradingRun:
     """Grade the lessons ``lesson_ids`` found in ``lessons_dir`` with the course's tests.
 
@@ -97,6 +109,7 @@ def run_tests(
     environment variable the plugin removes before graded code runs.
     """
     catalog = catalog or load_catalog()
+    env_extra = dict(env or {})
     tests_dir = tests_dir or catalog.root / "tests"
     files = [str(test_file(tests_dir, lid)) for lid in lesson_ids if test_file(tests_dir, lid).exists()]
     files += [str(p) for p in extra_tests or []]
@@ -114,6 +127,11 @@ def run_tests(
             command.append(f"--test-timeout={test_timeout}")
         if cell_timeout is not None:
             command.append(f"--cell-timeout={cell_timeout}")
+        if sandbox is not None:
+            command += ["--sandbox", f"--sandbox-memory-mb={sandbox.memory_mb or 0}",
+                        f"--lesson-timeout={sandbox.lesson_timeout}"]
+            if sandbox.package_dir is not None:
+                command.append(f"--sandbox-package={sandbox.package_dir}")
         env = {
             **os.environ, "COURSE_ROOT": str(catalog.root), "TF_USE_LEGACY_KERAS": "1",
             "COURSE_GRADE_REPORT": str(report_path), "PYTHONDONTWRITEBYTECODE": "1",
@@ -122,6 +140,7 @@ def run_tests(
         env.setdefault("COURSE_DATA", "synthetic")
         for variable in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTHONPATH", "PYTHONSTARTUP"):
             env.pop(variable, None)
+        env.update(env_extra)
         preexec = None
         if isolation is not None:
             if isolation.no_network:

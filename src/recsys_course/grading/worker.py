@@ -101,10 +101,13 @@ class Channel:
     def callback(self, number: int, args: tuple, kwargs: dict) -> Any:
         tree, buffers = self.encode({"args": list(args), "kwargs": kwargs})
         self.send({"op": "callback", "id": number, "payload": tree}, buffers)
-        header, buffers = wire.read_message(self.incoming)
-        if header.get("op") == "error":
-            raise RuntimeError(f"the grader's function raised {header.get('type')}: {header.get('message')}")
-        return self.decode(header.get("value"), buffers)
+        while True:  # the grader's function may itself make requests before it answers
+            header, buffers = wire.read_message(self.incoming)
+            if header.get("op") == "result":
+                return self.decode(header.get("value"), buffers)
+            if header.get("op") == "error":
+                raise RuntimeError(f"the grader's function raised {header.get('type')}: {header.get('message')}")
+            handle_request(self, header, buffers)
 
 
 def _shift(tree: Any, offset: int) -> Any:
@@ -123,62 +126,71 @@ def _tensor(array: Any) -> Any:
 
 
 def serve(channel: Channel) -> None:
-    from recsys_course.grading.guard import contained
-    from recsys_course.lessons import LessonLoadError, load_lesson
-
     while True:
         try:
             header, buffers = wire.read_message(channel.incoming)
         except EOFError:
             return
-        op = header.get("op")
-        rngs: list = []
-        try:
-            with contained(None, "the graded code"):
-                if op == "load":
-                    def progress(label: str) -> None:
-                        channel.send({"op": "cell", "label": label})
+        handle_request(channel, header, buffers)
 
-                    try:
-                        module = load_lesson(header["path"], header["module"], None, on_cell=progress,
-                                             skip=header.get("skip") or {}, interrupts_are_errors=True)
-                    except LessonLoadError as error:
-                        channel.send({"op": "error", "type": "LessonLoadError", "message": str(error)[:2000]})
-                        continue
-                    channel.objects.clear()
-                    channel.numbers.clear()
-                    channel.objects[0] = module
-                    channel.numbers[id(module)] = 0
-                    channel.reply(dict(module.__dict__.get("__lesson_errors__", {})))
-                    continue
-                target = channel.resolve(header.get("target", 0))
-                payload = channel.decode(header["payload"], buffers, rngs) if "payload" in header else {}
-                if op == "getattr":
-                    value = getattr(target, str(header["name"]))
-                elif op == "setattr":
-                    setattr(target, str(header["name"]), payload["value"])
-                    value = None
-                elif op == "getitem":
-                    value = target[payload["key"]]
-                elif op == "call":
-                    value = target(*payload["args"], **payload["kwargs"])
-                elif op in ("str", "repr"):
-                    value = str(target) if op == "str" else repr(target)
-                    value = str.__str__(value)[:5000] if isinstance(value, str) else "?"
-                elif op == "len":
-                    value = len(target)
-                elif op == "iter":
-                    value = list(target)[:1_000_000]
-                elif op == "define":
-                    value = _define(header, payload, channel)
-                else:
-                    raise wire.WireError(f"unknown request {op!r}")
-            channel.reply(value, rngs)
-        except BaseException as error:  # noqa: BLE001 - every failure is the caller's answer
-            try:
-                channel.error(error)
-            except BaseException:  # noqa: BLE001 - even the error could not be described
-                channel.send({"op": "error", "type": "RemoteError", "message": "the graded code failed"})
+
+def handle_request(channel: Channel, header: dict, buffers: list[bytes]) -> None:
+    """Answer one request (always with exactly one ``result`` or ``error`` message)."""
+    from recsys_course.grading.guard import contained
+    from recsys_course.lessons import LessonLoadError, load_lesson
+
+    op = header.get("op")
+    rngs: list = []
+    try:
+        with contained(None, "the graded code"):
+            if op == "load":
+                def progress(label: str) -> None:
+                    channel.send({"op": "cell", "label": label})
+
+                try:
+                    module = load_lesson(header["path"], header["module"], header.get("cell_timeout"), on_cell=progress,
+                                         skip=header.get("skip") or {}, interrupts_are_errors=True)
+                except LessonLoadError as error:
+                    channel.send({"op": "error", "type": "LessonLoadError", "message": str(error)[:2000]})
+                    return
+                channel.objects.clear()
+                channel.numbers.clear()
+                channel.objects[0] = module
+                channel.numbers[id(module)] = 0
+                channel.reply(dict(module.__dict__.get("__lesson_errors__", {})))
+                return
+            target = channel.resolve(header.get("target", 0))
+            payload = channel.decode(header["payload"], buffers, rngs) if "payload" in header else {}
+            if op == "getattr":
+                value = getattr(target, str(header["name"]))
+            elif op == "setattr":
+                setattr(target, str(header["name"]), payload["value"])
+                value = None
+            elif op == "getitem":
+                value = target[payload["key"]]
+            elif op == "call":
+                value = target(*payload["args"], **payload["kwargs"])
+            elif op in ("str", "repr"):
+                value = str(target) if op == "str" else repr(target)
+                value = str.__str__(value)[:5000] if isinstance(value, str) else "?"
+            elif op == "type":
+                kind = type(target)
+                value = [str(getattr(k, "__module__", "?")) + "." + str(getattr(k, "__qualname__", "?"))
+                         for k in kind.__mro__]
+            elif op == "len":
+                value = len(target)
+            elif op == "iter":
+                value = list(target)[:1_000_000]
+            elif op == "define":
+                value = _define(header, payload, channel)
+            else:
+                raise wire.WireError(f"unknown request {op!r}")
+        channel.reply(value, rngs)
+    except BaseException as error:  # noqa: BLE001 - every failure is the caller's answer
+        try:
+            channel.error(error)
+        except BaseException:  # noqa: BLE001 - even the error could not be described
+            channel.send({"op": "error", "type": "RemoteError", "message": "the graded code failed"})
 
 
 def _define(header: dict, payload: dict, channel: Channel) -> Any:
