@@ -388,7 +388,7 @@ def sandboxed(lesson: Any, function: Callable, *, uses: tuple[Callable, ...] = (
 
     for f in functions:
         collect(f.__code__)
-    modules, constants = {}, {}
+    modules, constants, imports = {}, {}, {}
     scope = function.__globals__
     defined = {f.__name__ for f in functions}
     for name in sorted(names - defined):
@@ -399,8 +399,11 @@ def sandboxed(lesson: Any, function: Callable, *, uses: tuple[Callable, ...] = (
             modules[name] = value.__name__
         elif isinstance(value, (int, float, str, bytes, tuple, list, dict, np.ndarray)) or value is None:
             constants[name] = value
+        elif getattr(value, "__module__", None) not in (None, function.__module__) and \
+                isinstance(getattr(value, "__qualname__", None), str):
+            imports[name] = [value.__module__, value.__qualname__]  # from module import name
     sources = [textwrap.dedent(inspect.getsource(f)) for f in functions]
     session: Session = object.__getattribute__(lesson, "_session")
     session.start()
     return session.request({"op": "define", "target": 0, "name": function.__name__},
-                           {"modules": modules, "constants": constants, "sources": sources})
+                           {"modules": modules, "constants": constants, "imports": imports, "sources": sources})

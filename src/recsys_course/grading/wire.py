@@ -163,7 +163,8 @@ class Encoder:
 
     def _array(self, array: np.ndarray, depth: int) -> Any:
         if array.dtype.kind in SAFE_KINDS and not array.dtype.fields:
-            contiguous = np.ascontiguousarray(array)
+            # (not np.ascontiguousarray: it turns a 0-d array into shape (1,))
+            contiguous = array if array.flags.c_contiguous else array.copy(order="C")
             return {"$a": self._buffer(contiguous.tobytes()), "dtype": contiguous.dtype.str,
                     "shape": list(contiguous.shape)}
         if array.dtype.kind == "O":

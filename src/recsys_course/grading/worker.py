@@ -205,6 +205,14 @@ def _define(header: dict, payload: dict, channel: Channel) -> Any:
     namespace: dict[str, Any] = {"__name__": "grader_helpers", "lesson": channel.objects[0]}
     for alias, module in payload.get("modules", {}).items():
         namespace[alias] = importlib.import_module(module)
+    for alias, (module, qualname) in payload.get("imports", {}).items():
+        value = importlib.import_module(module)
+        if hasattr(value, alias):  # `from annoy import AnnoyIndex`: the name it was imported as
+            namespace[alias] = getattr(value, alias)
+            continue
+        for part in qualname.split("."):
+            value = getattr(value, part)
+        namespace[alias] = value
     namespace.update(payload.get("constants", {}))
     for source in payload.get("sources", []):
         exec(compile(source, "<grader helper>", "exec"), namespace)  # noqa: S102
