@@ -115,7 +115,8 @@ class Grader:
             test_timeout=self.options.test_timeout, cell_timeout=self.options.cell_timeout,
             sandbox=SandboxSettings(memory_mb=self.options.memory_mb, lesson_timeout=self.options.timeout,
                                     package_dir=self.package),
-            env={"PYTHONPATH": str(self.private / "src"), "COURSE_ROOT": str(self.private)},
+            env={"PYTHONPATH": str(self.private / "src"), "COURSE_ROOT": str(self.private),
+                 "COURSE_SANDBOX_CHECKED": "1"},
         )
 
     def calibrate(self) -> list[str]:

@@ -112,7 +112,11 @@ class Session:
             self.proxies.clear()
             self.callbacks.clear()
             kwargs = {"package_dir": self.package_dir} if self.package_dir else {}
-            self.sandbox = Sandbox(self.lesson_file, self.limits, log=self.log, **kwargs)
+            try:
+                self.sandbox = Sandbox(self.lesson_file, self.limits, log=self.log, **kwargs)
+            except SandboxError as error:
+                self._note(f"the sandbox did not start: {error}")
+                raise
             label = "starting"
             try:
                 self.sandbox.send({"op": "load", "path": f"{LESSON_MOUNT}/{self.lesson_file.name}",
@@ -149,6 +153,8 @@ class Session:
 
     # ------------------------------------------------------------------ requests
     def _encode_opaque(self, value: Any) -> Any:
+        if isinstance(value, RemoteLesson):
+            return {"$h": 0}  # the lesson module: reloaded in every new sandbox
         if isinstance(value, Remote):
             if object.__getattribute__(value, "_generation") != self.generation:
                 raise SandboxLost("this object came from a sandbox that has been restarted since")

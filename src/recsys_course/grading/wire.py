@@ -152,13 +152,10 @@ class Encoder:
             return str.__str__(value)
         if isinstance(value, bytes):
             return {"$b": self._buffer(bytes(memoryview(value)))}
-        if isinstance(value, tuple) and not hasattr(type(value), "_fields"):
-            # (a named tuple is a record whose fields tests read by name: it stays a handle)
-            return {"$t": [self.encode(v, depth + 1) for v in tuple.__iter__(value)]}
-        if isinstance(value, list):
-            return {"$l": [self.encode(v, depth + 1) for v in list.__iter__(value)]}
-        if isinstance(value, np.ndarray):
-            return self._array(np.ndarray.view(value, np.ndarray), depth)
+        if isinstance(value, np.ndarray) and type(value).__module__.startswith("numpy"):
+            return self._array(np.ndarray.view(value, np.ndarray), depth)  # np.matrix, masked arrays
+        # A list or tuple subclass (a named tuple, TensorFlow's tracking ListWrapper, which
+        # keeps its items elsewhere) stays a handle: its items are read through it.
         return self.opaque(value)
 
     def _array(self, array: np.ndarray, depth: int) -> Any:
