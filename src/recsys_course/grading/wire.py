@@ -9,7 +9,7 @@ and ``str``; everything else is a one-key object whose key starts with ``$``:
 
 ==========  ================================================================
 ``$b``      bytes (buffer index)
-``$l``      list; ``$t`` tuple; ``$d`` dict as ``[[key, value], ...]``
+``$l``      list; ``$t`` tuple; ``$set``/``$fs`` set/frozenset; ``$d`` dict as ``[[key, value], ...]``
 ``$a``      NumPy array with a whitelisted fixed-width dtype (buffer index)
 ``$ao``     NumPy object array of plain elements (usually ``str`` or ``bytes``)
 ``$s``      NumPy scalar; ``$df`` pandas DataFrame; ``$ser`` Series; ``$ix`` Index
@@ -132,6 +132,8 @@ class Encoder:
             return {"$l": [self.encode(v, depth + 1) for v in value]}
         if kind is tuple:
             return {"$t": [self.encode(v, depth + 1) for v in value]}
+        if kind is set or kind is frozenset:
+            return {"$set" if kind is set else "$fs": [self.encode(v, depth + 1) for v in value]}
         if kind is dict:
             return {"$d": [[self.encode(k, depth + 1), self.encode(v, depth + 1)] for k, v in value.items()]}
         if kind is np.ndarray:
@@ -270,6 +272,12 @@ class Decoder:
         if tag in ("$l", "$t"):
             items = [self.decode(v, depth + 1) for v in self._list(body)]
             return items if tag == "$l" else tuple(items)
+        if tag in ("$set", "$fs"):
+            items = [self.decode(v, depth + 1) for v in self._list(body)]
+            try:
+                return set(items) if tag == "$set" else frozenset(items)
+            except TypeError:
+                raise WireError("unhashable set item") from None
         if tag == "$d":
             out = {}
             for pair in self._list(body):
