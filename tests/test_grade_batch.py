@@ -293,7 +293,8 @@ def batch(tmp_path_factory):
         "    assert lesson.sparsity(r) == 0.0, 'SECRET-CASE-MESSAGE'\n"
     )
     out = tmp_path_factory.mktemp("out")
-    options = Options(out=out, timeout=60, test_timeout=5, cell_timeout=3, memory_mb=3000,
+    # Cell and test limits leave room for a busy machine (a sandbox imports pandas afresh).
+    options = Options(out=out, timeout=90, test_timeout=15, cell_timeout=10, memory_mb=3000,
                       jobs=2, extra_tests=hidden, junit=True)
     grader = Grader(options, Catalog(CATALOG.root, (LESSON,)))
     try:

@@ -149,8 +149,7 @@ class Grader:
         rows = _rows(run.report, expected, notes)
         if run.report and all(e in rows for e in exercises):
             exercises.update(rows)
-            notes += [f"{lesson.filename}: {_clean(n, sub)}" for n in run.report.get("notes", [])
-                      if isinstance(n, str)]
+            notes += [_clean(n, sub) for n in run.report.get("notes", []) if isinstance(n, str)]
             self._flag_provenance(sub, run.report)
             return exercises, LessonRun(time.perf_counter() - started, "whole", notes)
         # The trusted pytest process itself failed (it never runs graded code, so this is

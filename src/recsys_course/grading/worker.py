@@ -250,6 +250,11 @@ def main() -> None:
     allowed = tuple(p for p in os.environ.get("COURSE_SANDBOX_VISIBLE", "").split(":") if p)
     if allowed:
         sys.addaudithook(_audit(allowed, channel))
+    # Libraries every lesson imports, loaded before any deadline runs, so that a slow
+    # import on a busy machine is not charged to the learner's first cell.
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
+
     channel.send({"op": "ready", "pid": os.getpid()})
     serve(channel)
 
