@@ -10,7 +10,6 @@ reading the instructor's files.
 
 import csv
 import json
-import os
 import re
 import socket
 import threading

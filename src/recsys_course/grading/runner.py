@@ -1,22 +1,20 @@
-"""Run the course's graded tests on a folder of lesson files in a separate process.
+"""Run the course's graded tests on a folder of lesson files in a separate pytest process.
 
 Used by ``course check`` (the learner's own ``lessons/``), the discrimination tests
 (generated stubs and decoys) and batch grading. A subprocess keeps graded code out of the
-caller's interpreter, lets a time limit end a hang, and is where :class:`Isolation` applies
-its limits (memory, network, environment).
+caller's interpreter and lets a time limit end a hang. With :class:`SandboxSettings`
+(batch grading) the pytest process itself runs no graded code: the lesson runs in
+bubblewrap sandboxes (``sandbox.py``) that the tests call through a proxy (``proxy.py``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import resource
-import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
 
 from recsys_course.catalog import Catalog, load_catalog
@@ -31,17 +29,6 @@ class GradingRun:
 
 
 @dataclass(frozen=True)
-class Isolation:
-    """Process limits for graded code (batch grading)."""
-
-    memory_mb: int | None = 6144  # address-space limit; TensorFlow alone maps ~2 GB
-    no_network: bool = True  # a fresh network namespace, where the platform allows
-    max_file_mb: int = 200  # largest file the graded code may write
-    home: Path | None = None  # HOME and caches for the graded code (its own scratch folder)
-    extra_env: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class SandboxSettings:
     """Batch grading: the lessons run in bubblewrap sandboxes (``sandbox.py``) and the
     pytest process only runs the course's tests, which call into them."""
@@ -49,35 +36,6 @@ class SandboxSettings:
     memory_mb: int | None = 6144
     lesson_timeout: float = 900.0  # loading one lesson (all its cells) in a sandbox
     package_dir: Path | None = None  # the package copy the sandbox imports
-
-
-@lru_cache(maxsize=1)
-def network_off_prefix() -> tuple[str, ...]:
-    """The command prefix that runs a program without network, or () if none works here."""
-    unshare = shutil.which("unshare")
-    if not unshare:
-        return ()
-    for prefix in ((unshare, "--net"), (unshare, "--net", "--map-root-user")):
-        try:
-            ok = subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0
-        except (OSError, subprocess.TimeoutExpired):
-            ok = False
-        if ok:
-            return prefix
-    return ()
-
-
-def _limits(isolation: Isolation):
-    def apply() -> None:  # runs in the child between fork and exec
-        os.setsid()  # own process group, so a timeout can end everything it started
-        if isolation.memory_mb:
-            size = isolation.memory_mb * 1024 * 1024
-            resource.setrlimit(resource.RLIMIT_AS, (size, size))
-        size = isolation.max_file_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    return apply
 
 
 def test_file(tests_dir: Path, lesson_id: str) -> Path:
@@ -94,7 +52,6 @@ def run_tests(
     tests_dir: Path | None = None,
     extra_tests: list[Path] | None = None,
     hidden_dir: Path | None = None,
-    isolation: Isolation | None = None,
     test_timeout: float | None = None,
     cell_timeout: float | None = None,
     sandbox: SandboxSettings | None = None,
@@ -141,22 +98,9 @@ def run_tests(
         for variable in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTHONPATH", "PYTHONSTARTUP"):
             env.pop(variable, None)
         env.update(env_extra)
-        preexec = None
-        if isolation is not None:
-            if isolation.no_network:
-                command = [*network_off_prefix(), *command]
-            if isolation.home is not None:
-                home = isolation.home
-                env.update(HOME=str(home), MPLCONFIGDIR=str(home / ".matplotlib"),
-                           COURSE_CACHE_DIR=str(home / ".cache"), TMPDIR=str(home / "tmp"))
-                (home / "tmp").mkdir(parents=True, exist_ok=True)
-            env.update(isolation.extra_env)
-            preexec = _limits(isolation)
-        cwd = isolation.home if isolation and isolation.home else catalog.root
         process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, text=True, errors="replace", preexec_fn=preexec,
-            start_new_session=preexec is None,
+            command, cwd=catalog.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, text=True, errors="replace", start_new_session=True,
         )
         try:
             output, _ = process.communicate(timeout=timeout)
