@@ -70,6 +70,7 @@ class Options:
     extra_tests: Path | None = None
     junit: bool = False
     hidden_summary: bool = True  # learners see "hidden checks: passed/failed" per exercise
+    chunk: int = 8  # submissions graded per trusted pytest run (each still has its own sandboxes)
 
 
 class Grader:
@@ -107,10 +108,11 @@ class Grader:
             return []
         return sorted(self.hidden.glob(f"test_lesson_{lesson.id}*.py"))
 
-    def _run(self, lessons_dir: Path, lesson: Lesson, exercises: list[str] | None = None) -> GradingRun:
+    def _run(self, lessons_dir: Path, lesson: Lesson, exercises: list[str] | None = None,
+             submissions: dict[str, Path] | None = None) -> GradingRun:
         return run_tests(
-            lessons_dir, [lesson.id], catalog=self.catalog, exercises=exercises,
-            timeout=self.options.timeout * 2, tests_dir=self.tests,
+            lessons_dir, [lesson.id], catalog=self.catalog, exercises=exercises, submissions=submissions,
+            timeout=self.options.timeout * 2 * max(1, len(submissions or {})), tests_dir=self.tests,
             extra_tests=self.extra_for(lesson), hidden_dir=self.hidden,
             test_timeout=self.options.test_timeout, cell_timeout=self.options.cell_timeout,
             sandbox=SandboxSettings(memory_mb=self.options.memory_mb, lesson_timeout=self.options.timeout,
@@ -135,23 +137,52 @@ class Grader:
                     warnings.append(f"the reference solution of {ex.id} does not get full marks: check the tests")
         return warnings
 
+    def _missing(self, lesson: Lesson) -> dict[str, ExerciseResult]:
+        expected = self.expected[lesson.id]
+        return {e.id: ExerciseResult(e.id, e.title, expected[e.id], 0, "missing", "lesson file not submitted")
+                for e in lesson.exercises}
+
+    def _accept(self, sub: Submission, lesson: Lesson, report: object,
+                seconds: float) -> tuple[dict[str, ExerciseResult], LessonRun] | None:
+        """The lesson's results from a plugin report, or None if it is not a complete,
+        valid report (then the lesson is graded again on its own)."""
+        if not isinstance(report, dict) or not report:
+            return None
+        notes: list[str] = []
+        rows = _rows(report, self.expected[lesson.id], notes)
+        exercises = self._missing(lesson)
+        if not all(e in rows for e in exercises):
+            return None
+        exercises.update(rows)
+        notes += [_clean(n, sub) for n in report.get("notes", []) if isinstance(n, str)]
+        self._flag_provenance(sub, report)
+        return exercises, LessonRun(seconds, "whole", notes)
+
+    def grade_chunk(self, lesson: Lesson, subs: list[Submission]) -> list[tuple]:
+        """Grade one lesson of several submissions in one trusted pytest run (its imports
+        are paid once); each submission still gets sandboxes of its own. A submission
+        whose part of the report is missing or invalid is graded again alone."""
+        started = time.perf_counter()
+        run = self._run(subs[0].lessons_dir, lesson, submissions={s.name: s.lessons_dir for s in subs})
+        parts = run.report.get("submissions", {}) if isinstance(run.report, dict) else {}
+        seconds = (time.perf_counter() - started) / len(subs)
+        graded = []
+        for sub in subs:
+            accepted = self._accept(sub, lesson, parts.get(sub.name) if isinstance(parts, dict) else None, seconds)
+            graded.append((sub, *(accepted or self.grade_lesson(sub, lesson))))
+        return graded
+
     def grade_lesson(self, sub: Submission, lesson: Lesson) -> tuple[dict[str, ExerciseResult], LessonRun]:
         started = time.perf_counter()
         expected = self.expected[lesson.id]
-        exercises = {
-            e.id: ExerciseResult(e.id, e.title, expected[e.id], 0, "missing", "lesson file not submitted")
-            for e in lesson.exercises
-        }
+        exercises = self._missing(lesson)
         if lesson.filename not in sub.found:
             return exercises, LessonRun(0.0, "missing", [])
         notes: list[str] = []
         run = self._run(sub.lessons_dir, lesson)
-        rows = _rows(run.report, expected, notes)
-        if run.report and all(e in rows for e in exercises):
-            exercises.update(rows)
-            notes += [_clean(n, sub) for n in run.report.get("notes", []) if isinstance(n, str)]
-            self._flag_provenance(sub, run.report)
-            return exercises, LessonRun(time.perf_counter() - started, "whole", notes)
+        accepted = self._accept(sub, lesson, run.report, time.perf_counter() - started)
+        if accepted is not None:
+            return accepted
         # The trusted pytest process itself failed (it never runs graded code, so this is
         # rare: a time-out over the whole lesson, or a bug). Grade exercise by exercise.
         why = "timed out" if run.timed_out else f"ended with exit code {run.returncode} without a valid report"
@@ -182,22 +213,32 @@ class Grader:
         subs = [stage(s, self.work / "submissions", self.catalog, taken) for s in expand(sources, self.catalog)]
         similarity.flag(subs, self.catalog, self.catalog.root / "solutions")
         grades = {s.name: SubmissionGrade(s) for s in subs}
-        tasks = [(s, l) for s in subs for l in self.catalog.lessons]
+        tasks = []
+        for lesson in self.catalog.lessons:
+            present = [s for s in subs if lesson.filename in s.found]
+            for sub in subs:
+                if lesson.filename not in sub.found:
+                    grades[sub.name].exercises.update(self._missing(lesson))
+                    grades[sub.name].lessons[lesson.id] = LessonRun(0.0, "missing", [])
+            size = max(1, self.options.chunk)
+            tasks += [(lesson, present[i:i + size]) for i in range(0, len(present), size)]
         with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
-            futures = {pool.submit(self.grade_lesson, s, l): (s, l) for s, l in tasks}
+            futures = {pool.submit(self.grade_chunk, lesson, chunk): (lesson, chunk) for lesson, chunk in tasks}
             for future in as_completed(futures):
-                sub, lesson = futures[future]
+                lesson, chunk = futures[future]
                 try:
-                    exercises, run = future.result()
+                    graded = future.result()
                 except Exception as error:  # noqa: BLE001 - one lesson never stops the batch
-                    exercises = {e.id: ExerciseResult(e.id, e.title, self.expected[lesson.id][e.id], 0, "failed",
-                                                      "this lesson could not be graded")
-                                 for e in lesson.exercises}
+                    failed = {e.id: ExerciseResult(e.id, e.title, self.expected[lesson.id][e.id], 0, "failed",
+                                                   "this lesson could not be graded") for e in lesson.exercises}
                     run = LessonRun(0.0, "failed", [f"{lesson.filename}: grading failed ({type(error).__name__})"])
-                grades[sub.name].exercises.update(exercises)
-                grades[sub.name].lessons[lesson.id] = run
-                if progress:
-                    progress(sub, lesson, exercises)
+                    graded = [(sub, {k: ExerciseResult.from_json(v.to_json()) for k, v in failed.items()}, run)
+                              for sub in chunk]
+                for sub, exercises, run in graded:
+                    grades[sub.name].exercises.update(exercises)
+                    grades[sub.name].lessons[lesson.id] = run
+                    if progress:
+                        progress(sub, lesson, exercises)
         ordered = []
         for s in subs:
             grade = grades[s.name]

@@ -42,6 +42,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="address-space limit of a sandbox, in MB (0: none)")
     group.addoption("--sandbox-package", default=None,
                     help="the recsys_course package folder the sandbox imports (default: this one)")
+    group.addoption("--submissions-file", default=None,
+                    help="batch grading: a JSON object {name: lessons folder}; each test runs per submission")
     group.addoption("--lesson-timeout", type=float, default=900.0,
                     help="seconds a sandboxed lesson may take to load, all cells together")
 
@@ -71,15 +73,36 @@ def course_catalog() -> Catalog:
     return load_catalog()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Batch grading of several submissions in one run (``--submissions-file``): every test
+    that grades a lesson runs once per submission, grouped by submission."""
+    collector = metafunc.config.pluginmanager.get_plugin("course-grades")
+    if collector is not None and collector.submissions and "graded_submission" in metafunc.fixturenames:
+        names = list(collector.submissions)
+        metafunc.parametrize("graded_submission", names, indirect=True, scope="session", ids=names)
+
+
 @pytest.fixture(scope="session")
-def graded_dir(pytestconfig: pytest.Config, course_catalog: Catalog) -> Path:
+def graded_submission(request: pytest.FixtureRequest, pytestconfig: pytest.Config):
+    """The submission being graded (``--submissions-file``), or None."""
+    name = getattr(request, "param", None)
+    yield name
+    if name is not None:  # its sandboxes are not needed by the next submission's tests
+        pytestconfig.pluginmanager.get_plugin("course-grades").close_sessions(name)
+
+
+@pytest.fixture(scope="session")
+def graded_dir(pytestconfig: pytest.Config, course_catalog: Catalog, graded_submission) -> Path:
+    if graded_submission is not None:
+        collector = pytestconfig.pluginmanager.get_plugin("course-grades")
+        return Path(collector.submissions[graded_submission])
     return lessons_dir(pytestconfig, course_catalog)
 
 
 @pytest.fixture(scope="module")
 def lesson_loader(
     request: pytest.FixtureRequest, pytestconfig: pytest.Config, course_catalog: Catalog,
-    graded_dir: Path, grader_guard: Guard,
+    graded_dir: Path, grader_guard: Guard, graded_submission,
 ):
     """``lesson_loader("00")`` -> the graded lesson (setup + exercise cells only).
 
@@ -98,22 +121,23 @@ def lesson_loader(
         if not path.exists():
             pytest.fail(f"{lesson.filename} was not found in the graded folder", pytrace=False)
         if collector.sandboxed:
-            return collector.remote_lesson(lesson.id, path, hidden)
+            return collector.remote_lesson(lesson.id, path, hidden, graded_submission or "")
         cache = collector.modules
-        if lesson.id not in cache:
+        key = f"{graded_submission or ''}/{lesson.id}"
+        if key not in cache:
             try:
-                cache[lesson.id] = load_lesson(
+                cache[key] = load_lesson(
                     path, f"lesson_{lesson.id}", pytestconfig.getoption("--cell-timeout") or None
                 )
             except LessonLoadError as error:
-                cache[lesson.id] = error
+                cache[key] = error
             finally:
                 replaced = grader_guard.restore()
                 if replaced:
                     grader_guard.notes.append(
                         f"{lesson.filename} replaced {', '.join(replaced)} while loading; restored"
                     )
-        loaded = cache[lesson.id]
+        loaded = cache[key]
         if isinstance(loaded, Exception):
             pytest.fail(str(loaded), pytrace=False)
         return loaded
@@ -132,16 +156,28 @@ class GradeCollector:
         self.hidden_dir = Path(hidden).resolve() if hidden else None
         self.sandboxed = bool(config.getoption("--sandbox"))
         self.modules: dict[str, object] = {}  # in-process lessons, by lesson id
-        self.sessions: dict[tuple[str, bool], object] = {}  # sandboxed lessons
+        self.sessions: dict[tuple[str, str, bool], object] = {}  # (submission, lesson, hidden)
+        self.submissions: dict[str, str] = {}  # --submissions-file: name -> lessons folder
+        self.submission_of: dict[str, str] = {}  # test node id -> submission name
+        listing = config.getoption("--submissions-file")
+        if listing:
+            import json
+
+            self.submissions = json.loads(Path(listing).read_text(encoding="utf-8"))
 
     def is_hidden(self, path: Path) -> bool:
         return self.hidden_dir is not None and self.hidden_dir in path.resolve().parents
 
-    def remote_lesson(self, lesson_id: str, path: Path, hidden: bool):
+    def close_sessions(self, submission: str) -> None:
+        for (name, _, _), session in self.sessions.items():
+            if name == submission:
+                session.close()
+
+    def remote_lesson(self, lesson_id: str, path: Path, hidden: bool, submission: str = ""):
         from recsys_course.grading.proxy import Session
         from recsys_course.grading.sandbox import Limits
 
-        key = (lesson_id, hidden)
+        key = (submission, lesson_id, hidden)
         if key not in self.sessions:
             option = self.config.getoption
             memory = option("--sandbox-memory-mb")
@@ -189,6 +225,9 @@ class GradeCollector:
             hidden = self.is_hidden(Path(item.path))
             points = int(marker.kwargs.get("points", 1))
             self.results[item.nodeid] = TestResult(item.nodeid, exercise_id, points, hidden=hidden)
+            callspec = getattr(item, "callspec", None)
+            if callspec is not None and "graded_submission" in callspec.params:
+                self.submission_of[item.nodeid] = callspec.params["graded_submission"]
             # Travels with the test's reports, so a pytest-xdist controller (which collects
             # nothing itself) can still build the score table.
             item.user_properties.append(("course_exercise", (exercise_id, points, hidden)))
@@ -234,18 +273,32 @@ class GradeCollector:
             return
         catalog = load_catalog()
         lesson_ids = {catalog.exercise(r.exercise_id).lesson_id for r in results}
+        json_path = self.config.getoption("--grade-json") or _REPORT_FROM_ENV
+        if self.submissions:  # one report per submission
+            payloads = {}
+            for name, folder in self.submissions.items():
+                mine = [r for nodeid, r in self.results.items() if self.submission_of.get(nodeid) == name]
+                rows = score(catalog, mine, lesson_ids)
+                payloads[name] = to_json(rows, lessons_dir=folder, notes=self._notes(name))
+                terminalreporter.write_line(f"{name}: {payloads[name]['earned']} / {payloads[name]['possible']}")
+            if json_path:
+                write_json(Path(json_path), {"submissions": payloads})
+            return
         rows = score(catalog, results, lesson_ids)
         graded = lessons_dir(self.config, catalog)
         terminalreporter.section(f"course score ({graded})")
         terminalreporter.write_line(format_table(rows))
-        json_path = self.config.getoption("--grade-json") or _REPORT_FROM_ENV
-        notes = list(self.guard.notes)
-        for (lesson_id, hidden), session in sorted(self.sessions.items()):
-            where = "hidden checks" if hidden else session.lesson_file.name
-            notes += [f"{where}: {note}" for note in session.notes]
         if json_path:
-            payload = to_json(rows, lessons_dir=str(graded), notes=notes)
+            payload = to_json(rows, lessons_dir=str(graded), notes=self._notes(""))
             write_json(Path(json_path), payload)
+
+    def _notes(self, submission: str) -> list[str]:
+        notes = list(self.guard.notes)
+        for (name, lesson_id, hidden), session in sorted(self.sessions.items(), key=lambda kv: kv[0]):
+            if name == submission:
+                where = "hidden checks" if hidden else session.lesson_file.name
+                notes += [f"{where}: {note}" for note in session.notes]
+        return notes
 
 
 def _first_line(report: pytest.TestReport) -> str:

@@ -56,6 +56,7 @@ def run_tests(
     cell_timeout: float | None = None,
     sandbox: SandboxSettings | None = None,
     env: dict[str, str] | None = None,
+    submissions: dict[str, Path] | None = None,
 ) -> GradingRun:
     """Grade the lessons ``lesson_ids`` found in ``lessons_dir`` with the course's tests.
 
@@ -84,6 +85,10 @@ def run_tests(
             command.append(f"--test-timeout={test_timeout}")
         if cell_timeout is not None:
             command.append(f"--cell-timeout={cell_timeout}")
+        if submissions:  # several submissions in one run: the report has one part each
+            listing = Path(tmp) / "submissions.json"
+            listing.write_text(json.dumps({k: str(v) for k, v in submissions.items()}), encoding="utf-8")
+            command.append(f"--submissions-file={listing}")
         if sandbox is not None:
             command += ["--sandbox", f"--sandbox-memory-mb={sandbox.memory_mb or 0}",
                         f"--lesson-timeout={sandbox.lesson_timeout}"]
