@@ -116,3 +116,22 @@ def test_every_watched_grader_function_exists_in_this_pytest():
     guard = Guard()
     missing = [f"{module}.{path}" for module, path in WATCHED if (module, path) not in guard.originals]
     assert missing == [], f"the guard watches names that do not exist (any more): {missing}"
+
+
+def test_a_malformed_report_row_is_a_note_not_a_crash():
+    from recsys_course.grading.batch import _rows
+    from recsys_course.grading.results import ExerciseResult, ResultError
+
+    good = {"id": "0.1", "title": "t", "points": 2, "earned": 1, "status": "partial", "first_failure": "",
+            "tests": [{"nodeid": "f::test_a", "points": 1, "passed": True, "failure": "", "hidden": False},
+                      {"nodeid": "f::test_b", "points": 1, "passed": False, "failure": "no", "hidden": True}]}
+    assert ExerciseResult.from_json(good).hidden_status == "failed"
+    assert ExerciseResult.from_json(ExerciseResult.from_json(good).to_json()) == ExerciseResult.from_json(good)
+    bad = [{**good, "earned": "x"}, {**good, "earned": 2}, {**good, "points": 1}, {**good, "status": "great"}, "row"]
+    for row in bad[:2]:
+        with pytest.raises(ResultError):
+            ExerciseResult.from_json(row)
+    notes: list[str] = []
+    rows = _rows({"exercises": [good, *bad]}, {"0.1": 2}, notes)
+    assert list(rows) == ["0.1"] and rows["0.1"].earned == 1
+    assert len(notes) == len(bad), notes
