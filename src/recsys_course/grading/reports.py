@@ -97,21 +97,31 @@ def write_reports(grades: list, catalog: Catalog, options, warnings: list[str], 
 
 def feedback(grade, catalog: Catalog, possible: int, hidden_summary: bool = True) -> str:
     """Learner-facing Markdown: points, first visible failure and a hint per exercise.
-    Instructor-only tests count in the points but their names, messages and points are
-    left out; with ``hidden_summary`` the learner reads whether they passed."""
+
+    Only visible tests are counted here: the names, messages, data and points of hidden
+    tests never appear (``possible`` is not used, so a larger maximum cannot give them
+    away). With ``hidden_summary`` the learner reads, per exercise, whether its hidden
+    checks passed."""
+    earned = sum(ex.visible_points[0] for ex in grade.exercises.values())
+    visible = sum(ex.visible_points[1] or (ex.points if not ex.tests else 0) for ex in grade.exercises.values())
     lines = [f"# Feedback for {grade.submission.label}", "",
-             f"**Total: {grade.total} / {possible} points**", ""]
+             f"**Total: {earned} / {visible} points**", ""]
+    if hidden_summary and any(ex.hidden_status for ex in grade.exercises.values()):
+        lines += ["Your instructor also ran checks that are not shown here; the table says, per "
+                  "exercise, whether they passed.", ""]
     for problem in grade.submission.problems:
         lines.append(f"- Note: {problem}")
     lines += ["", "| exercise | points | status | what to look at |", "|---|---|---|---|"]
     for ex_id, ex in grade.exercises.items():
+        got, out_of = ex.visible_points if ex.tests else (0, ex.points)
         hint = ""
-        if ex.earned < ex.points:
+        if got < out_of or ex.hidden_status == "failed":
             hint = f"Hint: {catalog.exercise(ex_id).hints[0]}"
         message = ex.first_failure.replace("|", "\\|").replace("\n", " ")[:300]
         if hidden_summary and ex.hidden_status:
             message = (message + f" (hidden checks: {ex.hidden_status})").strip()
-        lines.append(f"| {ex_id} {ex.title} | {ex.earned} / {ex.points} | {ex.status} | {message} {hint} |")
+        status = ex.status if not ex.hidden_status else ("passed" if got == out_of else "partial" if got else "failed")
+        lines.append(f"| {ex_id} {ex.title} | {got} / {out_of} | {status} | {message} {hint} |")
     return "\n".join(lines) + "\n"
 
 
