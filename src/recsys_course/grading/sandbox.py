@@ -90,7 +90,9 @@ def _python_binds() -> list[str]:
 
 def visible_roots() -> list[str]:
     """Paths graded code may read, for the worker's provenance notes."""
-    roots = {"/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache", "/proc", "/dev", "/tmp", "/sys",
+    # (system folders are listed too: libraries probe /etc and /var on their own, and an
+    # honest submission must not be flagged for that)
+    roots = {"/usr", "/lib", "/lib64", "/bin", "/etc", "/var", "/run", "/opt", "/proc", "/dev", "/tmp", "/sys",
              LESSON_MOUNT, PACKAGE_MOUNT, os.path.realpath(sys.base_prefix), sys.prefix,
              os.path.realpath(sys.prefix), str(Path(sys.executable).parent.parent)}
     return sorted(roots)
