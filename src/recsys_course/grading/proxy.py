@@ -405,6 +405,9 @@ def sandboxed(lesson: Any, function: Callable, *, uses: tuple[Callable, ...] = (
             modules[name] = value.__name__
         elif isinstance(value, (int, float, str, bytes, tuple, list, dict, np.ndarray)) or value is None:
             constants[name] = value
+        elif isinstance(value, (types.FunctionType, type)) and value.__module__ == function.__module__:
+            raise TypeError(f"{function.__name__} uses {name}, defined in the test module: "
+                            f"pass it in uses=(...) so that it is defined in the sandbox too")
         elif getattr(value, "__module__", None) not in (None, function.__module__) and \
                 isinstance(getattr(value, "__qualname__", None), str):
             imports[name] = [value.__module__, value.__qualname__]  # from module import name
