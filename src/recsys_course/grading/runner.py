@@ -102,6 +102,8 @@ def run_tests(
         env.setdefault("COURSE_DATA", "synthetic")
         for variable in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTHONPATH", "PYTHONSTARTUP"):
             env.pop(variable, None)
+        # The child imports this very package (a worktree's, not whatever the venv installed).
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
         env.update(env_extra)
         process = subprocess.Popen(
             command, cwd=catalog.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
