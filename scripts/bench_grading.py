@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import tempfile
 import time
 from pathlib import Path
 
 from recsys_course.catalog import load_catalog
-from recsys_course.grading.batch import Grader, Options, write_reports
+from recsys_course.grading.batch import Grader, Options
+from recsys_course.grading.reports import write_reports
 from recsys_course.lessons import make_stub, replace_exercise_cell
 
 
@@ -56,7 +58,7 @@ def main() -> None:
         started = time.perf_counter()
         grades, warnings = grader.grade([root / "class"])
         seconds = time.perf_counter() - started
-        write_reports(grades, grader.catalog, options, warnings)
+        write_reports(grades, grader.catalog, options, warnings, grader.isolation())
         grader.cleanup()
         points = {e.id: e.points for e in grader.catalog.exercises}
         mismatches = [
@@ -65,6 +67,7 @@ def main() -> None:
         ]
         print(json.dumps({
             "submissions": len(grades), "lessons": len(grader.catalog.lessons), "jobs": args.jobs,
+            "load_average_at_end": [round(x, 1) for x in os.getloadavg()], "cpus": os.cpu_count(),
             "wall_seconds": round(seconds, 1),
             "seconds_per_submission": round(seconds / max(1, len(grades)), 2),
             "totals_as_expected": not mismatches, "mismatches": mismatches, "warnings": warnings,

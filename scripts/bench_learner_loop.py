@@ -22,7 +22,7 @@ from pathlib import Path
 
 import recsys_course
 from recsys_course.catalog import load_catalog
-from recsys_course.grading import worker
+from recsys_course.grading import warm_worker as worker
 from recsys_course.lessons import _exercise_cell_span, replace_exercise_cell
 
 SRC = str(Path(recsys_course.__file__).resolve().parents[1])
@@ -97,7 +97,7 @@ def main() -> int:
 
         env = {**os.environ, "COURSE_ROOT": str(root), "PYTHONPATH": SRC, "TF_CPP_MIN_LOG_LEVEL": "3"}
         started = time.perf_counter()
-        server = subprocess.Popen([sys.executable, "-m", "recsys_course.grading.worker", str(root)],
+        server = subprocess.Popen([sys.executable, "-m", "recsys_course.grading.warm_worker", str(root)],
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             while not worker.is_running(root):

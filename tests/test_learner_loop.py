@@ -143,7 +143,7 @@ def test_watch_starts_at_the_target_and_moves_on_to_the_next_unpassed_exercises(
 
 
 def test_watch_moves_on_after_a_pass_and_stops_its_worker(clone):
-    from recsys_course.grading import worker
+    from recsys_course.grading import warm_worker as worker
     from recsys_course.lessons import replace_exercise_cell
 
     path = clone / "lessons" / LESSON.filename
@@ -268,10 +268,10 @@ def test_ctrl_c_ends_quietly_and_bugs_keep_their_traceback(monkeypatch, capsys):
 # ----------------------------------------------------------------------------- warm worker
 
 def test_check_uses_a_running_worker_and_gets_the_same_verdicts(clone):
-    from recsys_course.grading import worker
+    from recsys_course.grading import warm_worker as worker
 
     env = env_for(clone, COURSE_WORKER_PRELOAD="pytest,pandas")
-    server = subprocess.Popen([sys.executable, "-m", "recsys_course.grading.worker", str(clone)],
+    server = subprocess.Popen([sys.executable, "-m", "recsys_course.grading.warm_worker", str(clone)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120

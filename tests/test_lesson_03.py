@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from recsys_course.grading import exercise
+from recsys_course.grading import exercise, sandboxed
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +17,10 @@ def lesson(lesson_loader):
 # ---------------------------------------------------------------- 3.1 RatingModel.compute_loss
 
 
-def echo_scorer(tf):
-    """A scorer with known outputs: it predicts the feature ``guess`` as the rating."""
+def echo_scorer():
+    """A scorer with known outputs: it predicts the feature ``guess`` as the rating.
+    (Built where the lesson runs: in batch grading, the sandbox, via ``sandboxed``.)"""
+    import tensorflow as tf
 
     class EchoScorer(tf.keras.Model):
         def call(self, features, training=False):
@@ -34,10 +36,25 @@ BATCH = {
 }
 
 
+def linear_scorer():
+    """A one-layer linear scorer of the feature ``x`` (built where the lesson runs)."""
+    import tensorflow as tf
+
+    class LinearScorer(tf.keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = tf.keras.layers.Dense(1)
+
+        def call(self, features, training=False):
+            return self.dense(features["x"])
+
+    return LinearScorer()
+
+
 @exercise("3.1", points=1)
 def test_compute_loss_is_the_mean_squared_error(lesson):
     tf = lesson.tf
-    model = lesson.RatingModel(echo_scorer(tf))
+    model = lesson.RatingModel(sandboxed(lesson, echo_scorer)())
     loss = model.compute_loss({k: tf.constant(v) for k, v in BATCH.items()}, training=False)
     value = np.asarray(loss)
     assert value.shape == (), f"expected a scalar loss, got an array of shape {value.shape}"
@@ -50,7 +67,7 @@ def test_compute_loss_is_the_mean_squared_error(lesson):
 @exercise("3.1", points=1)
 def test_evaluate_reports_the_rmse_metric(lesson):
     tf = lesson.tf
-    model = lesson.RatingModel(echo_scorer(tf))
+    model = lesson.RatingModel(sandboxed(lesson, echo_scorer)())
     model.compile(optimizer=tf.keras.optimizers.SGD())
     dataset = tf.data.Dataset.from_tensor_slices(BATCH).batch(2)
     result = model.evaluate(dataset, return_dict=True, verbose=0)
@@ -68,21 +85,12 @@ def test_evaluate_reports_the_rmse_metric(lesson):
 def test_training_lowers_the_loss(lesson):
     tf = lesson.tf
     tf.keras.utils.set_random_seed(0)
-
-    class LinearScorer(tf.keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.dense = tf.keras.layers.Dense(1)
-
-        def call(self, features, training=False):
-            return self.dense(features["x"])
-
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 3)).astype(np.float32)
     data = {"x": x, "user_rating": (x @ np.array([1.0, -0.5, 0.5]) + 3.0).astype(np.float32)}
     batches = tf.data.Dataset.from_tensor_slices(data).batch(16)
     everything = tf.data.Dataset.from_tensor_slices(data).batch(64)  # one batch: the full loss
-    model = lesson.RatingModel(LinearScorer())
+    model = lesson.RatingModel(sandboxed(lesson, linear_scorer)())
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.1))
     before = model.evaluate(everything, return_dict=True, verbose=0)["loss"]
     model.fit(batches, epochs=15, verbose=0)

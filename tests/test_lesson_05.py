@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from recsys_course.grading import exercise
+from recsys_course.grading import exercise, sandboxed
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def as_text(ids) -> np.ndarray:
 
 @exercise("5.1", points=1)
 def test_retrieval_servable_returns_the_exact_top_k(lesson):
-    module = lesson.make_retrieval_servable(tiny_user_model(), MOVIE_IDS, MOVIE_VECTORS, k=3)
+    module = lesson.make_retrieval_servable(sandboxed(lesson, tiny_user_model)(), MOVIE_IDS, MOVIE_VECTORS, k=3)
     users = ["a", "c", "stranger"]
     out = module.serve(tf.constant(users))
     assert set(out) == {"movie_ids", "scores"}, (
@@ -74,105 +74,169 @@ def test_retrieval_servable_returns_the_exact_top_k(lesson):
 
 @exercise("5.1", points=1)
 def test_retrieval_servable_respects_k_and_batch_size(lesson):
-    module = lesson.make_retrieval_servable(tiny_user_model(), MOVIE_IDS, MOVIE_VECTORS, k=2)
+    user_model = sandboxed(lesson, tiny_user_model)
+    module = lesson.make_retrieval_servable(user_model(), MOVIE_IDS, MOVIE_VECTORS, k=2)
     for users in (["b"], ["a", "b", "c", "a", "zz"]):
         out = module.serve(tf.constant(users))
         shape = tuple(out["movie_ids"].shape)
         assert shape == (len(users), 2), f"k=2 and {len(users)} users: expected shape {(len(users), 2)}, got {shape}"
         scores = out["scores"].numpy()
         assert np.all(np.diff(scores, axis=1) <= 1e-6), f"scores must be sorted best first, got {scores.tolist()}"
-    everything = lesson.make_retrieval_servable(tiny_user_model(), MOVIE_IDS, MOVIE_VECTORS, k=50)
+    everything = lesson.make_retrieval_servable(user_model(), MOVIE_IDS, MOVIE_VECTORS, k=50)
     shape = tuple(everything.serve(tf.constant(["a"]))["movie_ids"].shape)
     assert shape == (1, 6), f"k=50 with only 6 movies must return all 6 (shape (1, 6)), got {shape}"
 
 
+# The exports below are written and read back where the lesson runs (in batch grading, the
+# sandbox, through ``sandboxed``): these helpers return plain facts, the tests judge them.
+
+
+def export_and_reload(module) -> dict:
+    """Export a servable with its signature, load it back, and query it."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "retrieval", "1")
+        try:
+            tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+        except (ValueError, TypeError) as error:
+            return {"error": f"{type(error).__name__}: {str(error)[:200]}"}
+        signature = tf.saved_model.load(path).signatures["serving_default"]
+        out = signature(user_id=tf.constant(["b", "a"]))
+        return {"inputs": sorted(signature.structured_input_signature[1]), "movie_ids": out["movie_ids"].numpy()}
+
+
 @exercise("5.1", points=1)
-def test_retrieval_servable_exports_with_a_named_signature(lesson, tmp_path):
-    module = lesson.make_retrieval_servable(tiny_user_model(), MOVIE_IDS, MOVIE_VECTORS, k=3)
-    path = str(tmp_path / "retrieval" / "1")
-    try:
-        tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
-    except (ValueError, TypeError) as error:
+def test_retrieval_servable_exports_with_a_named_signature(lesson):
+    module = lesson.make_retrieval_servable(sandboxed(lesson, tiny_user_model)(), MOVIE_IDS, MOVIE_VECTORS, k=3)
+    facts = sandboxed(lesson, export_and_reload)(module)
+    if "error" in facts:
         pytest.fail(
             "tf.saved_model.save(module, path, signatures={'serving_default': module.serve}) "
-            f"failed; does serve have an input_signature? ({type(error).__name__}: {str(error)[:200]})"
+            f"failed; does serve have an input_signature? ({facts['error']})"
         )
-    signature = tf.saved_model.load(path).signatures["serving_default"]
-    inputs = sorted(signature.structured_input_signature[1])
+    inputs = facts["inputs"]
     assert inputs == ["user_id"], f"the signature's input must be named 'user_id', got {inputs}"
-    out = signature(user_id=tf.constant(["b", "a"]))
     ids, _ = expected_top(["b", "a"], 3)
-    got = as_text(out["movie_ids"].numpy())
+    got = as_text(facts["movie_ids"])
     assert got.tolist() == ids.tolist(), (
         f"the exported model must answer like the in-memory one: expected {ids.tolist()}, got {got.tolist()}"
     )
 
 
 # ---- 5.2 --------------------------------------------------------------------------------
-class Doubler(tf.Module):
-    """A tiny servable: y = 2 x, with the 2 stored in a variable."""
+def make_doubler(factor: float = 2.0):
+    """A tiny servable: y = factor * x, the factor stored in a variable."""
 
-    def __init__(self, factor: float = 2.0) -> None:
-        super().__init__()
-        self.factor = tf.Variable(factor)
+    class Doubler(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.factor = tf.Variable(factor)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
-    def serve(self, x):
-        return {"y": x * self.factor}
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": x * self.factor}
+
+    return Doubler()
+
+
+def export_layout(lesson) -> dict:
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = os.path.join(tmp, "models", "doubler")
+        result = str(lesson.export_version(make_doubler(), Path(model_dir), 3))
+        facts = {"result": os.path.relpath(result, tmp), "pb": os.path.exists(os.path.join(model_dir, "3", "saved_model.pb"))}
+        if facts["pb"]:
+            loaded = tf.saved_model.load(os.path.join(model_dir, "3"))
+            facts["signatures"] = sorted(loaded.signatures)
+            if "serving_default" in loaded.signatures:
+                facts["y"] = loaded.signatures["serving_default"](x=tf.constant([1.0, 2.5]))["y"].numpy().tolist()
+        return facts
 
 
 @exercise("5.2", points=1)
-def test_export_writes_tf_serving_layout_with_signature(lesson, tmp_path):
-    model_dir = tmp_path / "models" / "doubler"
-    result = lesson.export_version(Doubler(), model_dir, 3)
-    assert Path(result) == model_dir / "3", f"expected the version folder {model_dir / '3'}, got {result}"
-    assert (model_dir / "3" / "saved_model.pb").exists(), "models/doubler/3/saved_model.pb is missing"
-    loaded = tf.saved_model.load(str(model_dir / "3"))
-    assert "serving_default" in loaded.signatures, (
-        f"the export needs a 'serving_default' signature, found {sorted(loaded.signatures)}"
+def test_export_writes_tf_serving_layout_with_signature(lesson):
+    facts = sandboxed(lesson, export_layout, uses=(make_doubler,))(lesson)
+    assert facts["result"] == os.path.join("models", "doubler", "3"), (
+        f"expected the version folder models/doubler/3, got {facts['result']}"
     )
-    y = loaded.signatures["serving_default"](x=tf.constant([1.0, 2.5]))["y"].numpy()
-    assert y.tolist() == [2.0, 5.0], f"the exported model must compute 2x: expected [2.0, 5.0], got {y.tolist()}"
+    assert facts["pb"], "models/doubler/3/saved_model.pb is missing"
+    assert "serving_default" in facts["signatures"], (
+        f"the export needs a 'serving_default' signature, found {facts['signatures']}"
+    )
+    assert facts["y"] == [2.0, 5.0], f"the exported model must compute 2x: expected [2.0, 5.0], got {facts['y']}"
+
+
+def export_twice(lesson) -> dict:
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "doubler"
+        lesson.export_version(make_doubler(2.0), model_dir, 1)
+        before = (model_dir / "1" / "saved_model.pb").read_bytes()
+        try:
+            lesson.export_version(make_doubler(3.0), model_dir, 1)
+            raised = None
+        except Exception as error:  # noqa: BLE001 - reported to the test
+            raised = type(error).__name__
+        after = tf.saved_model.load(str(model_dir / "1")).signatures["serving_default"](x=tf.constant([1.0]))
+        facts = {"raised": raised, "after": after["y"].numpy().tolist(),
+                 "same_bytes": (model_dir / "1" / "saved_model.pb").read_bytes() == before}
+        lesson.export_version(make_doubler(3.0), model_dir, 2)
+        facts["second"] = os.path.exists(model_dir / "2" / "saved_model.pb")
+        return facts
 
 
 @exercise("5.2", points=1)
-def test_export_refuses_to_overwrite_a_version(lesson, tmp_path):
-    model_dir = tmp_path / "doubler"
-    lesson.export_version(Doubler(2.0), model_dir, 1)
-    before = (model_dir / "1" / "saved_model.pb").read_bytes()
-    with pytest.raises(FileExistsError):
-        lesson.export_version(Doubler(3.0), model_dir, 1)
-    after = tf.saved_model.load(str(model_dir / "1")).signatures["serving_default"](x=tf.constant([1.0]))
-    assert after["y"].numpy().tolist() == [2.0], "version 1 was changed: a published version must stay as it was"
-    assert (model_dir / "1" / "saved_model.pb").read_bytes() == before, "version 1's files were rewritten"
-    lesson.export_version(Doubler(3.0), model_dir, 2)
-    assert (model_dir / "2" / "saved_model.pb").exists(), "a new version number must still export"
+def test_export_refuses_to_overwrite_a_version(lesson):
+    facts = sandboxed(lesson, export_twice, uses=(make_doubler,))(lesson)
+    assert facts["raised"] == "FileExistsError", (
+        f"exporting an existing version must raise FileExistsError, got {facts['raised'] or 'no error'}"
+    )
+    assert facts["after"] == [2.0], "version 1 was changed: a published version must stay as it was"
+    assert facts["same_bytes"], "version 1's files were rewritten"
+    assert facts["second"], "a new version number must still export"
+
+
+def export_watched(lesson) -> dict:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "doubler"
+        final = model_dir / "1"
+        real_save = tf.saved_model.save
+        writes = []
+
+        def watching_save(obj, export_dir, *args, **kwargs):
+            real_save(obj, export_dir, *args, **kwargs)
+            writes.append((str(Path(export_dir).relative_to(tmp)), final.exists()))
+
+        tf.saved_model.save = watching_save
+        try:
+            lesson.export_version(make_doubler(), model_dir, 1)
+        finally:
+            tf.saved_model.save = real_save
+        return {"writes": writes, "left": sorted(p.name for p in model_dir.iterdir())}
 
 
 @exercise("5.2", points=1)
-def test_export_is_atomic_and_leaves_no_staging_folder(lesson, tmp_path, monkeypatch):
-    model_dir = tmp_path / "doubler"
-    final = model_dir / "1"
-    real_save = tf.saved_model.save
-    writes = []
-
-    def watching_save(obj, export_dir, *args, **kwargs):
-        real_save(obj, export_dir, *args, **kwargs)
-        writes.append((Path(export_dir), final.exists()))
-
-    monkeypatch.setattr(tf.saved_model, "save", watching_save)
-    lesson.export_version(Doubler(), model_dir, 1)
-    assert writes, "export_version must write with tf.saved_model.save"
-    staged, visible_too_early = writes[0]
+def test_export_is_atomic_and_leaves_no_staging_folder(lesson):
+    facts = sandboxed(lesson, export_watched, uses=(make_doubler,))(lesson)
+    assert facts["writes"], "export_version must write with tf.saved_model.save"
+    staged, visible_too_early = facts["writes"][0]
+    staged = Path(staged)
     assert not visible_too_early, (
-        f"{final} existed as soon as tf.saved_model.save returned: a polling server could load it "
+        "doubler/1 existed as soon as tf.saved_model.save returned: a polling server could load it "
         "half-written. Write to a hidden folder and rename it."
     )
-    assert staged.parent == model_dir and staged.name.startswith("."), (
-        f"write into a hidden folder inside {model_dir} (a name starting with '.'), not {staged}"
+    assert staged.parent == Path("doubler") and staged.name.startswith("."), (
+        f"write into a hidden folder inside doubler/ (a name starting with '.'), not {staged}"
     )
-    left = sorted(p.name for p in model_dir.iterdir())
-    assert left == ["1"], f"after the export {model_dir} must hold only '1', found {left}"
+    assert facts["left"] == ["1"], f"after the export doubler/ must hold only '1', found {facts['left']}"
 
 
 # ---- 5.3 --------------------------------------------------------------------------------

@@ -28,15 +28,22 @@ Add --verbose before the command to see TensorFlow's own log lines."""
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
-    from recsys_course.grading.batch import Grader, Options, summary_table, write_reports
+    from recsys_course.grading.batch import Grader, Options
+    from recsys_course.grading.reports import summary_table, write_reports
+    from recsys_course.grading.sandbox import SandboxUnavailable
 
     options = Options(
         out=Path(args.out), timeout=args.timeout, test_timeout=args.test_timeout,
         cell_timeout=args.cell_timeout,
         memory_mb=args.memory_mb or None, jobs=args.jobs,
         extra_tests=Path(args.extra_tests) if args.extra_tests else None, junit=args.junit,
+        hidden_summary=not args.no_hidden_summary,
     )
-    grader = Grader(options)
+    try:
+        grader = Grader(options)
+    except SandboxUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     catalog = grader.catalog
     try:
         from tqdm import tqdm
@@ -45,11 +52,11 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
         def progress(sub, lesson, exercises):
             bar.update(1)
-            bar.set_postfix_str(f"{sub.name} {lesson.id}: {sum(e.earned for e in exercises.values())} pts")
+            bar.set_postfix_str(f"{sub.label} {lesson.id}: {sum(e.earned for e in exercises.values())} pts")
 
         grades, warnings = grader.grade([Path(p) for p in args.submissions], progress)
         bar.close()
-        write_reports(grades, catalog, options, warnings)
+        write_reports(grades, catalog, options, warnings, grader.isolation())
     finally:
         grader.cleanup()
     for warning in warnings:
@@ -136,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-timeout", type=float, default=120.0, help="seconds per test")
     p.add_argument("--cell-timeout", type=float, default=60.0, help="seconds per cell at load")
     p.add_argument("--memory-mb", type=int, default=6144, help="address-space limit (0: none)")
+    p.add_argument("--no-hidden-summary", action="store_true",
+                   help="do not tell learners whether the hidden checks of an exercise passed")
     p.set_defaults(func=cmd_grade)
 
     p = sub.add_parser("sync")

@@ -22,6 +22,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Callable
 
 from recsys_course.catalog import Catalog, Lesson, load_catalog
 from recsys_course.errors import Refused
@@ -287,6 +288,10 @@ def load_lesson(
     module_name: str = "lesson",
     cell_timeout: float | None = 60.0,
     exercises: set[str] | None = None,
+    *,
+    on_cell: Callable[[str], None] | None = None,
+    skip: dict[str, str] | None = None,
+    interrupts_are_errors: bool = False,
 ) -> ModuleType:
     """Execute only the ``setup`` and ``exercise`` cells of ``path`` into a fresh module.
 
@@ -303,6 +308,12 @@ def load_lesson(
     failing exercise cell is recorded in ``module.__lesson_errors__`` and the other exercises
     stay gradable; asking the module for a name that cell should have defined raises
     :class:`ExerciseCellError`, whose message starts with the cell's error and line.
+
+    For the sandbox worker (``grading/worker.py``): ``on_cell(label)`` is called before each
+    graded cell runs (so the trusted side knows which cell hung or crashed the process),
+    ``skip`` maps cell labels to an error recorded instead of running them, and with
+    ``interrupts_are_errors`` a ``KeyboardInterrupt`` raised by a cell is that cell's error
+    (nobody can press Ctrl-C in a sandbox).
     """
     path = Path(path)
     cells = [
@@ -331,12 +342,21 @@ def load_lesson(
     sys.modules[module_name] = module
     for cell in cells:
         label = f"exercise {cell.exercise}" if cell.exercise else "setup cell"
+        if skip and label in skip:
+            if "setup" in cell.tags:
+                raise LessonLoadError(f"a setup cell failed: {skip[label]}")
+            errors[label] = skip[label]
+            continue
+        if on_cell is not None:
+            on_cell(label)
         try:
             code = compile("\n" * (cell.first_line - 1) + cell.source, str(path), "exec")
             with contained(cell_timeout, f"the {label} of {path.name}"):
                 exec(code, module.__dict__)  # noqa: S102 - running the lesson is the point
         except KeyboardInterrupt:
-            raise
+            if not interrupts_are_errors:
+                raise
+            errors[label] = "KeyboardInterrupt raised while the cell ran"
         except BaseException as error:  # noqa: BLE001 - reported, never swallowed
             summary = describe_cell_error(error, path)
             if "setup" in cell.tags:

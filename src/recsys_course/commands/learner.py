@@ -211,7 +211,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if not pending:
         print("Everything here passes already. Well done!")
         return 0
-    from recsys_course.grading import worker
+    from recsys_course.grading import warm_worker as worker
 
     warm = worker.start(catalog.root)  # keeps TensorFlow loaded between checks
     try:

@@ -1,63 +1,36 @@
-"""Batch grading: a folder of submissions in, per-exercise points and reports out.
+"""Batch grading: a folder of submissions in, per-exercise results out.
 
-What a submission can and cannot do (docs/instructors.md says the same to instructors):
+The principle (docs/instructors.md says the same to instructors): **the code that decides a
+grade never runs in a process that untrusted code can touch.**
 
-* Only its lesson files are used, copied out of its folder or zip (never extracted whole):
-  its ``tests/``, ``conftest.py``, ``pytest.ini``, ``pyproject.toml`` and plugins are
-  ignored, and the course's own tests grade it from a copy whose checksum is verified after
-  every run.
-* Each lesson is graded in its own process, with a time limit, an address-space limit, no
-  network (a fresh network namespace where ``unshare`` works) and its own scratch folder as
-  ``HOME``/``TMPDIR``. Inside, exits, hangs and replaced grader functions are contained per
-  test (``guard.py``). When a lesson's process still dies or times out, its exercises are
-  graded one by one, so a crash costs only the exercise that crashes.
-* It is not a security sandbox: the graded code runs with the grader's user rights and
-  could read or damage what that user can. Grade untrusted code in a container or VM.
+* Intake (``intake.py``) copies only lesson files out of each folder or zip.
+* For each lesson of each submission, a trusted pytest process runs the course's tests
+  (from the grader's private copy, hidden tests included) with ``--sandbox``: the
+  ``lesson`` fixture is a proxy (``proxy.py``) and the learner's code runs in a bubblewrap
+  sandbox (``sandbox.py``, ``worker.py``) that sees only that one lesson file, the package
+  and the Python environment, read-only, and answers with plain data (``wire.py``).
+  Assertions, expected values, the plugin and the report file stay in the trusted process.
+* A sandbox that crashes, hangs or is killed costs the test that was running (the next test
+  gets a fresh sandbox); a cell that crashes it while loading costs that cell's exercise.
+* Results are validated (``results.py``) and the reports (``reports.py``) are written
+  atomically by this process, which no sandbox can signal (PID namespaces) or write to.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import re
 import shutil
-import stat
 import tempfile
 import time
-import zipfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from xml.etree import ElementTree as ET
 
 from recsys_course.catalog import Catalog, Lesson, load_catalog
-from recsys_course.grading.runner import GradingRun, Isolation, network_off_prefix, run_tests
-
-MAX_LESSON_BYTES = 2 * 1024 * 1024  # a lesson file is a few dozen KB; refuse anything huge
-
-
-@dataclass
-class Submission:
-    name: str
-    source: Path
-    folder: Path  # staging folder: lessons/ holds the copied lesson files
-    found: dict[str, str] = field(default_factory=dict)  # lesson filename -> where it came from
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def lessons_dir(self) -> Path:
-        return self.folder / "lessons"
-
-
-@dataclass
-class ExerciseGrade:
-    id: str
-    title: str
-    points: int
-    earned: int
-    status: str
-    first_failure: str  # from visible tests only: safe to show the learner
-    tests: list[dict]  # every test, hidden ones included: instructor only
+from recsys_course.grading import similarity
+from recsys_course.grading.intake import Submission, expand, stage
+from recsys_course.grading.results import ExerciseResult, ResultError
+from recsys_course.grading.runner import GradingRun, SandboxSettings, run_tests
+from recsys_course.grading.sandbox import Limits, SandboxUnavailable, isolation_summary, problem
 
 
 @dataclass
@@ -70,7 +43,7 @@ class LessonRun:
 @dataclass
 class SubmissionGrade:
     submission: Submission
-    exercises: dict[str, ExerciseGrade] = field(default_factory=dict)
+    exercises: dict[str, ExerciseResult] = field(default_factory=dict)
     lessons: dict[str, LessonRun] = field(default_factory=dict)
 
     @property
@@ -81,113 +54,9 @@ class SubmissionGrade:
     def notes(self) -> list[str]:
         return self.submission.problems + [n for run in self.lessons.values() for n in run.notes]
 
-
-def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "submission"
-
-
-def expand(paths: list[Path], catalog: Catalog) -> list[Path]:
-    """Each path is a submission, unless it is a folder holding no lesson files itself, in
-    which case every folder and zip inside it is one (a class folder)."""
-    names = {l.filename for l in catalog.lessons}
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir() and not any(
-            (path / n).exists() or (path / "lessons" / n).exists() for n in names
-        ):
-            found += sorted(p for p in path.iterdir() if p.is_dir() or p.suffix == ".zip")
-        else:
-            found.append(path)
-    return found
-
-
-def stage(source: Path, staging: Path, catalog: Catalog, taken: set[str]) -> Submission:
-    """Copy a submission's lesson files (and nothing else) into ``staging``."""
-    name = safe_name(source.stem if source.suffix == ".zip" else source.name)
-    base, n = name, 2
-    while name in taken:
-        name, n = f"{base}-{n}", n + 1
-    taken.add(name)
-    sub = Submission(name, source, staging / name)
-    sub.lessons_dir.mkdir(parents=True)
-    wanted = {l.filename for l in catalog.lessons}
-    if not source.exists():
-        sub.problems.append(f"{source} does not exist")
-    elif source.is_dir():
-        for filename in sorted(wanted):
-            for candidate in (source / "lessons" / filename, source / filename):
-                if candidate.is_symlink() or not candidate.is_file():
-                    continue
-                if candidate.stat().st_size > MAX_LESSON_BYTES:
-                    sub.problems.append(f"{candidate.name} is larger than 2 MB; not graded")
-                    break
-                _keep(sub, filename, candidate.read_bytes(), str(candidate.relative_to(source)))
-                break
-    elif zipfile.is_zipfile(source):
-        _stage_zip(sub, source, wanted)
-    else:
-        sub.problems.append(f"{source.name} is neither a folder nor a readable zip archive")
-    if not sub.found and not sub.problems:
-        sub.problems.append("no lesson files found (expected lessons/NN_*.py)")
-    return sub
-
-
-def _stage_zip(sub: Submission, source: Path, wanted: set[str]) -> None:
-    try:
-        with zipfile.ZipFile(source) as archive:
-            members = [m for m in archive.infolist() if not m.is_dir()]
-            # Prefer lessons/NAME over NAME elsewhere; ignore symlinks stored in the zip.
-            members.sort(key=lambda m: (not m.filename.endswith(f"lessons/{Path(m.filename).name}"), m.filename))
-            for member in members:
-                filename = Path(member.filename).name
-                is_link = stat.S_ISLNK(member.external_attr >> 16)
-                if filename not in wanted or filename in sub.found or is_link:
-                    continue
-                if member.file_size > MAX_LESSON_BYTES:
-                    sub.problems.append(f"{member.filename} is larger than 2 MB; not graded")
-                    continue
-                with archive.open(member) as handle:
-                    data = handle.read(MAX_LESSON_BYTES + 1)
-                _keep(sub, filename, data[:MAX_LESSON_BYTES], member.filename)
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        sub.problems.append(f"{source.name} could not be read as a zip archive ({error})")
-
-
-def _keep(sub: Submission, filename: str, data: bytes, origin: str) -> None:
-    (sub.lessons_dir / filename).write_bytes(data)
-    sub.found[filename] = origin
-
-
-class ProtectedTree:
-    """A folder the grader trusts (its private copy of tests, definitions and package):
-    remembered at the start, checked after every graded run, and put back if graded code
-    changed it. New files are deleted too: a planted ``conftest.py`` would be loaded by
-    later runs."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.content = {p: p.read_bytes() for p in self._files()}
-
-    def _files(self) -> list[Path]:
-        return [p for p in self.folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
-
-    def restore(self) -> list[str]:
-        """Undo changes; return the changed paths (empty when nothing changed)."""
-        changed = []
-        for path in self._files():
-            if path not in self.content:
-                path.unlink()
-                changed.append(f"{path} (added, removed)")
-        for path, data in self.content.items():
-            try:
-                same = path.read_bytes() == data
-            except OSError:
-                same = False
-            if not same:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-                changed.append(str(path))
-        return changed
+    @property
+    def flags(self) -> list[str]:
+        return self.submission.flags
 
 
 @dataclass
@@ -200,19 +69,22 @@ class Options:
     jobs: int = 2
     extra_tests: Path | None = None
     junit: bool = False
+    hidden_summary: bool = True  # learners see "hidden checks: passed/failed" per exercise
+    chunk: int = 8  # submissions graded per trusted pytest run (each still has its own sandboxes)
 
 
 class Grader:
-    """Grades submissions against a verified copy of the course's tests."""
+    """Grades submissions against the grader's private copy of the course's tests."""
 
     def __init__(self, options: Options, catalog: Catalog | None = None) -> None:
+        reason = problem()
+        if reason:
+            raise SandboxUnavailable(reason)
         self.options = options
         self.catalog = catalog or load_catalog()
         self.work = Path(tempfile.mkdtemp(prefix="course-batch-"))
-        # Graded processes see a private copy of everything the grader trusts (tests,
-        # exercise definitions, the support package via PYTHONPATH), never the clone itself:
-        # what a submission changes there is undone after each run, and the clone an
-        # instructor works in is never written to.
+        # The trusted pytest runs the grader's own copy of the tests, definitions and
+        # package; the sandboxes import that package copy read-only.
         self.private = self.work / "grader"
         self.tests = self.private / "tests"
         shutil.copytree(self.catalog.root / "tests", self.tests,
@@ -222,30 +94,31 @@ class Grader:
         for definition in (self.catalog.root / "solutions").glob("*.yml"):
             shutil.copy2(definition, self.private / "solutions" / definition.name)
         package = Path(__file__).resolve().parents[1]
-        shutil.copytree(package, self.private / "src" / package.name,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        self.package = self.private / "src" / package.name
+        shutil.copytree(package, self.package, ignore=shutil.ignore_patterns("__pycache__"))
         self.hidden = None
         if options.extra_tests:
             self.hidden = self.tests / "_instructor"
             shutil.copytree(options.extra_tests, self.hidden, ignore=shutil.ignore_patterns("__pycache__"))
-        self.protected = ProtectedTree(self.private)
-        self.child_env = {"PYTHONPATH": str(self.private / "src"), "COURSE_ROOT": str(self.private)}
         self.expected: dict[str, dict[str, int]] = {}  # lesson -> exercise -> max points
+        self.limits = Limits(memory_mb=options.memory_mb)
 
     def extra_for(self, lesson: Lesson) -> list[Path]:
         if self.hidden is None:
             return []
         return sorted(self.hidden.glob(f"test_lesson_{lesson.id}*.py"))
 
-    def _run(self, lessons_dir: Path, lesson: Lesson, scratch: Path, exercises: list[str] | None = None,
-             timeout: float | None = None) -> GradingRun:
-        scratch.mkdir(parents=True, exist_ok=True)
+    def _run(self, lessons_dir: Path, lesson: Lesson, exercises: list[str] | None = None,
+             submissions: dict[str, Path] | None = None) -> GradingRun:
         return run_tests(
-            lessons_dir, [lesson.id], catalog=self.catalog, exercises=exercises,
-            timeout=timeout or self.options.timeout, tests_dir=self.tests,
+            lessons_dir, [lesson.id], catalog=self.catalog, exercises=exercises, submissions=submissions,
+            timeout=self.options.timeout * 2 * max(1, len(submissions or {})), tests_dir=self.tests,
             extra_tests=self.extra_for(lesson), hidden_dir=self.hidden,
-            isolation=Isolation(memory_mb=self.options.memory_mb, home=scratch, extra_env=self.child_env),
             test_timeout=self.options.test_timeout, cell_timeout=self.options.cell_timeout,
+            sandbox=SandboxSettings(memory_mb=self.options.memory_mb, lesson_timeout=self.options.timeout,
+                                    package_dir=self.package),
+            env={"PYTHONPATH": str(self.private / "src"), "COURSE_ROOT": str(self.private),
+                 "COURSE_SANDBOX_CHECKED": "1"},
         )
 
     def calibrate(self) -> list[str]:
@@ -253,95 +126,119 @@ class Grader:
         included), and a warning for every exercise the solutions do not pass."""
         warnings = []
         for lesson in self.catalog.lessons:
-            run = self._run(self.catalog.root / "solutions", lesson, self.work / "calibration" / lesson.id)
-            rows = {r["id"]: r for r in run.report.get("exercises", [])}
-            self.expected[lesson.id] = {e.id: rows.get(e.id, {}).get("points", e.points) for e in lesson.exercises}
+            run = self._run(self.catalog.root / "solutions", lesson)
+            rows = _rows(run.report)
+            self.expected[lesson.id] = {
+                e.id: rows[e.id].points if e.id in rows else e.points for e in lesson.exercises
+            }
             for ex in lesson.exercises:
                 row = rows.get(ex.id)
-                if row is None or row["earned"] != row["points"]:
+                if row is None or row.earned != row.points:
                     warnings.append(f"the reference solution of {ex.id} does not get full marks: check the tests")
         return warnings
 
-    def _restore_protected(self, lesson: Lesson, notes: list[str]) -> None:
-        changed = self.protected.restore()
-        if changed:
-            notes.append(
-                f"{lesson.filename} changed grader files ({', '.join(changed[:3])}); they were "
-                "restored before the next run (this run's tests had already been loaded)"
-            )
+    def _missing(self, lesson: Lesson) -> dict[str, ExerciseResult]:
+        expected = self.expected[lesson.id]
+        return {e.id: ExerciseResult(e.id, e.title, expected[e.id], 0, "missing", "lesson file not submitted")
+                for e in lesson.exercises}
 
-    def _valid(self, report: dict, lesson: Lesson, exercises: list[str] | None) -> bool:
-        rows = {r.get("id"): r for r in report.get("exercises", [])}
-        expected = self.expected.get(lesson.id, {})
-        for ex_id in exercises or [e.id for e in lesson.exercises]:
-            row = rows.get(ex_id)
-            if row is None or row.get("points") != expected.get(ex_id) or not 0 <= row.get("earned", -1) <= row["points"]:
-                return False
-        return True
+    def _accept(self, sub: Submission, lesson: Lesson, report: object,
+                seconds: float) -> tuple[dict[str, ExerciseResult], LessonRun] | None:
+        """The lesson's results from a plugin report, or None if it is not a complete,
+        valid report (then the lesson is graded again on its own)."""
+        if not isinstance(report, dict) or not report:
+            return None
+        notes: list[str] = []
+        rows = _rows(report, self.expected[lesson.id], notes)
+        exercises = self._missing(lesson)
+        if not all(e in rows for e in exercises):
+            return None
+        exercises.update(rows)
+        notes += [_clean(n, sub) for n in report.get("notes", []) if isinstance(n, str)]
+        self._flag_provenance(sub, report)
+        return exercises, LessonRun(seconds, "whole", notes)
 
-    def grade_lesson(self, sub: Submission, lesson: Lesson) -> tuple[dict[str, ExerciseGrade], LessonRun]:
+    def grade_chunk(self, lesson: Lesson, subs: list[Submission]) -> list[tuple]:
+        """Grade one lesson of several submissions in one trusted pytest run (its imports
+        are paid once); each submission still gets sandboxes of its own. A submission
+        whose part of the report is missing or invalid is graded again alone."""
+        started = time.perf_counter()
+        run = self._run(subs[0].lessons_dir, lesson, submissions={s.name: s.lessons_dir for s in subs})
+        parts = run.report.get("submissions", {}) if isinstance(run.report, dict) else {}
+        seconds = (time.perf_counter() - started) / len(subs)
+        graded = []
+        for sub in subs:
+            accepted = self._accept(sub, lesson, parts.get(sub.name) if isinstance(parts, dict) else None, seconds)
+            graded.append((sub, *(accepted or self.grade_lesson(sub, lesson))))
+        return graded
+
+    def grade_lesson(self, sub: Submission, lesson: Lesson) -> tuple[dict[str, ExerciseResult], LessonRun]:
         started = time.perf_counter()
         expected = self.expected[lesson.id]
-        exercises = {
-            e.id: ExerciseGrade(e.id, e.title, expected[e.id], 0, "missing", "lesson file not submitted", [])
-            for e in lesson.exercises
-        }
+        exercises = self._missing(lesson)
         if lesson.filename not in sub.found:
             return exercises, LessonRun(0.0, "missing", [])
         notes: list[str] = []
-        scratch = sub.folder / "scratch" / lesson.id
-        run = self._run(sub.lessons_dir, lesson, scratch)
-        self._restore_protected(lesson, notes)
-        if run.report and self._valid(run.report, lesson, None):
-            self._fill(exercises, run.report)
-            notes += [f"{lesson.filename}: {n}" for n in run.report.get("notes", [])]
-            return exercises, LessonRun(time.perf_counter() - started, "whole", notes)
+        run = self._run(sub.lessons_dir, lesson)
+        accepted = self._accept(sub, lesson, run.report, time.perf_counter() - started)
+        if accepted is not None:
+            return accepted
+        # The trusted pytest process itself failed (it never runs graded code, so this is
+        # rare: a time-out over the whole lesson, or a bug). Grade exercise by exercise.
         why = "timed out" if run.timed_out else f"ended with exit code {run.returncode} without a valid report"
         notes.append(f"{lesson.filename}: the grading process {why}; exercises were graded one by one")
         for ex in lesson.exercises:
-            single = self._run(sub.lessons_dir, lesson, scratch, exercises=[ex.id])
-            self._restore_protected(lesson, notes)
-            if single.report and self._valid(single.report, lesson, [ex.id]):
-                self._fill(exercises, single.report, only=ex.id)
+            single = self._run(sub.lessons_dir, lesson, exercises=[ex.id])
+            got = _rows(single.report, expected, notes).get(ex.id)
+            if got is not None:
+                exercises[ex.id] = got
             else:
-                reason = "timed out" if single.timed_out else f"crashed the grader (exit code {single.returncode})"
-                self._zero({ex.id: exercises[ex.id]}, f"the code of this exercise {reason}")
+                reason = "timed out" if single.timed_out else "could not be graded"
+                exercises[ex.id] = ExerciseResult(ex.id, ex.title, expected[ex.id], 0, "failed",
+                                                  f"the grading of this exercise {reason}",
+                                                  notes=[f"grading {reason}"])
         return exercises, LessonRun(time.perf_counter() - started, "per-exercise", notes)
 
     @staticmethod
-    def _zero(exercises: dict[str, ExerciseGrade], why: str) -> dict[str, ExerciseGrade]:
-        for grade in exercises.values():
-            grade.earned, grade.status, grade.first_failure = 0, "failed", why
-        return exercises
-
-    @staticmethod
-    def _fill(exercises: dict[str, ExerciseGrade], report: dict, only: str | None = None) -> None:
-        for row in report["exercises"]:
-            if row["id"] in exercises and (only is None or row["id"] == only):
-                grade = exercises[row["id"]]
-                grade.earned, grade.status = row["earned"], row["status"]
-                grade.first_failure = row.get("first_failure", "")
-                grade.tests = [
-                    {"test": t["nodeid"].split("::")[-1], "points": t["points"], "passed": t["passed"],
-                     "failure": t["failure"], "hidden": t["hidden"]}
-                    for t in row.get("tests", [])
-                ]
+    def _flag_provenance(sub: Submission, report: dict) -> None:
+        for note in report.get("notes", []):
+            if isinstance(note, str) and "provenance: tried to read" in note:
+                flag = "tried to read files outside its lesson (" + note.split("tried to read", 1)[1].strip()[:120] + ")"
+                if flag not in sub.flags:
+                    sub.flags.append(flag)
 
     def grade(self, sources: list[Path], progress=None) -> tuple[list[SubmissionGrade], list[str]]:
         warnings = self.calibrate()
         taken: set[str] = set()
         subs = [stage(s, self.work / "submissions", self.catalog, taken) for s in expand(sources, self.catalog)]
+        similarity.flag(subs, self.catalog, self.catalog.root / "solutions")
         grades = {s.name: SubmissionGrade(s) for s in subs}
-        tasks = [(s, l) for s in subs for l in self.catalog.lessons]
+        tasks = []
+        for lesson in self.catalog.lessons:
+            present = [s for s in subs if lesson.filename in s.found]
+            for sub in subs:
+                if lesson.filename not in sub.found:
+                    grades[sub.name].exercises.update(self._missing(lesson))
+                    grades[sub.name].lessons[lesson.id] = LessonRun(0.0, "missing", [])
+            size = max(1, self.options.chunk)
+            tasks += [(lesson, present[i:i + size]) for i in range(0, len(present), size)]
         with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
-            futures = {pool.submit(self.grade_lesson, s, l): (s, l) for s, l in tasks}
+            futures = {pool.submit(self.grade_chunk, lesson, chunk): (lesson, chunk) for lesson, chunk in tasks}
             for future in as_completed(futures):
-                sub, lesson = futures[future]
-                exercises, run = future.result()
-                grades[sub.name].exercises.update(exercises)
-                grades[sub.name].lessons[lesson.id] = run
-                if progress:
-                    progress(sub, lesson, exercises)
+                lesson, chunk = futures[future]
+                try:
+                    graded = future.result()
+                except Exception as error:  # noqa: BLE001 - one lesson never stops the batch
+                    failed = {e.id: ExerciseResult(e.id, e.title, self.expected[lesson.id][e.id], 0, "failed",
+                                                   "this lesson could not be graded") for e in lesson.exercises}
+                    run = LessonRun(0.0, "failed", [f"{lesson.filename}: grading failed ({type(error).__name__})"])
+                    graded = [(sub, {k: ExerciseResult.from_json(v.to_json()) for k, v in failed.items()}, run)
+                              for sub in chunk]
+                for sub, exercises, run in graded:
+                    grades[sub.name].exercises.update(exercises)
+                    grades[sub.name].lessons[lesson.id] = run
+                    if progress:
+                        progress(sub, lesson, exercises)
         ordered = []
         for s in subs:
             grade = grades[s.name]
@@ -349,99 +246,34 @@ class Grader:
             ordered.append(grade)
         return ordered, warnings
 
+    def isolation(self) -> dict:
+        return {**isolation_summary(self.limits), "lesson_timeout_s": self.options.timeout,
+                "test_timeout_s": self.options.test_timeout, "cell_timeout_s": self.options.cell_timeout}
+
     def cleanup(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def max_points(grades: list[SubmissionGrade], catalog: Catalog) -> dict[str, int]:
-    if grades:
-        return {i: e.points for i, e in grades[0].exercises.items()}
-    return {e.id: e.points for e in catalog.exercises}
+def _rows(report: dict, expected: dict[str, int] | None = None,
+          notes: list[str] | None = None) -> dict[str, ExerciseResult]:
+    """Validated exercise rows of a plugin report; a malformed or unexpected row becomes
+    a note and is left out (the exercise is then graded again on its own, or scores 0)."""
+    rows: dict[str, ExerciseResult] = {}
+    for raw in report.get("exercises", []) if isinstance(report, dict) else []:
+        if isinstance(raw, dict) and raw.get("status") == "not run" and expected is not None:
+            continue  # outside this run's --exercise selection
+        try:
+            row = ExerciseResult.from_report(raw)
+            if expected is not None and row.points != expected.get(row.id):
+                raise ResultError(f"maximum {row.points} differs from the calibrated {expected.get(row.id)}")
+        except ResultError as error:
+            if notes is not None:
+                notes.append(f"a result row was rejected: {error}")
+            continue
+        rows[row.id] = row
+    return rows
 
 
-def write_reports(grades: list[SubmissionGrade], catalog: Catalog, options: Options, warnings: list[str]) -> None:
-    out = options.out
-    (out / "feedback").mkdir(parents=True, exist_ok=True)
-    maxima = max_points(grades, catalog)
-    possible = sum(maxima.values())
-    with open(out / "grades.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["submission", *maxima, "total", "max", "notes"])
-        for g in grades:
-            writer.writerow([g.submission.name, *(g.exercises[i].earned for i in maxima), g.total, possible,
-                             " | ".join(g.notes)])
-    payload = {
-        "graded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "max_points": maxima,
-        "possible": possible,
-        "isolation": {
-            "network_off": bool(network_off_prefix()),
-            "memory_mb": options.memory_mb,
-            "lesson_timeout_s": options.timeout,
-            "test_timeout_s": options.test_timeout,
-        },
-        "warnings": warnings,
-        "submissions": [
-            {
-                "name": g.submission.name,
-                "source": str(g.submission.source),
-                "lesson_files": g.submission.found,
-                "total": g.total,
-                "possible": possible,
-                "percent": round(100 * g.total / possible, 2) if possible else 0.0,
-                "notes": g.notes,
-                "lessons": {k: vars(v) for k, v in sorted(g.lessons.items())},
-                "exercises": [vars(e) for e in g.exercises.values()],
-            }
-            for g in grades
-        ],
-    }
-    (out / "grades.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    for g in grades:
-        (out / "feedback" / f"{g.submission.name}.md").write_text(feedback(g, catalog, possible), encoding="utf-8")
-    if options.junit:
-        (out / "junit").mkdir(exist_ok=True)
-        for g in grades:
-            junit(g).write(out / "junit" / f"{g.submission.name}.xml", encoding="utf-8", xml_declaration=True)
-
-
-def feedback(grade: SubmissionGrade, catalog: Catalog, possible: int) -> str:
-    """Learner-facing Markdown: points, first visible failure and a hint per exercise.
-    Instructor-only tests count in the points but their names and messages are left out."""
-    lines = [f"# Feedback for {grade.submission.name}", "",
-             f"**Total: {grade.total} / {possible} points**", ""]
-    for problem in grade.submission.problems:
-        lines.append(f"- Note: {problem}")
-    lines += ["", "| exercise | points | status | what to look at |", "|---|---|---|---|"]
-    for ex_id, ex in grade.exercises.items():
-        hint = ""
-        if ex.earned < ex.points:
-            hint = f"Hint: {catalog.exercise(ex_id).hints[0]}"
-        message = ex.first_failure.replace("|", "\\|").replace("\n", " ")[:300]
-        lines.append(f"| {ex_id} {ex.title} | {ex.earned} / {ex.points} | {ex.status} | {message} {hint} |")
-    return "\n".join(lines) + "\n"
-
-
-def junit(grade: SubmissionGrade) -> ET.ElementTree:
-    suite = ET.Element("testsuite", name=grade.submission.name)
-    count = failures = 0
-    for ex in grade.exercises.values():
-        for test in ex.tests or [{"test": "lesson", "passed": False, "failure": ex.first_failure, "points": ex.points}]:
-            count += 1
-            case = ET.SubElement(suite, "testcase", classname=f"exercise_{ex.id}", name=test["test"])
-            if not test["passed"]:
-                failures += 1
-                ET.SubElement(case, "failure", message=test.get("failure", "")[:500])
-    suite.set("tests", str(count))
-    suite.set("failures", str(failures))
-    return ET.ElementTree(suite)
-
-
-def summary_table(grades: list[SubmissionGrade], possible: int) -> str:
-    width = max([len(g.submission.name) for g in grades] + [10])
-    lines = [f"{'submission':<{width}}  {'points':>11}  notes"]
-    for g in grades:
-        percent = 100 * g.total / possible if possible else 0
-        note = g.notes[0][:70] + (" ..." if len(g.notes) > 1 else "") if g.notes else ""
-        lines.append(f"{g.submission.name:<{width}}  {g.total:>4}/{possible:<3} {percent:3.0f}%  {note}")
-    return "\n".join(lines)
+def _clean(note: str, sub: Submission) -> str:
+    """A note without the grader's temporary paths."""
+    return note.replace(str(sub.lessons_dir) + "/", "").replace(str(sub.folder), "<submission>")

@@ -11,7 +11,10 @@ directly), so this module provides two defences for that process:
   one and put the original back.
 
 It is not a security sandbox: code that is determined to cheat can still reach the
-process's memory. Batch grading adds process-level isolation on top (see ``batch.py``).
+process's memory. It serves ``course check``, where learners grade their own work. Batch
+grading does not rely on it: there the graded code runs in a bubblewrap sandbox and never
+in the process that runs the assertions (see ``batch.py``). ``tests/test_grading_wire.py``
+checks that every watched name exists in the installed pytest.
 """
 
 from __future__ import annotations
@@ -71,20 +74,20 @@ def contained(seconds: float | None, what: str) -> Iterator[None]:
 # (module, attribute path) pairs whose replacement would change what a test run reports.
 WATCHED = [
     ("_pytest.runner", "call_and_report"),
+    ("_pytest.runner", "pytest_runtest_call"),
     ("_pytest.runner", "runtestprotocol"),
-    ("_pytest.runner", "call_runtest_hook"),
     ("_pytest.runner", "pytest_runtest_makereport"),
     ("_pytest.runner", "CallInfo.from_call"),
     ("_pytest.reports", "TestReport.from_item_and_call"),
     ("_pytest.reports", "BaseReport.passed"),
     ("_pytest.reports", "BaseReport.failed"),
-    ("_pytest.reports", "BaseReport.outcome"),
     ("_pytest.reports", "BaseReport.skipped"),
     ("_pytest.python", "Function.runtest"),
     ("_pytest.python", "pytest_pyfunc_call"),
     ("_pytest.main", "pytest_runtestloop"),
     ("_pytest.outcomes", "fail"),
-    ("_pytest.python_api", "approx"),
+    ("_pytest.approx", "approx"),
+    ("_pytest.approx", "ApproxScalar.__eq__"),
     ("_pytest.raises", "raises"),
     ("pytest", "approx"),
     ("pytest", "raises"),

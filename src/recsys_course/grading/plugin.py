@@ -40,6 +40,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seconds one setup or exercise cell may run while loading")
     group.addoption("--hidden-tests", default=None,
                     help="tests under this folder are instructor-only: counted, not shown")
+    group.addoption("--sandbox", action="store_true", default=False,
+                    help="run the graded lessons in a bubblewrap sandbox (batch grading)")
+    group.addoption("--sandbox-memory-mb", type=int, default=6144,
+                    help="address-space limit of a sandbox, in MB (0: none)")
+    group.addoption("--sandbox-package", default=None,
+                    help="the recsys_course package folder the sandbox imports (default: this one)")
+    group.addoption("--submissions-file", default=None,
+                    help="batch grading: a JSON object {name: lessons folder}; each test runs per submission")
+    group.addoption("--lesson-timeout", type=float, default=900.0,
+                    help="seconds a sandboxed lesson may take to load, all cells together")
 
 
 def lessons_dir(config: pytest.Config, catalog: Catalog) -> Path:
@@ -67,45 +77,75 @@ def course_catalog() -> Catalog:
     return load_catalog()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Batch grading of several submissions in one run (``--submissions-file``): every test
+    that grades a lesson runs once per submission, grouped by submission."""
+    collector = metafunc.config.pluginmanager.get_plugin("course-grades")
+    if collector is not None and collector.submissions and "graded_submission" in metafunc.fixturenames:
+        names = list(collector.submissions)
+        metafunc.parametrize("graded_submission", names, indirect=True, scope="session", ids=names)
+
+
 @pytest.fixture(scope="session")
-def graded_dir(pytestconfig: pytest.Config, course_catalog: Catalog) -> Path:
+def graded_submission(request: pytest.FixtureRequest, pytestconfig: pytest.Config):
+    """The submission being graded (``--submissions-file``), or None."""
+    name = getattr(request, "param", None)
+    yield name
+    if name is not None:  # its sandboxes are not needed by the next submission's tests
+        pytestconfig.pluginmanager.get_plugin("course-grades").close_sessions(name)
+
+
+@pytest.fixture(scope="session")
+def graded_dir(pytestconfig: pytest.Config, course_catalog: Catalog, graded_submission) -> Path:
+    if graded_submission is not None:
+        collector = pytestconfig.pluginmanager.get_plugin("course-grades")
+        return Path(collector.submissions[graded_submission])
     return lessons_dir(pytestconfig, course_catalog)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lesson_loader(
-    pytestconfig: pytest.Config, course_catalog: Catalog, graded_dir: Path, grader_guard: Guard
+    request: pytest.FixtureRequest, pytestconfig: pytest.Config, course_catalog: Catalog,
+    graded_dir: Path, grader_guard: Guard, graded_submission,
 ):
-    """``lesson_loader("00")`` -> the graded lesson as a module (setup + exercise cells only).
+    """``lesson_loader("00")`` -> the graded lesson (setup + exercise cells only).
 
-    Whatever the lesson's code replaced in the grader while loading is put back at once.
+    In-process (``course check``, ``make test``): a module; whatever the lesson's code
+    replaced in the grader while loading is put back at once. With ``--sandbox`` (batch
+    grading): a :class:`~recsys_course.grading.proxy.RemoteLesson` whose code runs in a
+    bubblewrap sandbox; hidden tests get a sandbox of their own, so nothing the learner's
+    code sees during them can reach the feedback of a visible test.
     """
-    cache: dict[str, object] = {}
     _defer_import("matplotlib.pyplot")  # lessons import it for plots that grading never draws
+    collector: GradeCollector = pytestconfig.pluginmanager.get_plugin("course-grades")
+    hidden = collector.is_hidden(Path(str(request.path)))
 
     def load(key: str):
         lesson = course_catalog.lesson(key)
-        if lesson.id not in cache:
-            path = graded_dir / lesson.filename
-            if not path.exists():
-                cache[lesson.id] = LessonLoadError(f"{path} does not exist")
-            else:
-                try:
-                    cache[lesson.id] = load_lesson(
-                        path, f"lesson_{lesson.id}", pytestconfig.getoption("--cell-timeout") or None,
-                        # Checking a few exercises: skip the cells after them (and often the
-                        # TensorFlow import of later sections).
-                        exercises=set(pytestconfig.getoption("--exercise")) or None,
+        path = graded_dir / lesson.filename
+        if not path.exists():
+            pytest.fail(f"{lesson.filename} was not found in the graded folder", pytrace=False)
+        if collector.sandboxed:
+            return collector.remote_lesson(lesson.id, path, hidden, graded_submission or "")
+        cache = collector.modules
+        key = f"{graded_submission or ''}/{lesson.id}"
+        if key not in cache:
+            try:
+                cache[key] = load_lesson(
+                    path, f"lesson_{lesson.id}", pytestconfig.getoption("--cell-timeout") or None,
+                    # Checking a few exercises: skip the cells after them (and often the
+                    # TensorFlow import of later sections).
+                    exercises=set(pytestconfig.getoption("--exercise")) or None,
+                )
+            except LessonLoadError as error:
+                cache[key] = error
+            finally:
+                replaced = grader_guard.restore()
+                if replaced:
+                    grader_guard.notes.append(
+                        f"{lesson.filename} replaced {', '.join(replaced)} while loading; restored"
                     )
-                except LessonLoadError as error:
-                    cache[lesson.id] = error
-                finally:
-                    replaced = grader_guard.restore()
-                    if replaced:
-                        grader_guard.notes.append(
-                            f"{lesson.filename} replaced {', '.join(replaced)} while loading; restored"
-                        )
-        loaded = cache[lesson.id]
+        loaded = cache[key]
         if isinstance(loaded, Exception):
             pytest.fail(str(loaded), pytrace=False)
         return loaded
@@ -146,6 +186,56 @@ class GradeCollector:
         self.timed_out: set[str] = set()  # exercises whose test ran past its limit
         hidden = config.getoption("--hidden-tests")
         self.hidden_dir = Path(hidden).resolve() if hidden else None
+        self.sandboxed = bool(config.getoption("--sandbox"))
+        self.modules: dict[str, object] = {}  # in-process lessons, by lesson id
+        self.sessions: dict[tuple[str, str, bool], object] = {}  # (submission, lesson, hidden)
+        self.submissions: dict[str, str] = {}  # --submissions-file: name -> lessons folder
+        self.submission_of: dict[str, str] = {}  # test node id -> submission name
+        listing = config.getoption("--submissions-file")
+        if listing:
+            import json
+
+            self.submissions = json.loads(Path(listing).read_text(encoding="utf-8"))
+
+    def is_hidden(self, path: Path) -> bool:
+        return self.hidden_dir is not None and self.hidden_dir in path.resolve().parents
+
+    def close_sessions(self, submission: str) -> None:
+        for (name, _, _), session in self.sessions.items():
+            if name == submission:
+                session.close()
+
+    def remote_lesson(self, lesson_id: str, path: Path, hidden: bool, submission: str = ""):
+        from recsys_course.grading.proxy import Session
+        from recsys_course.grading.sandbox import Limits
+
+        key = (submission, lesson_id, hidden)
+        if key not in self.sessions:
+            option = self.config.getoption
+            memory = option("--sandbox-memory-mb")
+            package = option("--sandbox-package")
+            self.sessions[key] = Session(
+                path, f"lesson_{lesson_id}", limits=Limits(memory_mb=memory or None),
+                call_timeout=option("--test-timeout") or 120.0, cell_timeout=option("--cell-timeout") or 60.0,
+                load_timeout=option("--lesson-timeout") or 900.0,
+                package_dir=Path(package) if package else None,
+            )
+        return self.sessions[key].lesson
+
+    def _set_deadlines(self) -> None:
+        import time
+
+        limit = self.config.getoption("--test-timeout") or 120.0
+        for session in self.sessions.values():
+            session.deadline = time.monotonic() + limit
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        self._set_deadlines()
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        for remote in self.sessions.values():
+            remote.close()
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         catalog = load_catalog()
@@ -164,9 +254,12 @@ class GradeCollector:
                 raise pytest.UsageError(
                     f"{item.nodeid}: exercise {exercise_id} is not defined in any solutions/NN_*.yml"
                 )
-            hidden = self.hidden_dir is not None and self.hidden_dir in Path(item.path).resolve().parents
+            hidden = self.is_hidden(Path(item.path))
             points = int(marker.kwargs.get("points", 1))
             self.results[item.nodeid] = TestResult(item.nodeid, exercise_id, points, hidden=hidden)
+            callspec = getattr(item, "callspec", None)
+            if callspec is not None and "graded_submission" in callspec.params:
+                self.submission_of[item.nodeid] = callspec.params["graded_submission"]
             # Travels with the test's reports, so a pytest-xdist controller (which collects
             # nothing itself) can still build the score table.
             item.user_properties.append(("course_exercise", (exercise_id, points, hidden)))
@@ -197,6 +290,9 @@ class GradeCollector:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item):
         """Run the test with exits and hangs contained; fail it if it rewrote the grader."""
+        if self.sandboxed:  # no graded code runs in this process: nothing to contain
+            self._set_deadlines()
+            return (yield)
         limit = self.config.getoption("--test-timeout") or None
         try:
             with contained(limit, f"test {item.name}"):
@@ -233,14 +329,32 @@ class GradeCollector:
             return
         catalog = load_catalog()
         lesson_ids = {catalog.exercise(r.exercise_id).lesson_id for r in results}
+        json_path = self.config.getoption("--grade-json") or _REPORT_FROM_ENV
+        if self.submissions:  # one report per submission
+            payloads = {}
+            for name, folder in self.submissions.items():
+                mine = [r for nodeid, r in self.results.items() if self.submission_of.get(nodeid) == name]
+                rows = score(catalog, mine, lesson_ids)
+                payloads[name] = to_json(rows, lessons_dir=folder, notes=self._notes(name))
+                terminalreporter.write_line(f"{name}: {payloads[name]['earned']} / {payloads[name]['possible']}")
+            if json_path:
+                write_json(Path(json_path), {"submissions": payloads})
+            return
         rows = score(catalog, results, lesson_ids)
         graded = lessons_dir(self.config, catalog)
         terminalreporter.section(f"course score ({graded})")
         terminalreporter.write_line(format_table(rows))
-        json_path = self.config.getoption("--grade-json") or _REPORT_FROM_ENV
         if json_path:
-            payload = to_json(rows, lessons_dir=str(graded), notes=list(self.guard.notes))
+            payload = to_json(rows, lessons_dir=str(graded), notes=self._notes(""))
             write_json(Path(json_path), payload)
+
+    def _notes(self, submission: str) -> list[str]:
+        notes = list(self.guard.notes)
+        for (name, lesson_id, hidden), session in sorted(self.sessions.items(), key=lambda kv: kv[0]):
+            if name == submission:
+                where = "hidden checks" if hidden else session.lesson_file.name
+                notes += [f"{where}: {note}" for note in session.notes]
+        return notes
 
 
 def _first_line(report: pytest.TestReport) -> str:

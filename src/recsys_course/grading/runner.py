@@ -1,22 +1,20 @@
-"""Run the course's graded tests on a folder of lesson files in a separate process.
+"""Run the course's graded tests on a folder of lesson files in a separate pytest process.
 
 Used by ``course check`` (the learner's own ``lessons/``), the discrimination tests
 (generated stubs and decoys) and batch grading. A subprocess keeps graded code out of the
-caller's interpreter, lets a time limit end a hang, and is where :class:`Isolation` applies
-its limits (memory, network, environment).
+caller's interpreter and lets a time limit end a hang. With :class:`SandboxSettings`
+(batch grading) the pytest process itself runs no graded code: the lesson runs in
+bubblewrap sandboxes (``sandbox.py``) that the tests call through a proxy (``proxy.py``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import resource
-import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
 
 from recsys_course.catalog import Catalog, load_catalog
@@ -31,43 +29,13 @@ class GradingRun:
 
 
 @dataclass(frozen=True)
-class Isolation:
-    """Process limits for graded code (batch grading)."""
+class SandboxSettings:
+    """Batch grading: the lessons run in bubblewrap sandboxes (``sandbox.py``) and the
+    pytest process only runs the course's tests, which call into them."""
 
-    memory_mb: int | None = 6144  # address-space limit; TensorFlow alone maps ~2 GB
-    no_network: bool = True  # a fresh network namespace, where the platform allows
-    max_file_mb: int = 200  # largest file the graded code may write
-    home: Path | None = None  # HOME and caches for the graded code (its own scratch folder)
-    extra_env: dict = field(default_factory=dict)
-
-
-@lru_cache(maxsize=1)
-def network_off_prefix() -> tuple[str, ...]:
-    """The command prefix that runs a program without network, or () if none works here."""
-    unshare = shutil.which("unshare")
-    if not unshare:
-        return ()
-    for prefix in ((unshare, "--net"), (unshare, "--net", "--map-root-user")):
-        try:
-            ok = subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0
-        except (OSError, subprocess.TimeoutExpired):
-            ok = False
-        if ok:
-            return prefix
-    return ()
-
-
-def _limits(isolation: Isolation):
-    def apply() -> None:  # runs in the child between fork and exec
-        os.setsid()  # own process group, so a timeout can end everything it started
-        if isolation.memory_mb:
-            size = isolation.memory_mb * 1024 * 1024
-            resource.setrlimit(resource.RLIMIT_AS, (size, size))
-        size = isolation.max_file_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    return apply
+    memory_mb: int | None = 6144
+    lesson_timeout: float = 900.0  # loading one lesson (all its cells) in a sandbox
+    package_dir: Path | None = None  # the package copy the sandbox imports
 
 
 def test_file(tests_dir: Path, lesson_id: str) -> Path:
@@ -84,9 +52,11 @@ def run_tests(
     tests_dir: Path | None = None,
     extra_tests: list[Path] | None = None,
     hidden_dir: Path | None = None,
-    isolation: Isolation | None = None,
     test_timeout: float | None = None,
     cell_timeout: float | None = None,
+    sandbox: SandboxSettings | None = None,
+    env: dict[str, str] | None = None,
+    submissions: dict[str, Path] | None = None,
     use_worker: bool = False,
 ) -> GradingRun:
     """Grade the lessons ``lesson_ids`` found in ``lessons_dir`` with the course's tests.
@@ -95,10 +65,10 @@ def run_tests(
     exercise of the lessons, the others as "not run"). ``tests_dir`` replaces the clone's
     ``tests/`` (batch grading uses a verified copy); ``extra_tests`` are added, and those
     under ``hidden_dir`` are instructor-only. The report path reaches the plugin through an
-    environment variable the plugin removes before graded code runs. With ``use_worker``
-    (and no ``isolation``), a running warm worker (:mod:`.worker`) runs the tests if there is one.
+    environment variable the plugin removes before graded code runs.
     """
     catalog = catalog or load_catalog()
+    env_extra = dict(env or {})
     tests_dir = tests_dir or catalog.root / "tests"
     files = [str(test_file(tests_dir, lid)) for lid in lesson_ids if test_file(tests_dir, lid).exists()]
     files += [str(p) for p in extra_tests or []]
@@ -116,6 +86,15 @@ def run_tests(
             command.append(f"--test-timeout={test_timeout}")
         if cell_timeout is not None:
             command.append(f"--cell-timeout={cell_timeout}")
+        if submissions:  # several submissions in one run: the report has one part each
+            listing = Path(tmp) / "submissions.json"
+            listing.write_text(json.dumps({k: str(v) for k, v in submissions.items()}), encoding="utf-8")
+            command.append(f"--submissions-file={listing}")
+        if sandbox is not None:
+            command += ["--sandbox", f"--sandbox-memory-mb={sandbox.memory_mb or 0}",
+                        f"--lesson-timeout={sandbox.lesson_timeout}"]
+            if sandbox.package_dir is not None:
+                command.append(f"--sandbox-package={sandbox.package_dir}")
         env = {
             **os.environ, "COURSE_ROOT": str(catalog.root), "TF_USE_LEGACY_KERAS": "1",
             "COURSE_GRADE_REPORT": str(report_path), "PYTHONDONTWRITEBYTECODE": "1",
@@ -124,34 +103,21 @@ def run_tests(
         env.setdefault("COURSE_DATA", "synthetic")
         for variable in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTHONPATH", "PYTHONSTARTUP"):
             env.pop(variable, None)
-        # The child grades with the same support package as this process (batch grading
-        # replaces it with its private copy through Isolation.extra_env).
+        # The child imports this very package (a worktree's, not whatever the venv installed).
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-        preexec = None
-        if isolation is not None:
-            if isolation.no_network:
-                command = [*network_off_prefix(), *command]
-            if isolation.home is not None:
-                home = isolation.home
-                env.update(HOME=str(home), MPLCONFIGDIR=str(home / ".matplotlib"),
-                           COURSE_CACHE_DIR=str(home / ".cache"), TMPDIR=str(home / "tmp"))
-                (home / "tmp").mkdir(parents=True, exist_ok=True)
-            env.update(isolation.extra_env)
-            preexec = _limits(isolation)
-        cwd = isolation.home if isolation and isolation.home else catalog.root
-        if use_worker and isolation is None:
-            from recsys_course.grading.worker import submit
+        env.update(env_extra)
+        if use_worker and sandbox is None:  # a learner's check: a warm worker, if one runs
+            from recsys_course.grading.warm_worker import submit
 
-            answer = submit(catalog.root, command[3:], env, str(cwd), timeout)
+            answer = submit(catalog.root, command[3:], env, str(catalog.root), timeout)
             if answer is not None:
                 return GradingRun(
                     {} if answer["timed_out"] else _read_report(report_path),
                     answer["returncode"], answer["output"], timed_out=answer["timed_out"],
                 )
         process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, text=True, errors="replace", preexec_fn=preexec,
-            start_new_session=preexec is None,
+            command, cwd=catalog.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, text=True, errors="replace", start_new_session=True,
         )
         try:
             output, _ = process.communicate(timeout=timeout)

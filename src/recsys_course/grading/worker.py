@@ -1,199 +1,263 @@
-"""A warm worker: one process keeps pytest, pandas and TensorFlow imported and forks a fresh
-child for each check, so a re-check costs the tests, not ten seconds of imports.
+"""The sandbox side of batch grading: loads one submitted lesson and serves calls into it.
 
-``course watch`` starts one for the clone (``python -m recsys_course.grading.worker ROOT``)
-and stops it when it ends; ``course check`` uses it when one is running (see
-:func:`submit`) and otherwise starts pytest cold. Every check still runs in its own
-process (a fork of the worker, in its own session): graded code cannot change the worker,
-and a time limit ends the child and everything it started.
+Started by :mod:`recsys_course.grading.sandbox` inside bubblewrap as
+``python -m recsys_course.grading.worker``. It reads requests on stdin and answers on the
+original stdout (the learner's ``print`` goes to stderr). Everything here is untrusted the
+moment the lesson's first cell runs: the learner's code can rewrite this module, forge
+answers or exit. That is fine, because this process decides nothing. Its answers are data
+(``wire.py``) that the trusted side checks; its lifetime and resources are bounded from
+outside.
 
-Protocol, over the Unix socket ``<clone>/.course/worker.sock``: one JSON line
-``{"args": [pytest arguments], "env": {...}, "cwd": "...", "timeout": seconds}``, answered
-by one JSON line ``{"returncode": int, "output": str, "timed_out": bool}``.
+Requests (``op``): ``load``, ``getattr``, ``setattr``, ``getitem``, ``call``, ``str``,
+``repr``, ``len``, ``iter``, ``define``. Replies: ``result`` (``value``, ``rngs``,
+``notes``) or ``error`` (``type``, ``message``). During a call, the worker may send
+``callback`` requests for functions that live on the trusted side and waits for their reply.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import select
-import signal
-import socket
 import sys
-import tempfile
-import time
-from pathlib import Path
+import traceback
+from typing import Any
 
-IDLE_LIMIT = 3600.0  # seconds without a request before the worker leaves
-PRELOAD = [
-    "pytest", "_pytest.python", "_pytest.assertion.rewrite", "numpy", "numpy.testing",
-    "pandas", "pandas.testing", "matplotlib.pyplot", "yaml",
-    "tensorflow", "tf_keras", "tensorflow_recommenders",
-]
+from recsys_course.grading import wire
+
+HANDLE_LIMIT = 200_000
 
 
-def socket_path(root: Path) -> Path:
-    return Path(root) / ".course" / "worker.sock"
+class Channel:
+    def __init__(self, incoming, outgoing) -> None:
+        self.incoming, self.outgoing = incoming, outgoing
+        self.objects: dict[int, Any] = {}
+        self.numbers: dict[int, int] = {}  # id(object) -> handle number, so identity survives
+        self.notes: list[str] = []
+
+    # ------------------------------------------------------------------ values
+    def handle(self, obj: Any) -> dict:
+        number = self.numbers.get(id(obj))
+        if number is None or self.objects.get(number) is not obj:
+            if len(self.objects) >= HANDLE_LIMIT:
+                raise wire.Unsendable("too many live objects")
+            number = len(self.objects) + 1
+            self.objects[number] = obj
+            self.numbers[id(obj)] = number
+        return {"$h": number}
+
+    def resolve(self, number: int) -> Any:
+        if number not in self.objects:
+            raise wire.WireError(f"no object number {number} in this sandbox")
+        return self.objects[number]
+
+    def stub(self, number: int):
+        def call_trusted(*args: Any, **kwargs: Any) -> Any:
+            return self.callback(number, args, kwargs)
+
+        return call_trusted
+
+    def encode(self, value: Any) -> tuple[Any, list[bytes]]:
+        return wire.encode(value, self.handle)
+
+    def decode(self, tree: Any, buffers: list[bytes], rngs: list | None = None) -> Any:
+        import numpy as np
+
+        def make_rng(state: dict) -> Any:
+            name = state.get("bit_generator")
+            if name not in ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64"):
+                raise wire.WireError(f"unknown bit generator {name!r}")
+            bits = getattr(np.random, name)()
+            bits.state = state
+            generator = np.random.Generator(bits)
+            if rngs is not None:
+                rngs.append(generator)
+            return generator
+
+        return wire.decode(tree, buffers, handle=self.resolve, callback=self.stub, tensor=_tensor, rng=make_rng)
+
+    # ------------------------------------------------------------------ messages
+    def send(self, header: dict, buffers: list[bytes] | None = None) -> None:
+        wire.write_message(self.outgoing, header, buffers)
+
+    def reply(self, value: Any, rngs: list | None = None) -> None:
+        tree, buffers = self.encode(value)
+        states, more = self.encode([g.bit_generator.state for g in rngs or []])
+        # Buffers of the generator states follow the value's: renumber them.
+        offset = len(buffers)
+        states = _shift(states, offset)
+        notes, self.notes = self.notes[:20], []
+        self.send({"op": "result", "value": tree, "rngs": states, "notes": notes}, buffers + more)
+
+    def error(self, error: BaseException) -> None:
+        kind = type(error)
+        builtin = kind.__module__ == "builtins" and isinstance(error, Exception)
+        text = "".join(traceback.format_exception_only(kind, error)).strip()
+        try:
+            message = str(error) if builtin else text
+        except Exception:  # noqa: BLE001 - a hostile __str__
+            message = kind.__name__
+        self.send({"op": "error", "type": kind.__name__ if builtin else "RemoteError",
+                   "message": message[:2000], "detail": text[:2000]})
+
+    def callback(self, number: int, args: tuple, kwargs: dict) -> Any:
+        tree, buffers = self.encode({"args": list(args), "kwargs": kwargs})
+        self.send({"op": "callback", "id": number, "payload": tree}, buffers)
+        while True:  # the grader's function may itself make requests before it answers
+            header, buffers = wire.read_message(self.incoming)
+            if header.get("op") == "result":
+                return self.decode(header.get("value"), buffers)
+            if header.get("op") == "error":
+                raise RuntimeError(f"the grader's function raised {header.get('type')}: {header.get('message')}")
+            handle_request(self, header, buffers)
 
 
-def is_running(root: Path) -> bool:
-    """Whether a worker answers on the clone's socket."""
+def _shift(tree: Any, offset: int) -> Any:
+    if isinstance(tree, dict):
+        return {k: (v + offset if k in ("$a", "$b") and isinstance(v, int) else _shift(v, offset))
+                for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_shift(v, offset) for v in tree]
+    return tree
+
+
+def _tensor(array: Any) -> Any:
+    import tensorflow as tf
+
+    return tf.constant(array)
+
+
+def serve(channel: Channel) -> None:
+    while True:
+        try:
+            header, buffers = wire.read_message(channel.incoming)
+        except EOFError:
+            return
+        handle_request(channel, header, buffers)
+
+
+def handle_request(channel: Channel, header: dict, buffers: list[bytes]) -> None:
+    """Answer one request (always with exactly one ``result`` or ``error`` message)."""
+    from recsys_course.grading.guard import contained
+    from recsys_course.lessons import LessonLoadError, load_lesson
+
+    op = header.get("op")
+    rngs: list = []
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(2)
-            conn.connect(str(socket_path(root)))
-            return True
-    except OSError:
-        return False
+        with contained(None, "the graded code"):
+            if op == "load":
+                def progress(label: str) -> None:
+                    channel.send({"op": "cell", "label": label})
 
-
-def start(root: Path):
-    """Start a worker for the clone in the background (owned by this process); ``None`` if
-    one is already running. The worker leaves when this process ends."""
-    import subprocess
-
-    if is_running(root):
-        return None
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    return subprocess.Popen(
-        [sys.executable, "-m", "recsys_course.grading.worker", str(root), str(os.getpid())],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,  # Ctrl-C in the terminal is for `watch`, which stops us
-    )
-
-
-def submit(root: Path, args: list[str], env: dict, cwd: str, timeout: float) -> dict | None:
-    """Run pytest with ``args`` in the clone's worker; ``None`` when no worker is running."""
-    path = socket_path(root)
-    if not path.exists():
-        return None
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(5)
-            conn.connect(str(path))
-            conn.settimeout(timeout + 30)
-            request = {"args": args, "env": env, "cwd": cwd, "timeout": timeout}
-            conn.sendall(json.dumps(request).encode() + b"\n")
-            answer = _read_line(conn)
-    except OSError:  # a stale socket, or the worker just left: check cold instead
-        return None
-    return json.loads(answer) if answer else None
-
-
-def _read_line(conn: socket.socket) -> bytes:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(1 << 16)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def _run_child(request: dict, output: Path) -> None:
-    """In the forked child: run pytest as asked, with stdout/stderr into ``output``."""
-    os.setsid()
-    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    code = 3
-    try:
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        import pytest
-
-        code = int(pytest.main(request["args"]))
-    except BaseException:  # noqa: BLE001 - reported through the output file
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-
-def handle(conn: socket.socket, listener: socket.socket) -> None:
-    request = json.loads(_read_line(conn) or b"{}")
-    with tempfile.TemporaryDirectory(prefix="course-worker-") as tmp:
-        output = Path(tmp) / "output.txt"
-        pid = os.fork()
-        if pid == 0:
-            listener.close()
-            conn.close()
-            _run_child(request, output)
-        deadline = time.monotonic() + float(request.get("timeout", 600))
-        timed_out, status = False, 0
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            gone = select.select([conn], [], [], 0)[0] and not conn.recv(1, socket.MSG_PEEK)
-            if gone or time.monotonic() > deadline:  # the client left (Ctrl-C), or too long
-                timed_out = not gone
                 try:
-                    os.killpg(pid, signal.SIGKILL)  # the child and all it started
-                except ProcessLookupError:  # not in its own session yet
-                    os.kill(pid, signal.SIGKILL)
-                _, status = os.waitpid(pid, 0)
-                break
-            time.sleep(0.02)
-        text = output.read_text(errors="replace") if output.exists() else ""
-    answer = {"returncode": os.waitstatus_to_exitcode(status), "output": text, "timed_out": timed_out}
-    conn.sendall(json.dumps(answer).encode() + b"\n")
+                    module = load_lesson(header["path"], header["module"], header.get("cell_timeout"), on_cell=progress,
+                                         skip=header.get("skip") or {}, interrupts_are_errors=True)
+                except LessonLoadError as error:
+                    channel.send({"op": "error", "type": "LessonLoadError", "message": str(error)[:2000]})
+                    return
+                channel.objects.clear()
+                channel.numbers.clear()
+                channel.objects[0] = module
+                channel.numbers[id(module)] = 0
+                channel.reply(dict(module.__dict__.get("__lesson_errors__", {})))
+                return
+            target = channel.resolve(header.get("target", 0))
+            payload = channel.decode(header["payload"], buffers, rngs) if "payload" in header else {}
+            if op == "getattr":
+                value = getattr(target, str(header["name"]))
+            elif op == "setattr":
+                setattr(target, str(header["name"]), payload["value"])
+                value = None
+            elif op == "getitem":
+                value = target[payload["key"]]
+            elif op == "call":
+                value = target(*payload["args"], **payload["kwargs"])
+            elif op in ("str", "repr"):
+                value = str(target) if op == "str" else repr(target)
+                value = str.__str__(value)[:5000] if isinstance(value, str) else "?"
+            elif op == "type":
+                kind = type(target)
+                value = [str(getattr(k, "__module__", "?")) + "." + str(getattr(k, "__qualname__", "?"))
+                         for k in kind.__mro__]
+            elif op == "len":
+                value = len(target)
+            elif op == "iter":
+                value = list(target)[:1_000_000]
+            elif op == "define":
+                value = _define(header, payload, channel)
+            else:
+                raise wire.WireError(f"unknown request {op!r}")
+        channel.reply(value, rngs)
+    except BaseException as error:  # noqa: BLE001 - every failure is the caller's answer
+        try:
+            channel.error(error)
+        except BaseException:  # noqa: BLE001 - even the error could not be described
+            channel.send({"op": "error", "type": "RemoteError", "message": "the graded code failed"})
 
 
-def serve(root: Path, parent: int | None = None) -> None:
-    """Preload the heavy modules, then answer requests until idle or the parent is gone."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("MPLBACKEND", "Agg")
+def _define(header: dict, payload: dict, channel: Channel) -> Any:
+    """Run a test helper's source here and return the function it defines (as a handle).
+
+    Tests use this (:func:`recsys_course.grading.sandboxed`) for helpers that build
+    framework objects the learner's code needs, such as a Keras model subclass defined in a
+    test file.
+    """
     import importlib
 
-    # COURSE_WORKER_PRELOAD (comma-separated module names) replaces the list, for tests.
-    names = os.environ.get("COURSE_WORKER_PRELOAD")
-    for name in names.split(",") if names is not None else PRELOAD:
-        try:
-            importlib.import_module(name)
-        except Exception:  # a missing extra only makes checks slower
-            pass
-    path = socket_path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(8)
-    listener.settimeout(1.0)
-    last = time.monotonic()
-    try:
-        while time.monotonic() - last < IDLE_LIMIT:
-            if parent and os.getppid() != parent:
-                break  # the watch that started us is gone
-            try:
-                conn, _ = listener.accept()
-            except socket.timeout:
-                continue
-            with conn:
-                conn.settimeout(None)
-                try:
-                    handle(conn, listener)
-                except (OSError, ValueError):
-                    pass  # the client left; serve the next one
-            last = time.monotonic()
-    finally:
-        listener.close()
-        path.unlink(missing_ok=True)
+    namespace: dict[str, Any] = {"__name__": "grader_helpers", "lesson": channel.objects[0]}
+    for alias, module in payload.get("modules", {}).items():
+        namespace[alias] = importlib.import_module(module)
+    for alias, (module, qualname) in payload.get("imports", {}).items():
+        value = importlib.import_module(module)
+        if hasattr(value, alias):  # `from annoy import AnnoyIndex`: the name it was imported as
+            namespace[alias] = getattr(value, alias)
+            continue
+        for part in qualname.split("."):
+            value = getattr(value, part)
+        namespace[alias] = value
+    namespace.update(payload.get("constants", {}))
+    for source in payload.get("sources", []):
+        exec(compile(source, "<grader helper>", "exec"), namespace)  # noqa: S102
+    return namespace[header["name"]]
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the watch that owns us stops us
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    serve(Path(argv[0]), int(argv[1]) if len(argv) > 1 else None)
-    return 0
+def _audit(allowed: tuple[str, ...], channel: Channel):
+    """Note attempts to open or list paths outside what the sandbox shows (for the
+    instructor's provenance flags; the sandbox hides those paths anyway)."""
+
+    def hook(event: str, args: tuple) -> None:
+        if event not in ("open", "os.listdir", "os.scandir") or not args:
+            return
+        path = args[0]
+        if not isinstance(path, (str, bytes)) or isinstance(path, int):
+            return
+        text = os.fsdecode(path)
+        if not text.startswith("/") or text.startswith(allowed):
+            return
+        if len(channel.notes) < 20:
+            channel.notes.append(f"tried to read {text[:200]}")
+
+    return hook
+
+
+def main() -> None:
+    # The protocol keeps the original stdout; whatever graded code prints goes to stderr.
+    outgoing = os.fdopen(os.dup(1), "wb", buffering=0)
+    incoming = os.fdopen(os.dup(0), "rb", buffering=0)
+    os.dup2(2, 1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    sys.stdout = sys.stderr
+    channel = Channel(incoming, outgoing)
+    allowed = tuple(p for p in os.environ.get("COURSE_SANDBOX_VISIBLE", "").split(":") if p)
+    if allowed:
+        sys.addaudithook(_audit(allowed, channel))
+    # Libraries every lesson imports, loaded before any deadline runs, so that a slow
+    # import on a busy machine is not charged to the learner's first cell.
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
+
+    channel.send({"op": "ready", "pid": os.getpid()})
+    serve(channel)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
