@@ -4,13 +4,14 @@ or a seeded synthetic generator. See :func:`load_movielens`."""
 from recsys_course.data.errors import DataSourceError
 from recsys_course.data.movielens import MovieLens, RATING_COLUMNS, USER_COLUMNS
 from recsys_course.data.sources import load_movielens, resolve_source
-from recsys_course.data.split import split_ratings
+from recsys_course.data.split import leave_last_k, split_ratings
 
 __all__ = [
     "DataSourceError",
     "MovieLens",
     "RATING_COLUMNS",
     "USER_COLUMNS",
+    "leave_last_k",
     "load_movielens",
     "resolve_source",
     "split_ratings",
