@@ -1127,7 +1127,10 @@ def ease_weights(interactions: np.ndarray, l2: float) -> np.ndarray:
 # NDCG@10, the share of the catalogue that appears in someone's top 10 (coverage) and the
 # factorized top-100 of section 7 (the test pair's movie among the user's 100 best,
 # unmasked; here every model queries each user once, at their latest training rating).
-# EASE's $\lambda$ is chosen on the validation split first.
+# EASE's $\lambda$ is chosen on the validation split first. Read the unmasked column with
+# care: it lets the movies a user already rated take slots, so a model that scores a
+# user's own history highly (EASE and item-kNN reconstruct it) can look worse there than
+# it is.
 
 # %%
 fit_users = sorted(fit["user_id"].unique())
