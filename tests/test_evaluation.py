@@ -84,6 +84,12 @@ def test_recall(ranked):
     assert ev.recall_at_k(ranked, RELEVANT, 1) == pytest.approx(0.0)
 
 
+def test_pair_recall_weighs_pairs_not_users(ranked):
+    # three relevant pairs (u0: 1, 3; u1: 0), two found in the top 3
+    assert ev.pair_recall_at_k(ranked, RELEVANT, 3) == pytest.approx(2 / 3)
+    assert math.isnan(ev.pair_recall_at_k(ranked, np.zeros_like(RELEVANT), 3))
+
+
 def test_precision(ranked):
     assert ev.precision_at_k(ranked, RELEVANT, 3) == pytest.approx(1 / 3)
     assert ev.precision_at_k(ranked, RELEVANT, 2) == pytest.approx((1 / 2 + 0) / 2)

@@ -305,3 +305,55 @@ def test_recall_averages_over_users_with_relevant_movies(lesson):
         "user 1 has no test movies and is left out; user 0 finds its movie (1.0), user 2 does "
         f"not (0.0): expected 0.5, got {result}"
     )
+
+
+# ----------------------------------------------------------------------------- 2.6
+# Two movies watched by three users: G = [[2, 1], [1, 2]]. With lambda = 1 the constrained
+# ridge regression of one column on the other is x0.x1 / (x0.x0 + 1) = 1 / 3.
+TWO_MOVIES = np.array([[1, 1], [1, 0], [0, 1]], dtype=bool)
+RANDOM_X = (np.random.default_rng(7).random((12, 6)) < 0.4).astype(float)
+
+
+def ease_or_fail(lesson, interactions, l2):
+    weights = call_or_fail(f"ease_weights(X, {l2})", lesson.ease_weights, interactions, l2)
+    weights = np.asarray(weights, dtype=float)
+    n = interactions.shape[1]
+    assert weights.shape == (n, n), f"expected an item x item matrix of shape {(n, n)}, got {weights.shape}"
+    return weights
+
+
+@exercise("2.6", points=1)
+def test_ease_on_two_movies_by_hand(lesson):
+    weights = ease_or_fail(lesson, TWO_MOVIES, 1.0)
+    expected = np.array([[0.0, 1 / 3], [1 / 3, 0.0]])
+    assert np.allclose(weights, expected, atol=1e-9), (
+        "with G = X^T X = [[2, 1], [1, 2]] and l2 = 1, P = inverse(G + I) = [[3, -1], [-1, 3]] / 8 "
+        f"and B = [[0, 1/3], [1/3, 0]]; got {np.round(weights, 4).tolist()}"
+    )
+
+
+@exercise("2.6", points=1)
+def test_ease_solves_the_constrained_ridge_regression(lesson):
+    l2 = 2.0
+    weights = ease_or_fail(lesson, RANDOM_X, l2)
+    assert np.allclose(np.diag(weights), 0.0, atol=1e-9), (
+        f"an item must not predict itself: the diagonal of B must be 0, got {np.round(np.diag(weights), 4).tolist()}"
+    )
+    # Optimality (Lagrange conditions): (G + l2 I) B - G is zero off the diagonal.
+    gram = RANDOM_X.T @ RANDOM_X
+    residual = (gram + l2 * np.eye(6)) @ weights - gram
+    off = residual - np.diag(np.diag(residual))
+    assert np.abs(off).max() < 1e-8, (
+        "B does not minimise ||X - XB||^2 + l2 ||B||^2 under diag(B) = 0: (X^T X + l2 I) B - X^T X "
+        f"should be zero off its diagonal, its largest off-diagonal entry is {np.abs(off).max():.4f}. "
+        "Add l2 to the diagonal of the Gram matrix before inverting"
+    )
+
+
+@exercise("2.6", points=1)
+def test_ease_rejects_a_non_positive_penalty_and_accepts_bool_input(lesson):
+    as_float = ease_or_fail(lesson, RANDOM_X, 5.0)
+    as_bool = ease_or_fail(lesson, RANDOM_X.astype(bool), 5.0)
+    assert np.allclose(as_float, as_bool), "a bool interaction matrix must give the same weights as 0/1 floats"
+    with pytest.raises(ValueError):
+        lesson.ease_weights(RANDOM_X, 0.0)

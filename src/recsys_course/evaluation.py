@@ -11,7 +11,7 @@ A model is evaluated in three steps, each a function here:
    so the order never depends on NumPy's build, the CPU or ``argpartition``.
 3. **Measure** the ranked lists against a relevance matrix (``relevant[u, i] > 0`` when
    item ``i`` is a held-out item of user ``u``; graded values for graded NDCG):
-   :func:`recall_at_k`, :func:`precision_at_k`, :func:`ndcg_at_k`, :func:`hit_rate_at_k`,
+   :func:`recall_at_k`, :func:`pair_recall_at_k`, :func:`precision_at_k`, :func:`ndcg_at_k`, :func:`hit_rate_at_k`,
    :func:`mrr_at_k`, :func:`coverage_at_k`, :func:`novelty_at_k`,
    :func:`intra_list_diversity_at_k`; :func:`evaluate` computes the usual set at once.
 
@@ -52,6 +52,7 @@ __all__ = [
     "mrr_at_k",
     "ndcg_at_k",
     "novelty_at_k",
+    "pair_recall_at_k",
     "precision_at_k",
     "random_split",
     "recall_at_k",
@@ -148,6 +149,15 @@ def recall_at_k(ranked: np.ndarray, relevant: np.ndarray, k: int) -> float:
     counts = (np.asarray(relevant) > 0).sum(axis=1)
     users = counts > 0
     return _mean(hit.sum(axis=1) / np.maximum(counts, 1), users)
+
+
+def pair_recall_at_k(ranked: np.ndarray, relevant: np.ndarray, k: int) -> float:
+    """Share of all relevant (user, item) pairs found in their user's top k (micro-averaged
+    recall: users with many relevant items weigh more). On unmasked lists this is TFRS's
+    factorized top-k accuracy when each user is queried once. ``nan`` without pairs."""
+    hit = _hits(ranked, relevant, k) > 0
+    total = int((np.asarray(relevant) > 0).sum())
+    return float(hit.sum() / total) if total else float("nan")
 
 
 def precision_at_k(ranked: np.ndarray, relevant: np.ndarray, k: int) -> float:

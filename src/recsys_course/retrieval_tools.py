@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 import tensorflow as tf  # recsys_course/__init__.py has already set TF_USE_LEGACY_KERAS=1
+import tensorflow_recommenders as tfrs
 
 #: Padding value of the fixed-width genre matrix; StringLookup(mask_token="") ignores it.
 GENRE_PAD = ""
@@ -274,3 +275,57 @@ def train_with_curves(
         pd.DataFrame(rows), best_epoch, time.perf_counter() - started,
         selected_on=select_on or "last epoch",
     )
+
+
+class _Slot:
+    """Holds the current batch's candidate ids between the candidate tower and the task
+    (a plain object, so Keras does not try to track the tensor as a weight)."""
+
+    ids: tf.Tensor | None = None
+
+
+class _IdRecordingTower(tf.keras.Model):
+    def __init__(self, tower: tf.keras.Model, slot: _Slot, key: str):
+        super().__init__()
+        self.tower, self._slot, self._key = tower, slot, key
+
+    def call(self, features: dict) -> tf.Tensor:
+        self._slot.ids = features[self._key]
+        return self.tower(features)
+
+
+class AccidentalHitsRetrieval(tfrs.tasks.Retrieval):
+    """``tfrs.tasks.Retrieval(remove_accidental_hits=True)`` for a model whose
+    ``compute_loss`` does not pass ``candidate_ids``.
+
+    Wrap the candidate tower with :meth:`recording` and give the model the wrapped tower:
+    each time it embeds a training batch it records the batch's ``movie_id`` column, and
+    the task hands it to TFRS, which then drops the logits of in-batch negatives that are
+    the query's own movie. During evaluation (``compute_metrics=True``) the ids are not
+    passed and no hit is removed: TFRS's factorized top-K metric would otherwise switch to
+    id-based matching, which needs an index with ids. Other arguments as ``Retrieval``.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(remove_accidental_hits=True, **kwargs)
+        self._slot = _Slot()
+
+    def recording(self, candidate_model: tf.keras.Model, key: str = "movie_id") -> tf.keras.Model:
+        """``candidate_model``, recording ``features[key]`` for the task at every call."""
+        return _IdRecordingTower(candidate_model, self._slot, key)
+
+    def call(self, query_embeddings, candidate_embeddings, *args, compute_metrics: bool = True, **kwargs):
+        kwargs.pop("training", None)  # Keras adds it; Retrieval.call does not take it
+        if compute_metrics:
+            self._remove_accidental_hits = False
+            try:
+                return super().call(query_embeddings, candidate_embeddings, *args,
+                                    compute_metrics=compute_metrics, **kwargs)
+            finally:
+                self._remove_accidental_hits = True
+        if self._slot.ids is None:
+            raise ValueError("AccidentalHitsRetrieval needs the candidate tower wrapped with "
+                             "task.recording(tower) so that it sees the batch's candidate ids")
+        kwargs["candidate_ids"] = self._slot.ids
+        return super().call(query_embeddings, candidate_embeddings, *args,
+                            compute_metrics=compute_metrics, **kwargs)
