@@ -27,10 +27,9 @@
 # - serve recommendations from a brute-force index and measure recall@k with the movies a
 #   user has already rated masked out.
 #
-# **Expected runtime** on 2 CPU cores: under a minute with the small synthetic dataset
-# (`COURSE_DATA=synthetic`), about 1.5 minutes with MovieLens-100K-sized data
-# (`synthetic:100k`), about 2.5 minutes with ml-latest-small (its 9,742 movies make every
-# evaluation six times larger).
+# **Runtime:** measured each time the course site is built, and shown at the top of this
+# lesson's page and in the site's lesson table, with the data it was measured on
+# (ml-latest-small takes longest: its 9,742 movies make every evaluation six times larger).
 #
 # **How to work through it:** run the cells top to bottom (`# %%` cells run in VS Code,
 # PyCharm and Spyder, or run `python lessons/02_retrieval.py`). The five exercises are

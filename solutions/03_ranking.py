@@ -25,8 +25,8 @@
 #   explain why the two can disagree;
 # - re-rank a user's top 100 retrieval candidates and show the final top 10 as titles.
 #
-# **Expected runtime:** under a minute on 2 CPU cores with the synthetic data used by tests
-# and the site, one to two minutes on MovieLens-100K-sized data.
+# **Runtime:** measured each time the course site is built, and shown at the top of this
+# lesson's page and in the site's lesson table, with the data it was measured on.
 #
 # **How to work through it:** run the cells top to bottom. The four exercises are a
 # method or function whose body raises `NotImplementedError`; implement it, then run
