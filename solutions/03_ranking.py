@@ -676,12 +676,13 @@ curves = {
     "baseline, Adam recipe": baseline_adam_curves,
     "improved (features + cross)": improved_curves,
 }
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+# Each panel its own y-axis: a shared one would flatten the test curves' small differences.
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 for (name, frame), color in zip(curves.items(), ["#9e9e9e", "#3f51b5", "#e91e63"]):
     axes[0].plot(frame["epoch"], frame["train_rmse"], "o-", color=color, label=name)
     axes[1].plot(frame["epoch"], frame["test_rmse"], "o-", color=color, label=name)
 axes[0].set(title="Training RMSE (running average)", xlabel="epoch", ylabel="RMSE")
-axes[1].set(title="Test RMSE (end of epoch)", xlabel="epoch")
+axes[1].set(title="Test RMSE (end of epoch)", xlabel="epoch", ylabel="RMSE")
 axes[1].axhline(rmse(np.full(len(test), vocab.mean_rating), test_ratings), color="black",
                 linestyle=":", label="predict the mean")
 axes[1].legend()

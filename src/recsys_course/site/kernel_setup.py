@@ -89,10 +89,12 @@ def configure() -> None:
     shell = get_ipython()
     if shell is None:  # not in a kernel: nothing to configure
         return
-    # Importing pyplot loads the inline backend, which resets every Figure formatter: load
-    # it first, so the formats and the alt-text formatter set below stay in force.
-    import matplotlib.pyplot  # noqa: F401
+    # Loading the inline backend resets every Figure formatter, and pyplot loads it lazily
+    # (at the first figure): load it now, so the formats and formatters set below stay.
+    import matplotlib.pyplot as plt
     import pandas as pd
+
+    plt.close(plt.figure())
     from matplotlib.figure import Figure
 
     shell.run_line_magic("config", "InlineBackend.figure_formats = ['retina']")
