@@ -154,3 +154,21 @@ def test_dataframes_hide_the_default_index_and_show_a_dash_for_missing_values():
     named = dataframe_html(pd.DataFrame({"x": [1.5]}, index=pd.Index(["als"], name="model")))
     assert "als" in named
     assert format_number(0.00003) == "3.00e-05" and format_number(12345.6) == "12,346"
+
+
+def test_site_stamp_tells_a_current_build_from_a_stale_one(tmp_path):
+    from recsys_course.site import stamp
+
+    root, site = tmp_path / "course", tmp_path / "course" / "site"
+    (root / "docs").mkdir(parents=True)
+    (root / "docs" / "index.md").write_text("# Home\n")
+    (root / "mkdocs.yml").write_text("site_name: x\n")
+    site.mkdir()
+    assert "no finished build" in stamp.why_stale(site, root, ["00"], None)
+    stamp.write(site, root, "synthetic", ["00"])
+    assert stamp.why_stale(site, root, ["00"], None) is None
+    assert stamp.why_stale(site, root, ["00"], "synthetic") is None
+    assert "COURSE_DATA=tfds" in stamp.why_stale(site, root, ["00"], "tfds")
+    assert "COURSE_SITE_LESSONS" in stamp.why_stale(site, root, ["00", "01"], None)
+    (root / "docs" / "index.md").write_text("# Home, edited\n")
+    assert "changed" in stamp.why_stale(site, root, ["00"], None)

@@ -60,9 +60,14 @@ def open_page(browser, url, width=1280):
     problems = []
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+    page.on(  # a request the browser cancels because the test navigates on is no defect
+        "requestfailed",
+        lambda r: problems.append(f"request failed: {r.url}") if r.failure != "net::ERR_ABORTED" else None,
+    )
     page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
     page.goto(url, wait_until="networkidle")
+    # Measure the typeset page: raw TeX is wider than the formula MathJax draws from it.
+    page.evaluate("async () => { if (window.MathJax && MathJax.startup) await MathJax.startup.promise; }")
     return page, problems
 
 

@@ -56,8 +56,9 @@ def page(cited: list[tuple[str, str, str]]) -> str:
     ]
     for work in sorted(works.values(), key=lambda w: w["entry"].lower()):
         where = ", ".join(f"[{lesson}]({path})" for lesson, path in sorted(work["lessons"]))
-        entry = re.sub(r"[\s.]*$", "", work["entry"])
-        lines.append(f"- {entry}. Cited in lesson{'s' if len(work['lessons']) > 1 else ''} {where}.")
+        entry = work["entry"].rstrip()
+        entry += "" if entry.endswith((".", ">", ")")) else "."
+        lines.append(f"- {entry} *Cited in lesson{'s' if len(work['lessons']) > 1 else ''} {where}.*")
     return "\n".join(lines) + "\n"
 
 
