@@ -128,6 +128,7 @@ def test_build_machine_paths_are_shortened(tmp_path):
     root = tmp_path / "course"
     text = f"data in {root}/data, shared {tmp_path}/shared/ml, home {Path.home()}/x, tmp /tmp/abc"
     assert short_paths(text, root) == "data in ./data, shared ../shared/ml, home ~/x, tmp $TMPDIR/abc"
+    assert short_paths(f"--mount source={root}/models,target=/m", root) == "--mount source=$PWD/models,target=/m"
 
 
 def test_references_are_merged_across_lessons_one_line_each():

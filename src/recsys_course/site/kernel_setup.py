@@ -23,9 +23,9 @@ MISSING = "–"  # en dash: what a table shows for NaN / None
 def format_number(value) -> str:
     """A number as a reader wants it in a results table.
 
-    Integers get thousands separators; floats four significant digits (``0.9131``,
-    ``12.35``, ``1,235``), tiny non-zero values scientific notation instead of ``0.0000``;
-    NaN becomes a dash.
+    Integers get thousands separators; floats four decimals below 1 (``0.9131``), four
+    significant digits above (``12.35``, ``1,235``), tiny non-zero values scientific notation
+    instead of ``0.0000``; NaN becomes a dash.
     """
     if value is None:
         return MISSING
@@ -45,7 +45,7 @@ def format_number(value) -> str:
             return f"{x:,.0f}"
         if abs(x) < 1e-3:
             return f"{x:.2e}"
-        return f"{x:.4g}" if abs(x) >= 1 else f"{x:.4f}".rstrip("0").rstrip(".")
+        return f"{x:.4g}" if abs(x) >= 1 else f"{x:.4f}"  # 0.1130, not 0.113: columns align
     return str(value)
 
 

@@ -69,12 +69,15 @@ def fence(code: str, language: str = "python") -> str:
 def short_paths(text: str, root: Path | None = None) -> str:
     """Replace the build machine's absolute paths by what a reader can use.
 
-    The course root becomes ``.``, its parent ``..``, the home directory ``~`` and the
-    temporary directory ``$TMPDIR``, so pages show neither user names nor build paths.
+    The course root becomes ``.`` (``$PWD`` right after ``=``, as in a docker command's
+    ``source=``), its parent ``..``, the home directory ``~`` and the temporary directory
+    ``$TMPDIR``, so pages show neither user names nor build paths.
     """
     places: list[tuple[str, str]] = []
     if root is not None:
         root = Path(root).resolve()
+        # An option value (`source=/abs/clone/...` in a docker command) must stay absolute.
+        text = re.sub(r"(?<==)" + re.escape(str(root)) + r"(?=/|$)", "$PWD", text)
         places += [(str(root), "."), (str(root.parent), "..")]
     places += [(str(Path.home()), "~"), (tempfile.gettempdir(), "$TMPDIR"), ("/tmp", "$TMPDIR")]
     for path, short in sorted(places, key=lambda p: -len(p[0])):
