@@ -33,6 +33,8 @@ LOG_NOISE = re.compile(
     re.IGNORECASE,
 )
 STYLE = re.compile(r"<style.*?</style>", re.DOTALL)
+# Column names such as user_occupation_label may break after an underscore, not elsewhere.
+HEADER_CELL = re.compile(r"(<th[^>]*>)([^<]*)(</th>)")
 FOLD_LINES = 25  # longer text outputs start folded
 # Keras progress bars: "10/10 [=====] - 1s 5ms/step - loss: 0.5" (Keras 2) or
 # "10/10 ━━━━ 1s 5ms/step - loss: 0.5" (Keras 3); the metrics are what matter.
@@ -176,6 +178,7 @@ def render_outputs(outputs: list, figure_prefix: str, page: Page, root: Path | N
         elif "text/html" in data:
             html = STYLE.sub("", "".join(data["text/html"])).strip()
             html = short_paths("\n".join(line for line in html.splitlines() if line.strip()), root)
+            html = HEADER_CELL.sub(lambda m: m[1] + m[2].replace("_", "_<wbr>") + m[3], html)
             blocks.append(f'<div class="cell-output cell-table no-copy" markdown="0">\n{html}\n</div>')
         elif "text/plain" in data:
             text = short_paths("".join(data["text/plain"]), root)
