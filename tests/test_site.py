@@ -117,6 +117,8 @@ def test_keras_epoch_logs_become_one_line_per_epoch_and_long_outputs_fold():
         "epoch 2/3  loss: 0.7 · val_loss: 0.6",
         "epoch 3/3  loss: 0.6 · val_loss: 0.5",
     ]
+    verbose2 = "Epoch 1/40\n26/26 - 8s - loss: 1.4717 - val_rmse: 1.1581 - 8s/epoch - 303ms/step\n"
+    assert clean_stream(verbose2) == "epoch  1/40  loss: 1.4717 · val_rmse: 1.1581"
     assert "Output" not in text_output("short") and "cell-output" in text_output("short")
     long = "\n".join(str(i) for i in range(FOLD_LINES + 1))
     assert text_output(long).startswith('??? output no-copy "Output (')

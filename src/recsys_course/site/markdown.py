@@ -39,6 +39,9 @@ FOLD_LINES = 25  # longer text outputs start folded
 # Keras progress bars: "10/10 [=====] - 1s 5ms/step - loss: 0.5" (Keras 2) or
 # "10/10 ━━━━ 1s 5ms/step - loss: 0.5" (Keras 3); the metrics are what matter.
 PROGRESS = re.compile(r"^\s*\d+/\d+ (?:\[[=>.]*\]|[━─]+)\s*(?:-\s*)?(?:ETA: \S+\s*)?(?:\S+ \S+/step)?\s*(?:-\s*)?(.*)$")
+# verbose=2 prints one line per epoch: "26/26 - 1s - loss: 1.47 - 8s/epoch - 303ms/step".
+SUMMARY = re.compile(r"^\s*\d+/\d+ - (.*)$")
+TIMING = re.compile(r"^(?:ETA: )?\d+(?:\.\d+)?(?:s|ms|us|µs)(?:/(?:epoch|step))?$")
 EPOCH = re.compile(r"^Epoch (\d+)/(\d+)\s*$")
 # A list item's continuation line that starts with "2020." would begin a new ordered list.
 NUMBER_START = re.compile(r"^( {1,3})(\d+)\. ", re.MULTILINE)
@@ -106,9 +109,10 @@ def compact_progress(lines: list[str]) -> list[str]:
         if match:
             epoch = f"epoch {match[1]:>{len(match[2])}}/{match[2]}"
             continue
-        bar = PROGRESS.match(line)
+        bar = PROGRESS.match(line) or SUMMARY.match(line)
         if bar:
-            metrics = " · ".join(part.strip() for part in bar[1].split(" - ") if part.strip())
+            parts = [part.strip() for part in bar[1].split(" - ")]
+            metrics = " · ".join(part for part in parts if part and not TIMING.match(part))
             text = f"{epoch}  {metrics}" if epoch else metrics
             if epoch is None and after_bar:
                 out[-1] = text
