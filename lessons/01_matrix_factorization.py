@@ -88,7 +88,8 @@ corner.columns = [t if len(t) <= 24 else t[:22] + "…" for t in corner.columns]
 corner
 
 # %% [markdown]
-# Empty cells show as `NaN`. Across the whole matrix almost all cells are empty.
+# Empty cells are missing values: `NaN` in pandas (this site draws them as a dash). Across the
+# whole matrix almost all cells are empty.
 #
 # ## 2. Measuring rating predictions: RMSE and MAE
 #

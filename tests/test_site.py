@@ -156,6 +156,8 @@ def test_dataframes_hide_the_default_index_and_show_a_dash_for_missing_values():
     assert "0.9131" in html and "1,234" in html and "row_heading" not in html
     named = dataframe_html(pd.DataFrame({"x": [1.5]}, index=pd.Index(["als"], name="model")))
     assert "als" in named
+    pivot = dataframe_html(pd.DataFrame([[1.0, 2.0]], columns=[0.05, 0.15]))
+    assert ">0.0500<" in pivot and "0.050000" not in pivot, "column labels are formatted too"
     assert format_number(0.00003) == "3.00e-05" and format_number(12345.6) == "12,346"
 
 

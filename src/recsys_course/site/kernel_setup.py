@@ -54,7 +54,7 @@ def dataframe_html(frame) -> str:
     import pandas as pd
 
     styler = frame.style.format(format_number, na_rep=MISSING)
-    styler = styler.format_index(format_number, axis=0)
+    styler = styler.format_index(format_number, axis=0).format_index(format_number, axis=1)
     default_index = isinstance(frame.index, pd.RangeIndex) and frame.index.name is None and (
         frame.index.start == 0 and frame.index.step == 1
     )
