@@ -159,6 +159,7 @@ def test_dataframes_hide_the_default_index_and_show_a_dash_for_missing_values():
     pivot = dataframe_html(pd.DataFrame([[1.0, 2.0]], columns=[0.05, 0.15]))
     assert ">0.0500<" in pivot and "0.050000" not in pivot, "column labels are formatted too"
     assert format_number(0.00003) == "3.00e-05" and format_number(12345.6) == "12,346"
+    assert [format_number(x) for x in (1.06, 0.113, 12.3456, 999.96)] == ["1.060", "0.1130", "12.35", "1000.0"]
 
 
 def test_site_stamp_tells_a_current_build_from_a_stale_one(tmp_path):

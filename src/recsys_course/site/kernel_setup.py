@@ -45,7 +45,9 @@ def format_number(value) -> str:
             return f"{x:,.0f}"
         if abs(x) < 1e-3:
             return f"{x:.2e}"
-        return f"{x:.4g}" if abs(x) >= 1 else f"{x:.4f}"  # 0.1130, not 0.113: columns align
+        # Four significant digits, trailing zeros kept (1.060, 0.1130) so columns align.
+        decimals = 4 if abs(x) < 1 else max(0, 3 - int(math.floor(math.log10(abs(x)))))
+        return f"{x:.{decimals}f}"
     return str(value)
 
 
