@@ -41,17 +41,30 @@ vendor: $(VENDOR)/.installed
 test: $(STAMP)
 	COURSE_DATA=synthetic COURSE_TREE=solutions $(BIN)/python -m pytest -n 2 --dist loadgroup
 
-# Executes the lessons with $COURSE_DATA (default: TFDS, falling back to synthetic data).
+# Executes the lessons with $COURSE_DATA (default: TFDS, falling back to synthetic data),
+# reusing cached runs of unchanged lessons, then serves the site.
 site: $(STAMP) vendor
+	@echo "Executing the lessons (progress below; unchanged lessons reuse their cached run)."
+	@echo "The site will be served at http://127.0.0.1:8000 when the build is done."
 	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 site-build: $(STAMP) vendor
 	$(BIN)/mkdocs build --strict
 
-# Drives Debian's chromium over the built site (`apt-get install chromium` once).
-browser-test: site-build
+BROWSER_STAMP := $(VENV)/.browser-installed
+$(BROWSER_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[browser]'
+	@touch $@
+
+# Drives Debian's chromium over the built site (`apt-get install chromium` once). Reuses
+# site/ when it is current; otherwise builds it with the last build's data, or with
+# $COURSE_DATA when set (saying so, since that executes every lesson with the new data).
+browser-test: $(BROWSER_STAMP) vendor
 	@command -v chromium >/dev/null 2>&1 || { echo "chromium is missing: apt-get install chromium"; exit 1; }
+	@$(BIN)/python -m recsys_course.site.stamp site || { \
+	  data="$${COURSE_DATA:-$$($(BIN)/python -m recsys_course.site.stamp site --data)}"; \
+	  echo "building the site with COURSE_DATA=$${data:-auto}"; \
+	  COURSE_DATA="$$data" $(BIN)/mkdocs build --strict; }
 	$(BIN)/python -m pytest tests/browser
 
 bench: $(STAMP)

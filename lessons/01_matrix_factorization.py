@@ -27,8 +27,8 @@
 #   embedding size;
 # - use the learned movie embeddings to answer "which movies are most similar to this one?".
 #
-# **Expected runtime:** about 30 seconds on 2 CPU cores with the course's synthetic data,
-# under a minute on MovieLens-100K-sized data.
+# **Runtime:** measured each time the course site is built, and shown at the top of this
+# lesson's page and in the site's lesson table, with the data it was measured on.
 #
 # **How to work through it:** run the cells top to bottom (`# %%` cells run in VS Code,
 # PyCharm and Spyder, or run `python lessons/01_matrix_factorization.py`). Exercises are
@@ -88,7 +88,8 @@ corner.columns = [t if len(t) <= 24 else t[:22] + "…" for t in corner.columns]
 corner
 
 # %% [markdown]
-# Empty cells show as `NaN`. Across the whole matrix almost all cells are empty.
+# Empty cells are missing values: `NaN` in pandas (this site draws them as a dash). Across the
+# whole matrix almost all cells are empty.
 #
 # ## 2. Measuring rating predictions: RMSE and MAE
 #

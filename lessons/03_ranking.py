@@ -25,6 +25,9 @@
 #   explain why the two can disagree;
 # - re-rank a user's top 100 retrieval candidates and show the final top 10 as titles.
 #
+# **Runtime:** measured each time the course site is built, and shown at the top of this
+# lesson's page and in the site's lesson table, with the data it was measured on.
+#
 # **How to work through it:** run the cells top to bottom. The four exercises are a
 # method or function whose body raises `NotImplementedError`; implement it, then run
 # `course check 3.1` (or `course check 03` for the whole lesson). Lesson 02's two-tower
@@ -715,6 +718,7 @@ curves = {
     "baseline, Adam recipe": baseline_adam_curves,
     "improved (features + cross)": improved_curves,
 }
+# Each panel its own y-axis: a shared one would flatten the test curves' small differences.
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 for (name, frame), color in zip(curves.items(), ["#9e9e9e", "#3f51b5", "#e91e63"]):
     axes[0].plot(frame["epoch"], frame["train_rmse"], "o-", color=color, label=name)

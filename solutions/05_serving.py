@@ -26,8 +26,10 @@
 # - serve the two-stage recommender: query tower on the server, Annoy index in the
 #   application, ranking model on the server, and measure where the milliseconds go.
 #
-# **Expected runtime:** about 2 minutes on 2 CPU cores (two small models are trained, five
-# SavedModels written, and `saved_model_cli` starts TensorFlow four times).
+# **Runtime:** measured each time the course site is built, and shown at the top of this
+# lesson's page and in the site's lesson table, with the data it was measured on
+# (two small models are trained, five SavedModels written, and `saved_model_cli` starts
+# TensorFlow four times).
 #
 # **How to work through it:** run the cells top to bottom (`# %%` cells run in VS Code,
 # PyCharm and Spyder, or run `python lessons/05_serving.py`). Exercises are functions

@@ -10,7 +10,7 @@ from recsys_course.lessons import LessonFormatError, LessonLoadError, load_lesso
 
 CATALOG = load_catalog()
 LESSON = Lesson(
-    "09", "09_test", "Test", 1,
+    "09", "09_test", "Test",
     (Exercise("9.1", "Double it", 1, "double", ("hint",), "09"),),
 )
 

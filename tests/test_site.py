@@ -17,7 +17,7 @@ from recsys_course.site.markdown import to_markdown
 
 ROOT = load_catalog().root
 LESSON = Lesson(
-    "09", "09_test", "Test", 1,
+    "09", "09_test", "Test",
     (Exercise("9.1", "Double it", 2, "double", ("gentle", "explicit"), "09"),),
 )
 SOURCE = '''# %% [markdown]
@@ -70,6 +70,7 @@ def build_copy(tmp_path: Path, solution: str, extra_page: str = "") -> subproces
     for name in ("mkdocs.yml",):
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    shutil.copytree(ROOT / "overrides", tmp_path / "overrides")
     hook = tmp_path / "src" / "recsys_course" / "site"
     hook.mkdir(parents=True)
     shutil.copy(ROOT / "src" / "recsys_course" / "site" / "hook.py", hook / "hook.py")
@@ -101,3 +102,79 @@ def test_strict_build_fails_on_a_broken_link(tmp_path, lesson00):
     done = build_copy(tmp_path, lesson00, "# Learners\n\nSee [the missing page](nowhere.md).\n")
     assert done.returncode != 0
     assert "nowhere.md" in done.stdout + done.stderr
+
+
+def test_keras_epoch_logs_become_one_line_per_epoch_and_long_outputs_fold():
+    from recsys_course.site.markdown import FOLD_LINES, clean_stream, text_output
+
+    log = "".join(
+        f"Epoch {e}/3\n 1/10 [==>...........] - ETA: 1s - loss: 0.9\r10/10 [==============================]"
+        f" - 1s 5ms/step - loss: 0.{9 - e} - val_loss: 0.{8 - e}\n"
+        for e in (1, 2, 3)
+    )
+    assert clean_stream(log).splitlines() == [
+        "epoch 1/3  loss: 0.8 · val_loss: 0.7",
+        "epoch 2/3  loss: 0.7 · val_loss: 0.6",
+        "epoch 3/3  loss: 0.6 · val_loss: 0.5",
+    ]
+    verbose2 = "Epoch 1/40\n26/26 - 8s - loss: 1.4717 - val_rmse: 1.1581 - 8s/epoch - 303ms/step\n"
+    assert clean_stream(verbose2) == "epoch  1/40  loss: 1.4717 · val_rmse: 1.1581"
+    assert "Output" not in text_output("short") and "cell-output" in text_output("short")
+    long = "\n".join(str(i) for i in range(FOLD_LINES + 1))
+    assert text_output(long).startswith('??? output no-copy "Output (')
+
+
+def test_build_machine_paths_are_shortened(tmp_path):
+    from recsys_course.site.markdown import short_paths
+
+    root = tmp_path / "course"
+    text = f"data in {root}/data, shared {tmp_path}/shared/ml, home {Path.home()}/x, tmp /tmp/abc"
+    assert short_paths(text, root) == "data in ./data, shared ../shared/ml, home ~/x, tmp $TMPDIR/abc"
+    assert short_paths(f"--mount source={root}/models,target=/m", root) == "--mount source=$PWD/models,target=/m"
+
+
+def test_references_are_merged_across_lessons_one_line_each():
+    from recsys_course.site.references import page
+
+    a = "- A. Author, B. Author. *Some Paper.* Venue 42,\n  2020. <https://doi.org/x>\n- Guide: <https://example.org/guide>"
+    b = "- A. Author et al. *Some paper.* Venue 2020.\n- Other guide: <https://example.org/guide/>"
+    text = page([("lessons/01_a.md", "01", a), ("lessons/03_b.md", "03", b)])
+    items = [line for line in text.splitlines() if line.startswith("- ")]
+    assert len(items) == 2, items
+    paper = next(item for item in items if "Some Paper" in item)
+    assert "Venue 42, 2020. <https://doi.org/x>" in paper, "the fullest entry, joined into one line"
+    assert "[01](lessons/01_a.md), [03](lessons/03_b.md)" in paper
+
+
+def test_dataframes_hide_the_default_index_and_show_a_dash_for_missing_values():
+    import pandas as pd
+
+    from recsys_course.site.kernel_setup import dataframe_html, format_number
+
+    html = dataframe_html(pd.DataFrame({"rmse": [0.91312, float("nan")], "n": [1234, 5]}))
+    assert "–" in html and "nan" not in html.lower().replace("dataframe", "")
+    assert "0.9131" in html and "1,234" in html and "row_heading" not in html
+    named = dataframe_html(pd.DataFrame({"x": [1.5]}, index=pd.Index(["als"], name="model")))
+    assert "als" in named
+    pivot = dataframe_html(pd.DataFrame([[1.0, 2.0]], columns=[0.05, 0.15]))
+    assert ">0.0500<" in pivot and "0.050000" not in pivot, "column labels are formatted too"
+    assert format_number(0.00003) == "3.00e-05" and format_number(12345.6) == "12,346"
+    assert [format_number(x) for x in (1.06, 0.113, 12.3456, 999.96)] == ["1.060", "0.1130", "12.35", "1000.0"]
+
+
+def test_site_stamp_tells_a_current_build_from_a_stale_one(tmp_path):
+    from recsys_course.site import stamp
+
+    root, site = tmp_path / "course", tmp_path / "course" / "site"
+    (root / "docs").mkdir(parents=True)
+    (root / "docs" / "index.md").write_text("# Home\n")
+    (root / "mkdocs.yml").write_text("site_name: x\n")
+    site.mkdir()
+    assert "no finished build" in stamp.why_stale(site, root, ["00"], None)
+    stamp.write(site, root, "synthetic", ["00"])
+    assert stamp.why_stale(site, root, ["00"], None) is None
+    assert stamp.why_stale(site, root, ["00"], "synthetic") is None
+    assert "COURSE_DATA=tfds" in stamp.why_stale(site, root, ["00"], "tfds")
+    assert "COURSE_SITE_LESSONS" in stamp.why_stale(site, root, ["00", "01"], None)
+    (root / "docs" / "index.md").write_text("# Home, edited\n")
+    assert "changed" in stamp.why_stale(site, root, ["00"], None)

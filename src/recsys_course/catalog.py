@@ -34,7 +34,6 @@ class Lesson:
     id: str  # "00"
     slug: str  # "00_introduction", the file stem in solutions/ and lessons/
     title: str
-    minutes: int  # expected CPU runtime of the whole lesson, for learners
     exercises: tuple[Exercise, ...]
 
     @property
@@ -92,7 +91,7 @@ def parse_lesson(text: str, slug: str, seen: set[str]) -> Lesson:
         exercises.append(
             Exercise(ex_id, str(ex["title"]), points, str(ex["function"]), hints, lesson_id)
         )
-    return Lesson(lesson_id, slug, str(raw["title"]), int(raw["minutes"]), tuple(exercises))
+    return Lesson(lesson_id, slug, str(raw["title"]), tuple(exercises))
 
 
 @lru_cache(maxsize=4)

@@ -1,6 +1,9 @@
 """The built site in a real headless Chromium: every page loads without console errors,
 images and plots load, Mermaid diagrams render, search finds lessons, solutions unfold, and
-the navigation reaches every lesson. Screenshots land in screenshots/ (ignored by git).
+the navigation reaches every lesson. Each page's layout is checked at 1280 px (no code block
+or output wider than its column, figures sharp and described) and at 390 px (nothing wider
+than the phone), and its text for NaN cells and paths of the build machine. Screenshots at
+both widths land in screenshots/ (ignored by git).
 
 Run after `mkdocs build` (``make browser-test`` does both); uses Debian's chromium.
 """
@@ -8,6 +11,7 @@ Run after `mkdocs build` (``make browser-test`` does both); uses Debian's chromi
 import functools
 import http.server
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -51,14 +55,19 @@ def browser():
         instance.close()
 
 
-def open_page(browser, url):
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+def open_page(browser, url, width=1280):
+    page = browser.new_page(viewport={"width": width, "height": 900})
     problems = []
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+    page.on(  # a request the browser cancels because the test navigates on is no defect
+        "requestfailed",
+        lambda r: problems.append(f"request failed: {r.url}") if r.failure != "net::ERR_ABORTED" else None,
+    )
     page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
     page.goto(url, wait_until="networkidle")
+    # Measure the typeset page: raw TeX is wider than the formula MathJax draws from it.
+    page.evaluate("async () => { if (window.MathJax && MathJax.startup) await MathJax.startup.promise; }")
     return page, problems
 
 
@@ -121,3 +130,81 @@ def test_a_solution_unfolds_on_click(browser, base_url):
     page.wait_for_function("d => d.open", arg=details.element_handle())
     assert details.locator("code").first.is_visible()
     page.close()
+
+
+# Elements of the article that stick out of their column: code blocks and outputs that
+# scroll sideways, or anything wider than the page that no scrolling box contains.
+OVERFLOWING_BLOCKS = """() => Array.from(document.querySelectorAll(
+    'article pre > code, article .cell-output, article .cell-table'))
+  .filter(e => e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1)
+  .map(e => `${e.scrollWidth}px in ${e.clientWidth}px: ${e.textContent.trim().slice(0, 60)}`)"""
+STICKING_OUT = """() => {
+  const out = [];
+  for (const e of document.querySelectorAll('.md-main *')) {
+    const r = e.getBoundingClientRect();
+    if (r.width === 0 || r.right <= innerWidth + 1) continue;
+    let inScroller = false;
+    for (let p = e.parentElement; p && !p.classList.contains('md-main'); p = p.parentElement) {
+      const overflow = getComputedStyle(p).overflowX;
+      if ((overflow === 'auto' || overflow === 'scroll') && p.getBoundingClientRect().right <= innerWidth + 1) {
+        inScroller = true; break;
+      }
+    }
+    if (!inScroller) out.push(`${e.tagName}.${e.className} right=${Math.round(r.right)}`);
+  }
+  return out.slice(0, 5);
+}"""
+FIGURES = """() => Array.from(document.querySelectorAll('article img')).map(i => ({
+  src: i.getAttribute('src'), alt: (i.getAttribute('alt') || '').trim(),
+  natural: i.naturalWidth, shown: i.getBoundingClientRect().width}))"""
+BUILD_PATH = re.compile(r"(?<![\w.~$])/(?:tmp|root|work|home|Users|private/var)/")
+NAN = re.compile(r"(?<![\w-])(?:NaN|nan)(?![\w-])")
+
+
+@pytest.mark.parametrize("path", PAGES or ["<no site>"])
+def test_page_layout_fits_and_leaks_nothing(browser, base_url, path):
+    url = base_url + (path + "/" if path != "." else "")
+    name = "home" if path == "." else path.replace("/", "_")
+    page, _ = open_page(browser, url)
+    page.evaluate("document.querySelectorAll('article details').forEach(d => d.open = true)")
+    too_wide = page.evaluate(OVERFLOWING_BLOCKS)
+    figures = page.evaluate(FIGURES)
+    text = page.evaluate("document.querySelector('article').textContent")
+    outputs = page.evaluate(  # prose may name NaN; a result shown to the reader may not
+        "[...document.querySelectorAll('article .cell-output, article .output')].map(e => e.textContent).join(' ')"
+    )
+    page.close()
+    assert not too_wide, f"{path}: blocks wider than the column at 1280 px: {too_wide[:3]}"
+    for figure in figures:
+        assert figure["alt"], f"{path}: figure {figure['src']} has no alt text"
+        if not figure["src"].endswith(".svg"):
+            assert figure["natural"] >= 2 * figure["shown"] - 1, (
+                f"{path}: {figure['src']} is {figure['natural']} px wide, shown at "
+                f"{figure['shown']:.0f} px: not 2x"
+            )
+    paths = sorted(set(m.group(0) for m in BUILD_PATH.finditer(text)))
+    assert not paths, f"{path}: absolute build-machine paths in the text: {paths}"
+    nans = [outputs[max(0, m.start() - 40):m.end() + 10] for m in NAN.finditer(outputs)]
+    assert not nans, f"{path}: NaN shown to readers: {nans[:3]}"
+
+    phone, _ = open_page(browser, url, width=390)
+    sticking_out = phone.evaluate(STICKING_OUT)
+    scroll = phone.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    SHOTS.mkdir(exist_ok=True)
+    phone.screenshot(path=str(SHOTS / f"{name}-390.png"), full_page=True)
+    phone.close()
+    assert scroll[0] <= scroll[1], f"{path}: the page scrolls sideways at 390 px ({scroll})"
+    assert not sticking_out, f"{path}: wider than a 390 px phone: {sticking_out}"
+
+
+def test_home_page_table_and_pipeline_fit_a_phone(browser, base_url):
+    page, _ = open_page(browser, base_url, width=390)
+    widths = page.evaluate(
+        """() => [...document.querySelectorAll('article table, article ol.pipeline')]
+          .map(e => [e.tagName, e.scrollWidth, e.clientWidth])"""
+    )
+    clone = page.evaluate("document.querySelector('article').textContent")
+    page.close()
+    assert any(tag == "TABLE" for tag, *_ in widths) and any(tag == "OL" for tag, *_ in widths)
+    assert all(scroll <= client + 1 for _, scroll, client in widths), widths
+    assert "git clone https://" in clone and "<this repository>" not in clone
