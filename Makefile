@@ -12,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 VENDOR := docs/assets/vendor
 
-.PHONY: venv test site site-build browser-test bench sync clean vendor
+.PHONY: venv test lint site site-build browser-test bench sync clean vendor
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 10) <= v <= (3, 12) else "Python 3.10-3.12 is needed, found %d.%d: run make PYTHON=python3.11" % v)'
@@ -41,6 +41,15 @@ vendor: $(VENDOR)/.installed
 test: $(STAMP)
 	COURSE_DATA=synthetic COURSE_TREE=solutions $(BIN)/python -m pytest -n 2 --dist loadgroup
 
+# ruff, configured in pyproject.toml; CI runs it before the tests.
+DEV_STAMP := $(VENV)/.dev-installed
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[ann,dev]'
+	@touch $@
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
+
 # Executes the lessons with $COURSE_DATA (default: TFDS, falling back to synthetic data),
 # reusing cached runs of unchanged lessons, then serves the site.
 site: $(STAMP) vendor
@@ -53,7 +62,7 @@ site-build: $(STAMP) vendor
 
 BROWSER_STAMP := $(VENV)/.browser-installed
 $(BROWSER_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[browser]'
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[ann,browser]'
 	@touch $@
 
 # Drives Debian's chromium over the built site (`apt-get install chromium` once). Reuses

@@ -39,7 +39,8 @@
 import recsys_course
 
 import time
-from typing import Callable, Collection, NamedTuple, Sequence
+from typing import NamedTuple
+from collections.abc import Callable, Collection, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -1002,7 +1003,7 @@ def rerank_all(
     for user_id, items in candidates.items():
         user_scores = pair_scores.loc[user_id]
         lists[user_id] = rerank(
-            items, lambda ids: user_scores.loc[ids].to_numpy(), k=k, exclude=seen.get(user_id, set())
+            items, lambda ids, user_scores=user_scores: user_scores.loc[ids].to_numpy(), k=k, exclude=seen.get(user_id, set())
         )
     return lists
 

@@ -671,7 +671,13 @@ print("recall@10 of similar_items against exact cosine search, by search_k:",
       {sk: round(r, 3) for sk, r in similar_recall.items()})
 
 genre_sets = [set(genres[m]) for m in towers.movie_ids]
-shares_genre = lambda pairs: float(np.mean([bool(genre_sets[a] & genre_sets[b]) for a, b in pairs]))
+
+
+def shares_genre(pairs) -> float:
+    """Share of (movie, neighbour) pairs that have at least one genre in common."""
+    return float(np.mean([bool(genre_sets[a] & genre_sets[b]) for a, b in pairs]))
+
+
 cosine_pairs = [(m, n) for m in range(n_movies) for n in exact_similar[m]]
 dot_neighbours = [by_inner_product(m, K) for m in range(n_movies)]
 random_pairs = np.random.default_rng(SEED).integers(0, n_movies, size=(len(cosine_pairs), 2))
@@ -771,7 +777,7 @@ items, queries = clustered_corpus(N_ITEMS, N_QUERIES, dim=32, seed=SEED)
 scaling = []
 with ann_compare.one_thread():
     for n in (12_500, 25_000, 50_000, 100_000):
-        qps, _ = timed_queries(lambda q: exact_top_k(items[:n], q, K), queries[:100], REPEATS)
+        qps, _ = timed_queries(lambda q, n=n: exact_top_k(items[:n], q, K), queries[:100], REPEATS)
         scaling.append({"items": n, "matrix MB": round(items[:n].nbytes / 1e6, 1),
                         "ms per query": round(1000 / qps, 3), "ns per item": round(1e9 / qps / n, 2)})
 scaling = pd.DataFrame(scaling)

@@ -125,7 +125,8 @@ def main() -> int:
         if not args.skip_loop:
             lines = (root / "lessons" / l00.filename).read_text().splitlines()
             a, b = _exercise_cell_span(lines, "0.2")
-            endless = "\n".join(lines[:a + 1] + ["def user_activity(ratings):", "    while True:", "        pass", ""] + lines[b:]) + "\n"
+            loop = ["def user_activity(ratings):", "    while True:", "        pass", ""]
+            endless = "\n".join(lines[:a + 1] + loop + lines[b:]) + "\n"
             (root / "lessons" / l00.filename).write_text(endless)
             wall, cpu, out = course(root, "check", "0.2")
             print(f"{'endless loop in 0.2 (2 tests, 60 s per-test limit)':<52} wall {wall:5.1f} s; "

@@ -57,7 +57,7 @@ import time
 import uuid
 import zlib
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd

@@ -45,7 +45,7 @@ say("generated")
 
 
 def test_check_cells_are_hidden_and_generated_markdown_is_rendered():
-    lesson = Lesson("09", "09_test", "Test", 1, ())
+    lesson = Lesson("09", "09_test", "Test", ())
     executed = jupytext.reads(SOURCE, fmt="py:percent")
     executed.cells[2].outputs = [
         nbformat.v4.new_output("display_data", data={"text/markdown": "EASE reaches **0.25**"})

@@ -2,7 +2,6 @@
 and the synthetic data is deterministic and MovieLens-shaped. Nothing here uses the network:
 the TFDS path is exercised by building TFDS's real MovieLens dataset from local files."""
 
-import socket
 import zipfile
 
 import numpy as np

@@ -86,7 +86,7 @@ def test_a_broken_exercise_cell_does_not_hide_the_others(tmp_path):
     module = load_lesson(path)
     assert module.double(2) == 4
     with pytest.raises(AttributeError) as error:
-        module.half
+        _ = module.half
     # The learner's real mistake (file, line, syntax error) comes first, the missing name last.
     line = len(SOURCE.splitlines()) + 4
     assert str(error.value).startswith(f"09_test.py, line {line}: SyntaxError")

@@ -205,7 +205,7 @@ def read_response(sock: socket.socket, timeout: float) -> bytes:
             if not chunk:
                 break
             data += chunk
-    except socket.timeout:
+    except TimeoutError:
         pass
     return data
 
@@ -328,7 +328,7 @@ def test_idle_sockets_beyond_the_file_limit_do_not_kill_the_server(models, tmp_p
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
-    lines: "queue.Queue[str]" = queue.Queue()
+    lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_reader, args=(process.stdout, lines), daemon=True).start()
     idle: list[socket.socket] = []
     seen: list[str] = []

@@ -16,7 +16,6 @@ from pathlib import Path
 import recsys_course  # noqa: F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow is imported)
 
 import pytest
-import tensorflow as tf
 
 from recsys_course.serving.client import RestClient, ServingError
 from recsys_course.serving.export import model_config_text, save_version

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -63,7 +63,8 @@ def exact_top_k_batched(
 ) -> np.ndarray:
     """Exact inner-product top-``k`` for a batch of queries at once, best first.
 
-    One matrix product per block of items (``queries @ block.T``), ``argpartition`` of each row to keep its ``k`` best, a merge with the best so far,
+    One matrix product per block of items (``queries @ block.T``), ``argpartition`` of each
+    row to keep its ``k`` best, a merge with the best so far,
     and a final sort of the ``k`` survivors per row. Blocking over items bounds memory at
     ``len(queries) * item_block`` floats whatever the catalogue size; by default a block's
     scores take about 4 MB, so they stay in the processor's cache for the selection.
@@ -104,7 +105,7 @@ def batched_exact_sweep(
     for batch in batch_sizes:
         batch = int(min(batch, len(queries)))
         best, found = float("inf"), None
-        for attempt in range(max(1, repeats)):
+        for _ in range(max(1, repeats)):
             started = time.perf_counter()
             parts = [exact_top_k_batched(items, queries[i:i + batch], k) for i in range(0, len(queries), batch)]
             best = min(best, time.perf_counter() - started)
@@ -211,7 +212,7 @@ def hnsw_sweep(
         with one_thread():
             for ef in ef_search_grid:
                 index.hnsw.efSearch = int(ef)
-                qps, found = timed_queries(lambda q: index.search(q[None, :], k)[1][0], queries, repeats)
+                qps, found = timed_queries(lambda q, index=index: index.search(q[None, :], k)[1][0], queries, repeats)
                 rows.append({"library": "hnsw", "setting": f"M={m}, efSearch={ef}",
                              f"recall@{k}": round(recall_rows(found, truth, k), 4), "qps": round(qps, 1),
                              "build_seconds": round(build_seconds, 2), "index_mb": round(size_mb, 1)})
@@ -248,7 +249,7 @@ def scann_sweep(
     rows = []
     for leaves in leaves_to_search_grid:
         qps, found = timed_queries(
-            lambda q: searcher.search(q, final_num_neighbors=k, leaves_to_search=int(leaves),
+            lambda q, leaves=leaves: searcher.search(q, final_num_neighbors=k, leaves_to_search=int(leaves),
                                       pre_reorder_num_neighbors=reorder)[0],
             queries, repeats)
         rows.append({"library": "scann", "setting": f"leaves={n_leaves}, search {leaves}, reorder {reorder}",

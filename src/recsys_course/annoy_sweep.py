@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -151,7 +151,9 @@ def annoy_sweep(
         size, path = save_to_temp(index, workdir)
         try:
             for search_k in search_k_grid:
-                qps, found = timed_queries(lambda q: search(index, q, k, search_k), queries, repeats)
+                qps, found = timed_queries(
+                    lambda q, index=index, search_k=search_k: search(index, q, k, search_k), queries, repeats
+                )
                 row = {
                     "metric": metric,
                     "n_trees": int(n_trees),

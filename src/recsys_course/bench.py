@@ -13,7 +13,7 @@ import importlib
 import pkgutil
 import platform
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from recsys_course.catalog import load_catalog
 from recsys_course.data import MovieLens, load_movielens

@@ -34,7 +34,7 @@ Conventions (the same everywhere, tested in ``tests/test_evaluation.py``):
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd

@@ -176,7 +176,8 @@ def run(lesson: Path, solutions: Path | None, use_solutions: bool, figures: Path
             return 1
         except SyntaxError as error:
             progress.stop()
-            print(f"{Path(error.filename or filename).name}, line {error.lineno}: SyntaxError: {error.msg}", file=sys.stderr)
+            where = f"{Path(error.filename or filename).name}, line {error.lineno}"
+            print(f"{where}: SyntaxError: {error.msg}", file=sys.stderr)
             return 1
         except Exception:  # noqa: BLE001 - shown with the lesson's own lines
             progress.stop()

@@ -22,7 +22,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
+from collections.abc import Callable
 
 from recsys_course.catalog import Catalog, Lesson, load_catalog
 from recsys_course.errors import Refused

@@ -32,7 +32,8 @@ def _paired_gain(test, baseline: np.ndarray, model: np.ndarray) -> dict:
     that difference over the paired per-rating squared errors (z > 3: not a fluke of the split)."""
     diff = (test.ratings - baseline) ** 2 - (test.ratings - model) ** 2
     se = float(diff.std(ddof=1) / np.sqrt(len(diff)))
-    return {"mse_gain": round(float(diff.mean()), 5), "standard_error": round(se, 5), "z": round(float(diff.mean()) / se, 1)}
+    gain = float(diff.mean())
+    return {"mse_gain": round(gain, 5), "standard_error": round(se, 5), "z": round(gain / se, 1)}
 
 
 def _genre_agreement(lesson, vectors: np.ndarray, genres: list[set], k: int = 10) -> tuple[float, float]:
@@ -60,7 +61,8 @@ def matrix_factorization(data: MovieLens, lesson) -> dict:
 
     t0 = time.perf_counter()
     mean_model = lesson.init_params(n_users, n_items, 0, fit.ratings.mean(), SEED)
-    models["global_mean"] = _scores(lesson, test, lesson.predict(mean_model, test.users, test.items), time.perf_counter() - t0)
+    predicted = lesson.predict(mean_model, test.users, test.items)
+    models["global_mean"] = _scores(lesson, test, predicted, time.perf_counter() - t0)
 
     t0 = time.perf_counter()
     search = {}

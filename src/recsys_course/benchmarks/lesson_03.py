@@ -3,7 +3,8 @@ user), next to non-personal baselines, plus the re-ranking of retrieval candidat
 
 Everything runs with the lesson's own code and recipes (``solutions/03_ranking.py``), on the
 seeded random 80/20 split the lesson uses, with the same validation split carved from
-training for every choice, so the numbers match the lesson page for the same dataset. Targets (from the lesson's issue): the baseline near TFRS's basic ranking (about
+training for every choice, so the numbers match the lesson page for the same dataset.
+Targets (from the lesson's issue): the baseline near TFRS's basic ranking (about
 1.10 RMSE on MovieLens 100K after 3 epochs); the improved model better than the baseline on
 every dataset, and at or below 0.92 RMSE on 100K-sized real data.
 """

@@ -203,7 +203,8 @@ class Grader:
     def _flag_provenance(sub: Submission, report: dict) -> None:
         for note in report.get("notes", []):
             if isinstance(note, str) and "provenance: tried to read" in note:
-                flag = "tried to read files outside its lesson (" + note.split("tried to read", 1)[1].strip()[:120] + ")"
+                what = note.split("tried to read", 1)[1].strip()[:120]
+                flag = f"tried to read files outside its lesson ({what})"
                 if flag not in sub.flags:
                     sub.flags.append(flag)
 

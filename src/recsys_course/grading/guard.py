@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from collections.abc import Iterator
 
 
 class SubmissionMisbehaved(Exception):

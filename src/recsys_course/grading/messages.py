@@ -38,7 +38,9 @@ def _exception_text(error: BaseException) -> str:
     if lines and lines[0].startswith(KERAS_WRAPPER):
         lines = [l for l in lines[1:] if not l.startswith(("Call arguments received", "•"))]
     if lines and lines[0].startswith(NUMPY_HEADERS):
-        values = {l.split(":", 1)[0]: l.split(":", 1)[1].strip() for l in lines if l.startswith(("ACTUAL:", "DESIRED:"))}
+        values = {
+            l.split(":", 1)[0]: l.split(":", 1)[1].strip() for l in lines if l.startswith(("ACTUAL:", "DESIRED:"))
+        }
         own = lines[1] if len(lines) > 1 and not lines[1].startswith(("Mismatch", "Max ", "ACTUAL", "x:")) else lines[0]
         if values:
             own += f" (got {values.get('ACTUAL', '?')}, expected {values.get('DESIRED', '?')})"

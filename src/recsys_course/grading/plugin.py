@@ -229,10 +229,6 @@ class GradeCollector:
         for session in self.sessions.values():
             session.deadline = time.monotonic() + limit
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        self._set_deadlines()
-
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         for remote in self.sessions.values():
             remote.close()
@@ -264,9 +260,12 @@ class GradeCollector:
             # nothing itself) can still build the score table.
             item.user_properties.append(("course_exercise", (exercise_id, points, hidden)))
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        """After one test of an exercise timed out, its other tests fail at once: an endless
-        loop costs one time limit, not one per test."""
+        """Start each sandbox's clock for this test. After one test of an exercise timed
+        out, its other tests fail at once: an endless loop costs one time limit, not one
+        per test."""
+        self._set_deadlines()
         marker = item.get_closest_marker("exercise")
         if marker is not None and str(marker.args[0]) in self.timed_out:
             pytest.fail(
@@ -350,7 +349,7 @@ class GradeCollector:
 
     def _notes(self, submission: str) -> list[str]:
         notes = list(self.guard.notes)
-        for (name, lesson_id, hidden), session in sorted(self.sessions.items(), key=lambda kv: kv[0]):
+        for (name, _lesson_id, hidden), session in sorted(self.sessions.items(), key=lambda kv: kv[0]):
             if name == submission:
                 where = "hidden checks" if hidden else session.lesson_file.name
                 notes += [f"{where}: {note}" for note in session.notes]

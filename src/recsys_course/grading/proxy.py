@@ -22,7 +22,8 @@ import functools
 import time
 import types
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
@@ -69,7 +70,7 @@ _CALLBACK_TYPES = (types.FunctionType, types.MethodType, functools.partial, type
 class Session:
     """One lesson of one submission in a sandbox, restarted after a crash or time-out."""
 
-    def __init__(self, lesson_file: Path, module_name: str, *, limits: Limits = Limits(),
+    def __init__(self, lesson_file: Path, module_name: str, *, limits: Limits = Limits(),  # noqa: B008 - frozen
                  call_timeout: float = 120.0, cell_timeout: float = 60.0, load_timeout: float = 900.0,
                  package_dir: Path | None = None, log: Path | None = None) -> None:
         self.lesson_file = Path(lesson_file)
@@ -229,7 +230,8 @@ class Session:
             payload = wire.decode(request.get("payload"), buffers, handle=self._proxy,
                                   callback=self._callback, tensor=_tensor, rng=_rebuild_rng)
             if not isinstance(payload, dict) or not isinstance(payload.get("args"), list) \
-                    or not isinstance(payload.get("kwargs"), dict) or not all(type(k) is str for k in payload["kwargs"]):
+                    or not isinstance(payload.get("kwargs"), dict) \
+                    or not all(type(k) is str for k in payload["kwargs"]):
                 raise wire.WireError("bad callback arguments")
             result = function(*payload["args"], **payload["kwargs"])
             encoder = _TrustedEncoder(self._encode_opaque, [])

@@ -24,7 +24,7 @@ class TestOutcome:
     hidden: bool = False
 
     @classmethod
-    def from_json(cls, data: Any) -> "TestOutcome":
+    def from_json(cls, data: Any) -> TestOutcome:
         if not isinstance(data, dict):
             raise ResultError("a test outcome is not an object")
         name = data.get("test", str(data.get("nodeid", "")).split("::")[-1])
@@ -65,7 +65,7 @@ class ExerciseResult:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: Any) -> "ExerciseResult":
+    def from_json(cls, data: Any) -> ExerciseResult:
         if not isinstance(data, dict):
             raise ResultError("an exercise result is not an object")
         result = cls(
@@ -84,7 +84,7 @@ class ExerciseResult:
         return result
 
     @classmethod
-    def from_report(cls, row: Any) -> "ExerciseResult":
+    def from_report(cls, row: Any) -> ExerciseResult:
         """A row of the plugin's JSON report (``scores.to_json``)."""
         return cls.from_json(row)
 

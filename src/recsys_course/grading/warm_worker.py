@@ -173,7 +173,7 @@ def serve(root: Path, parent: int | None = None) -> None:
                 break  # the watch that started us is gone
             try:
                 conn, _ = listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             with conn:
                 conn.settimeout(None)

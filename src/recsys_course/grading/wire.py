@@ -30,7 +30,8 @@ from __future__ import annotations
 import json
 import math
 import struct
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
+from collections.abc import Callable
 
 import numpy as np
 

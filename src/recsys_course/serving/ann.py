@@ -71,7 +71,7 @@ class AnnoyCandidates:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> "AnnoyCandidates":
+    def load(cls, folder: str | Path) -> AnnoyCandidates:
         """Memory-map an index written by :meth:`save` (fast: nothing is rebuilt)."""
         from annoy import AnnoyIndex
 

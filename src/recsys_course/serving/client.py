@@ -11,7 +11,8 @@ import http.client
 import json
 import threading
 import time
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 from urllib.parse import quote, urlsplit
 
 import numpy as np

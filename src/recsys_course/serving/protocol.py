@@ -25,7 +25,8 @@ import base64
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -301,7 +302,9 @@ def _number_check(name: str, info: TensorInfo) -> Callable[[Any], Any]:
                     "(send JSON integers, without a decimal point)"
                 )
             if not low <= v <= high:
-                raise ServingRequestError(f"input '{name}': {_show(v)} is out of range for {info.dtype} [{low}, {high}]")
+                raise ServingRequestError(
+                    f"input '{name}': {_show(v)} is out of range for {info.dtype} [{low}, {high}]"
+                )
             return v
         return check
     if dtype.kind == "f":

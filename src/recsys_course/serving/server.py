@@ -45,7 +45,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from recsys_course.serving.protocol import (
     NotFoundError,
@@ -542,7 +542,7 @@ class PracticeServer:
             raise RuntimeError("gRPC is not enabled (pass grpc_port=0 or a port number)")
         return f"{HOST}:{self.grpc_port}"
 
-    def start(self) -> "PracticeServer":
+    def start(self) -> PracticeServer:
         """Load the models, then listen. Returns ``self``."""
         self.repository.refresh()
         app = RestApp(self.repository, log=lambda line: print(f"[practice server] {line}", file=sys.stderr, flush=True))
@@ -564,7 +564,9 @@ class PracticeServer:
             log_socket_errors=False, asyncore_use_poll=True,  # select() stops at descriptor 1024
         )
         self._http.header_timeout = limits.header_timeout
-        self._http_thread = threading.Thread(target=self._http.serve_until_stopped, name="practice-server-http", daemon=True)
+        self._http_thread = threading.Thread(
+            target=self._http.serve_until_stopped, name="practice-server-http", daemon=True
+        )
         self._http_thread.start()
         if self.grpc_port_requested is not None:
             self._start_grpc(self.grpc_port_requested)
@@ -608,7 +610,7 @@ class PracticeServer:
                 self._http_thread.join(timeout=5)
                 self._http_thread = None
 
-    def __enter__(self) -> "PracticeServer":
+    def __enter__(self) -> PracticeServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -11,7 +11,8 @@ and only then marks it AVAILABLE. The practice server replays them too.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

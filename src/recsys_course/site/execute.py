@@ -37,7 +37,7 @@ class Run:
     finished: str  # ISO 8601, UTC
 
     @classmethod
-    def from_notebook(cls, notebook: nbformat.NotebookNode) -> "Run | None":
+    def from_notebook(cls, notebook: nbformat.NotebookNode) -> Run | None:
         raw = notebook.metadata.get("course", {}).get("run")
         return cls(**raw) if raw else None
 
