@@ -739,7 +739,8 @@ _, free_curves = train_keras_mf(
 
 # %%
 bias_test_rmse = results["user + movie biases"]["test RMSE"]
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
+# One panel per row, so that each stays readable on a phone screen.
+fig, axes = plt.subplots(3, 1, figsize=(7, 9), sharey=True)
 panels = [
     (f"NumPy MF (SGD), λ = {NUMPY_MF['reg']}", numpy_curves),
     (f"Keras MF, λ = {KERAS_MF['reg']}", keras_curves),
@@ -749,9 +750,8 @@ for ax, (title, curves) in zip(axes, panels):
     for column, colour in (("fit", "#3f51b5"), ("validation", "#ff9800"), ("test", "#009688")):
         ax.plot(curves["epoch"], curves[column], label=column, color=colour)
     ax.axhline(bias_test_rmse, color="grey", linestyle="--", label="biases only (test)")
-    ax.set(title=title, xlabel="epoch")
+    ax.set(title=title, xlabel="epoch", ylabel="RMSE (stars)")
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-axes[0].set_ylabel("RMSE (stars)")
 axes[0].legend()
 fig.tight_layout()
 plt.show()
@@ -761,7 +761,7 @@ plt.show()
 #
 # - The **fitting RMSE** keeps falling in every panel: with enough epochs, the model can fit
 #   the ratings it sees better and better.
-# - Without regularisation (right), the **validation and test RMSE** stop improving after a
+# - Without regularisation (bottom panel), the **validation and test RMSE** stop improving after a
 #   couple of epochs and then climb while the fitting RMSE dives: the model is memorising
 #   individual ratings, not learning tastes. This is **overfitting**, and it can end worse
 #   than the bias baseline.

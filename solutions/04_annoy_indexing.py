@@ -267,11 +267,14 @@ def neighbours_in_query_leaf(tree_seed: int) -> tuple[np.ndarray, np.ndarray]:
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
 for tree, ax in enumerate(axes):
     leaves, in_leaf = neighbours_in_query_leaf(tree)
-    ax.scatter(*points.T, c=leaves % 20, cmap="tab20", s=14, alpha=0.35)
-    ax.scatter(*points[in_leaf].T, c="black", s=16)
-    ax.scatter(*points[true_nn].T, facecolors="none", edgecolors="red", s=120, linewidths=1.5)
-    ax.scatter(*query_2d, marker="*", c="red", s=250)
+    ax.scatter(*points.T, c=leaves % 20, cmap="tab20", s=14, alpha=0.35,
+               label="points (colour = leaf)")
+    ax.scatter(*points[in_leaf].T, c="black", s=16, label="in the query's leaf")
+    ax.scatter(*points[true_nn].T, facecolors="none", edgecolors="red", s=120, linewidths=1.5,
+               label="true 5 nearest")
+    ax.scatter(*query_2d, marker="*", c="red", s=250, label="query")
     ax.set(title=f"tree {tree + 1}: {leaves.max() + 1} leaves", xticks=[], yticks=[])
+axes[0].legend(loc="lower left", fontsize=8, framealpha=0.9)
 fig.tight_layout()
 plt.show()
 found = [set(np.flatnonzero(neighbours_in_query_leaf(t)[1])) & set(true_nn) for t in range(10)]
