@@ -161,6 +161,8 @@ def ratings_dataset(files, batch_size: int) -> tf.data.Dataset:
 # full), each variant adding one technique to the one before, and yours beside them.
 
 # %%
+from IPython.display import display
+
 BATCH = 1024
 variants = pipeline_variants(files, BATCH)
 variants["your ratings_dataset"] = lambda: ratings_dataset(files, BATCH)
@@ -170,7 +172,7 @@ for name, make in variants.items():
     rows.append({"pipeline": name, "examples/s": rate, "examples": seen})
 pipelines = pd.DataFrame(rows).set_index("pipeline")
 pipelines["speed-up"] = pipelines["examples/s"] / pipelines.loc["naive", "examples/s"]
-print(pipelines.round({"examples/s": 0, "speed-up": 1}).to_string())
+display(pipelines.round({"examples/s": 0, "speed-up": 1}))
 
 fig, ax = plt.subplots(figsize=(8, 3.2))
 ax.barh(pipelines.index[::-1], pipelines["examples/s"][::-1], color="tab:blue")
@@ -342,7 +344,7 @@ def batch_plan(n_examples: int, global_batch_size: int, num_replicas: int) -> di
 # %%
 GLOBAL_BATCH, EPOCHS = 4096, 3
 plans = pd.DataFrame({f"{r} replica(s)": batch_plan(len(train), GLOBAL_BATCH, r) for r in (1, 2, 4, 8)})
-print(plans.to_string())
+display(plans)
 
 # %% [markdown]
 # ### Training on two workers, for real
@@ -380,7 +382,7 @@ training = pd.DataFrame({
     }
     for label, run in runs.items()
 }).T
-print(training.round(4).to_string())
+display(training.round(4))
 
 # %%
 one, local, gathered = (training.loc[label] for label in runs)
@@ -438,7 +440,7 @@ sizes = pd.DataFrame(
      for rows in (1_000_000, 100_000_000) for dim in (32, 64)
      for opt, slots in (("SGD", 0), ("Adagrad", 1), ("Adam", 2))]
 )
-print(sizes.round(2).to_string(index=False))
+display(sizes.round(2))
 
 # %% [markdown]
 # **`ParameterServerStrategy`** separates the variables from the compute. Some tasks are
@@ -467,7 +469,7 @@ ps_job = run_parameter_server_job(n_items=100_000, embedding_dim=16, n_shards=2,
 shards = pd.DataFrame(ps_job["shards"])
 shards["device"] = shards["device"].str.replace("/replica:0", "")
 print("strategy:", ps_job["strategy"], "| the table is a", ps_job["table_class"])
-print(shards.to_string())
+display(shards)
 print("loss by epoch:", np.round(ps_job["loss_by_epoch"], 4))
 
 # %%

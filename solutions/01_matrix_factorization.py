@@ -370,6 +370,8 @@ def predict(params: MFParams, users: np.ndarray, items: np.ndarray) -> np.ndarra
 # on the validation set, then report both baselines once on the test set.
 
 # %%
+from IPython.display import display
+
 global_mean_model = init_params(n_users, n_items, 0, fit.ratings.mean(), SEED)
 bias_search = pd.DataFrame({"lambda": [0.0, 1.0, 3.0, 10.0, 30.0]})
 bias_search["validation RMSE"] = [
@@ -378,7 +380,7 @@ bias_search["validation RMSE"] = [
 ]
 BASELINE_REG = float(bias_search.loc[bias_search["validation RMSE"].idxmin(), "lambda"])
 bias_model = fit_baseline(fit, n_users, n_items, BASELINE_REG)
-print(bias_search.round(4).to_string(index=False))
+display(bias_search.round(4))
 print(f"chosen lambda = {BASELINE_REG:g}")
 
 # %%
@@ -587,7 +589,7 @@ numpy_model, numpy_curves = train_numpy_mf(
 )
 numpy_seconds = time.perf_counter() - started
 print(f"NumPy MF: {NUMPY_MF['epochs']} epochs in {numpy_seconds:.1f} s")
-print(numpy_curves.iloc[[0, 4, 9, -1]].round(4).to_string(index=False))
+display(numpy_curves.iloc[[0, 4, 9, -1]].round(4))
 report("NumPy MF (SGD)", numpy_model, numpy_seconds)
 
 # %% [markdown]
@@ -972,7 +974,7 @@ for query_row in queries:
     query_id = row_to_movie[query_row]
     print(f"\nMost similar to {movie_info.loc[query_id, 'movie_title']} "
           f"({', '.join(movie_info.loc[query_id, 'movie_genres'])}):")
-    print(neighbours_table(query_row).to_string(index=False))
+    display(neighbours_table(query_row))
 
 # %% [markdown]
 # Look at the genres of the neighbours: the model never saw them, yet neighbours tend to
