@@ -10,6 +10,7 @@ reading the instructor's files.
 
 import csv
 import json
+import os
 import re
 import socket
 import threading
@@ -25,7 +26,11 @@ from recsys_course.grading.runner import run_tests
 from recsys_course.grading.sandbox import problem
 from recsys_course.lessons import make_stub
 
-# One shared batch run: keep every test of this module on one pytest-xdist worker.
+# One shared batch run: keep every test of this module on one pytest-xdist worker. Where
+# bubblewrap cannot run the module is skipped, except under COURSE_REQUIRE_SANDBOX=1 (CI),
+# where a missing sandbox must fail loudly rather than skip the hostile corpus.
+if problem() is not None and os.environ.get("COURSE_REQUIRE_SANDBOX") == "1":
+    raise RuntimeError(f"COURSE_REQUIRE_SANDBOX=1 but the sandbox cannot run: {problem()}")
 pytestmark = [pytest.mark.xdist_group("grade_batch"),
               pytest.mark.skipif(problem() is not None, reason=f"no sandbox here: {problem()}")]
 

@@ -104,11 +104,13 @@ def command(lesson_file: Path, package_dir: Path = PACKAGE_DIR, limits: Limits =
     return [
         bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--uid", "65534", "--gid", "65534",
         "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox",
+        # The private /tmp comes first: bwrap mounts in order, so a virtual environment
+        # that lives under /tmp (a clone in /tmp) is bound on top of it, not hidden by it.
+        "--size", str(limits.tmpfs_mb * 1024 * 1024), "--tmpfs", "/tmp",
         *_system_binds(), *_python_binds(),
         "--ro-bind", str(package_dir), f"{PACKAGE_MOUNT}/{package_dir.name}",
         "--ro-bind", str(lesson_file), f"{LESSON_MOUNT}/{lesson_file.name}",
         "--proc", "/proc", "--dev", "/dev",
-        "--size", str(limits.tmpfs_mb * 1024 * 1024), "--tmpfs", "/tmp",
         "--chdir", "/tmp",
         "--clearenv",
         "--setenv", "PATH", f"{Path(sys.executable).parent}:/usr/bin:/bin",
