@@ -270,7 +270,12 @@ def tf_config_for(cluster: dict, task_type: str, task_index: int) -> str:
 # failed run. A port that is already taken gives a clear error before anything starts:
 
 # %%
-from recsys_course.distributed import PortInUseError, free_ports, run_multiworker_training, tf_config
+from recsys_course.distributed import (
+    PortInUseError,
+    free_ports,
+    run_multiworker_training,
+    tf_config,
+)
 
 ports = free_ports(2)
 cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
