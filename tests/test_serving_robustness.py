@@ -182,13 +182,13 @@ def limited(models):
 
 
 def test_oversized_body_gets_413_json(limited):
-    body = json.dumps({"instances": [1.0] * 2000}).encode()
-    status, headers, payload = raw(limited, "POST", PREDICT.format("scaler"), body)
-    assert "4096 bytes" in assert_clean_json_error(status, headers, payload, 413, "oversized body")["error"]
-    # Chunked (no Content-Length), a little over the limit, sent in one write: the server
-    # reads the whole request at once, so it never closes on unread data (which would make
-    # the kernel reset the connection and the verdict depend on timing).
+    # Both bodies are a little over the 4,096-byte limit and arrive in one write, so the
+    # server reads each request whole and never closes on unread data (which would make the
+    # kernel reset the connection and the verdict depend on timing).
     small = json.dumps({"instances": [1.0] * 1100}).encode()  # about 5,500 bytes
+    status, headers, payload = raw(limited, "POST", PREDICT.format("scaler"), small)
+    assert "4096 bytes" in assert_clean_json_error(status, headers, payload, 413, "oversized body")["error"]
+    # The same body chunked (no Content-Length).
     chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part)
                        for part in (small[i:i + 1000] for i in range(0, len(small), 1000)))
     request = (f"POST {PREDICT.format('scaler')} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
