@@ -289,15 +289,17 @@ from recsys_course.distributed import (
 ports = free_ports(2)
 cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
 print("TF_CONFIG of worker 1:", tf_config_for(cluster, "worker", 1))
-print("same as the course's helper:", json.loads(tf_config_for(cluster, "worker", 1)) == json.loads(tf_config(cluster, "worker", 1)))
+same = json.loads(tf_config_for(cluster, "worker", 1)) == json.loads(tf_config(cluster, "worker", 1))
+print("same as the course's helper:", same)
 
 with socket.socket() as squatter:  # take a port, then ask for a cluster on it
     squatter.bind(("127.0.0.1", 0))
     squatter.listen()
+    taken = squatter.getsockname()[1]
     try:
-        run_multiworker_training(train, data.movies, n_workers=2, ports=[squatter.getsockname()[1], ports[1]])
+        run_multiworker_training(train, data.movies, n_workers=2, ports=[taken, ports[1]])
     except PortInUseError as error:
-        print("PortInUseError:", str(error).replace(str(squatter.getsockname()[1]), "<port>"))
+        print("PortInUseError:", str(error).replace(str(taken), "<port>"))
 
 # %% [markdown]
 # ### Global and per-replica batch size

@@ -143,6 +143,9 @@ STICKING_OUT = """() => {
   for (const e of document.querySelectorAll('.md-main *')) {
     const r = e.getBoundingClientRect();
     if (r.width === 0 || r.right <= innerWidth + 1) continue;
+    // MathJax's copy for screen readers is clipped to nothing: invisible, and the
+    // page-width check below still catches it if it ever widens the page again.
+    if (e.closest('mjx-assistive-mml')) continue;
     let inScroller = false;
     for (let p = e.parentElement; p && !p.classList.contains('md-main'); p = p.parentElement) {
       const overflow = getComputedStyle(p).overflowX;
