@@ -197,6 +197,15 @@ def test_interaction_matrix_bool_and_graded():
     assert graded.tolist() == [[5.0, 4.0, 0.0], [2.0, 0.0, 0.0]]
 
 
+def test_ranked_matrix_from_id_lists_pads_unknown_and_missing():
+    lists = {"a": ["m3", "zz", "m1", "m2"], "b": []}
+    ranked = ev.ranked_matrix(lists, ["a", "b", "c"], ["m1", "m2", "m3"], k=3)
+    # "zz" is not in the catalogue: dropped, later items move up; k cuts the raw list first.
+    assert ranked.tolist() == [[2, 0, -1], [-1, -1, -1], [-1, -1, -1]]
+    relevant = np.array([[True, False, False], [False, True, False], [False, False, True]])
+    assert ev.hit_rate_at_k(ranked, relevant, 3) == pytest.approx(1 / 3)
+
+
 # ----------------------------------------------------------------------------- splits
 RATINGS = pd.DataFrame(
     {

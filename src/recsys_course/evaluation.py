@@ -83,6 +83,20 @@ def interaction_matrix(frame: pd.DataFrame, users, items, *, user_col: str = "us
     return matrix
 
 
+def ranked_matrix(recommendations: Mapping, users, items, k: int) -> np.ndarray:
+    """``int64 [len(users), k]``: lists of ids (``{user: [item, ...]}``, best first) as the
+    item indices that the metrics below take. Items not in ``items`` and users missing from
+    ``recommendations`` leave :data:`PAD` (``-1``), which never counts as a hit."""
+    k = _check_k(k)
+    index = pd.Index(list(items))
+    ranked = np.full((len(users), k), PAD, dtype=np.int64)
+    for row, user in enumerate(users):
+        found = index.get_indexer(list(recommendations.get(user, []))[:k])
+        found = found[found >= 0]
+        ranked[row, : len(found)] = found
+    return ranked
+
+
 def _matrix(name: str, value, ndim: int = 2) -> np.ndarray:
     array = np.asarray(value)
     if array.ndim != ndim:
