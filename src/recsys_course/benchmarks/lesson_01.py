@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 
-from recsys_course.bench import register
 from recsys_course.data import MovieLens, split_ratings
 
 SEED = 42
@@ -49,7 +48,6 @@ def _genre_agreement(lesson, vectors: np.ndarray, genres: list[set], k: int = 10
     return float(np.mean(near)), float(np.mean(chance))
 
 
-@register("01")
 def matrix_factorization(data: MovieLens, lesson) -> dict:
     train_frame, test_frame = split_ratings(data.ratings, 0.2, seed=SEED)
     fit_frame, valid_frame = split_ratings(train_frame, lesson.VALID_FRACTION, seed=SEED)

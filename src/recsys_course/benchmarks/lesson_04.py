@@ -33,7 +33,6 @@ import numpy as np
 
 from recsys_course import ann_compare
 from recsys_course.annoy_sweep import annoy_sweep, best_setting, clustered_corpus, timed_queries
-from recsys_course.bench import register
 from recsys_course.data import MovieLens, split_ratings
 
 K = 10
@@ -155,7 +154,6 @@ def libraries_at_scale(lesson, n_items: int) -> dict:
     }
 
 
-@register("04")
 def annoy_benchmark(data: MovieLens, lesson) -> dict:
     n_items = int(os.environ.get("COURSE_BENCH_04_ITEMS", "1000000"))
     if n_items < 1000:
