@@ -352,12 +352,12 @@ def load_lesson(
         try:
             code = compile("\n" * (cell.first_line - 1) + cell.source, str(path), "exec")
             with contained(cell_timeout, f"the {label} of {path.name}"):
-                exec(code, module.__dict__)  # noqa: S102 - running the lesson is the point
+                exec(code, module.__dict__)  # running the lesson is the point
         except KeyboardInterrupt:
             if not interrupts_are_errors:
                 raise
             errors[label] = "KeyboardInterrupt raised while the cell ran"
-        except BaseException as error:  # noqa: BLE001 - reported, never swallowed
+        except BaseException as error:  # reported, never swallowed
             summary = describe_cell_error(error, path)
             if "setup" in cell.tags:
                 raise LessonLoadError(f"a setup cell failed: {summary}") from error
