@@ -3,7 +3,7 @@
 Each lesson has one benchmark function in ``recsys_course/benchmarks/lesson_NN.py``, listed
 in :data:`BENCHMARKS`. It receives the loaded dataset and the lesson's reference solutions
 (the ``setup`` and ``exercise`` cells of ``solutions/NN_*.py``, loaded by
-:func:`~recsys_course.lessons.load_lesson`) and returns a dict of metrics, including the
+:func:`~recsys_course.grading.loader.load_lesson`) and returns a dict of metrics, including the
 same-run baselines. The runner adds the dataset and wall time and prints JSON. Targets
 belong here, never in timed tests.
 
@@ -33,7 +33,7 @@ from recsys_course.benchmarks import (
 from recsys_course.catalog import load_catalog
 from recsys_course.data import MovieLens, load_movielens
 from recsys_course.errors import UnknownTarget
-from recsys_course.lessons import load_lesson
+from recsys_course.grading.loader import load_lesson
 
 Benchmark = Callable[[MovieLens, object], dict]
 

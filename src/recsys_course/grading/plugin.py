@@ -20,7 +20,7 @@ from recsys_course.catalog import Catalog, load_catalog
 from recsys_course.grading.guard import Guard, SubmissionMisbehaved, SubmissionTimeout, contained
 from recsys_course.grading.messages import learner_message
 from recsys_course.grading.results import TestOutcome, format_table, report_json, score, write_json
-from recsys_course.lessons import LessonLoadError, load_lesson
+from recsys_course.grading.loader import LessonLoadError, load_lesson
 
 # Read once, before any graded code runs, and removed from the environment it can see.
 _REPORT_FROM_ENV = os.environ.pop("COURSE_GRADE_REPORT", None)

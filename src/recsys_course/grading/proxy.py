@@ -29,7 +29,7 @@ import numpy as np
 
 from recsys_course.grading import wire
 from recsys_course.grading.sandbox import LESSON_MOUNT, Limits, Sandbox, SandboxError, SandboxTimeout
-from recsys_course.lessons import LessonLoadError
+from recsys_course.grading.loader import LessonLoadError
 
 
 class RemoteError(Exception):

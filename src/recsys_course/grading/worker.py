@@ -137,7 +137,7 @@ def serve(channel: Channel) -> None:
 def handle_request(channel: Channel, header: dict, buffers: list[bytes]) -> None:
     """Answer one request (always with exactly one ``result`` or ``error`` message)."""
     from recsys_course.grading.guard import contained
-    from recsys_course.lessons import LessonLoadError, load_lesson
+    from recsys_course.grading.loader import LessonLoadError, load_lesson
 
     op = header.get("op")
     rngs: list = []
