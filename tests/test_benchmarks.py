@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -212,20 +213,32 @@ def test_benchmark_reads_only_names_its_lesson_defines(lesson_id):
     assert not problems, "\n".join(problems)
 
 
-def test_the_check_reports_a_renamed_setup_name(tmp_path):
-    """Renaming, in a copy of a solution, a setup-cell name that the benchmark reads (and
-    demoting a setup cell to an untagged one) is reported by name."""
-    lesson_id = "03"
+def _a_setup_name_a_benchmark_reads() -> tuple[str, str]:
+    """(lesson id, name): a name bound by a setup cell and read by that lesson's benchmark,
+    a constant if there is one."""
+    found = []
+    for lesson_id in LESSON_IDS:
+        setup: set[str] = set()
+        for cell in parse_cells(_solution(lesson_id).read_text(encoding="utf-8")):
+            if cell.kind == "code" and "setup" in cell.tags:
+                _bind(ast.parse(cell.source).body, setup)
+        found += [(not name.isupper(), lesson_id, name) for name in lesson_reads(*_benchmark_source(lesson_id)).names
+                  if name in setup]
+    assert found, "no benchmark reads a setup-cell name: nothing to rename"
+    _, lesson_id, name = min(found)
+    return lesson_id, name
+
+
+def test_the_check_reports_a_renamed_or_demoted_setup_name(tmp_path):
+    """Renaming, in a copy of a solution, a setup-cell name that the benchmark reads, or
+    demoting its setup cell to an untagged one, is reported by name."""
+    lesson_id, name = _a_setup_name_a_benchmark_reads()
     module, function = _benchmark_source(lesson_id)
     text = _solution(lesson_id).read_text(encoding="utf-8")
-    read = lesson_reads(module, function).names
-    setup_names = set()
-    for cell in parse_cells(text):
-        if cell.kind == "code" and "setup" in cell.tags:
-            _bind(ast.parse(cell.source).body, setup_names)
-    name = sorted(n for n in read if n in setup_names and n.isupper())[0]  # a constant, e.g. a recipe
+    assert not missing_names(module, function, _solution(lesson_id))
+
     renamed = tmp_path / "renamed.py"
-    renamed.write_text(text.replace(name, f"{name}_RENAMED"), encoding="utf-8")
+    renamed.write_text(re.sub(rf"\b{name}\b", f"{name}_RENAMED", text), encoding="utf-8")
     problems = missing_names(module, function, renamed)
     assert any(f"lesson.{name}," in p for p in problems), problems
 
@@ -251,8 +264,6 @@ def test_the_check_follows_the_lesson_into_helpers_under_any_name(tmp_path):
 
 # ------------------------------------------------------------------------------ smoke runs
 
-#: Smallest settings of the benchmarks' own size knobs.
-SMOKE_ENV = {"COURSE_BENCH_QUICK": "1", "COURSE_BENCH_04_ITEMS": "1000", "COURSE_BENCH_07_ROWS": "4000"}
 
 
 def _numbers(value, path="") -> list[tuple[str, float]]:
@@ -272,8 +283,9 @@ def test_benchmark_runs_on_tiny_data(lesson_id, monkeypatch):
     """``bench.run`` of one lesson on ``synthetic:tiny`` in quick mode returns the run's
     record with the lesson's metrics, every number finite. In this process, so TensorFlow
     is imported once for all lessons."""
-    for name, value in SMOKE_ENV.items():
-        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("COURSE_BENCH_QUICK", "1")
+    for size in ("COURSE_BENCH_04_ITEMS", "COURSE_BENCH_07_ROWS"):  # quick mode's defaults
+        monkeypatch.delenv(size, raising=False)
     started = time.perf_counter()
     result = json.loads(json.dumps(bench.run([lesson_id], "synthetic:tiny")))  # what --out writes
     seconds = time.perf_counter() - started

@@ -14,7 +14,8 @@ lesson's own functions (5.1 and 5.2). Then, in the same run:
 For each: p50 and p99 latency in milliseconds, requests per second over the whole batch of
 requests, and the number of errors. The difference between the two is what HTTP, JSON and
 the stand-in's Python request handling cost; real TF Serving (C++) is faster than the
-stand-in, so read the REST numbers as an upper bound.
+stand-in, so read the REST numbers as an upper bound. With ``COURSE_BENCH_QUICK=1`` (a smoke
+test) each load is 20 single requests and 5 per client.
 """
 
 from __future__ import annotations
