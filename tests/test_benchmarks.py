@@ -85,14 +85,24 @@ def _parse_module(path: Path) -> tuple[dict[str, ast.FunctionDef], dict[str, str
         if isinstance(node, ast.Import):
             for a in node.names:
                 modules[a.asname or a.name] = a.name
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom):
+            module = _absolute(node, path)
             for a in node.names:
-                full = f"{node.module}.{a.name}"
+                full = f"{module}.{a.name}"
                 if _module_path(full):
                     modules[a.asname or a.name] = full
                 else:
-                    names[a.asname or a.name] = (node.module, a.name)
+                    names[a.asname or a.name] = (module, a.name)
     return functions, modules, names
+
+
+def _absolute(node: ast.ImportFrom, path: Path) -> str:
+    """The absolute module name of a ``from ... import`` in the package file ``path``."""
+    if not node.level:
+        return node.module or ""
+    package = ["recsys_course", *path.relative_to(PACKAGE).parent.parts]
+    package = package[: len(package) - (node.level - 1)]
+    return ".".join(package + ([node.module] if node.module else []))
 
 
 def _module_path(dotted: str) -> Path | None:
@@ -121,8 +131,18 @@ def lesson_reads(module_path: Path, function_name: str) -> Reads:
     while todo:
         path, name, which = todo.pop()
         functions, modules, imported = parsed.setdefault(path, _parse_module(path))
+        if name not in functions:
+            module, original = imported.get(name, ("", ""))
+            if _module_path(module):  # a re-export, as in a package's __init__.py
+                todo.append((_module_path(module), original, which))
+            else:
+                reads.unfollowed.append(f"{path.name}: no function {name}() to follow the lesson into")
+            continue
         function = functions[name]
         params = [a.arg for a in function.args.posonlyargs + function.args.args]
+        if isinstance(which, int) and which >= len(params):
+            reads.unfollowed.append(f"{path.name}:{function.lineno}: {name}() takes the lesson in *args")
+            continue
         param = params[which] if isinstance(which, int) else which
         if (path, name, param) in done:
             continue
