@@ -110,3 +110,22 @@ def test_learner_help_lists_learner_commands_and_keeps_sync_for_authors(clone):
     learner_part, _, rest = out.partition("instructors:")
     assert code == 0 and "check" in learner_part and "watch" in learner_part
     assert "sync" not in learner_part and "sync" in rest.split("authors and maintainers")[1]
+
+
+def test_errors_a_user_can_fix_are_worded_and_bugs_are_not(clone, monkeypatch):
+    code, out = course(clone, "bench", "42")
+    assert code == 2 and out.startswith("error: no lesson '42'"), out
+    code, out = course(clone, "data", "--data", "synthetic:huge")
+    assert code == 2 and "error: Unknown synthetic size 'huge'" in out and "Traceback" not in out
+    # Any other exception is a bug: the dispatcher lets it through with its traceback.
+    from recsys_course import cli, quiet
+    from recsys_course.commands import learner
+
+    def broken(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(learner, "cmd_progress", broken)
+    monkeypatch.setattr(quiet, "quiet_environment", lambda verbose: None)  # keep this process's
+    monkeypatch.setattr(quiet, "filter_stderr", lambda: None)  # environment and stderr as they are
+    with pytest.raises(KeyError, match="a bug"):
+        cli.main(["progress"])

@@ -6,7 +6,8 @@ import textwrap
 import pytest
 
 from recsys_course.catalog import Exercise, Lesson, load_catalog
-from recsys_course.lessons import LessonFormatError, LessonLoadError, load_lesson, make_stub, sync
+from recsys_course.grading.loader import LessonLoadError, load_lesson
+from recsys_course.lessons import LessonFormatError, make_stub, sync
 
 CATALOG = load_catalog()
 LESSON = Lesson(

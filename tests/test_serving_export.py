@@ -27,7 +27,7 @@ from recsys_course.serving.export import (
     version_dirs,
 )
 from recsys_course.serving.repository import VersionPolicy, specs_from_config_text
-from recsys_course.serving.toy import Scaler, toy_servables
+from toy_models import Scaler, toy_servables
 from recsys_course.serving.warmup import MAX_WARMUP_RECORDS, read_warmup_requests, write_warmup_requests
 
 USERS = ["u1", "u2", "u4", "unknown-user"]

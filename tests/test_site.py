@@ -119,6 +119,8 @@ def test_keras_epoch_logs_become_one_line_per_epoch_and_long_outputs_fold():
     ]
     verbose2 = "Epoch 1/40\n26/26 - 8s - loss: 1.4717 - val_rmse: 1.1581 - 8s/epoch - 303ms/step\n"
     assert clean_stream(verbose2) == "epoch  1/40  loss: 1.4717 · val_rmse: 1.1581"
+    tf_log = "I0000 00:00:1796126540.129639   10506 port.cc:153] oneDNN custom operations are on.\n"
+    assert clean_stream(tf_log + "kept\n") == "kept", "TensorFlow's C++ log lines stay off the page"
     assert "Output" not in text_output("short") and "cell-output" in text_output("short")
     long = "\n".join(str(i) for i in range(FOLD_LINES + 1))
     assert text_output(long).startswith('??? output no-copy "Output (')

@@ -13,7 +13,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 # TensorFlow's C++ start-up chatter hides the lesson output learners should read.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from recsys_course.env import seed_everything  # noqa: E402
+from recsys_course.env import seed_everything
 
 
 def __getattr__(name: str):

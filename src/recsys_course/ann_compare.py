@@ -145,7 +145,7 @@ def load_scann() -> tuple[object | None, str]:
     sys.modules["tensorflow"] = None  # makes `import tensorflow` raise ModuleNotFoundError
     try:
         from scann.scann_ops.py import scann_ops_pybind
-    except Exception as error:  # noqa: BLE001 - any failure means "skip ScaNN", with the reason
+    except Exception as error:  # any failure means "skip ScaNN", with the reason
         return None, f"scann is installed but cannot be imported ({error}). " + SCANN_WHY_NOT
     finally:
         if saved is None:

@@ -1,19 +1,18 @@
 """The ``course`` command: argument parsing and dispatch, by audience.
 
 Learners: check, hint, progress, watch, reset, run, data, serve (:mod:`.commands.learner`).
-Instructors: grade (below, next to the batch grader's options). Authors and maintainers:
-sync, bench (:mod:`.commands.author`). A :class:`~recsys_course.errors.CourseError` becomes
-``error: <message>`` and its exit code; Ctrl-C ends quietly with 130; any other exception
-is a bug and keeps its traceback.
+Instructors: grade (:mod:`.commands.instructor`). Authors and maintainers: sync, bench
+(:mod:`.commands.author`). This module only declares the arguments and dispatches: a
+:class:`~recsys_course.errors.CourseError` becomes ``error: <message>`` and its exit code;
+Ctrl-C ends quietly with 130; any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from recsys_course.commands import author, learner
+from recsys_course.commands import author, instructor, learner
 from recsys_course.errors import CourseError
 
 EPILOG = """\
@@ -25,52 +24,6 @@ authors and maintainers (not for learners: sync rewrites lessons/):
   bench       run lesson benchmarks and print JSON
 
 Add --verbose before the command to see TensorFlow's own log lines."""
-
-
-def cmd_grade(args: argparse.Namespace) -> int:
-    from recsys_course.grading.batch import Grader, Options
-    from recsys_course.grading.reports import summary_table, write_reports
-    from recsys_course.grading.sandbox import SandboxUnavailable
-
-    options = Options(
-        out=Path(args.out), timeout=args.timeout, test_timeout=args.test_timeout,
-        cell_timeout=args.cell_timeout,
-        memory_mb=args.memory_mb or None, jobs=args.jobs,
-        extra_tests=Path(args.extra_tests) if args.extra_tests else None, junit=args.junit,
-        hidden_summary=not args.no_hidden_summary,
-    )
-    try:
-        grader = Grader(options)
-    except SandboxUnavailable as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    catalog = grader.catalog
-    try:
-        from tqdm import tqdm
-
-        bar = tqdm(total=None, unit="lesson", desc="grading", file=sys.stderr)
-
-        def progress(sub, lesson, exercises):
-            bar.update(1)
-            bar.set_postfix_str(f"{sub.label} {lesson.id}: {sum(e.earned for e in exercises.values())} pts")
-
-        grades, warnings = grader.grade([Path(p) for p in args.submissions], progress)
-        bar.close()
-        write_reports(grades, catalog, options, warnings, grader.isolation())
-    finally:
-        grader.cleanup()
-    for warning in warnings:
-        print(f"WARNING: {warning}", file=sys.stderr)
-    possible = sum(e.points for e in grades[0].exercises.values()) if grades else 0
-    print(summary_table(grades, possible))
-    print(f"\nwrote {options.out / 'grades.csv'}, grades.json and feedback/ for {len(grades)} submission(s)")
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from recsys_course.serving.__main__ import main as serve
-
-    return serve(args.serve_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the offline practice server for TF Serving's REST/gRPC API (lesson 05)",
     )
     p.add_argument("serve_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=lambda args: learner.serve(args.serve_args))
 
     # Instructors' and authors' commands: listed in the epilog, not among the learner's.
     p = sub.add_parser("grade")
@@ -145,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-mb", type=int, default=6144, help="address-space limit (0: none)")
     p.add_argument("--no-hidden-summary", action="store_true",
                    help="do not tell learners whether the hidden checks of an exercise passed")
-    p.set_defaults(func=cmd_grade)
+    p.set_defaults(func=instructor.cmd_grade)
 
     p = sub.add_parser("sync")
     p.add_argument("lessons", nargs="*", help="lesson ids or slugs (default: all)")
@@ -174,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         filter_stderr()
     try:
         if argv[:1] == ["serve"]:  # every option belongs to the server's own parser
-            return cmd_serve(argparse.Namespace(serve_args=argv[1:]))
+            return learner.serve(argv[1:])
         args = build_parser().parse_args(argv)
         return args.func(args)
     except CourseError as error:

@@ -29,15 +29,3 @@ def seed_everything(seed: int = DEFAULT_SEED) -> int:
         except (AttributeError, RuntimeError):  # older TF, or already initialised
             pass
     return seed
-
-
-def check_legacy_keras() -> None:
-    """Raise a clear error when TensorFlow was imported with Keras 3 as ``tf.keras``."""
-    import tensorflow as tf
-
-    if not tf.keras.__name__.startswith("tf_keras"):
-        raise RuntimeError(
-            "tf.keras is Keras 3, but TensorFlow Recommenders needs Keras 2. Set "
-            "TF_USE_LEGACY_KERAS=1 before TensorFlow is first imported (import "
-            "recsys_course first) and install tf-keras matching your TensorFlow version."
-        )

@@ -18,6 +18,12 @@ class UnknownTarget(CourseError):
     exit_code = 2
 
 
+class MissingTool(CourseError):
+    """A program the command needs is missing or cannot run here (bubblewrap for ``grade``)."""
+
+    exit_code = 2
+
+
 class Refused(CourseError):
     """The command would destroy work and was not told to (``course sync`` without --force)."""
 

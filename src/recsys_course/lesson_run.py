@@ -156,8 +156,8 @@ def run(lesson: Path, solutions: Path | None, use_solutions: bool, figures: Path
         progress.show(number, cell.first_line)
         try:
             body, last = split_last_expression(source, filename, first)
-            exec(body, namespace)  # noqa: S102 - running the lesson is the point
-            value = eval(last, namespace) if last is not None else None  # noqa: S307
+            exec(body, namespace)  # running the lesson is the point
+            value = eval(last, namespace) if last is not None else None
         except KeyboardInterrupt:
             raise
         except NotImplementedError as error:
@@ -179,7 +179,7 @@ def run(lesson: Path, solutions: Path | None, use_solutions: bool, figures: Path
             where = f"{Path(error.filename or filename).name}, line {error.lineno}"
             print(f"{where}: SyntaxError: {error.msg}", file=sys.stderr)
             return 1
-        except Exception:  # noqa: BLE001 - shown with the lesson's own lines
+        except Exception:  # shown with the lesson's own lines
             progress.stop()
             traceback.print_exc()
             return 1

@@ -19,7 +19,7 @@ from recsys_course._task_lifetime import limit_lifetime
 
 limit_lifetime()
 
-import recsys_course  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS=1 before TensorFlow)
+import recsys_course  # noqa: E402 - sets TF_USE_LEGACY_KERAS=1 before TensorFlow
 import tensorflow as tf  # noqa: E402
 
 

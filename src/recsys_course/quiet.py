@@ -39,6 +39,7 @@ QUIET_ENV = {
 
 
 def is_noise(line: str) -> bool:
+    """True for a TensorFlow/absl log line (learners' output and the site leave them out)."""
     return bool(NOISE.match(line.lstrip("\r")))
 
 

@@ -4,6 +4,7 @@ Models: the global mean, damped user + movie biases, matrix factorisation traine
 lesson's NumPy SGD, and the lesson's Keras model. All of them are fitted on the same 90 % of
 the training part (the other 10 % chooses the bias damping and stops Keras early), with the
 lesson's own constants (``NUMPY_MF``, ``KERAS_MF``), and scored once on the 20 % test part.
+``COURSE_BENCH_QUICK=1`` (a smoke test) trains each for at most three epochs.
 """
 
 from __future__ import annotations
@@ -12,10 +13,15 @@ import time
 
 import numpy as np
 
-from recsys_course.bench import register
+from recsys_course.benchmarks import quick
 from recsys_course.data import MovieLens, split_ratings
 
 SEED = 42
+
+
+def _recipe(recipe: dict) -> dict:
+    """The lesson's training recipe; in quick mode (a smoke test) at most three epochs."""
+    return {**recipe, "epochs": min(recipe["epochs"], 3)} if quick() else dict(recipe)
 
 
 def _scores(lesson, test, predictions: np.ndarray, seconds: float) -> dict:
@@ -49,7 +55,6 @@ def _genre_agreement(lesson, vectors: np.ndarray, genres: list[set], k: int = 10
     return float(np.mean(near)), float(np.mean(chance))
 
 
-@register("01")
 def matrix_factorization(data: MovieLens, lesson) -> dict:
     train_frame, test_frame = split_ratings(data.ratings, 0.2, seed=SEED)
     fit_frame, valid_frame = split_ratings(train_frame, lesson.VALID_FRACTION, seed=SEED)
@@ -79,7 +84,7 @@ def matrix_factorization(data: MovieLens, lesson) -> dict:
 
     t0 = time.perf_counter()
     numpy_model, numpy_curves = lesson.train_numpy_mf(
-        fit, n_users, n_items, **lesson.NUMPY_MF, seed=SEED, watch={"validation": valid}
+        fit, n_users, n_items, **_recipe(lesson.NUMPY_MF), seed=SEED, watch={"validation": valid}
     )
     numpy_predictions = lesson.predict(numpy_model, test.users, test.items)
     models["numpy_mf"] = {
@@ -91,7 +96,7 @@ def matrix_factorization(data: MovieLens, lesson) -> dict:
 
     t0 = time.perf_counter()
     keras_model, keras_curves = lesson.train_keras_mf(
-        fit, valid, n_users, n_items, **lesson.KERAS_MF, seed=SEED, watch={"validation": valid}, verbose=0
+        fit, valid, n_users, n_items, **_recipe(lesson.KERAS_MF), seed=SEED, watch={"validation": valid}, verbose=0
     )
     keras_predictions = lesson.keras_predict(keras_model, test)
     models["keras_mf"] = {

@@ -32,7 +32,6 @@ the best *validation* masked recall@10, the rule the lesson uses to pick its fin
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
@@ -40,13 +39,12 @@ import numpy as np
 import pandas as pd
 
 from recsys_course import evaluation as ev
-from recsys_course.bench import register
+from recsys_course.benchmarks import quick
 from recsys_course.data import MovieLens
 from recsys_course.env import seed_everything
 
-#: COURSE_BENCH_QUICK=1 skips the tutorial reproduction and the random-protocol-only
+#: COURSE_BENCH_QUICK=1 (``quick()``) skips the tutorial reproduction and the random-protocol-only
 #: variants (time buckets, negatives ablation) for a faster run on large data.
-QUICK = os.environ.get("COURSE_BENCH_QUICK", "") not in ("", "0")
 HOLDOUT = 5  #: ratings per user held out by the temporal protocol (test, then validation)
 EASE_GRID = (10.0, 50.0, 200.0, 500.0, 2000.0)
 TOWERS = {
@@ -217,7 +215,7 @@ def _protocol(data: MovieLens, lesson, protocol: str, extra_towers: dict) -> dic
         queries = rt.user_features(frame, users, demographics=demographics)
         return model.query_model(queries).numpy() @ vectors.T
 
-    if protocol == "random" and not QUICK:
+    if protocol == "random" and not quick():
         # The TFRS basic retrieval tutorial, exactly: whole training split, 3 epochs.
         started = time.perf_counter()
         model = compile_model(*build(train, side=False), dict(correction=False, lr=0.1))
@@ -263,9 +261,8 @@ def _protocol(data: MovieLens, lesson, protocol: str, extra_towers: dict) -> dic
     }
 
 
-@register("02")
 def two_tower_retrieval(data: MovieLens, lesson) -> dict:
-    random_run = _protocol(data, lesson, "random", {} if QUICK else RANDOM_ONLY)
+    random_run = _protocol(data, lesson, "random", {} if quick() else RANDOM_ONLY)
     temporal_run = _protocol(data, lesson, "temporal", {})
     return {
         "protocols": {

@@ -16,7 +16,6 @@ import time
 import numpy as np
 import pandas as pd
 
-from recsys_course.bench import register
 from recsys_course.data import MovieLens, split_ratings
 
 
@@ -36,7 +35,6 @@ def _damped_biases(train, test, damping: float = 5.0) -> np.ndarray:
     return prediction.to_numpy(float)
 
 
-@register("03")
 def ranking(data: MovieLens, lesson) -> dict:
     train, test = split_ratings(data.ratings, 0.2, seed=42)
     fit, valid = split_ratings(train, lesson.VALIDATION_FRACTION, seed=42)

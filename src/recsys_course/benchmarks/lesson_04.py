@@ -21,19 +21,21 @@ Targets: some index reaches recall@10 >= 0.95 at >= 50x the single-query exact t
 Annoy's best setting at recall 0.95 is reported (``exact_batched_overtakes_annoy_at_batch``).
 
 Slow by design (tens of minutes at 1M on 2 cores): ``nice -n 10 course bench 04``; set
-``COURSE_BENCH_04_ITEMS=200000`` for a quicker run.
+``COURSE_BENCH_04_ITEMS=200000`` for a quicker run (``COURSE_BENCH_QUICK=1``, a smoke test:
+1000 items by default).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import numpy as np
 
 from recsys_course import ann_compare
 from recsys_course.annoy_sweep import annoy_sweep, best_setting, clustered_corpus, timed_queries
-from recsys_course.bench import register
+from recsys_course.benchmarks import quick
 from recsys_course.data import MovieLens, split_ratings
 
 K = 10
@@ -108,7 +110,8 @@ def libraries_at_scale(lesson, n_items: int) -> dict:
         items, queries, lesson, k=K, repeats=REPEATS, seed=SEED,
         annoy_trees=ANNOY_TREES, annoy_search_k=SEARCH_K_GRID, hnsw_m=HNSW_M, hnsw_ef=HNSW_EF,
         scann_leaves=SCANN_LEAVES, batch_sizes=BATCH_SIZES,
-        log=lambda message: print(f"[bench 04] {time.perf_counter() - started:7.1f} s: {message}", flush=True),
+        log=lambda message: print(f"[bench 04] {time.perf_counter() - started:7.1f} s: {message}",
+                                  file=sys.stderr, flush=True),  # stdout is the JSON
     )
     counts = ("n_trees", "search_k", "batch_size")  # float columns after the concat; ints here
     libraries = {
@@ -155,9 +158,8 @@ def libraries_at_scale(lesson, n_items: int) -> dict:
     }
 
 
-@register("04")
 def annoy_benchmark(data: MovieLens, lesson) -> dict:
-    n_items = int(os.environ.get("COURSE_BENCH_04_ITEMS", "1000000"))
+    n_items = int(os.environ.get("COURSE_BENCH_04_ITEMS", "1000" if quick() else "1000000"))
     if n_items < 1000:
         raise ValueError(f"COURSE_BENCH_04_ITEMS={n_items}: use at least 1000 items (default 1000000)")
     scale = libraries_at_scale(lesson, n_items)

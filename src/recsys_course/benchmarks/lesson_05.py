@@ -14,7 +14,8 @@ lesson's own functions (5.1 and 5.2). Then, in the same run:
 For each: p50 and p99 latency in milliseconds, requests per second over the whole batch of
 requests, and the number of errors. The difference between the two is what HTTP, JSON and
 the stand-in's Python request handling cost; real TF Serving (C++) is faster than the
-stand-in, so read the REST numbers as an upper bound.
+stand-in, so read the REST numbers as an upper bound. With ``COURSE_BENCH_QUICK=1`` (a smoke
+test) each load is 20 single requests and 5 per client.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys_course.bench import register
+from recsys_course.benchmarks import quick
 from recsys_course.data import MovieLens, split_ratings
 
 K = 10
@@ -70,7 +71,7 @@ def _load(make_caller, users: list[str], clients: int, per_client: int) -> dict:
             try:
                 call(user)
                 own.append(time.perf_counter() - t0)
-            except Exception:  # noqa: BLE001 - counted
+            except Exception:  # counted
                 failed += 1
         with lock:
             latencies.extend(own)
@@ -92,13 +93,13 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@register("05")
 def serving_latency(data: MovieLens, lesson) -> dict:
     import tensorflow as tf
 
     from recsys_course.serving.client import RestClient
     from recsys_course.two_tower import train_two_tower
 
+    single, per_client = (20, 5) if quick() else (SINGLE_REQUESTS, PER_CLIENT)
     train, _ = split_ratings(data.ratings, 0.2, seed=SEED)
     towers = train_two_tower(train, data.movies, embedding_dim=32, epochs=3, seed=SEED)
     module = lesson.make_retrieval_servable(towers.user_model, towers.movie_ids, towers.movie_embeddings, k=K)
@@ -142,8 +143,8 @@ def serving_latency(data: MovieLens, lesson) -> dict:
             check = RestClient(url).predict("retrieval", {"instances": [{"user_id": users[0]}]})
             local = signature(user_id=tf.constant([users[0]]))["movie_ids"].numpy().astype(str)[0].tolist()
             metrics["rest_answer_equals_in_process"] = check["predictions"][0]["movie_ids"] == local
-            metrics["rest_single_client"] = _load(rest, users, 1, SINGLE_REQUESTS)
-            metrics["rest_8_clients"] = _load(rest, users, CLIENTS, PER_CLIENT)
+            metrics["rest_single_client"] = _load(rest, users, 1, single)
+            metrics["rest_8_clients"] = _load(rest, users, CLIENTS, per_client)
         finally:
             server.send_signal(2)  # SIGINT: the server's clean shutdown path
             try:
@@ -151,6 +152,6 @@ def serving_latency(data: MovieLens, lesson) -> dict:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
-        metrics["in_process_single_thread"] = _load(in_process, users, 1, SINGLE_REQUESTS)
-        metrics["in_process_8_threads"] = _load(in_process, users, CLIENTS, PER_CLIENT)
+        metrics["in_process_single_thread"] = _load(in_process, users, 1, single)
+        metrics["in_process_8_threads"] = _load(in_process, users, CLIENTS, per_client)
     return metrics

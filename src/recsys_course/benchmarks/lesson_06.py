@@ -17,7 +17,6 @@ import time
 import numpy as np
 
 from recsys_course import evaluation
-from recsys_course.bench import register
 from recsys_course.data import MovieLens, split_ratings
 
 
@@ -25,7 +24,6 @@ def _rounded(metrics: dict) -> dict:
     return {key: round(float(value), 4) for key, value in metrics.items()}
 
 
-@register("06")
 def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()

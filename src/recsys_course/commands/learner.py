@@ -1,4 +1,4 @@
-"""The learner's commands: check, hint, progress, watch, reset, run and data.
+"""The learner's commands: check, hint, progress, watch, reset, run, data and serve.
 
 Each ``cmd_*`` takes the parsed arguments and returns an exit code; a problem the learner
 can fix is raised as a :class:`~recsys_course.errors.CourseError` and worded by the CLI.
@@ -12,9 +12,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recsys_course.catalog import Catalog, Exercise, Lesson, load_catalog
 from recsys_course.errors import UnknownTarget
+
+if TYPE_CHECKING:  # importing recsys_course.grading imports pytest: only where it is used
+    from recsys_course.grading.results import ExerciseResult
 
 TIMEOUT_NOTE = "not run: an earlier test of exercise"
 
@@ -60,6 +64,7 @@ def check(
 ) -> int:
     """Grade ``target`` in the learner's ``lessons/`` (or the solutions), print one block per
     exercise and a subtotal per lesson, record results; exit 1 if anything fails."""
+    from recsys_course.grading.results import read_report
     from recsys_course.grading.runner import run_tests
     from recsys_course.quiet import strip_noise
     from recsys_course.state import State
@@ -83,52 +88,51 @@ def check(
         return 1
     state = State(catalog.root)
     failing = 0
-    by_lesson: dict[str, list[dict]] = {}
-    for row in run.report["exercises"]:
-        if only and row["id"] not in only or row["status"] == "not run":
+    by_lesson: dict[str, list[ExerciseResult]] = {}
+    for row in read_report(run.report):
+        if only and row.id not in only or row.status == "not run":
             continue
-        by_lesson.setdefault(row["lesson"], []).append(row)
+        by_lesson.setdefault(catalog.exercise(row.id).lesson_id, []).append(row)
     for lesson_id, rows in by_lesson.items():
         for row in rows:
             if not solutions:
-                state.record(row["id"], row["earned"], row["points"], _status(row))
+                state.record(row.id, row.earned, row.points, _status(row))
             failing += _print_exercise(row)
         if not only:
-            lesson = catalog.lesson(lesson_id)
-            earned, points = sum(r["earned"] for r in rows), sum(r["points"] for r in rows)
-            print(f"lesson {lesson.id} subtotal: {earned}/{points} points")
+            earned, points = sum(r.earned for r in rows), sum(r.points for r in rows)
+            print(f"lesson {lesson_id} subtotal: {earned}/{points} points")
     state.save()
     print(f"(checked in {time.perf_counter() - started:.1f} s)")
     return 1 if failing else 0
 
 
-def _status(row: dict) -> str:
+def _status(row: ExerciseResult) -> str:
     """The status ``progress`` shows: "not solved" when every failure is a stub in place."""
-    failures = [t["failure"] for t in row["tests"] if not t["passed"]]
-    if row["earned"] == 0 and failures and all(f.startswith("not solved yet") for f in failures):
+    failures = [t.failure for t in row.tests if not t.passed]
+    if row.earned == 0 and failures and all(f.startswith("not solved yet") for f in failures):
         return "not solved"
-    return row["status"]
+    return row.status
 
 
-def _print_exercise(row: dict) -> int:
+def _print_exercise(row: ExerciseResult) -> int:
     """Print one exercise's result; return 1 if it did not pass."""
-    mark = "✓" if row["status"] == "passed" else "✗"
-    print(f"{mark} {row['id']} {row['title']}: {row['earned']}/{row['points']} points")
-    if row["status"] == "passed":
+    mark = "✓" if row.status == "passed" else "✗"
+    print(f"{mark} {row.id} {row.title}: {row.earned}/{row.points} points")
+    if row.status == "passed":
         return 0
     shown: set[str] = set()
-    for test in row["tests"]:
-        failure = test["failure"]
-        if test["passed"] or test.get("hidden") or failure in shown or failure.startswith(TIMEOUT_NOTE):
+    for test in row.tests:
+        failure = test.failure
+        if test.passed or test.hidden or failure in shown or failure.startswith(TIMEOUT_NOTE):
             continue
         shown.add(failure)
         if failure.startswith("not solved yet"):
             print(f"    {failure}")
             continue
-        name = test["nodeid"].split("::")[-1].removeprefix("test_").replace("_", " ")
+        name = test.name.removeprefix("test_").replace("_", " ")
         print(f"    failed: {name}\n      {failure}")
     if not any(f.startswith("not solved yet") for f in shown):
-        print(f"    Stuck? Run: course hint {row['id']}")
+        print(f"    Stuck? Run: course hint {row.id}")
     return 1
 
 
@@ -294,15 +298,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from recsys_course.data import DataSourceError, load_movielens, resolve_source
+    from recsys_course.data import load_movielens, resolve_source
     from recsys_course.data.sources import cache_dir, tfds_data_dir
 
     print(f"requested source: {resolve_source(args.data)} (argument, else $COURSE_DATA, else auto)")
-    try:
-        data = load_movielens(args.data)
-    except DataSourceError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    data = load_movielens(args.data)  # a DataSourceError is worded by the CLI
     r = data.ratings
     print(f"loaded source:    {data.source}")
     print(f"description:      {data.description}")
@@ -314,3 +314,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     print(f"TFDS cache:       {tfds_data_dir()}")
     print(f"zip extract cache:{' '}{cache_dir() / 'extracted'}")
     return 0
+
+
+def serve(arguments: list[str]) -> int:
+    """``course serve ARGS``: the practice server, every argument its own parser's."""
+    from recsys_course.serving.__main__ import main
+
+    return main(arguments)

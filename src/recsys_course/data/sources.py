@@ -5,7 +5,8 @@ variable (the argument wins):
 
 ``auto`` (default)   TFDS, falling back to ``synthetic`` with a loud warning when TFDS fails
 ``tfds``             ``tfds.load("movielens/100k-ratings")``; downloads once, then cached
-``synthetic``        the seeded generator, small (``synthetic:100k`` for MovieLens 100K's size)
+``synthetic``        the seeded generator, small (``synthetic:100k`` for MovieLens 100K's size,
+                     ``synthetic:tiny`` for smoke tests)
 a path               a GroupLens folder or zip: ``ml-100k`` (``u.data``) or the current
                      format (``ratings.csv`` + ``movies.csv``, e.g. ``ml-latest-small``)
 """
@@ -60,7 +61,7 @@ def load_movielens(source: str | None = None, *, seed: int = 0) -> MovieLens:
     if spec == "auto":
         try:
             return _load_tfds()
-        except Exception as error:  # noqa: BLE001 - any TFDS failure means "fall back"
+        except Exception as error:  # any TFDS failure means "fall back"
             reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             message = (
                 "TFDS could not load MovieLens 100K "
@@ -74,7 +75,7 @@ def load_movielens(source: str | None = None, *, seed: int = 0) -> MovieLens:
     if spec == "tfds":
         try:
             return _load_tfds()
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             raise DataSourceError(
                 f"COURSE_DATA=tfds: tfds.load({TFDS_RATINGS!r}) failed ({type(error).__name__}: "
                 f"{error}). It needs the network once to download into {tfds_data_dir()}. Fix: "

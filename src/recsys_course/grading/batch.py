@@ -229,7 +229,7 @@ class Grader:
                 lesson, chunk = futures[future]
                 try:
                     graded = future.result()
-                except Exception as error:  # noqa: BLE001 - one lesson never stops the batch
+                except Exception as error:  # one lesson never stops the batch
                     failed = {e.id: ExerciseResult(e.id, e.title, self.expected[lesson.id][e.id], 0, "failed",
                                                    "this lesson could not be graded") for e in lesson.exercises}
                     run = LessonRun(0.0, "failed", [f"{lesson.filename}: grading failed ({type(error).__name__})"])
@@ -264,7 +264,7 @@ def _rows(report: dict, expected: dict[str, int] | None = None,
         if isinstance(raw, dict) and raw.get("status") == "not run" and expected is not None:
             continue  # outside this run's --exercise selection
         try:
-            row = ExerciseResult.from_report(raw)
+            row = ExerciseResult.from_json(raw)
             if expected is not None and row.points != expected.get(row.id):
                 raise ResultError(f"maximum {row.points} differs from the calibrated {expected.get(row.id)}")
         except ResultError as error:

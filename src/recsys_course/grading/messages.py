@@ -51,7 +51,7 @@ def _exception_text(error: BaseException) -> str:
 def learner_message(error: BaseException, tb: TracebackType | None, graded_dir: Path) -> str:
     """One line (or a short block) saying what went wrong, in the learner's terms."""
     from recsys_course.grading.guard import SubmissionMisbehaved, SubmissionTimeout
-    from recsys_course.lessons import ExerciseCellError
+    from recsys_course.grading.loader import ExerciseCellError
 
     full = str(error)
     stub = NOT_SOLVED.search(full)

@@ -19,8 +19,8 @@ import pytest
 from recsys_course.catalog import Catalog, load_catalog
 from recsys_course.grading.guard import Guard, SubmissionMisbehaved, SubmissionTimeout, contained
 from recsys_course.grading.messages import learner_message
-from recsys_course.grading.scores import TestResult, format_table, score, to_json, write_json
-from recsys_course.lessons import LessonLoadError, load_lesson
+from recsys_course.grading.results import TestOutcome, format_table, report_json, score, write_json
+from recsys_course.grading.loader import LessonLoadError, load_lesson
 
 # Read once, before any graded code runs, and removed from the environment it can see.
 _REPORT_FROM_ENV = os.environ.pop("COURSE_GRADE_REPORT", None)
@@ -181,7 +181,7 @@ class GradeCollector:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.results: dict[str, TestResult] = {}
+        self.results: dict[str, TestOutcome] = {}
         self.guard = Guard()  # before any graded code can run
         self.timed_out: set[str] = set()  # exercises whose test ran past its limit
         hidden = config.getoption("--hidden-tests")
@@ -252,7 +252,7 @@ class GradeCollector:
                 )
             hidden = self.is_hidden(Path(item.path))
             points = int(marker.kwargs.get("points", 1))
-            self.results[item.nodeid] = TestResult(item.nodeid, exercise_id, points, hidden=hidden)
+            self.results[item.nodeid] = TestOutcome(item.nodeid, exercise_id, points, hidden=hidden)
             callspec = getattr(item, "callspec", None)
             if callspec is not None and "graded_submission" in callspec.params:
                 self.submission_of[item.nodeid] = callspec.params["graded_submission"]
@@ -310,7 +310,7 @@ class GradeCollector:
             if graded is None:
                 return
             exercise_id, points, hidden = graded
-            result = self.results[report.nodeid] = TestResult(report.nodeid, exercise_id, points, hidden=hidden)
+            result = self.results[report.nodeid] = TestOutcome(report.nodeid, exercise_id, points, hidden=hidden)
         result.ran = True
         if report.when == "call" and report.passed:
             result.passed = True
@@ -334,7 +334,7 @@ class GradeCollector:
             for name, folder in self.submissions.items():
                 mine = [r for nodeid, r in self.results.items() if self.submission_of.get(nodeid) == name]
                 rows = score(catalog, mine, lesson_ids)
-                payloads[name] = to_json(rows, lessons_dir=folder, notes=self._notes(name))
+                payloads[name] = report_json(rows, lessons_dir=folder, notes=self._notes(name))
                 terminalreporter.write_line(f"{name}: {payloads[name]['earned']} / {payloads[name]['possible']}")
             if json_path:
                 write_json(Path(json_path), {"submissions": payloads})
@@ -344,7 +344,7 @@ class GradeCollector:
         terminalreporter.section(f"course score ({graded})")
         terminalreporter.write_line(format_table(rows))
         if json_path:
-            payload = to_json(rows, lessons_dir=str(graded), notes=self._notes(""))
+            payload = report_json(rows, lessons_dir=str(graded), notes=self._notes(""))
             write_json(Path(json_path), payload)
 
     def _notes(self, submission: str) -> list[str]:

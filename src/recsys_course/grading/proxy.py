@@ -29,7 +29,7 @@ import numpy as np
 
 from recsys_course.grading import wire
 from recsys_course.grading.sandbox import LESSON_MOUNT, Limits, Sandbox, SandboxError, SandboxTimeout
-from recsys_course.lessons import LessonLoadError
+from recsys_course.grading.loader import LessonLoadError
 
 
 class RemoteError(Exception):
@@ -239,7 +239,7 @@ class Session:
             self.sandbox.send({"op": "result", "value": tree}, encoder.buffers, deadline)
         except SandboxError:
             raise
-        except Exception as error:  # noqa: BLE001 - told to the sandbox, which raises it there
+        except Exception as error:  # told to the sandbox, which raises it there
             self.sandbox.send({"op": "error", "type": type(error).__name__, "message": str(error)[:500]},
                               None, deadline)
 
@@ -267,7 +267,7 @@ def _rebuild_error(reply: dict) -> Exception:
     if cls is not None and cls not in (SystemExit, KeyboardInterrupt, GeneratorExit, StopIteration):
         try:
             return cls(message)
-        except Exception:  # noqa: BLE001 - e.g. an error class with required arguments
+        except Exception:  # e.g. an error class with required arguments
             pass
     return RemoteError(str(reply.get("detail") or message))
 
@@ -322,7 +322,7 @@ class Remote:
     def __repr__(self) -> str:
         try:
             value = self._ask("repr")
-        except Exception:  # noqa: BLE001 - repr must not fail inside an assertion message
+        except Exception:  # repr must not fail inside an assertion message
             return "<sandboxed object>"
         return value if type(value) is str else "<sandboxed object>"
 

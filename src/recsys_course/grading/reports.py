@@ -131,7 +131,7 @@ def junit(grade) -> ET.ElementTree:
     count = failures = 0
     for ex in grade.exercises.values():
         visible = [t for t in ex.tests if not t.hidden]
-        cases = [(t.test, t.passed, t.failure) for t in visible]
+        cases = [(t.name, t.passed, t.failure) for t in visible]
         if ex.hidden_status:
             cases.append(("hidden_checks", ex.hidden_status == "passed", "hidden checks failed"))
         if not ex.tests:

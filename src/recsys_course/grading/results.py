@@ -1,14 +1,22 @@
-"""One exercise's grade, as the batch grader and its reports use it, with its JSON form.
+"""One exercise's result, the only shape of it in the course, and its table and JSON forms.
 
-The plugin's report (``scores.to_json``) is read through :meth:`ExerciseResult.from_report`,
-which validates every field: a malformed row raises :class:`ResultError` (the batch turns it
-into a note on that exercise) instead of a ``TypeError`` after every lesson was graded.
+The grading plugin records a :class:`TestOutcome` per graded test and folds them into one
+:class:`ExerciseResult` per exercise (:func:`score`); it prints them with
+:func:`format_table` and writes them with :func:`report_json`. ``course check`` and the
+batch grader read that report back with :func:`read_report` / :meth:`ExerciseResult.from_json`,
+which validate every field: a malformed row raises :class:`ResultError` (the batch turns it
+into a note on that exercise) instead of a ``TypeError`` after every lesson was graded. The
+batch's reports (``reports.py``) write :meth:`ExerciseResult.to_json`.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+from recsys_course.catalog import Catalog
 
 
 class ResultError(ValueError):
@@ -17,20 +25,32 @@ class ResultError(ValueError):
 
 @dataclass
 class TestOutcome:
-    test: str  # test function name (hidden tests: instructor reports only)
+    """One graded test. The plugin fills ``ran``, ``passed`` and ``failure`` as pytest reports."""
+
+    nodeid: str
+    exercise_id: str
     points: int
-    passed: bool
-    failure: str = ""
-    hidden: bool = False
+    passed: bool = False
+    ran: bool = False  # False when the run ended before this test (collection error, crash)
+    failure: str = ""  # first line of the failure, for learners and reports
+    hidden: bool = False  # instructor-only test: counted, never shown to learners
+
+    @property
+    def name(self) -> str:
+        """The test function's name (``test_user_tower_output_shape``)."""
+        return self.nodeid.split("::")[-1]
 
     @classmethod
-    def from_json(cls, data: Any) -> TestOutcome:
+    def from_json(cls, data: Any, exercise_id: str = "") -> TestOutcome:
         if not isinstance(data, dict):
             raise ResultError("a test outcome is not an object")
-        name = data.get("test", str(data.get("nodeid", "")).split("::")[-1])
-        return cls(_typed(name, str, "test"), _typed(data.get("points"), int, "points"),
-                   _typed(data.get("passed"), bool, "passed"), _typed(data.get("failure", ""), str, "failure"),
-                   _typed(data.get("hidden", False), bool, "hidden"))
+        return cls(
+            _typed(data.get("nodeid"), str, "nodeid"),
+            _typed(data.get("exercise_id", exercise_id), str, "exercise_id"),
+            _typed(data.get("points"), int, "points"), _typed(data.get("passed"), bool, "passed"),
+            _typed(data.get("ran", True), bool, "ran"), _typed(data.get("failure", ""), str, "failure"),
+            _typed(data.get("hidden", False), bool, "hidden"),
+        )
 
 
 STATUSES = ("passed", "partial", "failed", "not run", "missing")
@@ -40,7 +60,7 @@ STATUSES = ("passed", "partial", "failed", "not run", "missing")
 class ExerciseResult:
     id: str
     title: str
-    points: int  # the maximum, hidden tests included
+    points: int  # what its collected tests can award, hidden tests included
     earned: int = 0
     status: str = "not run"  # passed | partial | failed | not run | missing
     first_failure: str = ""  # from visible tests only: safe to show the learner
@@ -66,13 +86,15 @@ class ExerciseResult:
 
     @classmethod
     def from_json(cls, data: Any) -> ExerciseResult:
+        """Read and validate one row of :func:`report_json` or :meth:`to_json`."""
         if not isinstance(data, dict):
             raise ResultError("an exercise result is not an object")
+        exercise_id = _typed(data.get("id"), str, "id")
         result = cls(
-            _typed(data.get("id"), str, "id"), _typed(data.get("title", ""), str, "title"),
+            exercise_id, _typed(data.get("title", ""), str, "title"),
             _typed(data.get("points"), int, "points"), _typed(data.get("earned"), int, "earned"),
             _typed(data.get("status"), str, "status"), _typed(data.get("first_failure", ""), str, "first_failure"),
-            [TestOutcome.from_json(t) for t in _typed(data.get("tests", []), list, "tests")],
+            [TestOutcome.from_json(t, exercise_id) for t in _typed(data.get("tests", []), list, "tests")],
             [_typed(n, str, "note") for n in _typed(data.get("notes", []), list, "notes")],
         )
         if result.status not in STATUSES:
@@ -83,10 +105,61 @@ class ExerciseResult:
             raise ResultError("earned points do not match the passed tests")
         return result
 
-    @classmethod
-    def from_report(cls, row: Any) -> ExerciseResult:
-        """A row of the plugin's JSON report (``scores.to_json``)."""
-        return cls.from_json(row)
+
+def score(catalog: Catalog, outcomes: list[TestOutcome], lesson_ids: set[str]) -> list[ExerciseResult]:
+    """Fold test outcomes into one result per catalog exercise of the lessons in ``lesson_ids``."""
+    rows = []
+    for lesson in catalog.lessons:
+        if lesson.id not in lesson_ids:
+            continue
+        for ex in lesson.exercises:
+            tests = [t for t in outcomes if t.exercise_id == ex.id]
+            row = ExerciseResult(ex.id, ex.title, sum(t.points for t in tests), tests=tests)
+            row.earned = sum(t.points for t in tests if t.passed)
+            if any(t.ran for t in tests):
+                row.status = "passed" if row.earned == row.points else "partial" if row.earned else "failed"
+            failures = [t.failure for t in tests if not t.passed and not t.hidden]
+            row.first_failure = failures[0] if failures else ""
+            rows.append(row)
+    return rows
+
+
+def format_table(rows: list[ExerciseResult]) -> str:
+    """A plain-text score table: exercise, points, status and the first failure."""
+    lines = [f"{'exercise':<9}{'points':>9}  {'status':<8} title / first failure"]
+    for row in rows:
+        lines.append(f"{row.id:<9}{row.earned:>4} / {row.points:<3} {row.status:<8} {row.title}")
+        if row.first_failure:
+            lines.append(f"{'':<24}-> {row.first_failure[:110]}")
+    earned, possible = sum(r.earned for r in rows), sum(r.points for r in rows)
+    percent = 100.0 * earned / possible if possible else 0.0
+    lines.append(f"{'TOTAL':<9}{earned:>4} / {possible:<3} ({percent:.0f} %)")
+    return "\n".join(lines)
+
+
+def report_json(rows: list[ExerciseResult], **context: object) -> dict:
+    """The plugin's JSON report: ``context``, totals and one :meth:`~ExerciseResult.to_json` row
+    per exercise."""
+    earned, possible = sum(r.earned for r in rows), sum(r.points for r in rows)
+    return {
+        **context,
+        "earned": earned,
+        "possible": possible,
+        "percent": round(100.0 * earned / possible, 2) if possible else 0.0,
+        "exercises": [r.to_json() for r in rows],
+    }
+
+
+def read_report(report: Any) -> list[ExerciseResult]:
+    """The validated rows of a :func:`report_json` payload; raises :class:`ResultError`."""
+    if not isinstance(report, dict) or not isinstance(report.get("exercises"), list):
+        raise ResultError("a grading report is an object with a list of exercises")
+    return [ExerciseResult.from_json(row) for row in report["exercises"]]
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2), encoding="utf-8")
 
 
 def _typed(value: Any, kind: type, name: str) -> Any:

@@ -106,7 +106,7 @@ def _run_child(request: dict, output: Path) -> None:
         import pytest
 
         code = int(pytest.main(request["args"]))
-    except BaseException:  # noqa: BLE001 - reported through the output file
+    except BaseException:  # reported through the output file
         import traceback
 
         traceback.print_exc()

@@ -396,7 +396,7 @@ class ModelRepository:
             try:
                 servable = Servable(spec.name, version, path)
                 warm = servable.warm_up() if self.warmup else 0
-            except Exception as error:  # noqa: BLE001 - reported in the model status
+            except Exception as error:  # reported in the model status
                 attempts += 1
                 wait = min(self.retry_seconds * 2 ** (attempts - 1), MAX_RETRY_SECONDS)
                 message = _load_error_message(error, spec.name, version)
@@ -441,7 +441,7 @@ class ModelRepository:
             while not self._stop.wait(every_seconds):
                 try:
                     self.refresh()
-                except Exception as error:  # noqa: BLE001 - keep serving what is loaded
+                except Exception as error:  # keep serving what is loaded
                     self._event(f"refresh failed: {error!r}")
 
         self._thread = threading.Thread(target=loop, name="model-repository-poll", daemon=True)
@@ -462,11 +462,7 @@ class ModelRepository:
         """The servable a request addresses: a version, a label, or the highest served one."""
         with self._lock:
             serving = self._serving.get(name, {})
-            spec = self._specs.get(name)
-            if label is not None:
-                if spec is None or label not in spec.labels:
-                    raise NotFoundError(f"Unrecognized servable version label: {label}")
-                version = spec.labels[label]
+            version = _labelled(self._specs.get(name), label, version)
             if version is not None:
                 if version not in serving:
                     raise NotFoundError(f"Servable not found for request: Specific({name}, {version})")
@@ -482,10 +478,7 @@ class ModelRepository:
             states = dict(self._states.get(name, {}))
         if spec is None and not states:
             raise NotFoundError(f"Could not find any versions of model {name}")
-        if label is not None:
-            if spec is None or label not in spec.labels:
-                raise NotFoundError(f"Unrecognized servable version label: {label}")
-            version = spec.labels[label]
+        version = _labelled(spec, label, version)
         if version is not None:
             if version not in states:
                 raise NotFoundError(f"Could not find version {version} of model {name}")
@@ -503,14 +496,12 @@ class ModelRepository:
             ]
         }
 
-    def wait_until_available(self, name: str, version: int, timeout: float = 60.0) -> None:
-        """Block until ``version`` of ``name`` is served (refreshing if nobody polls)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if version in self._serving.get(name, {}):
-                    return
-            if self._thread is None:
-                self.refresh()
-            time.sleep(0.05)
-        raise TimeoutError(f"{name} version {version} not available after {timeout:.0f} s")
+
+def _labelled(spec: ModelSpec | None, label: str | None, version: int | None) -> int | None:
+    """The version a request addresses: the one ``label`` points at, else ``version``.
+    Raises :class:`NotFoundError` for a label the model's config does not define."""
+    if label is None:
+        return version
+    if spec is None or label not in spec.labels:
+        raise NotFoundError(f"Unrecognized servable version label: {label}")
+    return spec.labels[label]

@@ -123,7 +123,7 @@ class RestApp:
             return 200, self._route(method.upper(), path, body)
         except ServingRequestError as error:
             return error.status, error.body()
-        except Exception:  # noqa: BLE001 - a server answers, it does not crash
+        except Exception:  # a server answers, it does not crash
             # The body names neither the exception nor a file: both go to the log only.
             self._log("internal error while serving " + f"{method} {path[:200]}:\n" + traceback.format_exc())
             return 500, {"error": "internal error while serving the request; the server's log has the details"}
@@ -395,7 +395,7 @@ def _grpc_services(repository: ModelRepository):
     def decode(key: str, proto):
         try:
             return tf.make_ndarray(proto)
-        except Exception:  # noqa: BLE001 - any undecodable proto is the client's error
+        except Exception:  # any undecodable proto is the client's error
             raise ServingRequestError(
                 f"input '{key[:100]}': the TensorProto does not decode (its dtype, shape and "
                 "values disagree); build it with tf.make_tensor_proto"
@@ -408,7 +408,7 @@ def _grpc_services(repository: ModelRepository):
                 return method(self, request, context)
             except ServingRequestError as error:
                 abort(context, error)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 if context.code() is not None:  # context.abort() already ended the call
                     raise
                 traceback.print_exc(file=sys.stderr)
@@ -418,7 +418,7 @@ def _grpc_services(repository: ModelRepository):
 
     class Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
         @guarded
-        def Predict(self, request, context):  # noqa: N802 - gRPC method name
+        def Predict(self, request, context):  # gRPC method name
             servable = repository.servable(*target(request.model_spec))
             signature = servable.signature(request.model_spec.signature_name or None)
             inputs = {key: decode(key, proto) for key, proto in request.inputs.items()}
@@ -436,7 +436,7 @@ def _grpc_services(repository: ModelRepository):
             return response
 
         @guarded
-        def GetModelMetadata(self, request, context):  # noqa: N802
+        def GetModelMetadata(self, request, context):
             # TF Serving: at least one field, and "signature_def" is the only one it knows.
             fields = list(request.metadata_field)
             if not fields:
@@ -456,7 +456,7 @@ def _grpc_services(repository: ModelRepository):
 
     class Models(model_service_pb2_grpc.ModelServiceServicer):
         @guarded
-        def GetModelStatus(self, request, context):  # noqa: N802
+        def GetModelStatus(self, request, context):
             name, version, label = target(request.model_spec)
             status = repository.status(name, version, label)
             response = get_model_status_pb2.GetModelStatusResponse()

@@ -23,15 +23,10 @@ import nbformat
 
 from recsys_course.catalog import Lesson
 from recsys_course.lessons import BEGIN, END
+from recsys_course.quiet import is_noise
 from recsys_course.site.execute import Run
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-# TensorFlow and absl write these to stderr; they say nothing to a learner.
-LOG_NOISE = re.compile(
-    r"^([IWE]\d{4} \d|WARNING: All log messages before absl|WARNING:absl:|.*oneDNN custom operations"
-    r"|.*cuda|.*rebuild TensorFlow with the appropriate compiler flags|To enable the following)",
-    re.IGNORECASE,
-)
 STYLE = re.compile(r"<style.*?</style>", re.DOTALL)
 # Column names such as user_occupation_label may break after an underscore, not elsewhere.
 HEADER_CELL = re.compile(r"(<th[^>]*>)([^<]*)(</th>)")
@@ -133,7 +128,7 @@ def compact_progress(lines: list[str]) -> list[str]:
 def clean_stream(text: str) -> str:
     text = text.replace("\r\n", "\n")
     lines = [ANSI.sub("", line) for line in text.split("\n")]
-    lines = [line for line in lines if not LOG_NOISE.match(line.split("\r")[-1])]
+    lines = [line for line in lines if not is_noise(line.split("\r")[-1])]  # TensorFlow's C++ logs
     return "\n".join(compact_progress(lines)).strip("\n")
 
 

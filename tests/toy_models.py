@@ -1,5 +1,6 @@
-"""Tiny deterministic models for the serving tests and for trying the practice server without
-training anything: a few users and movies, weights drawn from a seeded generator.
+"""Test fixtures: tiny deterministic models for the serving tests and
+``scripts/bench_serving.py`` (a practice server to load without training anything): a few
+users and movies, weights drawn from a seeded generator.
 
 ``export_toy_models(models_dir)`` writes version 1 of ``retrieval``, ``query_tower`` and
 ``ranker`` in TF Serving's layout, with the same signatures as the lesson's models.
