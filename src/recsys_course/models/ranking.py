@@ -16,7 +16,7 @@ import pandas as pd
 
 import tensorflow as tf  # recsys_course/__init__.py has already set TF_USE_LEGACY_KERAS=1
 
-from recsys_course.models.towers import id_tower
+from recsys_course.models.towers import check_vocabulary, id_tower
 
 
 class Ranker(tf.keras.Model):
@@ -32,12 +32,24 @@ class Ranker(tf.keras.Model):
                  hidden_units: int | Sequence[int] = (32,), mean_rating: float = 0.0) -> None:
         super().__init__()
         widths = [hidden_units] if isinstance(hidden_units, int) else list(hidden_units)
-        self.user_embedding = id_tower(user_vocabulary, embedding_dim, "user_embedding")
-        self.movie_embedding = id_tower(movie_vocabulary, embedding_dim, "movie_embedding")
+        self._vocabularies = (check_vocabulary(user_vocabulary, "Ranker users"),
+                              check_vocabulary(movie_vocabulary, "Ranker movies"))
+        self.embedding_dim = int(embedding_dim)
+        self.user_embedding: tf.keras.Model | None = None
+        self.movie_embedding: tf.keras.Model | None = None
         self.head = tf.keras.Sequential(
             [tf.keras.layers.Dense(width, activation="relu") for width in widths]
             + [tf.keras.layers.Dense(1, bias_initializer=tf.keras.initializers.Constant(mean_rating))]
         )
+
+    def build(self, input_shape) -> None:
+        # The towers (and so every weight) are created at the first call, not in __init__:
+        # a caller that seeds between building and fitting (lesson 03) then gets weights
+        # drawn from that seed, in the order user table, movie table, head.
+        users, movies = self._vocabularies
+        self.user_embedding = id_tower(users, self.embedding_dim, "user_embedding")
+        self.movie_embedding = id_tower(movies, self.embedding_dim, "movie_embedding")
+        super().build(input_shape)
 
     def call(self, features: dict, training: bool = False) -> tf.Tensor:
         pair = tf.concat(

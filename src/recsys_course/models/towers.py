@@ -29,7 +29,9 @@ IdTowerBuilder = Callable[[Sequence[str], int], tf.keras.Model]
 TitleTowerBuilder = Callable[[np.ndarray, int], tf.keras.Model]
 
 
-def _check_vocabulary(vocabulary: Sequence, what: str) -> list[str]:
+def check_vocabulary(vocabulary: Sequence, what: str) -> list[str]:
+    """``vocabulary`` as a list of ``str``; ValueError (naming ``what``) when it is empty or
+    lists an id twice, which ``StringLookup`` would reject less clearly."""
     words = [str(v) for v in vocabulary]
     if not words:
         raise ValueError(f"{what}: the vocabulary is empty; pass the known ids (e.g. the training ids)")
@@ -48,7 +50,7 @@ def id_tower(vocabulary: Sequence, embedding_dim: int, name: str | None = None) 
     ``build_id_tower``, so weights copy across between the two. ``name`` names the model
     (the input is then named ``name`` with ``_model`` replaced by ``_id``).
     """
-    words = _check_vocabulary(vocabulary, f"id_tower({name or ''})")
+    words = check_vocabulary(vocabulary, f"id_tower({name or ''})")
     ids = tf.keras.Input(shape=(), dtype=tf.string, name=name.replace("_model", "_id") if name else None)
     lookup = tf.keras.layers.StringLookup(vocabulary=words, mask_token=None)
     table = tf.keras.layers.Embedding(len(words) + 1, embedding_dim)
