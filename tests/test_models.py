@@ -275,3 +275,18 @@ def test_train_ranker_lowers_the_error():
     assert losses[-1] < losses[0] and losses[-1] < 0.2, f"MSE per epoch {losses}"
     again, losses_again = models.train_ranker(frame, epochs=8, batch_size=32, learning_rate=0.05, seed=3)
     np.testing.assert_allclose(losses, losses_again, rtol=1e-5)
+
+
+def test_ranker_draws_its_weights_at_the_first_call():
+    """Lesson 03 builds the scorer, then seeds, then fits: the seed must decide the weights."""
+    features = {"user_id": tf.constant(["u1", "u3"]), "movie_id": tf.constant(["m4", "m1"])}
+    outputs = []
+    for noise in (1, 2):  # a different random state while building
+        tf.keras.utils.set_random_seed(noise)
+        tf.random.uniform((noise,))
+        ranker = models.build_ranker(USERS, MOVIES, embedding_dim=3, hidden_units=(4,))
+        tf.keras.utils.set_random_seed(11)
+        outputs.append(ranker(features).numpy())
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-6)
+    with pytest.raises(ValueError, match="twice"):
+        models.build_ranker(["u1", "u1"], MOVIES)
