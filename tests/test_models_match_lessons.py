@@ -104,9 +104,11 @@ def test_two_tower_model_matches_exercise_2_3(reference, correction):
 
 
 def test_lesson_feature_towers_match_the_package(reference):
-    """While lesson 02 still defines its own QueryTower/CandidateTower, they must agree with
-    the package's (after the lesson uses the package's classes this compares them to
-    themselves, which is fine)."""
+    """While lesson 02 defines its own QueryTower/CandidateTower, they must agree with the
+    package's."""
+    own = [getattr(reference, name, None) for name in ("QueryTower", "CandidateTower")]
+    if any(cls is None for cls in own) or own == [models.QueryTower, models.CandidateTower]:
+        pytest.skip("lesson 02 builds its towers with recsys_course.models: nothing of its own to compare")
     tf.keras.utils.set_random_seed(4)
     lesson_query = reference.QueryTower(USERS, 8, timestamps=TIMESTAMPS, time_buckets=3)
     lesson_candidate = reference.CandidateTower(MOVIES, 8, titles=TITLES, genres=GENRES)
