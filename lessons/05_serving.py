@@ -202,14 +202,14 @@ tf.get_logger().setLevel("ERROR")  # hide Keras' "non-serializable __init__ argu
 # %% [markdown]
 # ## 4. Data and the two models
 #
-# The retrieval model is lesson 04's id-only two-tower model (`recsys_course.two_tower`,
-# lesson 02 explains it); the ranking model is a small network in the spirit of lesson 03
-# that predicts a rating from the two ids (`recsys_course.serving.ranking`). We train both
+# The retrieval model is lesson 04's id-only two-tower model
+# (`recsys_course.models.train_two_tower`, lesson 02 explains it); the ranking model is
+# lesson 03's baseline architecture, a small network that predicts a rating from the two
+# ids (`recsys_course.models.train_ranker`). We train both
 # on 80 % of the ratings.
 
 # %%
-from recsys_course.two_tower import train_two_tower
-from recsys_course.serving.ranking import train_ranker
+from recsys_course.models import train_ranker, train_two_tower
 
 data = recsys_course.load_movielens()
 ratings, movies = data.ratings, data.movies

@@ -37,6 +37,7 @@
 # recsys_course first: it sets TF_USE_LEGACY_KERAS=1, so that tf.keras is Keras 2 (tf-keras),
 # which TensorFlow Recommenders needs.
 import recsys_course
+from recsys_course import models
 
 import time
 from typing import NamedTuple
@@ -60,6 +61,10 @@ BASELINE_RECIPE = {"optimizer": "adagrad", "learning_rate": 0.1, "batch_size": 8
 IMPROVED_RECIPE = {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 1024, "epochs": 20,
                    "patience": 2}
 L2_GRID = (1e-3, 1e-2, 1e-1)  # L2 strengths of the improved model, chosen on validation
+# Section 10's retrieval model: the course's id-only two-tower model (`recsys_course.models`)
+# with the popularity correction, 5 epochs of batches of 512 pairs.
+RETRIEVAL_RECIPE = {"embedding_dim": 32, "epochs": 5, "batch_size": 512, "learning_rate": 0.1,
+                    "correction": True}
 VALIDATION_FRACTION = 0.1  # of the training ratings, held out to choose epochs and L2
 
 # %% [markdown]
@@ -289,41 +294,22 @@ class RatingModel(tfrs.models.Model):
 
 
 # %% [markdown]
-# The baseline scorer is the architecture of TFRS's basic ranking tutorial: one embedding
-# for the user, one for the movie, concatenated and passed through a small multilayer
-# perceptron (MLP) that outputs the rating. A `StringLookup` turns each id into a row
-# number; ids it has never seen (a brand-new user) share row 0.
+# The baseline scorer is the architecture of TFRS's basic ranking tutorial, which is also
+# the course's ranker (`recsys_course.models.build_ranker`, served in lesson 05): one
+# embedding for the user, one for the movie, concatenated and passed through a small
+# multilayer perceptron (MLP) that outputs the rating. A `StringLookup` turns each id into
+# a row number; ids it has never seen (a brand-new user) share row 0.
 
 # %% tags=["setup"]
-class BaselineScorer(tf.keras.Model):
-    """User and movie embeddings -> MLP (256, 64) -> predicted rating.
+def baseline_scorer(vocab: Vocabulary, dim: int = 32) -> models.Ranker:
+    """User and movie embeddings (``dim`` each) -> MLP (256, 64) -> predicted rating.
 
-    Input: a features dict with ``user_id`` and ``movie_id`` string tensors of shape (n,).
-    Output: predicted ratings of shape (n, 1).
+    Input: a features dict with ``user_id`` and ``movie_id`` string tensors of shape (n,)
+    (other keys are ignored). Output: predicted ratings of shape (n, 1). The output starts
+    near 0 stars, as in the tutorial. Its weights are drawn at the first call, so
+    ``train_rating_model``'s seeding decides them.
     """
-
-    def __init__(self, vocab: Vocabulary, dim: int = 32) -> None:
-        super().__init__()
-        self.user_embedding = tf.keras.Sequential([
-            tf.keras.layers.StringLookup(vocabulary=vocab.users),
-            tf.keras.layers.Embedding(len(vocab.users) + 1, dim),
-        ])
-        self.movie_embedding = tf.keras.Sequential([
-            tf.keras.layers.StringLookup(vocabulary=vocab.movies),
-            tf.keras.layers.Embedding(len(vocab.movies) + 1, dim),
-        ])
-        self.head = tf.keras.Sequential([
-            tf.keras.layers.Dense(256, activation="relu"),
-            tf.keras.layers.Dense(64, activation="relu"),
-            tf.keras.layers.Dense(1),
-        ])
-
-    def call(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        pair = tf.concat(
-            [self.user_embedding(features["user_id"]), self.movie_embedding(features["movie_id"])],
-            axis=1,
-        )
-        return self.head(pair)
+    return models.build_ranker(vocab.users, vocab.movies, embedding_dim=dim, hidden_units=(256, 64))
 
 
 def train_rating_model(
@@ -398,7 +384,7 @@ def predict_ratings(model: tf.keras.Model, features: dict[str, np.ndarray]) -> n
 # %%
 started = time.perf_counter()
 baseline, baseline_curves = train_rating_model(
-    BaselineScorer(vocab), fit_features, valid_features, BASELINE_RECIPE
+    baseline_scorer(vocab), fit_features, valid_features, BASELINE_RECIPE
 )
 baseline_seconds = time.perf_counter() - started
 baseline_pred = predict_ratings(baseline, test_features)
@@ -707,7 +693,7 @@ class CrossScorer(tf.keras.Model):
 # %%
 started = time.perf_counter()
 baseline_adam, baseline_adam_curves = train_rating_model(
-    BaselineScorer(vocab), fit_features, valid_features, IMPROVED_RECIPE
+    baseline_scorer(vocab), fit_features, valid_features, IMPROVED_RECIPE
 )
 best_l2, improved, improved_curves, l2_scores = choose_l2(vocab, fit_features, valid_features)
 print(f"{1 + len(L2_GRID)} models trained in {time.perf_counter() - started:.1f} s")
@@ -833,8 +819,9 @@ print(f"same, each user shifted ±0.5:   RMSE {rmse(improved_pred + offsets, tes
 # ## 10. Re-ranking retrieval candidates
 #
 # Now the full funnel for one user: retrieval proposes 100 movies, the ranker orders them,
-# and a rule removes movies the user has already rated. We train a small two-tower
-# retrieval model as in lesson 02: a user tower and a movie tower (one embedding each),
+# and a rule removes movies the user has already rated. We train the course's small
+# two-tower retrieval model (`recsys_course.models.train_two_tower`; lesson 02 builds it
+# step by step): a user tower and a movie tower (one embedding each),
 # trained so that a user's vector scores their rated movies above the other movies in the
 # batch. One detail matters here: in-batch negatives are drawn in proportion to
 # popularity, which pushes popular movies down unless the loss is corrected by each
@@ -842,61 +829,16 @@ print(f"same, each user shifted ±0.5:   RMSE {rmse(improved_pred + offsets, tes
 # `candidate_sampling_probability` in `tfrs.tasks.Retrieval`).
 
 # %% tags=["setup"]
-class TwoTowerRetrieval(tfrs.models.Model):
-    """Lesson 02's retrieval model, small: score(user, movie) = user vector . movie vector.
-
-    Trained on features with ``user_id``, ``movie_id`` (n,) strings and
-    ``sampling_probability`` (n,) float32, the movie's share of the training ratings.
-    """
-
-    def __init__(self, vocab: Vocabulary, dim: int = 32) -> None:
-        super().__init__()
-        self.user_tower = tf.keras.Sequential([
-            tf.keras.layers.StringLookup(vocabulary=vocab.users),
-            tf.keras.layers.Embedding(len(vocab.users) + 1, dim),
-        ])
-        self.movie_tower = tf.keras.Sequential([
-            tf.keras.layers.StringLookup(vocabulary=vocab.movies),
-            tf.keras.layers.Embedding(len(vocab.movies) + 1, dim),
-        ])
-        self.task = tfrs.tasks.Retrieval()
-
-    def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        return self.task(
-            self.user_tower(features["user_id"]),
-            self.movie_tower(features["movie_id"]),
-            candidate_sampling_probability=features["sampling_probability"],
-        )
-
-
-def train_retrieval(train: pd.DataFrame, vocab: Vocabulary, epochs: int = 5) -> TwoTowerRetrieval:
-    """Fit a TwoTowerRetrieval on the training ratings (seeded; Adagrad 0.1, batches of 512)."""
-    recsys_course.seed_everything(SEED)
-    share = train["movie_id"].map(train["movie_id"].value_counts(normalize=True))
-    features = {
-        "user_id": train["user_id"].to_numpy(str),
-        "movie_id": train["movie_id"].to_numpy(str),
-        "sampling_probability": share.to_numpy(np.float32),
-    }
-    model = TwoTowerRetrieval(vocab)
-    model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=0.1))
-    model.fit(make_dataset(features, 512, shuffle_seed=SEED), epochs=epochs, verbose=0)
-    return model
-
-
 def retrieve(
-    model: TwoTowerRetrieval, vocab: Vocabulary, user_ids: Sequence[str], n: int = N_CANDIDATES
+    towers: models.TwoTower, user_ids: Sequence[str], n: int = N_CANDIDATES
 ) -> dict[str, list[str]]:
-    """The ``n`` best-scoring movies of the whole catalogue for each user, best first.
+    """The ``n`` best-scoring movies of the whole catalogue for each user, best first
+    (equal scores in catalogue order).
 
     Exact (brute-force) search: one matrix product. Lesson 04 replaces it with an index.
     """
-    users = model.user_tower(np.asarray(user_ids, dtype=str)).numpy()
-    movies = model.movie_tower(np.asarray(vocab.movies, dtype=str)).numpy()
-    scores = users @ movies.T
-    best = np.argsort(-scores, axis=1, kind="stable")[:, :n]
-    catalogue = np.asarray(vocab.movies)
-    return {user: list(catalogue[row]) for user, row in zip(user_ids, best)}
+    best = np.argsort(-towers.scores(user_ids), axis=1, kind="stable")[:, :n]
+    return {user: [str(m) for m in towers.movie_ids[row]] for user, row in zip(user_ids, best)}
 
 
 def candidate_frame(
@@ -917,9 +859,9 @@ def candidate_frame(
 
 # %%
 started = time.perf_counter()
-retrieval = train_retrieval(train, vocab)
+retrieval = models.train_two_tower(train, data.movies, seed=SEED, **RETRIEVAL_RECIPE)
 test_users = sorted(set(test["user_id"]) & set(vocab.users))
-candidates = retrieve(retrieval, vocab, test_users)
+candidates = retrieve(retrieval, test_users)
 print(f"retrieval trained and queried for {len(test_users)} users in "
       f"{time.perf_counter() - started:.1f} s")
 

@@ -100,8 +100,8 @@ print(f"train: {len(train):,} ratings, test: {len(test):,} ratings")
 # ## 2. Embeddings to search
 #
 # We need movie vectors and user vectors from a trained two-tower model. Lesson 02 builds
-# such a model step by step; here one call to the course's helper
-# `recsys_course.two_tower.train_two_tower` trains the id-only version, with the settings
+# such a model step by step; here one call to the course's
+# `recsys_course.models.train_two_tower` trains the id-only version, with the settings
 # of the TFRS basic retrieval tutorial (embedding size 32, Adagrad with learning rate 0.1,
 # 3 epochs). In brief:
 #
@@ -119,7 +119,7 @@ print(f"train: {len(train):,} ratings, test: {len(test):,} ratings")
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_course.two_tower import train_two_tower
+from recsys_course.models import train_two_tower
 
 recsys_course.seed_everything(SEED)  # TensorFlow is imported now: seed it too
 started = time.perf_counter()

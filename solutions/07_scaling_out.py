@@ -372,7 +372,7 @@ display(plans)
 # %% [markdown]
 # ### Training on two workers, for real
 #
-# We train the course's id-only two-tower model (`recsys_course.two_tower`, the settings
+# We train the course's id-only two-tower model (`recsys_course.models`, the settings
 # of lessons 04 and 05: embeddings of 32, Adagrad 0.1, 3 epochs, global batch 4096) three
 # ways, each in fresh processes started by `run_multiworker_training`:
 #

@@ -3,7 +3,7 @@
 
 ``python -m recsys_course.multiworker_two_tower FOLDER`` reads ``TF_CONFIG``, the pairs in
 ``FOLDER/data.npz`` and ``FOLDER/settings.json``, trains the course's id-only two-tower model
-(``recsys_course.two_tower.build_id_two_tower``) under ``MultiWorkerMirroredStrategy`` and,
+(``recsys_course.models.build_two_tower``) under ``MultiWorkerMirroredStrategy`` and,
 on worker 0 (the chief), writes ``result.json`` and ``embeddings.npz`` to ``FOLDER``.
 """
 
@@ -23,10 +23,10 @@ import recsys_course  # noqa: E402  (sets TF_USE_LEGACY_KERAS=1 before TensorFlo
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from recsys_course.two_tower import IdTwoTowerModel, build_id_two_tower  # noqa: E402
+from recsys_course.models import LossPerExample, TwoTowerModel, build_two_tower  # noqa: E402
 
 
-class GatheredNegativesModel(IdTwoTowerModel):
+class GatheredNegativesModel(TwoTowerModel):
     """In-batch softmax over the movies of the *global* batch, not only this replica's.
 
     Each replica all-gathers the movie vectors of every replica (in replica order, which
@@ -37,32 +37,18 @@ class GatheredNegativesModel(IdTwoTowerModel):
     """
 
     def compute_loss(self, features: dict, training: bool = False) -> tf.Tensor:
-        users = self.user_model(features["user_id"])
-        movies = self.movie_model(features["movie_id"])
+        if self.correction or self.remove_accidental_hits:
+            raise ValueError("gathered negatives support neither the correction nor accidental-hit removal")
+        users = self.query_embeddings(features)
+        movies = self.candidate_embeddings(features)
         context = tf.distribute.get_replica_context()
         if context is None or context.num_replicas_in_sync == 1:
-            return self.task(users, movies, compute_metrics=False)
+            return self.retrieval_loss(users, movies, features, compute_metrics=False)
         all_movies = context.all_gather(movies, axis=0)
         sizes = context.all_gather(tf.shape(movies)[:1], axis=0)
         offset = tf.reduce_sum(sizes[: context.replica_id_in_sync_group])
-        return self.task(users, tf.roll(all_movies, shift=-offset, axis=0), compute_metrics=False)
-
-
-class _LossSum(tf.keras.callbacks.Callback):
-    """Sum of each epoch's batch losses (the global batch's summed loss, all replicas)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.per_epoch: list[float] = []
-
-    def on_epoch_begin(self, epoch, logs=None) -> None:
-        self._total = 0.0
-
-    def on_train_batch_end(self, batch, logs=None) -> None:
-        self._total += float(logs["loss"])
-
-    def on_epoch_end(self, epoch, logs=None) -> None:
-        self.per_epoch.append(self._total)
+        return self.retrieval_loss(users, tf.roll(all_movies, shift=-offset, axis=0), features,
+                                   compute_metrics=False)
 
 
 def main(folder: Path) -> None:
@@ -78,9 +64,9 @@ def main(folder: Path) -> None:
     users, movies = data["user_id"], data["movie_id"]
     user_vocabulary = np.unique(users)
     with strategy.scope():
-        model = build_id_two_tower(
+        model = build_two_tower(
             user_vocabulary, data["catalogue"], settings["embedding_dim"], settings["learning_rate"],
-            model_class=GatheredNegativesModel if settings["gather_negatives"] else IdTwoTowerModel,
+            model_class=GatheredNegativesModel if settings["gather_negatives"] else TwoTowerModel,
         )
     # Every worker builds the same shuffled stream (same seed); DATA sharding then hands
     # each worker its slice of every global batch.
@@ -89,22 +75,23 @@ def main(folder: Path) -> None:
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     batches = batches.with_options(options)
-    losses = _LossSum()
+    # The loss reported per step is the global batch's summed loss (all replicas).
+    losses = LossPerExample(len(users))
     started = time.perf_counter()
     model.fit(batches, epochs=settings["epochs"], verbose=0, callbacks=[losses])
     fit_seconds = time.perf_counter() - started
     if index != 0:
         return
     # Reading mirrored variables outside strategy.run is local: no collective needed.
-    movie_vectors = model.movie_model(tf.constant(data["catalogue"])).numpy()
-    user_vectors = model.user_model(tf.constant(user_vocabulary)).numpy()
+    movie_vectors = model.candidate_model(tf.constant(data["catalogue"])).numpy()
+    user_vectors = model.query_model(tf.constant(user_vocabulary)).numpy()
     np.savez(folder / "embeddings.npz", user_ids=user_vocabulary, user_embeddings=user_vectors,
              movie_ids=data["catalogue"], movie_embeddings=movie_vectors)
     (folder / "result.json").write_text(json.dumps({
         "fit_seconds": fit_seconds,
         "replicas": strategy.num_replicas_in_sync,
         "per_replica_batch_size": settings["global_batch_size"] // strategy.num_replicas_in_sync,
-        "loss_per_example": [total / len(users) for total in losses.per_epoch],
+        "loss_per_example": losses.values,
     }))
 
 

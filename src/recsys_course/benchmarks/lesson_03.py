@@ -56,9 +56,9 @@ def ranking(data: MovieLens, lesson) -> dict:
     # validation split, as in the lesson; the test split is scored once per model.
     runs = {
         "baseline, TFRS recipe": lambda: lesson.train_rating_model(
-            lesson.BaselineScorer(vocab), fit_features, valid_features, lesson.BASELINE_RECIPE),
+            lesson.baseline_scorer(vocab), fit_features, valid_features, lesson.BASELINE_RECIPE),
         "baseline, Adam recipe": lambda: lesson.train_rating_model(
-            lesson.BaselineScorer(vocab), fit_features, valid_features, lesson.IMPROVED_RECIPE),
+            lesson.baseline_scorer(vocab), fit_features, valid_features, lesson.IMPROVED_RECIPE),
         "improved (features + cross)": lambda: lesson.choose_l2(vocab, fit_features, valid_features)[1:3],
     }
     for name, train_it in runs.items():
@@ -73,9 +73,11 @@ def ranking(data: MovieLens, lesson) -> dict:
 
     # The funnel: top-100 retrieval candidates per test user, re-ranked four ways.
     started = time.perf_counter()
-    retrieval = lesson.train_retrieval(train, vocab)
+    from recsys_course.models import train_two_tower
+
+    retrieval = train_two_tower(train, data.movies, seed=42, **lesson.RETRIEVAL_RECIPE)
     users = sorted(set(test["user_id"]) & set(vocab.users))
-    candidates = lesson.retrieve(retrieval, vocab, users)
+    candidates = lesson.retrieve(retrieval, users)
     seconds["train and query retrieval"] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
     seen = train.groupby("user_id")["movie_id"].agg(set).to_dict()

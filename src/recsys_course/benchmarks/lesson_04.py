@@ -58,7 +58,7 @@ def movie_agreement(data: MovieLens, lesson) -> dict:
     import tensorflow as tf
     import tensorflow_recommenders as tfrs
 
-    from recsys_course.two_tower import train_two_tower
+    from recsys_course.models import train_two_tower
 
     train, _ = split_ratings(data.ratings, 0.2, seed=SEED)
     started = time.perf_counter()

@@ -97,7 +97,7 @@ def serving_latency(data: MovieLens, lesson) -> dict:
     import tensorflow as tf
 
     from recsys_course.serving.client import RestClient
-    from recsys_course.two_tower import train_two_tower
+    from recsys_course.models import train_two_tower
 
     single, per_client = (20, 5) if quick() else (SINGLE_REQUESTS, PER_CLIENT)
     train, _ = split_ratings(data.ratings, 0.2, seed=SEED)
