@@ -38,8 +38,8 @@ def toy_catalogue(movies=TOY_MOVIES, dim: int = TOY_DIM, seed: int = 1) -> tuple
 
 
 def toy_ranker(users=TOY_USERS, movies=TOY_MOVIES, seed: int = 2) -> tf.keras.Model:
-    """An untrained but seeded :func:`recsys_course.serving.ranking.build_ranker`."""
-    from recsys_course.serving.ranking import build_ranker
+    """An untrained but seeded :func:`recsys_course.models.ranking.build_ranker`."""
+    from recsys_course.models.ranking import build_ranker
 
     tf.keras.utils.set_random_seed(seed)
     return build_ranker(users, movies, embedding_dim=4, hidden_units=8, mean_rating=3.5)
