@@ -1,4 +1,4 @@
-"""rt.AccidentalHitsRetrieval: TFRS's remove_accidental_hits for a model that does not pass
+"""recsys_course.models.retrieval.AccidentalHitsRetrieval: TFRS's remove_accidental_hits for a model that does not pass
 candidate ids itself (lesson 02, section 12)."""
 
 import numpy as np
@@ -21,7 +21,7 @@ def softmax_loss(scores):
 
 def test_duplicates_of_the_positive_are_not_negatives(tf):
     import tensorflow_recommenders as tfrs
-    from recsys_course import retrieval_tools as rt
+    from recsys_course.models import retrieval as rt
 
     vectors = {"a": [1.0, 0.5], "b": [0.2, 1.0]}
     ids = ["a", "b", "a"]  # movie "a" twice: each copy is an accidental hit of the other row
@@ -47,7 +47,7 @@ def test_duplicates_of_the_positive_are_not_negatives(tf):
 
 
 def test_needs_the_recording_tower(tf):
-    from recsys_course import retrieval_tools as rt
+    from recsys_course.models import retrieval as rt
 
     task = rt.AccidentalHitsRetrieval()
     with pytest.raises(ValueError, match="recording"):

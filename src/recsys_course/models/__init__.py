@@ -1,0 +1,45 @@
+"""The course's models, one home for each: lessons, benchmarks, serving and the distributed
+jobs build their towers, retrieval models and rankers from here.
+
+=============  ==========================================================================
+module         what it holds
+=============  ==========================================================================
+``features``   pandas rating frames -> feature dictionaries and ``tf.data`` batches; the
+               popularity feature ``PROBABILITY`` of the logQ correction
+``towers``     the one id tower (``id_tower``), the title tower, lesson 02's feature
+               towers ``QueryTower`` / ``CandidateTower`` (tower builders injectable)
+``retrieval``  ``TwoTowerModel`` (optional logQ correction, accidental-hit removal,
+               temperature), ``build_two_tower``, ``train_two_tower`` -> ``TwoTower``
+``training``   the training loop that reports loss per example (``LossPerExample``,
+               ``fit_with_loss_per_example``), ``loss_per_example``, ``train_with_curves``
+``ranking``    the id-based ranker: ``Ranker``, ``build_ranker``, ``train_ranker``
+=============  ==========================================================================
+
+The names below are re-exported here; importing this package imports TensorFlow.
+"""
+
+from recsys_course.models.features import PROBABILITY, candidate_probability
+from recsys_course.models.ranking import Ranker, build_ranker, train_ranker
+from recsys_course.models.retrieval import (
+    AccidentalHitsRetrieval,
+    TwoTower,
+    TwoTowerModel,
+    accidental_hits_mask,
+    build_two_tower,
+    train_two_tower,
+)
+from recsys_course.models.towers import CandidateTower, QueryTower, id_tower, title_tower
+from recsys_course.models.training import (
+    LossPerExample,
+    TrainingRun,
+    fit_with_loss_per_example,
+    loss_per_example,
+    train_with_curves,
+)
+
+__all__ = [
+    "PROBABILITY", "AccidentalHitsRetrieval", "CandidateTower", "LossPerExample", "QueryTower",
+    "Ranker", "TrainingRun", "TwoTower", "TwoTowerModel", "accidental_hits_mask", "build_ranker",
+    "build_two_tower", "candidate_probability", "fit_with_loss_per_example", "id_tower",
+    "loss_per_example", "title_tower", "train_ranker", "train_two_tower", "train_with_curves",
+]

@@ -1,0 +1,314 @@
+"""The course's two-tower retrieval model, and a seeded way to train it on rating frames.
+
+:class:`TwoTowerModel` is one ``tfrs.Model`` for every lesson: ``score(query, candidate) =
+query_model(.) . candidate_model(.)``, trained with TFRS's ``Retrieval`` task (in-batch
+softmax: the other candidates of a batch are each query's negatives). Options:
+
+* ``correction``: the popularity (logQ) correction of Yi et al. (2019): each logit is
+  reduced by ``log q`` of its column's candidate, ``q`` read from the feature
+  :data:`~recsys_course.models.features.PROBABILITY` (TFRS's ``candidate_sampling_probability``);
+* ``remove_accidental_hits``: a row's own candidate appearing in another row of the batch
+  is not used as its negative (masked with TFRS's ``score_mask``, ids from the feature
+  ``candidate_id_feature``), also when top-K metrics are computed;
+* ``temperature``: logits divided by it before the softmax.
+
+:func:`build_two_tower` builds the id-only version (one :func:`~recsys_course.models.towers.id_tower`
+per side) and :func:`train_two_tower` trains it on a ratings frame and returns a
+:class:`TwoTower` with the towers and every movie's vector. :class:`AccidentalHitsRetrieval`
+gives accidental-hit removal to a model whose ``compute_loss`` does not pass ids (lesson
+02's ``RetrievalModel``, whose ``compute_loss`` the learner writes;
+``tests/test_models_match_lessons.py`` proves that model and this one give the same loss).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+import tensorflow as tf  # recsys_course/__init__.py has already set TF_USE_LEGACY_KERAS=1
+import tensorflow_recommenders as tfrs
+
+from recsys_course.models.features import PROBABILITY, candidate_probability, pair_features
+from recsys_course.models.towers import id_tower
+from recsys_course.models.training import fit_with_loss_per_example
+
+
+def accidental_hits_mask(candidate_ids: tf.Tensor) -> tf.Tensor:
+    """``bool [batch, batch]`` from ``candidate_ids [batch]``: False where column ``j`` holds
+    row ``i``'s own candidate again (``ids[j] == ids[i]``, ``j != i``), True elsewhere; the
+    diagonal (each row's positive) is always True. TFRS's ``score_mask`` format."""
+    same = tf.equal(candidate_ids[:, None], candidate_ids[None, :])
+    n = tf.shape(candidate_ids)[0]
+    return tf.logical_or(tf.logical_not(same), tf.eye(n, dtype=tf.bool))
+
+
+class TwoTowerModel(tfrs.Model):
+    """A two-tower retrieval model: ``score = query_model(f) . candidate_model(f)``.
+
+    Args:
+        query_model, candidate_model: Keras models returning ``float32 [batch, dim]``.
+        query_feature, candidate_feature: the feature each tower reads (an id tower reads
+            ``features["user_id"]``); ``None`` hands the tower the whole feature dictionary
+            (lesson 02's :class:`~recsys_course.models.towers.QueryTower` and
+            :class:`~recsys_course.models.towers.CandidateTower`).
+        correction: subtract ``log(features[PROBABILITY])`` of each column from the logits.
+        remove_accidental_hits: mask in-batch negatives that are the row's own candidate,
+            matched on ``features[candidate_id_feature]``.
+        temperature: divide the logits by it (``None``: 1).
+        metrics: TFRS factorized metrics (e.g. ``tfrs.metrics.FactorizedTopK``), computed
+            by ``evaluate`` and never while training.
+
+    ``compute_loss`` returns the task's loss: the *sum* over the batch's rows of each row's
+    softmax cross-entropy (divide by the batch size for a per-example loss; the training
+    loop of :mod:`recsys_course.models.training` does).
+    """
+
+    def __init__(
+        self,
+        query_model: tf.keras.Model,
+        candidate_model: tf.keras.Model,
+        *,
+        query_feature: str | None = "user_id",
+        candidate_feature: str | None = "movie_id",
+        correction: bool = False,
+        remove_accidental_hits: bool = False,
+        candidate_id_feature: str = "movie_id",
+        temperature: float | None = None,
+        metrics=None,
+    ) -> None:
+        super().__init__()
+        if temperature is not None and temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.query_model = query_model
+        self.candidate_model = candidate_model
+        self.query_feature = query_feature
+        self.candidate_feature = candidate_feature
+        self.correction = bool(correction)
+        self.remove_accidental_hits = bool(remove_accidental_hits)
+        self.candidate_id_feature = candidate_id_feature
+        self.task = tfrs.tasks.Retrieval(metrics=metrics, temperature=temperature)
+
+    def query_embeddings(self, features: dict) -> tf.Tensor:
+        """``float32 [batch, dim]``: the query tower on its feature (or on all of them)."""
+        return self.query_model(features if self.query_feature is None else features[self.query_feature])
+
+    def candidate_embeddings(self, features: dict) -> tf.Tensor:
+        """``float32 [batch, dim]``: the candidate tower on its feature (or on all of them)."""
+        return self.candidate_model(
+            features if self.candidate_feature is None else features[self.candidate_feature]
+        )
+
+    def retrieval_loss(self, queries: tf.Tensor, candidates: tf.Tensor, features: dict, *,
+                       compute_metrics: bool) -> tf.Tensor:
+        """The task's loss for these vectors, with this model's options applied.
+
+        ``candidates`` may hold more rows than ``queries`` (extra negatives, e.g. gathered
+        from other replicas) only when ``correction`` and ``remove_accidental_hits`` are off.
+        """
+        probability = None
+        if self.correction:
+            if PROBABILITY not in features:
+                raise ValueError(f"correction=True needs the feature {PROBABILITY!r} (each row's candidate's "
+                                 "share of training rows); build it with features.candidate_probability")
+            probability = features[PROBABILITY]
+        mask = None
+        if self.remove_accidental_hits:
+            mask = accidental_hits_mask(features[self.candidate_id_feature])
+        return self.task(queries, candidates, candidate_sampling_probability=probability,
+                         score_mask=mask, compute_metrics=compute_metrics)
+
+    def compute_loss(self, features: dict, training: bool = False) -> tf.Tensor:
+        """The in-batch softmax loss of one batch (top-K metrics only when not training)."""
+        return self.retrieval_loss(self.query_embeddings(features), self.candidate_embeddings(features),
+                                   features, compute_metrics=not training)
+
+
+def build_two_tower(
+    user_vocabulary, movie_ids, embedding_dim: int = 32, learning_rate: float = 0.1, *,
+    correction: bool = False, remove_accidental_hits: bool = False, temperature: float | None = None,
+    model_class: type[TwoTowerModel] | None = None,
+) -> TwoTowerModel:
+    """A compiled, untrained id-only :class:`TwoTowerModel` (Adagrad with ``learning_rate``).
+
+    Its ``query_model`` is ``id_tower(user_vocabulary)`` reading ``user_id``, its
+    ``candidate_model`` ``id_tower(movie_ids)`` reading ``movie_id``. Build it inside
+    ``strategy.scope()`` to get distributed variables (lesson 07 does). ``model_class`` may
+    be a subclass of :class:`TwoTowerModel` (same constructor) with another ``compute_loss``.
+    """
+    user_model = id_tower(np.asarray(user_vocabulary).astype(str), embedding_dim, "user_model")
+    movie_model = id_tower(np.asarray(movie_ids).astype(str), embedding_dim, "movie_model")
+    model = (model_class or TwoTowerModel)(
+        user_model, movie_model, correction=correction,
+        remove_accidental_hits=remove_accidental_hits, temperature=temperature,
+    )
+    model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=learning_rate))
+    return model
+
+
+@dataclass
+class TwoTower:
+    """A trained id-only two-tower model and its precomputed candidate embeddings.
+
+    Attributes:
+        model: the trained :class:`TwoTowerModel`.
+        user_model: ``tf.string`` user ids ``[batch]`` -> ``float32 [batch, dim]``
+            (``model.query_model``).
+        movie_model: ``tf.string`` movie ids ``[batch]`` -> ``float32 [batch, dim]``
+            (``model.candidate_model``).
+        movie_ids: ``str [n_movies]``, the candidate catalogue (every movie of the
+            ``movies`` frame given to :func:`train_two_tower`, sorted).
+        movie_embeddings: ``float32 [n_movies, dim]``; row ``i`` is ``movie_ids[i]``'s vector.
+        history: Keras ``History.history`` (one value per epoch per key) plus
+            ``"loss_per_example"``: the epoch's mean in-batch softmax loss per training pair.
+            Follow that key: TFRS reports as ``"loss"`` only the summed loss of each epoch's
+            last batch.
+    """
+
+    model: TwoTowerModel
+    user_model: tf.keras.Model
+    movie_model: tf.keras.Model
+    movie_ids: np.ndarray
+    movie_embeddings: np.ndarray
+    history: dict
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return int(self.movie_embeddings.shape[1])
+
+    def user_embeddings(self, user_ids) -> np.ndarray:
+        """``float32 [len(user_ids), dim]`` query vectors for a list or array of user ids."""
+        ids = tf.constant(np.asarray(user_ids, dtype=str).reshape(-1))
+        return self.user_model(ids).numpy().astype(np.float32)
+
+    def scores(self, user_ids) -> np.ndarray:
+        """``float32 [len(user_ids), n_movies]``: every movie's score for each user,
+        columns in ``movie_ids`` order."""
+        return self.user_embeddings(user_ids) @ self.movie_embeddings.T
+
+
+def _require(frame: pd.DataFrame, columns: tuple[str, ...], name: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{name} lacks the column(s) {missing}; it has {list(frame.columns)}")
+
+
+def train_two_tower(
+    train: pd.DataFrame,
+    movies: pd.DataFrame,
+    *,
+    embedding_dim: int = 32,
+    epochs: int = 3,
+    batch_size: int = 4096,
+    learning_rate: float = 0.1,
+    seed: int = 42,
+    correction: bool = False,
+    remove_accidental_hits: bool = False,
+    temperature: float | None = None,
+) -> TwoTower:
+    """Train an id-only two-tower retrieval model on (user, movie) interactions.
+
+    Every row of ``train`` is one positive pair (the rating value is ignored: rating a movie
+    at all counts as interest). Training uses Adagrad with ``learning_rate``, reshuffles
+    every epoch with ``seed`` and seeds Python, NumPy and TensorFlow with it too, so a rerun
+    on the same data gives the same numbers when op determinism is on
+    (``recsys_course.seed_everything`` turns it on).
+
+    Args:
+        train: ratings with ``user_id`` and ``movie_id`` columns (any dtype; cast to str).
+        movies: the catalogue, with a ``movie_id`` column; may hold movies absent from
+            ``train`` (their vectors stay near their small random initial values).
+        embedding_dim: size of both towers' output vectors.
+        epochs: passes over ``train``.
+        batch_size: pairs per step; also the number of in-batch candidates per step.
+        learning_rate: Adagrad learning rate.
+        seed: seed for initialisation and shuffling.
+        correction: popularity (logQ) correction with each movie's share of ``train``.
+        remove_accidental_hits, temperature: see :class:`TwoTowerModel`.
+
+    Returns:
+        A :class:`TwoTower` with the trained towers, the sorted catalogue ``movie_ids``,
+        their ``movie_embeddings`` (``float32 [n_movies, embedding_dim]``) and the history.
+    """
+    _require(train, ("user_id", "movie_id"), "train")
+    _require(movies, ("movie_id",), "movies")
+    if train.empty:
+        raise ValueError("train_two_tower needs at least one (user_id, movie_id) pair")
+    tf.keras.utils.set_random_seed(seed)
+    user_vocabulary = np.unique(train["user_id"].astype(str).to_numpy()).astype(str)
+    movie_ids = np.unique(movies["movie_id"].astype(str).to_numpy()).astype(str)
+
+    model = build_two_tower(
+        user_vocabulary, movie_ids, embedding_dim, learning_rate, correction=correction,
+        remove_accidental_hits=remove_accidental_hits, temperature=temperature,
+    )
+    probability = candidate_probability(train) if correction else None
+    pairs = tf.data.Dataset.from_tensor_slices(pair_features(train, probability=probability))
+    batches = pairs.shuffle(len(train), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    history = fit_with_loss_per_example(model, batches, len(train), epochs=epochs)
+
+    embeddings = model.candidate_model.predict(tf.constant(movie_ids), batch_size=8192, verbose=0)
+    return TwoTower(
+        model=model,
+        user_model=model.query_model,
+        movie_model=model.candidate_model,
+        movie_ids=movie_ids,
+        movie_embeddings=np.asarray(embeddings, dtype=np.float32),
+        history=history,
+    )
+
+
+class _Slot:
+    """Holds the current batch's candidate ids between the candidate tower and the task
+    (a plain object, so Keras does not try to track the tensor as a weight)."""
+
+    ids: tf.Tensor | None = None
+
+
+class _IdRecordingTower(tf.keras.Model):
+    def __init__(self, tower: tf.keras.Model, slot: _Slot, key: str):
+        super().__init__()
+        self.tower, self._slot, self._key = tower, slot, key
+
+    def call(self, features: dict) -> tf.Tensor:
+        self._slot.ids = features[self._key]
+        return self.tower(features)
+
+
+class AccidentalHitsRetrieval(tfrs.tasks.Retrieval):
+    """``tfrs.tasks.Retrieval(remove_accidental_hits=True)`` for a model whose
+    ``compute_loss`` does not pass ``candidate_ids``.
+
+    Wrap the candidate tower with :meth:`recording` and give the model the wrapped tower:
+    each time it embeds a training batch it records the batch's ``movie_id`` column, and
+    the task hands it to TFRS, which then drops the logits of in-batch negatives that are
+    the query's own movie. During evaluation (``compute_metrics=True``) the ids are not
+    passed and no hit is removed: TFRS's factorized top-K metric would otherwise switch to
+    id-based matching, which needs an index with ids. Other arguments as ``Retrieval``.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(remove_accidental_hits=True, **kwargs)
+        self._slot = _Slot()
+
+    def recording(self, candidate_model: tf.keras.Model, key: str = "movie_id") -> tf.keras.Model:
+        """``candidate_model``, recording ``features[key]`` for the task at every call."""
+        return _IdRecordingTower(candidate_model, self._slot, key)
+
+    def call(self, query_embeddings, candidate_embeddings, *args, compute_metrics: bool = True, **kwargs):
+        kwargs.pop("training", None)  # Keras adds it; Retrieval.call does not take it
+        if compute_metrics:
+            self._remove_accidental_hits = False
+            try:
+                return super().call(query_embeddings, candidate_embeddings, *args,
+                                    compute_metrics=compute_metrics, **kwargs)
+            finally:
+                self._remove_accidental_hits = True
+        if self._slot.ids is None:
+            raise ValueError("AccidentalHitsRetrieval needs the candidate tower wrapped with "
+                             "task.recording(tower) so that it sees the batch's candidate ids")
+        kwargs["candidate_ids"] = self._slot.ids
+        return super().call(query_embeddings, candidate_embeddings, *args,
+                            compute_metrics=compute_metrics, **kwargs)
