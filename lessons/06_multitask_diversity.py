@@ -47,9 +47,9 @@ import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_course import evaluation
+from recsys_course import evaluation, models
 from recsys_course.claims import pick, say
-from recsys_course.two_tower import id_tower, train_two_tower
+from recsys_course.models import id_tower
 
 SEED = recsys_course.seed_everything(42)
 K = 10  # the cutoff of every top-k metric in this lesson
@@ -57,12 +57,15 @@ N_CANDIDATES = 100  # how many movies retrieval hands to the re-rankers per user
 LIKED = 4.0  # a held-out rating of at least this many stars counts as "liked"
 VALIDATION_FRACTION = 0.1  # of the training ratings, held out for every choice
 EMBEDDING_DIM = 32
-EPOCHS = 5
+EPOCHS = 5  # of the multitask and implicit rankers
+RETRIEVAL_MAX_EPOCHS = 10  # the retrieval stage's epochs are chosen on validation, up to this
+RETRIEVAL_PATIENCE = 2  # stop after this many epochs without a better validation recall
 # (rating weight, retrieval weight) pairs tried for the multitask model; (1, 0) is a pure
 # rating model, (0, 1) a pure retrieval model.
 TASK_WEIGHTS = ((1.0, 0.0), (1.0, 0.1), (1.0, 1.0), (0.1, 1.0), (0.0, 1.0))
 MMR_LAMBDAS = tuple(round(1.0 - 0.05 * i, 2) for i in range(15))  # 1.0, 0.95, ..., 0.3
 MAX_PRECISION_LOSS = 0.05  # MMR may cost at most this share of precision@10 on validation
+BLEND_WEIGHTS = (0.5, 0.6, 0.7, 0.8, 0.9)  # weights of the retrieval rank tried in the blends
 
 # %% [markdown]
 # ## 1. Why a rating model is a poor ranker for "what to watch next"
@@ -160,12 +163,46 @@ def make_stage(before: pd.DataFrame, held_out: pd.DataFrame, movies: np.ndarray)
     )
 
 
-def candidates_for(retrieval, stage: Stage, n: int = N_CANDIDATES) -> tuple[np.ndarray, np.ndarray]:
+def candidates_for(retrieval: models.TwoTower, stage: Stage,
+                   n: int = N_CANDIDATES) -> tuple[np.ndarray, np.ndarray]:
     """Each user's ``n`` best unseen movies by the retrieval model: (candidates int [n_users,
     n] item indices, best first; their retrieval scores float [n_users, n])."""
-    scores = retrieval.user_embeddings(stage.users) @ retrieval.movie_embeddings.T
+    users = retrieval.user_model(tf.constant(stage.users)).numpy()
+    scores = users @ retrieval.movie_model(tf.constant(stage.movies)).numpy().T
     candidates = evaluation.top_k(scores, n, exclude=stage.seen)
     return candidates, np.take_along_axis(scores, np.maximum(candidates, 0), axis=1)
+
+
+def train_retrieval(frame: pd.DataFrame, movies: pd.DataFrame, epochs: int) -> models.TwoTower:
+    """The course's two-tower retrieval model (``recsys_course.models``) with the popularity
+    (logQ) correction, trained on ``frame`` (Adagrad 0.1, batches of 1024, seeded)."""
+    return models.train_two_tower(frame, movies, embedding_dim=EMBEDDING_DIM, epochs=epochs,
+                                  batch_size=1024, seed=SEED, correction=True)
+
+
+def retrieval_on_validation(fit: pd.DataFrame, movies: pd.DataFrame, stage: Stage,
+                            max_epochs: int = RETRIEVAL_MAX_EPOCHS,
+                            patience: int = RETRIEVAL_PATIENCE) -> tuple[models.TwoTower, pd.Series]:
+    """Train ``train_retrieval``'s model on ``fit`` one epoch at a time and measure the
+    validation recall@N_CANDIDATES of its candidates after each; stop after ``patience``
+    epochs without improvement. Returns the model with the best epoch's weights and the
+    recall per epoch (index: epoch, from 1)."""
+    retrieval = train_retrieval(fit, movies, epochs=1)
+    pairs = models.features.pair_features(fit, probability=models.candidate_probability(fit))
+    batches = tf.data.Dataset.from_tensor_slices(pairs).shuffle(
+        len(fit), seed=SEED, reshuffle_each_iteration=True).batch(1024)
+    recall, best_weights = {}, None
+    for epoch in range(1, max_epochs + 1):
+        if epoch > 1:
+            retrieval.model.fit(batches, epochs=1, verbose=0)
+        recall[epoch] = evaluation.recall_at_k(candidates_for(retrieval, stage)[0], stage.rated, N_CANDIDATES)
+        best = max(recall, key=recall.get)
+        if best == epoch:
+            best_weights = retrieval.model.get_weights()
+        elif epoch - best >= patience:
+            break
+    retrieval.model.set_weights(best_weights)
+    return retrieval, pd.Series(recall, name=f"validation recall@{N_CANDIDATES}").rename_axis("epoch")
 
 
 def order_by(candidates: np.ndarray, scores: np.ndarray, k: int = K) -> np.ndarray:
@@ -206,30 +243,40 @@ def candidate_ranks(scores: np.ndarray) -> np.ndarray:
     return np.argsort(order, axis=1, kind="stable")
 
 
-def rank_blend(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Minus the sum of each candidate's rank under two score matrices [n_users, n]. Higher
-    is better; ranks put two models with unrelated score scales on one footing."""
-    return -(candidate_ranks(first) + candidate_ranks(second)).astype(float)
+def rank_blend(first: np.ndarray, second: np.ndarray, weight: float = 0.5) -> np.ndarray:
+    """Minus the weighted sum ``weight * rank under first + (1 - weight) * rank under second``
+    of each candidate [n_users, n]. Higher is better; ranks put two models with unrelated
+    score scales on one footing."""
+    return -(weight * candidate_ranks(first) + (1.0 - weight) * candidate_ranks(second)).astype(float)
 
 
 # %% [markdown]
-# The retrieval stage is the shared two-tower model of lessons 04 and 05
-# (`recsys_course.two_tower`), trained on the fit part. It hands each user their 100 best
-# unseen movies; every re-ranker below orders those same 100. (Section 7 trains it again on
-# the whole training split before the test.)
+# The retrieval stage is the course's two-tower model (`recsys_course.models`, the model of
+# lesson 02) with the **popularity correction** of Yi et al. (2019): with in-batch negatives a
+# popular movie shows up as a negative far more often than a rare one, so each logit is
+# lowered by $\log q$, $q$ the movie's share of the training rows, which stops the model
+# from learning mostly "popular movies are negatives". It hands each user their 100 best
+# unseen movies; every re-ranker below orders those same 100, so the number of epochs is
+# chosen for what this stage must do: the validation **recall@100** of its candidates.
 
 # %%
 started = time.perf_counter()
-retrieval = train_two_tower(fit, data.movies, embedding_dim=EMBEDDING_DIM, epochs=EPOCHS,
-                            batch_size=1024, seed=SEED)
-movie_ids = retrieval.movie_ids
+movie_ids = np.unique(data.movies["movie_id"].astype(str))
 val_stage = make_stage(fit, valid, movie_ids)
+retrieval, retrieval_curve = retrieval_on_validation(fit, data.movies, val_stage)
+retrieval_epochs = int(retrieval_curve.idxmax())
+assert (retrieval.movie_ids == movie_ids).all(), "the catalogue must be the sorted movie ids"
 genres = genre_matrix(data.movies, movie_ids)
 probability = evaluation.item_probability(  # popularity among the fit users, for novelty
     evaluation.interaction_matrix(fit, np.unique(fit["user_id"].astype(str)), movie_ids))
 val_candidates, val_retrieval_scores = candidates_for(retrieval, val_stage)
 print(f"retrieval trained and queried in {time.perf_counter() - started:.1f} s; "
       f"{len(val_stage.users)} validation users")
+retrieval_curve.to_frame().T.round(4)
+
+# %%
+say(f"Validation recall@{N_CANDIDATES} peaks after **{retrieval_epochs} epochs** "
+    f"({retrieval_curve.max():.3f}): that many epochs train the retrieval stage from now on.")
 
 # %% [markdown]
 # ## 3. One model, two tasks
@@ -317,7 +364,7 @@ class MultitaskModel(tfrs.models.Model):
 
 
 # %% [markdown]
-# The towers are the id towers of `recsys_course.two_tower` (a `StringLookup` and an
+# The towers are the id towers of `recsys_course.models` (a `StringLookup` and an
 # `Embedding`); the rating head is a small multilayer perceptron, as in TFRS's tutorial.
 
 # %% tags=["setup"]
@@ -737,14 +784,37 @@ def affordable_lambda(curve: pd.DataFrame, max_loss: float = MAX_PRECISION_LOSS)
 # %% [markdown]
 # ## 6. All re-rankers
 #
-# Five ways to order the same 100 candidates, plus MMR on top of the implicit ranker. The
-# **blend** is lesson 03's rank fusion: minus the sum of a candidate's retrieval rank and its
-# rating-model rank. The **multitask** re-ranker scores with the weights and head chosen above.
+# Five ways to order the same 100 candidates, a blend, and MMR on top of the implicit
+# ranker. The **blends** are lesson 03's rank fusion: minus the weighted sum of a
+# candidate's retrieval rank and its rank under a learned re-ranker (the rating model, or
+# the implicit ranker), the weight of the retrieval rank chosen on validation among
+# `BLEND_WEIGHTS`. A re-ranker that ignores the retrieval score throws away what the first
+# stage knows; a blend keeps it. The **multitask** re-ranker scores with the weights and head
+# chosen above.
 
 # %% tags=["setup"]
+class Choices(NamedTuple):
+    """Everything chosen on validation that the re-rankers need at test time."""
+
+    multitask_head: str  # one of HEADS
+    rating_blend: float  # weight of the retrieval rank in "blend: retrieval + rating ranks"
+    implicit_blend: float  # weight of the retrieval rank in "blend: retrieval + implicit ranks"
+    lam: float  # MMR's λ
+    redundancy: str  # MMR's redundancy, one of REDUNDANCY
+
+
+def best_blend_weight(candidates: np.ndarray, retrieval_scores: np.ndarray, other: np.ndarray,
+                      stage: Stage) -> float:
+    """The weight of ``BLEND_WEIGHTS`` whose rank blend of retrieval and ``other`` scores has
+    the best precision@10 on ``stage`` (the first of equals)."""
+    precision = [evaluation.precision_at_k(order_by(candidates, rank_blend(retrieval_scores, other, w)),
+                                           stage.rated, K) for w in BLEND_WEIGHTS]
+    return BLEND_WEIGHTS[int(np.argmax(precision))]
+
+
 def rerankers(stage: Stage, candidates: np.ndarray, retrieval_scores: np.ndarray,
-              rating_model: MultitaskModel, multitask_model: MultitaskModel, multitask_head: str,
-              implicit_model: ImplicitRanker, genres: np.ndarray, lam: float, redundancy: str,
+              rating_model: MultitaskModel, multitask_model: MultitaskModel,
+              implicit_model: ImplicitRanker, genres: np.ndarray, choices: Choices,
               only: str | None = None) -> dict[str, np.ndarray]:
     """The top-K lists [n_users, K] of each re-ranker of the lesson, by name (only the one
     named ``only`` when given, so that each can be timed on its own)."""
@@ -754,11 +824,13 @@ def rerankers(stage: Stage, candidates: np.ndarray, retrieval_scores: np.ndarray
         "retrieval order": lambda: order_by(candidates, retrieval_scores),
         "rating ranker": lambda: order_by(candidates, by_rating()),
         "blend: retrieval + rating ranks": lambda: order_by(
-            candidates, rank_blend(retrieval_scores, by_rating())),
+            candidates, rank_blend(retrieval_scores, by_rating(), choices.rating_blend)),
         "multitask": lambda: order_by(candidates, multitask_scores(multitask_model, stage, candidates,
-                                                                   multitask_head)),
+                                                                   choices.multitask_head)),
         "implicit ranker": lambda: order_by(candidates, by_implicit()),
-        "implicit + MMR": lambda: diversify(candidates, by_implicit(), genres, lam, redundancy),
+        "blend: retrieval + implicit ranks": lambda: order_by(
+            candidates, rank_blend(retrieval_scores, by_implicit(), choices.implicit_blend)),
+        "implicit + MMR": lambda: diversify(candidates, by_implicit(), genres, choices.lam, choices.redundancy),
     }
     if only is not None and only not in recipes:
         raise KeyError(f"no re-ranker named {only!r}; known: {', '.join(recipes)}")
@@ -807,18 +879,30 @@ say(
 )
 
 # %% [markdown]
+# Then the two blend weights, also on validation:
+
+# %%
+choices = Choices(
+    multitask_head=best_head,
+    rating_blend=best_blend_weight(val_candidates, val_retrieval_scores,
+                                   rating_scores(multitask_models[(1.0, 0.0)], val_stage, val_candidates), val_stage),
+    implicit_blend=best_blend_weight(val_candidates, val_retrieval_scores, val_implicit, val_stage),
+    lam=best_lambda, redundancy=best_redundancy)
+say(f"Validation gives the retrieval rank a weight of **{choices.rating_blend:g}** in the blend with the "
+    f"rating model and **{choices.implicit_blend:g}** in the blend with the implicit ranker.")
+
+# %% [markdown]
 # ## 7. Retrain on all training data, then the test split once
 #
-# Every choice is made on validation: the multitask weights and head, the tower depth, the
-# MMR variant and λ. The validation ratings are too useful to waste, so every model is
-# trained again on the whole training split (fit + validation) with those choices, the
-# retrieval stage included, and the test split is used once, for all six re-rankers.
+# Every choice is made on validation: the retrieval epochs, the multitask weights and head,
+# the tower depth, the MMR variant and λ. The validation ratings are too useful to waste, so
+# every model is trained again on the whole training split (fit + validation) with those
+# choices, the retrieval stage included, and the test split is used once, for all the
+# re-rankers.
 
 # %%
 started = time.perf_counter()
-retrieval = train_two_tower(train, data.movies, embedding_dim=EMBEDDING_DIM, epochs=EPOCHS,
-                            batch_size=1024, seed=SEED)
-assert (retrieval.movie_ids == movie_ids).all(), "the catalogue must not change between the stages"
+retrieval = train_retrieval(train, data.movies, epochs=retrieval_epochs)
 test_stage = make_stage(train, test, movie_ids)  # everything in train counts as seen
 test_candidates, test_retrieval_scores = candidates_for(retrieval, test_stage)
 rating_only = train_multitask(train, movie_ids, 1.0, 0.0)
@@ -830,11 +914,11 @@ print(f"models retrained on {len(train):,} ratings in {time.perf_counter() - sta
 
 # %%
 started = time.perf_counter()
-lists = rerankers(test_stage, test_candidates, test_retrieval_scores, rating_only, multitask, best_head,
-                  implicit, genres, best_lambda, best_redundancy)
+lists = rerankers(test_stage, test_candidates, test_retrieval_scores, rating_only, multitask, implicit,
+                  genres, choices)
 results = pd.DataFrame({name: measure(ranked, test_stage, genres, test_probability)
                         for name, ranked in lists.items()}).T
-print(f"six re-rankers scored on {len(test_stage.users)} test users in {time.perf_counter() - started:.1f} s")
+print(f"{len(lists)} re-rankers scored on {len(test_stage.users)} test users in {time.perf_counter() - started:.1f} s")
 results.round(4)
 
 # %%
@@ -848,7 +932,7 @@ plt.show()
 
 # %%
 base = results.loc["retrieval order"]
-best = results["precision@10 rated"].idxmax()
+best = results.drop(index="retrieval order")["precision@10 rated"].idxmax()  # the best re-ranker
 beats = all(results.loc[best, m] > base[m] for m in accuracy)
 rating_lowers = results.loc["rating ranker", "precision@10 rated"] < base["precision@10 rated"]
 plain, diverse = results.loc["implicit ranker"], results.loc["implicit + MMR"]
@@ -858,12 +942,12 @@ say(
     f"({results.loc['rating ranker', 'precision@10 rated']:.3f} against {base['precision@10 rated']:.3f})"
     + pick(results.loc['rating ranker', 'precision@10 rated'] < base['precision@10 rated'],
            ", as in lesson 03.", "; that is not what lesson 03 found, so measure on your own data.")
-    + f" The best re-ranker on rated movies is **{best}** "
-    f"({results.loc[best, 'precision@10 rated']:.3f}), which "
-    + pick(beats, "also beats the retrieval order on liked movies and on NDCG@10.",
-           "does not beat the retrieval order on every accuracy measure: "
-           f"liked {results.loc[best, 'precision@10 liked']:.3f} against {base['precision@10 liked']:.3f}, "
-           f"NDCG@10 {results.loc[best, 'ndcg@10']:.3f} against {base['ndcg@10']:.3f}.")
+    + f" The best re-ranker on rated movies is **{best}**, which "
+    + pick(beats, "beats the retrieval order on rated and liked movies and on NDCG@10",
+           "does not beat the retrieval order on every accuracy measure")
+    + f" (rated {results.loc[best, 'precision@10 rated']:.3f} against {base['precision@10 rated']:.3f}, "
+    f"liked {results.loc[best, 'precision@10 liked']:.3f} against {base['precision@10 liked']:.3f}, "
+    f"NDCG@10 {results.loc[best, 'ndcg@10']:.3f} against {base['ndcg@10']:.3f})."
     + f" The multitask re-ranker (weights {best_weights[0]:g} / {best_weights[1]:g}, {best_head}) reaches "
     f"{results.loc['multitask', 'precision@10 rated']:.3f}."
     + f" MMR ({best_redundancy} similarity, λ = {best_lambda:g}) on top of the implicit ranker changes "
@@ -932,6 +1016,8 @@ say(
 # - Cai-Nicolas Ziegler, Sean McNee, Joseph Konstan, Georg Lausen. *Improving
 #   Recommendation Lists Through Topic Diversification.* WWW 2005.
 #   <https://doi.org/10.1145/1060745.1060754>
+# - Xinyang Yi et al. *Sampling-Bias-Corrected Neural Modeling for Large Corpus Item
+#   Recommendations.* RecSys 2019. <https://doi.org/10.1145/3298689.3346996>
 # - Tao Zhou et al. *Solving the apparent diversity-accuracy dilemma of recommender
 #   systems.* PNAS 107(10), 2010. <https://doi.org/10.1073/pnas.1000488107>
 # - Steffen Rendle, Walid Krichene, Li Zhang, John Anderson. *Neural Collaborative

@@ -1,14 +1,15 @@
-"""Lesson 06: six re-rankers of the same top-100 retrieval candidates, measured on accuracy
-(precision@10 on rated and on liked movies, NDCG@10) and beyond accuracy (intra-list
-diversity, coverage@10, novelty), with the wall time of each.
+"""Lesson 06: the retrieval order and six re-rankings of the same top-100 retrieval
+candidates, measured on accuracy (precision@10 on rated and on liked movies, NDCG@10) and
+beyond accuracy (intra-list diversity, coverage@10, novelty), with the wall time of each.
 
 It follows the lesson (``solutions/06_multitask_diversity.py``) step by step with the
 lesson's own functions: models trained on the fit part of the seeded 80/20 split, every
-choice (multitask loss weights and scoring head, tower depth, MMR variant and λ) made on the
-validation split carved from training, then every model retrained on the whole training
-split and the test split scored once. Targets (issue 17): the best re-ranker beats the
-retrieval order on precision@10 (rated and liked) and NDCG@10 on real data; MMR buys at
-least 20 % more intra-list diversity for at most 5 % of precision@10.
+choice (retrieval epochs, multitask loss weights and scoring head, tower depth, blend
+weights, MMR variant and λ) made on the validation split carved from training, then every
+model retrained on the whole training split and the test split scored once. Targets (issue
+17): the best re-ranker beats the retrieval order on precision@10 (rated and liked) and
+NDCG@10 on real data; MMR buys at least 20 % more intra-list diversity for at most 5 % of
+precision@10.
 """
 
 from __future__ import annotations
@@ -37,14 +38,14 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
     t0 = time.perf_counter()
     train, test = split_ratings(data.ratings, 0.2, seed=lesson.SEED)
     fit, valid = split_ratings(train, lesson.VALIDATION_FRACTION, seed=lesson.SEED)
-    retrieval = lesson.train_two_tower(fit, data.movies, embedding_dim=lesson.EMBEDDING_DIM,
-                                       epochs=lesson.EPOCHS, batch_size=1024, seed=lesson.SEED)
-    movie_ids = retrieval.movie_ids
+    movie_ids = np.unique(data.movies["movie_id"].astype(str))
     val_stage = lesson.make_stage(fit, valid, movie_ids)
+    retrieval, retrieval_curve = lesson.retrieval_on_validation(fit, data.movies, val_stage)
+    retrieval_epochs = int(retrieval_curve.idxmax())
     genres = lesson.genre_matrix(data.movies, movie_ids)
     probability = _probability(fit, movie_ids)
     val_candidates, val_retrieval_scores = lesson.candidates_for(retrieval, val_stage)
-    seconds["retrieval (fit): train and query"] = time.perf_counter() - t0
+    seconds["retrieval (fit): epochs on validation, query"] = time.perf_counter() - t0
 
     def val_precision(scores) -> float:
         return evaluation.precision_at_k(lesson.order_by(val_candidates, scores), val_stage.rated, lesson.K)
@@ -89,11 +90,16 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
     best_redundancy = max(lesson.REDUNDANCY, key=lambda how: curves[how].loc[lambdas[how], "diversity@10"])
     best_lambda = lambdas[best_redundancy]
     seconds["mmr: validation curves"] = time.perf_counter() - t0
+    choices = lesson.Choices(
+        multitask_head=best_head,
+        rating_blend=lesson.best_blend_weight(val_candidates, val_retrieval_scores, lesson.rating_scores(
+            models[(1.0, 0.0)], val_stage, val_candidates), val_stage),
+        implicit_blend=lesson.best_blend_weight(val_candidates, val_retrieval_scores, val_implicit, val_stage),
+        lam=best_lambda, redundancy=best_redundancy)
 
     # Retrain every model on the whole training split with the choices made above.
     t0 = time.perf_counter()
-    retrieval = lesson.train_two_tower(train, data.movies, embedding_dim=lesson.EMBEDDING_DIM,
-                                       epochs=lesson.EPOCHS, batch_size=1024, seed=lesson.SEED)
+    retrieval = lesson.train_retrieval(train, data.movies, epochs=retrieval_epochs)
     test_stage = lesson.make_stage(train, test, movie_ids)
     test_candidates, test_retrieval_scores = lesson.candidates_for(retrieval, test_stage)
     rating_only = lesson.train_multitask(train, movie_ids, 1.0, 0.0)
@@ -106,15 +112,16 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
     # The test split, once; each re-ranker timed on its own (scoring + ordering).
     rerank = {}
     for name in ("retrieval order", "rating ranker", "blend: retrieval + rating ranks", "multitask",
-                 "implicit ranker", "implicit + MMR"):
+                 "implicit ranker", "blend: retrieval + implicit ranks", "implicit + MMR"):
         t0 = time.perf_counter()
         lists = lesson.rerankers(test_stage, test_candidates, test_retrieval_scores, rating_only, multitask,
-                                 best_head, implicit, genres, best_lambda, best_redundancy, only=name)
+                                 implicit, genres, choices, only=name)
         rerank[name] = {**_rounded(lesson.measure(lists[name], test_stage, genres, test_probability)),
                         "seconds": round(time.perf_counter() - t0, 2)}
 
     base, plain, mmr = rerank["retrieval order"], rerank["implicit ranker"], rerank["implicit + MMR"]
-    best = max(rerank, key=lambda name: rerank[name]["precision@10 rated"])
+    best = max((name for name in rerank if name != "retrieval order"),
+               key=lambda name: rerank[name]["precision@10 rated"])
     accuracy = ("precision@10 rated", "precision@10 liked", "ndcg@10")
     gain = mmr["diversity@10"] / plain["diversity@10"] - 1
     cost = 1 - mmr["precision@10 rated"] / plain["precision@10 rated"]
@@ -122,6 +129,8 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
         "split": "random 80/20, seed 42; validation = 10 % of train; choices on validation with models "
                  "trained on the rest of train, then every model retrained on all of train for the test",
         "n_test_users": int(len(test_stage.users)),
+        "retrieval_validation_recall@100": {int(e): round(float(v), 4) for e, v in retrieval_curve.items()},
+        "retrieval_epochs_chosen": retrieval_epochs,
         "multitask_sweep_validation": sweep,
         "multitask_chosen": {"weights": list(best_weights), "head": best_head},
         "implicit_depth_validation": depth,
@@ -132,7 +141,8 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
         "mmr_chosen": {"redundancy": best_redundancy, "lambda": best_lambda,
                        "relevance": "rank among the candidates (1 - rank / m)"},
         "rerank": rerank,
-        "best_by_precision_rated": best,
+        "blend_weights_chosen": {"rating": choices.rating_blend, "implicit": choices.implicit_blend},
+        "best_reranker_by_precision_rated": best,
         "best_beats_retrieval_on_all_accuracy": all(rerank[best][m] > base[m] for m in accuracy),
         "mmr_diversity_gain": round(gain, 4),
         "mmr_precision_cost": round(cost, 4),
