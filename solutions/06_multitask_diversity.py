@@ -47,9 +47,9 @@ import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_course import evaluation
+from recsys_course import evaluation, models
 from recsys_course.claims import pick, say
-from recsys_course.two_tower import id_tower, train_two_tower
+from recsys_course.models import id_tower
 
 SEED = recsys_course.seed_everything(42)
 K = 10  # the cutoff of every top-k metric in this lesson
@@ -57,12 +57,15 @@ N_CANDIDATES = 100  # how many movies retrieval hands to the re-rankers per user
 LIKED = 4.0  # a held-out rating of at least this many stars counts as "liked"
 VALIDATION_FRACTION = 0.1  # of the training ratings, held out for every choice
 EMBEDDING_DIM = 32
-EPOCHS = 5
+EPOCHS = 5  # of the multitask and implicit rankers
+RETRIEVAL_MAX_EPOCHS = 10  # the retrieval stage's epochs are chosen on validation, up to this
+RETRIEVAL_PATIENCE = 2  # stop after this many epochs without a better validation recall
 # (rating weight, retrieval weight) pairs tried for the multitask model; (1, 0) is a pure
 # rating model, (0, 1) a pure retrieval model.
 TASK_WEIGHTS = ((1.0, 0.0), (1.0, 0.1), (1.0, 1.0), (0.1, 1.0), (0.0, 1.0))
-MMR_LAMBDAS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5, 0.3)
+MMR_LAMBDAS = tuple(round(1.0 - 0.05 * i, 2) for i in range(15))  # 1.0, 0.95, ..., 0.3
 MAX_PRECISION_LOSS = 0.05  # MMR may cost at most this share of precision@10 on validation
+BLEND_WEIGHTS = (0.5, 0.6, 0.7, 0.8, 0.9)  # weights of the retrieval rank tried in the blends
 
 # %% [markdown]
 # ## 1. Why a rating model is a poor ranker for "what to watch next"
@@ -108,8 +111,9 @@ MAX_PRECISION_LOSS = 0.05  # MMR may cost at most this share of precision@10 on 
 #
 # The split is lesson 03's: a seeded random 80/20 split into train and test, and a tenth of
 # train held out again for validation. Every model below is trained on the *fit* part;
-# every choice (loss weights, tower depth, MMR's λ) is made on validation; the test split
-# is used once, at the end. A random split lets models peek at the future (lesson 00), so
+# every choice (loss weights and scoring head, tower depth, MMR's λ) is made on validation;
+# then every model is trained again on the whole training split, and the test split is used
+# once, at the end. A random split lets models peek at the future (lesson 00), so
 # compare models with each other rather than reading the absolute numbers as production
 # numbers.
 
@@ -159,12 +163,46 @@ def make_stage(before: pd.DataFrame, held_out: pd.DataFrame, movies: np.ndarray)
     )
 
 
-def candidates_for(retrieval, stage: Stage, n: int = N_CANDIDATES) -> tuple[np.ndarray, np.ndarray]:
+def candidates_for(retrieval: models.TwoTower, stage: Stage,
+                   n: int = N_CANDIDATES) -> tuple[np.ndarray, np.ndarray]:
     """Each user's ``n`` best unseen movies by the retrieval model: (candidates int [n_users,
     n] item indices, best first; their retrieval scores float [n_users, n])."""
-    scores = retrieval.user_embeddings(stage.users) @ retrieval.movie_embeddings.T
+    users = retrieval.user_model(tf.constant(stage.users)).numpy()
+    scores = users @ retrieval.movie_model(tf.constant(stage.movies)).numpy().T
     candidates = evaluation.top_k(scores, n, exclude=stage.seen)
     return candidates, np.take_along_axis(scores, np.maximum(candidates, 0), axis=1)
+
+
+def train_retrieval(frame: pd.DataFrame, movies: pd.DataFrame, epochs: int) -> models.TwoTower:
+    """The course's two-tower retrieval model (``recsys_course.models``) with the popularity
+    (logQ) correction, trained on ``frame`` (Adagrad 0.1, batches of 1024, seeded)."""
+    return models.train_two_tower(frame, movies, embedding_dim=EMBEDDING_DIM, epochs=epochs,
+                                  batch_size=1024, seed=SEED, correction=True)
+
+
+def retrieval_on_validation(fit: pd.DataFrame, movies: pd.DataFrame, stage: Stage,
+                            max_epochs: int = RETRIEVAL_MAX_EPOCHS,
+                            patience: int = RETRIEVAL_PATIENCE) -> tuple[models.TwoTower, pd.Series]:
+    """Train ``train_retrieval``'s model on ``fit`` one epoch at a time and measure the
+    validation recall@N_CANDIDATES of its candidates after each; stop after ``patience``
+    epochs without improvement. Returns the model with the best epoch's weights and the
+    recall per epoch (index: epoch, from 1)."""
+    retrieval = train_retrieval(fit, movies, epochs=1)
+    pairs = models.features.pair_features(fit, probability=models.candidate_probability(fit))
+    batches = tf.data.Dataset.from_tensor_slices(pairs).shuffle(
+        len(fit), seed=SEED, reshuffle_each_iteration=True).batch(1024)
+    recall, best_weights = {}, None
+    for epoch in range(1, max_epochs + 1):
+        if epoch > 1:
+            retrieval.model.fit(batches, epochs=1, verbose=0)
+        recall[epoch] = evaluation.recall_at_k(candidates_for(retrieval, stage)[0], stage.rated, N_CANDIDATES)
+        best = max(recall, key=recall.get)
+        if best == epoch:
+            best_weights = retrieval.model.get_weights()
+        elif epoch - best >= patience:
+            break
+    retrieval.model.set_weights(best_weights)
+    return retrieval, pd.Series(recall, name=f"validation recall@{N_CANDIDATES}").rename_axis("epoch")
 
 
 def order_by(candidates: np.ndarray, scores: np.ndarray, k: int = K) -> np.ndarray:
@@ -198,25 +236,47 @@ def genre_matrix(movies: pd.DataFrame, movie_ids: np.ndarray) -> np.ndarray:
     return out
 
 
+def candidate_ranks(scores: np.ndarray) -> np.ndarray:
+    """int [n_users, n]: each candidate's rank under ``scores`` [n_users, n] (0 = best; ties
+    keep the candidate order)."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return np.argsort(order, axis=1, kind="stable")
+
+
+def rank_blend(first: np.ndarray, second: np.ndarray, weight: float = 0.5) -> np.ndarray:
+    """Minus the weighted sum ``weight * rank under first + (1 - weight) * rank under second``
+    of each candidate [n_users, n]. Higher is better; ranks put two models with unrelated
+    score scales on one footing."""
+    return -(weight * candidate_ranks(first) + (1.0 - weight) * candidate_ranks(second)).astype(float)
+
+
 # %% [markdown]
-# The retrieval stage is the shared two-tower model of lessons 04 and 05
-# (`recsys_course.two_tower`), trained on the fit part. It hands each user their 100 best
-# unseen movies; every re-ranker below orders those same 100.
+# The retrieval stage is the course's two-tower model (`recsys_course.models`, the model of
+# lesson 02) with the **popularity correction** of Yi et al. (2019): with in-batch negatives a
+# popular movie shows up as a negative far more often than a rare one, so each logit is
+# lowered by $\log q$, $q$ the movie's share of the training rows, which stops the model
+# from learning mostly "popular movies are negatives". It hands each user their 100 best
+# unseen movies; every re-ranker below orders those same 100, so the number of epochs is
+# chosen for what this stage must do: the validation **recall@100** of its candidates.
 
 # %%
 started = time.perf_counter()
-retrieval = train_two_tower(fit, data.movies, embedding_dim=EMBEDDING_DIM, epochs=EPOCHS,
-                            batch_size=1024, seed=SEED)
-movie_ids = retrieval.movie_ids
+movie_ids = np.unique(data.movies["movie_id"].astype(str))
 val_stage = make_stage(fit, valid, movie_ids)
-test_stage = make_stage(train, test, movie_ids)  # test: everything in train counts as seen
+retrieval, retrieval_curve = retrieval_on_validation(fit, data.movies, val_stage)
+retrieval_epochs = int(retrieval_curve.idxmax())
+assert (retrieval.movie_ids == movie_ids).all(), "the catalogue must be the sorted movie ids"
 genres = genre_matrix(data.movies, movie_ids)
-probability = evaluation.item_probability(  # popularity among all users, for novelty
+probability = evaluation.item_probability(  # popularity among the fit users, for novelty
     evaluation.interaction_matrix(fit, np.unique(fit["user_id"].astype(str)), movie_ids))
 val_candidates, val_retrieval_scores = candidates_for(retrieval, val_stage)
-test_candidates, test_retrieval_scores = candidates_for(retrieval, test_stage)
 print(f"retrieval trained and queried in {time.perf_counter() - started:.1f} s; "
-      f"{len(val_stage.users)} validation users, {len(test_stage.users)} test users")
+      f"{len(val_stage.users)} validation users")
+retrieval_curve.to_frame().T.round(4)
+
+# %%
+say(f"Validation recall@{N_CANDIDATES} peaks after **{retrieval_epochs} epochs** "
+    f"({retrieval_curve.max():.3f}): that many epochs train the retrieval stage from now on.")
 
 # %% [markdown]
 # ## 3. One model, two tasks
@@ -309,7 +369,7 @@ class MultitaskModel(tfrs.models.Model):
 
 
 # %% [markdown]
-# The towers are the id towers of `recsys_course.two_tower` (a `StringLookup` and an
+# The towers are the id towers of `recsys_course.models` (a `StringLookup` and an
 # `Embedding`); the rating head is a small multilayer perceptron, as in TFRS's tutorial.
 
 # %% tags=["setup"]
@@ -359,62 +419,89 @@ def own_retrieval_ranked(model: MultitaskModel, stage: Stage) -> np.ndarray:
     return evaluation.top_k(users @ movies.T, K, exclude=stage.seen)
 
 
+HEADS = ("rating head", "retrieval head", "blend of both heads")
+
+
+def usable_heads(rating_weight: float, retrieval_weight: float) -> tuple[str, ...]:
+    """The heads a model trained with these weights can score with: a head whose task has
+    weight 0 was never trained."""
+    return tuple(head for head, used in zip(HEADS, (rating_weight > 0, retrieval_weight > 0,
+                                                     rating_weight > 0 and retrieval_weight > 0)) if used)
+
+
+def multitask_scores(model: MultitaskModel, stage: Stage, candidates: np.ndarray, head: str) -> np.ndarray:
+    """Scores [n_users, n] of the candidates by one of ``HEADS``: the predicted rating, the
+    retrieval dot product of the shared towers, or the rank blend of the two."""
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    users = model.user_model(tf.constant(stage.users)).numpy()
+    movies = model.movie_model(tf.constant(stage.movies)).numpy()[np.maximum(candidates, 0)]
+    by_retrieval = np.einsum("ud,und->un", users, movies)
+    if head == "retrieval head":
+        return by_retrieval
+    by_rating = rating_scores(model, stage, candidates)
+    return by_rating if head == "rating head" else rank_blend(by_retrieval, by_rating)
+
+
 # %% [markdown]
 # The sweep trains one model per pair of weights and measures it on **both tasks** on the
 # validation split: the rating task by RMSE, the retrieval task by precision@10 of the model's
-# own dot-product retrieval over the whole catalogue, and, what we care about here, the
-# precision@10 of the retrieval candidates re-ranked by the model's rating head.
+# own dot-product retrieval over the whole catalogue. What we care about here is the
+# precision@10 of the retrieval candidates *re-ranked* by the model, and a multitask model
+# can re-rank in three ways: by its rating head, by its retrieval head (the dot product of the
+# shared towers), or by the rank blend of the two. All three are measured (a head whose task
+# had weight 0 was never trained and is left out).
 
 # %%
 started = time.perf_counter()
 sweep, multitask_models = {}, {}
-for rating_weight, retrieval_weight in TASK_WEIGHTS:
-    model = train_multitask(fit, movie_ids, rating_weight, retrieval_weight)
-    multitask_models[(rating_weight, retrieval_weight)] = model
-    reranked = order_by(val_candidates, rating_scores(model, val_stage, val_candidates))
-    sweep[f"{rating_weight:g} / {retrieval_weight:g}"] = {
-        "validation RMSE": rmse_on(model, valid),
-        "own retrieval precision@10": evaluation.precision_at_k(
-            own_retrieval_ranked(model, val_stage), val_stage.rated, K),
-        "re-ranked precision@10": evaluation.precision_at_k(reranked, val_stage.rated, K),
-    }
+for weights in TASK_WEIGHTS:
+    model = multitask_models[weights] = train_multitask(fit, movie_ids, *weights)
+    row = {"validation RMSE": rmse_on(model, valid) if weights[0] > 0 else np.nan,
+           "own retrieval precision@10": evaluation.precision_at_k(
+               own_retrieval_ranked(model, val_stage), val_stage.rated, K)}
+    for head in HEADS:
+        reranked = order_by(val_candidates, multitask_scores(model, val_stage, val_candidates, head))
+        row[f"re-ranked by {head}"] = (evaluation.precision_at_k(reranked, val_stage.rated, K)
+                                       if head in usable_heads(*weights) else np.nan)
+    sweep[f"{weights[0]:g} / {weights[1]:g}"] = row
 sweep = pd.DataFrame(sweep).T.rename_axis("rating / retrieval weight")
 print(f"{len(TASK_WEIGHTS)} multitask models trained in {time.perf_counter() - started:.1f} s")
 sweep.round(4)
 
 # %%
 fig, ax = plt.subplots(figsize=(5.5, 3.5))
-ax.plot(sweep["validation RMSE"], sweep["re-ranked precision@10"], "o-")
-for name, row in sweep.iterrows():
-    ax.annotate(name, (row["validation RMSE"], row["re-ranked precision@10"]), fontsize=8)
-ax.set_xlabel("validation RMSE (rating task, lower is better)")
-ax.set_ylabel("re-ranked precision@10")
-ax.set_title("Loss weights: one knob, two tasks")
+for head in HEADS:
+    ax.plot(range(len(sweep)), sweep[f"re-ranked by {head}"], "o-", label=head)
+ax.set_xticks(range(len(sweep)), sweep.index)
+ax.set_xlabel("rating / retrieval loss weight")
+ax.set_ylabel("re-ranked precision@10 (validation)")
+ax.set_title("Loss weights and scoring head")
+ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
-# The weights we keep are the ones with the best re-ranked precision@10 on validation
-# among the models that still learn ratings (rating weight above 0: a pure retrieval
-# model's rating head is never trained).
+# We keep the pair (weights, head) with the best re-ranked precision@10 on validation. The
+# pure rating model (weights 1 / 0, rating head) stays in the comparison as the **rating
+# ranker**: it is lesson 03's approach.
 
 # %%
-trained_on_ratings = [w for w in TASK_WEIGHTS if w[0] > 0]
-best_weights = max(trained_on_ratings,
-                   key=lambda w: sweep.loc[f"{w[0]:g} / {w[1]:g}", "re-ranked precision@10"])
-multitask = multitask_models[best_weights]
-rating_only = multitask_models[(1.0, 0.0)]
+options = [(w, head) for w in TASK_WEIGHTS for head in usable_heads(*w)]
+best_weights, best_head = max(
+    options, key=lambda o: sweep.loc[f"{o[0][0]:g} / {o[0][1]:g}", f"re-ranked by {o[1]}"])
 pure = sweep.loc["1 / 0"]
 chosen = sweep.loc[f"{best_weights[0]:g} / {best_weights[1]:g}"]
 say(
     f"The pure rating model (weights 1 / 0) reaches a validation RMSE of {pure['validation RMSE']:.3f} "
-    f"and re-ranked precision@10 of {pure['re-ranked precision@10']:.3f}. Validation picks weights "
-    f"**{best_weights[0]:g} / {best_weights[1]:g}**: re-ranked precision@10 "
-    f"{chosen['re-ranked precision@10']:.3f}"
-    f" at RMSE {chosen['validation RMSE']:.3f}"
-    + pick(best_weights == (1.0, 0.0), ", so on this data the retrieval task does not help the rating head.",
-           pick(chosen["validation RMSE"] <= pure["validation RMSE"],
-                ": the retrieval task helps the rating head on both counts.",
-                ": a little star accuracy traded for a better order."))
+    f"and re-ranked precision@10 of {pure['re-ranked by rating head']:.3f}. Validation picks weights "
+    f"**{best_weights[0]:g} / {best_weights[1]:g}** scored by the **{best_head}**: re-ranked "
+    f"precision@10 {chosen[f're-ranked by {best_head}']:.3f}"
+    + pick(best_head == "rating head",
+           pick(best_weights == (1.0, 0.0), ", so on this data the retrieval task does not help the rating head.",
+                ": the retrieval task, used only in training, makes the rating head a better ranker."),
+           ". The stars alone are not the best guide to the order: the head trained on *which* movies "
+           "users rate " + pick(best_head == "retrieval head", "ranks better on its own.",
+                                 "adds what the rating head misses."))
 )
 
 # %% [markdown]
@@ -596,8 +683,10 @@ say(
 # the previous ones did not. Three beyond-accuracy measures describe a list (Kaminskas and
 # Bridge, 2016), all in `recsys_course.evaluation`:
 #
-# - **intra-list diversity**: the mean pairwise distance (1 − cosine similarity of the
-#   genre vectors) between the movies of one list;
+# - **intra-list diversity** (Ziegler et al., 2005): the mean pairwise distance between the
+#   movies of one list, averaged over users; the distance is 1 − the cosine similarity of
+#   the two movies' multi-hot genre vectors $g$, so for a list $L$ of $n$ movies
+#   $\text{ILD}(L) = \frac{2}{n(n-1)} \sum_{i < j} \big(1 - \cos(g_i, g_j)\big)$;
 # - **coverage@10**: the share of the catalogue that appears in at least one user's top 10;
 # - **novelty**: the mean self-information $-\log_2 p(m)$ of the recommended movies, where
 #   $p(m)$ is the share of users who rated $m$: higher means less obvious picks.
@@ -647,44 +736,117 @@ def mmr_rerank(relevance: np.ndarray, similarity: np.ndarray, k: int, lam: float
     # END SOLUTION
 
 
+# %% [markdown]
+# Three details decide how much diversity MMR buys for a given loss of precision.
+#
+# 1. **Relevance on a scale that λ can act on.** MMR adds relevance and similarity, so both
+#    must live on fixed, comparable scales. The ranker's raw BPR scores have none: only their
+#    differences were trained, their spread changes from one training run to the next (and we
+#    retrain before the test), and min-max scaling hangs on each user's single best and worst
+#    candidate. We use the candidate's **rank** instead: among $m$ candidates, relevance
+#    $r_i = 1 - \text{rank}_i / m$ (the best gets 1). One step down the list then costs the same
+#    $1/m$ for every user and every model, so a λ chosen on validation means the same thing on
+#    the retrained model.
+# 2. **A similarity that matches the metric.** Intra-list diversity averages the distance over
+#    *all* pairs of the list. Classic MMR penalises a candidate only for its *nearest* chosen
+#    movie (the max). With the *mean* similarity to the chosen movies instead, each greedy step
+#    adds the candidate that most raises relevance plus intra-list diversity: this is the
+#    greedy algorithm for *max-sum diversification* (Gollapudi and Sharma, 2009). We try both.
+# 3. **λ chosen with a budget, on validation.** For each variant, λ goes down from 1 in steps
+#    of 0.05 and stops before the first setting that costs more than 5 % of validation
+#    precision@10; the most diverse setting before that point is kept. Stopping at the first
+#    breach keeps the noise of a small validation split from picking a λ past one that
+#    already broke the budget.
+
 # %% tags=["setup"]
+REDUNDANCY = ("max", "mean")  # classic MMR; MMR with the mean similarity (max-sum diversification)
+
+
+def mean_mmr_rerank(relevance: np.ndarray, similarity: np.ndarray, k: int, lam: float) -> np.ndarray:
+    """Like ``mmr_rerank``, but a candidate's redundancy is its *mean* similarity to the
+    positions already chosen (each step maximises relevance plus intra-list diversity)."""
+    relevance, similarity = np.asarray(relevance, dtype=float), np.asarray(similarity, dtype=float)
+    chosen: list[int] = []
+    available = np.ones(len(relevance), dtype=bool)
+    total = np.zeros(len(relevance))  # summed similarity of each candidate to the chosen ones
+    for _ in range(min(k, len(relevance))):
+        value = lam * relevance - (1.0 - lam) * total / len(chosen) if chosen else relevance.copy()
+        value[~available] = -np.inf
+        best = int(np.argmax(value))
+        chosen.append(best)
+        available[best] = False
+        total += similarity[best]
+    return np.array(chosen, dtype=np.int64)
+
+
 def diversify(candidates: np.ndarray, scores: np.ndarray, genres: np.ndarray, lam: float,
-              k: int = K) -> np.ndarray:
-    """MMR over each user's candidates: relevance = ``scores`` min-max scaled per user,
-    similarity = cosine of genre vectors. Returns item indices [n_users, k]."""
+              redundancy: str = "max", k: int = K) -> np.ndarray:
+    """MMR over each user's candidates [n_users, n] (padding -1 skipped): relevance =
+    1 - rank / m by ``scores`` among the user's m candidates, similarity = cosine of the genre
+    vectors, redundancy = "max" (``mmr_rerank``) or "mean" (``mean_mmr_rerank``). Returns item
+    indices [n_users, k]."""
+    rerank = {"max": mmr_rerank, "mean": mean_mmr_rerank}[redundancy]
     norms = np.linalg.norm(genres, axis=1, keepdims=True)
     unit = np.divide(genres, norms, out=np.zeros_like(genres), where=norms > 0)
     out = np.full((len(candidates), k), evaluation.PAD, dtype=np.int64)
     for row, (items, s) in enumerate(zip(candidates, scores)):
         items, s = items[items >= 0], s[items >= 0]
-        spread = s.max() - s.min() if len(s) else 0.0
-        relevance = (s - s.min()) / spread if spread > 0 else np.zeros_like(s)
-        picked = items[mmr_rerank(relevance, unit[items] @ unit[items].T, k, lam)]
+        relevance = 1.0 - candidate_ranks(s[None, :])[0] / max(len(s), 1)
+        picked = items[rerank(relevance, unit[items] @ unit[items].T, k, lam)]
         out[row, : len(picked)] = picked
     return out
 
 
+def mmr_curve(candidates: np.ndarray, scores: np.ndarray, stage: Stage, genres: np.ndarray,
+              probability: np.ndarray, redundancy: str) -> pd.DataFrame:
+    """``measure`` of ``diversify`` for every λ of ``MMR_LAMBDAS`` (rows, in that order)."""
+    return pd.DataFrame({lam: measure(diversify(candidates, scores, genres, lam, redundancy), stage, genres,
+                                      probability) for lam in MMR_LAMBDAS}).T.rename_axis("λ")
+
+
+def affordable_lambda(curve: pd.DataFrame, max_loss: float = MAX_PRECISION_LOSS) -> float:
+    """The most diverse λ among those before the first whose precision@10 falls more than
+    ``max_loss`` below λ = 1 (``curve`` rows in decreasing λ, starting at 1)."""
+    floor = (1 - max_loss) * curve["precision@10 rated"].iloc[0]
+    within = curve["precision@10 rated"].to_numpy() >= floor
+    allowed = curve.iloc[: int(np.argmin(within)) if not within.all() else len(curve)]
+    return float(allowed["diversity@10"].idxmax())
+
+
 # %% [markdown]
-# ## 6. All re-rankers on validation
+# ## 6. All re-rankers
 #
-# Five ways to order the same 100 candidates, plus MMR on top of the implicit ranker for a
-# range of λ. The **blend** is lesson 03's rank fusion: minus the sum of a candidate's
-# retrieval rank and its rating-model rank.
+# Five ways to order the same 100 candidates, a blend, and MMR on top of the implicit
+# ranker. The **blends** are lesson 03's rank fusion: minus the weighted sum of a
+# candidate's retrieval rank and its rank under a learned re-ranker (the rating model, or
+# the implicit ranker), the weight of the retrieval rank chosen on validation among
+# `BLEND_WEIGHTS`. A re-ranker that ignores the retrieval score throws away what the first
+# stage knows; a blend keeps it. The **multitask** re-ranker scores with the weights and head
+# chosen above.
 
 # %% tags=["setup"]
-def rank_blend(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Minus the sum of each candidate's rank under two score matrices [n_users, n]
-    (rank 0 = best; ties keep the candidate order). Higher is better."""
-    def ranks(scores):
-        order = np.argsort(-scores, axis=1, kind="stable")
-        return np.argsort(order, axis=1, kind="stable")
+class Choices(NamedTuple):
+    """Everything chosen on validation that the re-rankers need at test time."""
 
-    return -(ranks(first) + ranks(second)).astype(float)
+    multitask_head: str  # one of HEADS
+    rating_blend: float  # weight of the retrieval rank in "blend: retrieval + rating ranks"
+    implicit_blend: float  # weight of the retrieval rank in "blend: retrieval + implicit ranks"
+    lam: float  # MMR's λ
+    redundancy: str  # MMR's redundancy, one of REDUNDANCY
+
+
+def best_blend_weight(candidates: np.ndarray, retrieval_scores: np.ndarray, other: np.ndarray,
+                      stage: Stage) -> float:
+    """The weight of ``BLEND_WEIGHTS`` whose rank blend of retrieval and ``other`` scores has
+    the best precision@10 on ``stage`` (the first of equals)."""
+    precision = [evaluation.precision_at_k(order_by(candidates, rank_blend(retrieval_scores, other, w)),
+                                           stage.rated, K) for w in BLEND_WEIGHTS]
+    return BLEND_WEIGHTS[int(np.argmax(precision))]
 
 
 def rerankers(stage: Stage, candidates: np.ndarray, retrieval_scores: np.ndarray,
               rating_model: MultitaskModel, multitask_model: MultitaskModel,
-              implicit_model: ImplicitRanker, genres: np.ndarray, lam: float,
+              implicit_model: ImplicitRanker, genres: np.ndarray, choices: Choices,
               only: str | None = None) -> dict[str, np.ndarray]:
     """The top-K lists [n_users, K] of each re-ranker of the lesson, by name (only the one
     named ``only`` when given, so that each can be timed on its own)."""
@@ -694,61 +856,103 @@ def rerankers(stage: Stage, candidates: np.ndarray, retrieval_scores: np.ndarray
         "retrieval order": lambda: order_by(candidates, retrieval_scores),
         "rating ranker": lambda: order_by(candidates, by_rating()),
         "blend: retrieval + rating ranks": lambda: order_by(
-            candidates, rank_blend(retrieval_scores, by_rating())),
-        "multitask": lambda: order_by(candidates, rating_scores(multitask_model, stage, candidates)),
+            candidates, rank_blend(retrieval_scores, by_rating(), choices.rating_blend)),
+        "multitask": lambda: order_by(candidates, multitask_scores(multitask_model, stage, candidates,
+                                                                   choices.multitask_head)),
         "implicit ranker": lambda: order_by(candidates, by_implicit()),
-        "implicit + MMR": lambda: diversify(candidates, by_implicit(), genres, lam),
+        "blend: retrieval + implicit ranks": lambda: order_by(
+            candidates, rank_blend(retrieval_scores, by_implicit(), choices.implicit_blend)),
+        "implicit + MMR": lambda: diversify(candidates, by_implicit(), genres, choices.lam, choices.redundancy),
     }
     if only is not None and only not in recipes:
         raise KeyError(f"no re-ranker named {only!r}; known: {', '.join(recipes)}")
     return {name: make() for name, make in recipes.items() if only in (None, name)}
 
 
+# %% [markdown]
+# First MMR's λ, on validation, for both kinds of redundancy:
+
 # %%
+started = time.perf_counter()
 val_implicit = implicit_scores(implicit, val_stage, val_candidates)
-curve = pd.DataFrame({
-    lam: measure(diversify(val_candidates, val_implicit, genres, lam), val_stage, genres, probability)
-    for lam in MMR_LAMBDAS
-}).T.rename_axis("λ")
-floor = (1 - MAX_PRECISION_LOSS) * curve.loc[1.0, "precision@10 rated"]
-affordable = curve[curve["precision@10 rated"] >= floor]
-best_lambda = float(affordable["diversity@10"].idxmax())
-curve.round(4)
+curves = {how: mmr_curve(val_candidates, val_implicit, val_stage, genres, probability, how)
+          for how in REDUNDANCY}
+lambdas = {how: affordable_lambda(curves[how]) for how in REDUNDANCY}
+best_redundancy = max(REDUNDANCY, key=lambda how: curves[how].loc[lambdas[how], "diversity@10"])
+best_lambda = lambdas[best_redundancy]
+print(f"{len(REDUNDANCY) * len(MMR_LAMBDAS)} MMR settings measured in {time.perf_counter() - started:.1f} s")
+pd.concat({f"{how} similarity": curves[how][["precision@10 rated", "diversity@10"]] for how in REDUNDANCY},
+          axis=1).round(4)
 
 # %%
 fig, ax = plt.subplots(figsize=(5.5, 3.5))
-ax.plot(curve["diversity@10"], curve["precision@10 rated"], "o-")
-for lam, row in curve.iterrows():
-    ax.annotate(f"λ={lam:g}", (row["diversity@10"], row["precision@10 rated"]), fontsize=8)
+for how in REDUNDANCY:
+    ax.plot(curves[how]["diversity@10"], curves[how]["precision@10 rated"], "o-", label=f"{how} similarity")
+    ax.annotate(f"λ={lambdas[how]:g}", (curves[how].loc[lambdas[how], "diversity@10"],
+                                        curves[how].loc[lambdas[how], "precision@10 rated"]), fontsize=8)
+floor = (1 - MAX_PRECISION_LOSS) * curves["max"].loc[1.0, "precision@10 rated"]
 ax.axhline(floor, color="grey", linestyle=":", label=f"{MAX_PRECISION_LOSS:.0%} below λ = 1")
 ax.set_xlabel("intra-list diversity@10 (genres)")
 ax.set_ylabel("precision@10 (rated)")
 ax.set_title("MMR on validation: accuracy against diversity")
-ax.legend()
+ax.legend(fontsize=8)
 plt.show()
 
 # %%
+curve = curves[best_redundancy]
 gain = curve.loc[best_lambda, "diversity@10"] / curve.loc[1.0, "diversity@10"] - 1
 cost = 1 - curve.loc[best_lambda, "precision@10 rated"] / curve.loc[1.0, "precision@10 rated"]
+other = REDUNDANCY[1 - REDUNDANCY.index(best_redundancy)]
+other_gain = curves[other].loc[lambdas[other], "diversity@10"] / curve.loc[1.0, "diversity@10"] - 1
 say(
-    f"We keep **λ = {best_lambda:g}**, the most diverse setting that loses at most "
-    f"{MAX_PRECISION_LOSS:.0%} of validation precision@10: intra-list diversity "
-    f"{pick(gain >= 0, 'rises', 'changes')} by {gain:+.0%} for a precision change of {-cost:+.1%}."
+    f"We keep MMR with the **{best_redundancy} similarity** and **λ = {best_lambda:g}**: on validation, "
+    f"intra-list diversity {pick(gain >= 0, 'rises', 'changes')} by {gain:+.0%} for a precision@10 change "
+    f"of {-cost:+.1%}, against {other_gain:+.0%} "
+    f"with the {other} similarity (λ = {lambdas[other]:g})."
 )
 
 # %% [markdown]
-# ## 7. The test split, once
+# Then the two blend weights, also on validation:
+
+# %%
+val_rating = rating_scores(multitask_models[(1.0, 0.0)], val_stage, val_candidates)
+choices = Choices(
+    multitask_head=best_head,
+    rating_blend=best_blend_weight(val_candidates, val_retrieval_scores, val_rating, val_stage),
+    implicit_blend=best_blend_weight(val_candidates, val_retrieval_scores, val_implicit, val_stage),
+    lam=best_lambda, redundancy=best_redundancy)
+say(f"Validation gives the retrieval rank a weight of **{choices.rating_blend:g}** in the blend with the "
+    f"rating model and **{choices.implicit_blend:g}** in the blend with the implicit ranker.")
+
+# %% [markdown]
+# ## 7. Retrain on all training data, then the test split once
 #
-# Every choice is made: the multitask weights, the tower depth and λ. The test split is
-# now used once, for all six re-rankers.
+# Every choice is made on validation: the retrieval epochs, the multitask weights and head,
+# the tower depth, the MMR variant and λ, the blend weights. The validation ratings are too useful to waste, so
+# every model is trained again on the whole training split (fit + validation) with those
+# choices, the retrieval stage included, and the test split is used once, for all the
+# re-rankers.
 
 # %%
 started = time.perf_counter()
-lists = rerankers(test_stage, test_candidates, test_retrieval_scores, rating_only, multitask,
-                  implicit, genres, best_lambda)
-results = pd.DataFrame({name: measure(ranked, test_stage, genres, probability)
+retrieval = train_retrieval(train, data.movies, epochs=retrieval_epochs)
+test_stage = make_stage(train, test, movie_ids)  # everything in train counts as seen
+test_candidates, test_retrieval_scores = candidates_for(retrieval, test_stage)
+rating_only = train_multitask(train, movie_ids, 1.0, 0.0)
+multitask = rating_only if best_weights == (1.0, 0.0) else train_multitask(train, movie_ids, *best_weights)
+implicit = train_implicit(train, movie_ids, depths[best_depth])
+test_probability = evaluation.item_probability(
+    evaluation.interaction_matrix(train, np.unique(train["user_id"].astype(str)), movie_ids))
+print(f"models retrained on {len(train):,} ratings in {time.perf_counter() - started:.1f} s")
+
+# %%
+started = time.perf_counter()
+lists = rerankers(test_stage, test_candidates, test_retrieval_scores, rating_only, multitask, implicit,
+                  genres, choices)
+results = pd.DataFrame({name: measure(ranked, test_stage, genres, test_probability)
                         for name, ranked in lists.items()}).T
-print(f"six re-rankers scored on {len(test_stage.users)} test users in {time.perf_counter() - started:.1f} s")
+print(f"{len(lists)} orders of the candidates scored on {len(test_stage.users)} test users "
+      f"in {time.perf_counter() - started:.1f} s")
 results.round(4)
 
 # %%
@@ -762,7 +966,7 @@ plt.show()
 
 # %%
 base = results.loc["retrieval order"]
-best = results["precision@10 rated"].idxmax()
+best = results.drop(index="retrieval order")["precision@10 rated"].idxmax()  # the best re-ranker
 beats = all(results.loc[best, m] > base[m] for m in accuracy)
 rating_lowers = results.loc["rating ranker", "precision@10 rated"] < base["precision@10 rated"]
 plain, diverse = results.loc["implicit ranker"], results.loc["implicit + MMR"]
@@ -772,18 +976,33 @@ say(
     f"({results.loc['rating ranker', 'precision@10 rated']:.3f} against {base['precision@10 rated']:.3f})"
     + pick(results.loc['rating ranker', 'precision@10 rated'] < base['precision@10 rated'],
            ", as in lesson 03.", "; that is not what lesson 03 found, so measure on your own data.")
-    + f" The best re-ranker on rated movies is **{best}** "
-    f"({results.loc[best, 'precision@10 rated']:.3f}), which "
-    + pick(beats, "also beats the retrieval order on liked movies and on NDCG@10.",
-           "does not beat the retrieval order on every accuracy measure: "
-           f"liked {results.loc[best, 'precision@10 liked']:.3f} against {base['precision@10 liked']:.3f}, "
-           f"NDCG@10 {results.loc[best, 'ndcg@10']:.3f} against {base['ndcg@10']:.3f}.")
-    + f" MMR on top of the implicit ranker changes intra-list diversity from "
-    f"{plain['diversity@10']:.3f} to {diverse['diversity@10']:.3f}, coverage@10 from "
+    + f" The best re-ranker on rated movies is **{best}**, which "
+    + pick(beats, "beats the retrieval order on rated and liked movies and on NDCG@10",
+           "does not beat the retrieval order on every accuracy measure")
+    + f" (rated {results.loc[best, 'precision@10 rated']:.3f} against {base['precision@10 rated']:.3f}, "
+    f"liked {results.loc[best, 'precision@10 liked']:.3f} against {base['precision@10 liked']:.3f}, "
+    f"NDCG@10 {results.loc[best, 'ndcg@10']:.3f} against {base['ndcg@10']:.3f})."
+    + f" The multitask re-ranker (weights {best_weights[0]:g} / {best_weights[1]:g}, {best_head}) reaches "
+    f"{results.loc['multitask', 'precision@10 rated']:.3f}."
+    + f" MMR ({best_redundancy} similarity, λ = {best_lambda:g}) on top of the implicit ranker changes "
+    f"intra-list diversity from {plain['diversity@10']:.3f} to {diverse['diversity@10']:.3f} "
+    f"({diverse['diversity@10'] / plain['diversity@10'] - 1:+.0%}), coverage@10 from "
     f"{plain['coverage@10']:.3f} to {diverse['coverage@10']:.3f}, novelty from "
     f"{plain['novelty@10']:.2f} to {diverse['novelty@10']:.2f} bits, and precision@10 from "
-    f"{plain['precision@10 rated']:.3f} to {diverse['precision@10 rated']:.3f}."
+    f"{plain['precision@10 rated']:.3f} to {diverse['precision@10 rated']:.3f} "
+    f"({diverse['precision@10 rated'] / plain['precision@10 rated'] - 1:+.1%}), "
+    + pick(diverse["precision@10 rated"] >= (1 - MAX_PRECISION_LOSS) * plain["precision@10 rated"],
+           f"within the {MAX_PRECISION_LOSS:.0%} budget set on validation.",
+           f"more than the {MAX_PRECISION_LOSS:.0%} budget set on validation: a validation split this small "
+           "estimates the cost of λ only roughly.")
 )
+
+# %% [markdown]
+# How much diversity a given loss of precision buys depends on the ranker, not only on MMR.
+# Swapping a movie of the top 10 for a more diverse one from further down costs the
+# difference between their chances of being a hit, and a sharp ranker, whose hits crowd at the
+# very top, makes every swap expensive; a weak ranker makes diversity cheap because its top 10
+# was not much better than the rest. Compare MMR settings on the same ranker, as here.
 
 # %% [markdown]
 # ## Summary
@@ -799,9 +1018,15 @@ say(
 # - **BPR** trains on (rated, sampled unrated) pairs with $-\log\sigma(s_i - s_j)$; only
 #   score differences matter. Negatives are resampled every epoch.
 # - Deeper towers cost more time and parameters; measure before keeping them.
+# - A re-ranker that ignores the retrieval score throws away what the first stage learned;
+#   a rank blend keeps both, with its weight chosen on validation.
 # - **MMR** trades relevance for diversity with one knob, λ; coverage and novelty show
-#   what the catalogue and the long tail get out of it. Choose λ with an explicit budget
-#   (here: at most 5 % of precision@10 on validation).
+#   what the catalogue and the long tail get out of it. Put relevance on a fixed scale
+#   (ranks) so that λ means the same for every user and model, match the redundancy to the
+#   diversity you measure (mean similarity for intra-list diversity), and choose λ with an
+#   explicit budget (here: at most 5 % of precision@10 on validation).
+# - Make every choice on validation, then retrain on training + validation and use the test
+#   split once.
 #
 # ## Further reading
 #
@@ -826,6 +1051,13 @@ say(
 # - Marius Kaminskas, Derek Bridge. *Diversity, Serendipity, Novelty, and Coverage: A
 #   Survey and Empirical Analysis of Beyond-Accuracy Objectives in Recommender Systems.*
 #   ACM TiiS 7(1), 2016. <https://doi.org/10.1145/2926720>
+# - Sreenivas Gollapudi, Aneesh Sharma. *An Axiomatic Approach for Result Diversification.*
+#   WWW 2009. <https://doi.org/10.1145/1526709.1526761>
+# - Cai-Nicolas Ziegler, Sean McNee, Joseph Konstan, Georg Lausen. *Improving
+#   Recommendation Lists Through Topic Diversification.* WWW 2005.
+#   <https://doi.org/10.1145/1060745.1060754>
+# - Xinyang Yi et al. *Sampling-Bias-Corrected Neural Modeling for Large Corpus Item
+#   Recommendations.* RecSys 2019. <https://doi.org/10.1145/3298689.3346996>
 # - Tao Zhou et al. *Solving the apparent diversity-accuracy dilemma of recommender
 #   systems.* PNAS 107(10), 2010. <https://doi.org/10.1073/pnas.1000488107>
 # - Steffen Rendle, Walid Krichene, Li Zhang, John Anderson. *Neural Collaborative
