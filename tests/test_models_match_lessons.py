@@ -16,7 +16,7 @@ import tensorflow_recommenders as tfrs
 
 from recsys_course import models
 from recsys_course.catalog import load_catalog
-from recsys_course.lessons import load_lesson
+from recsys_course.grading.loader import load_lesson
 
 USERS = ["u10", "u20", "u30", "u40"]
 MOVIES = ["m1", "m2", "m3", "m4", "m5"]
