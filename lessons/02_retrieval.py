@@ -1242,12 +1242,13 @@ claims.say(
 # %% [markdown]
 # ## 13. A query tower that reads the history
 #
-# Why do the towers lose to EASE? Compare what each model knows about a user when it scores.
-# The id tower knows a **user id**: a free vector of 32 numbers, trained only on that user's
-# own pairs. It cannot use a rating made after training (a new user gets the shared OOV
-# vector), and what it learns about one user never helps another. EASE reads the
-# **history** itself: its score $\mathbf{x}_u B$ is a function of the movies the user rated,
-# through weights shared by every user, so a new rating changes the list at once.
+# Compare what each model knows about a user when it scores, and EASE's strength is plain.
+# The towers so far know a **user id** (plus, with side features, the time and
+# demographics): the user's vector is a free row of 32 numbers, learned from that user's own
+# pairs only. A rating made after training cannot change it, and a new user gets the shared
+# OOV row. EASE reads the **history** itself: its score $\mathbf{x}_u B$ is a function of the
+# movies the user rated, through weights shared by every user, so a new rating changes the
+# list at once.
 #
 # A query tower can do the same. Make the query vector a function of the history, as
 # YouTube's candidate generator (Covington et al. 2016) and Mult-DAE (Liang et al. 2018) do:
