@@ -15,6 +15,9 @@ factorized top-100, patience 2). Models:
 * ``popularity``: the same most-rated movies for everybody;
 * ``item_knn``: cosine item-to-item similarity of the fit interactions, all neighbours;
 * ``ease``: Steck (2019), the lesson's ``ease_weights``, lambda from ``EASE_GRID``;
+* ``history``: the lesson's history tower (``recsys_course.models.history``): the query is
+  a bag of the user's fit movies, trained per user with a full softmax; size and L2 weight
+  chosen on validation from ``models.HISTORY_GRID`` (in each protocol), epoch too;
 * ``classic``, ``id_corrected``, ``side_corrected``: the lesson's towers (TFRS tutorial
   recipe with epochs on validation; logQ correction; side features on top);
 * random protocol only: ``tutorial_reproduction`` (the TFRS basic tutorial exactly: 3
@@ -38,8 +41,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from recsys_course import evaluation as ev
+from recsys_course import evaluation as ev, models
 from recsys_course.benchmarks import quick
+from recsys_course.models import features as mf
 from recsys_course.data import MovieLens
 from recsys_course.env import seed_everything
 
@@ -118,16 +122,16 @@ def _ease_scorer(lesson, matrix: np.ndarray):
 
 
 def _protocol(data: MovieLens, lesson, protocol: str, extra_towers: dict) -> dict:
-    tf, tfrs, rt = lesson.tf, lesson.tfrs, lesson.rt
+    tf, tfrs = lesson.tf, lesson.tfrs
     ks, dim, seed = lesson.TOP_KS, lesson.EMBEDDING_DIM, lesson.SEED
     ratings, movies = data.ratings, data.movies
     train, test, fit, validation = _splits(ratings, protocol, seed)
     demographics = data.has_demographics
-    width = rt.genre_width(movies)
+    width = mf.genre_width(movies)
     movie_ids = movies["movie_id"].astype(str).tolist()
     titles = movies["movie_title"].to_numpy(dtype=object)
     genres = sorted({g for gs in movies["movie_genres"] for g in gs})
-    candidates = tf.data.Dataset.from_tensor_slices(rt.movie_features(movies, width))
+    candidates = tf.data.Dataset.from_tensor_slices(mf.movie_features(movies, width))
 
     # Evaluation sets: test users masked with all of train; validation users with fit.
     test_users = sorted(set(test["user_id"]) & set(train["user_id"]))
@@ -182,6 +186,22 @@ def _protocol(data: MovieLens, lesson, protocol: str, extra_towers: dict) -> dic
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
 
+    started = time.perf_counter()
+    runs = {}
+    for config in models.HISTORY_GRID:
+        run = models.train_history_model(fit_matrix, movie_ids, val_history, val_relevant, seed=seed, **config)
+        runs[f"dim {config['embedding_dim']}, l2 {config['l2']:g}"] = (run, config)
+    chosen = max(runs, key=lambda key: runs[key][0].validation_recall)
+    history_run, history_config = runs[chosen]
+    comparison["history"] = {
+        **measure(history_run.model.scores(test_history)),
+        "validation_recall@10_masked": validation_recall(history_run.model.scores(val_history)),
+        **history_config, "best_epoch_on_validation": history_run.best_epoch,
+        "validation_recall@10_by_config": {key: round(r.validation_recall, 4) for key, (r, _) in runs.items()},
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    runs.clear()  # free the other configurations' weights
+
     def build(frame: pd.DataFrame, side: bool, time_buckets: int = 20):
         seed_everything(seed)  # every model starts from the same seeded state
         users = sorted(frame["user_id"].unique())
@@ -202,7 +222,7 @@ def _protocol(data: MovieLens, lesson, protocol: str, extra_towers: dict) -> dic
         options = dict(metrics=metric, temperature=s.get("temperature"),
                        num_hard_negatives=s.get("hard_negatives"))
         if s.get("accidental_hits"):
-            task = rt.AccidentalHitsRetrieval(**options)
+            task = models.AccidentalHitsRetrieval(**options)
             candidate = task.recording(candidate)
         else:
             task = tfrs.tasks.Retrieval(**options)
@@ -212,30 +232,30 @@ def _protocol(data: MovieLens, lesson, protocol: str, extra_towers: dict) -> dic
 
     def tower_scores(model, frame: pd.DataFrame, users: list[str]) -> np.ndarray:
         vectors = np.concatenate([model.candidate_model(b).numpy() for b in candidates.batch(1024)])
-        queries = rt.user_features(frame, users, demographics=demographics)
+        queries = mf.user_features(frame, users, demographics=demographics)
         return model.query_model(queries).numpy() @ vectors.T
 
     if protocol == "random" and not quick():
         # The TFRS basic retrieval tutorial, exactly: whole training split, 3 epochs.
         started = time.perf_counter()
         model = compile_model(*build(train, side=False), dict(correction=False, lr=0.1))
-        model.fit(rt.to_dataset(rt.rating_features(train, width), 8192, shuffle_seed=seed), epochs=3, verbose=0)
+        model.fit(mf.to_dataset(mf.rating_features(train, width), 8192, shuffle_seed=seed), epochs=3, verbose=0)
         comparison["tutorial_reproduction"] = {
             **measure(tower_scores(model, train, test_users)), "epochs": 3,
             "wall_seconds": round(time.perf_counter() - started, 1),
         }
 
-    probability = rt.candidate_probability(fit)
+    probability = mf.candidate_probability(fit)
 
     def features(frame):
-        return rt.rating_features(frame, width, demographics=demographics, probability=probability)
+        return mf.rating_features(frame, width, demographics=demographics, probability=probability)
 
     fit_features, val_features = features(fit), features(validation)
     for name, s in {**TOWERS, **extra_towers}.items():
         started = time.perf_counter()
         model = compile_model(*build(fit, s["side"], s.get("time_buckets", 20)), s)
-        run = rt.train_with_curves(
-            model, rt.to_dataset(fit_features, s["batch"], shuffle_seed=seed),
+        run = models.train_with_curves(
+            model, mf.to_dataset(fit_features, s["batch"], shuffle_seed=seed),
             {"validation": val_features}, epochs=s["epochs"], ks=ks,
             patience=None if name == "classic" else 2,
         )

@@ -13,12 +13,23 @@ module         what it holds
 ``training``   the training loop that reports loss per example (``LossPerExample``,
                ``fit_with_loss_per_example``), ``loss_per_example``, ``train_with_curves``
 ``ranking``    the id-based ranker: ``Ranker``, ``build_ranker``, ``train_ranker``
+``history``    the two-tower model whose query is a bag of the user's movies, trained per
+               user with a full softmax: ``HistoryRetrievalModel``, ``train_history_model``
 =============  ==========================================================================
 
 The names below are re-exported here; importing this package imports TensorFlow.
 """
 
 from recsys_course.models.features import PROBABILITY, candidate_probability
+from recsys_course.models.history import (
+    HISTORY_GRID,
+    HistoryQueryTower,
+    HistoryRetrievalModel,
+    HistoryRun,
+    build_history_model,
+    history_candidate_tower,
+    train_history_model,
+)
 from recsys_course.models.ranking import Ranker, build_ranker, train_ranker
 from recsys_course.models.retrieval import (
     AccidentalHitsRetrieval,
@@ -38,7 +49,9 @@ from recsys_course.models.training import (
 )
 
 __all__ = [
-    "PROBABILITY", "AccidentalHitsRetrieval", "CandidateTower", "LossPerExample", "QueryTower",
+    "PROBABILITY", "AccidentalHitsRetrieval", "CandidateTower", "HISTORY_GRID", "HistoryQueryTower",
+    "HistoryRetrievalModel", "HistoryRun", "build_history_model", "history_candidate_tower",
+    "train_history_model", "LossPerExample", "QueryTower",
     "Ranker", "TrainingRun", "TwoTower", "TwoTowerModel", "accidental_hits_mask", "build_ranker",
     "build_two_tower", "candidate_probability", "fit_with_loss_per_example", "id_tower",
     "loss_per_example", "title_tower", "train_ranker", "train_two_tower", "train_with_curves",

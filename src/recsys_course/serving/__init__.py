@@ -13,9 +13,8 @@ Modules (import the one you need; the package itself imports nothing heavy):
 ``export``      version folders, atomic exports, ``saved_model_cli``, model config files,
                 the ``docker run`` command
 ``servables``   ``tf.Module`` wrappers with explicit ``serving_default`` signatures for the
-                retrieval model, the query tower and the ranking model
-``ranking``     deprecated re-export of :mod:`recsys_course.models.ranking`, the ranker
-                that lesson 05 serves
+                retrieval model, the query tower and the ranking model that lesson
+                05 serves (the models themselves come from :mod:`recsys_course.models`)
 ``warmup``      ``assets.extra/tf_serving_warmup_requests`` writer and reader
 ``ann``         an Annoy index of movie vectors that lives beside the served query tower
 ``protocol``    JSON <-> tensors for the REST ``:predict`` API (row and columnar formats)

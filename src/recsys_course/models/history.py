@@ -1,0 +1,224 @@
+"""A two-tower model whose query is the user's history: a bag of the movies they rated.
+
+The id towers of :mod:`recsys_course.models.retrieval` give every user a free vector,
+learned from that user's training pairs only. The history tower computes the query vector
+*from* the user's movies instead (as in YouTube's candidate generator, Covington et al.
+2016, and Mult-DAE, Liang et al. 2018):
+
+    q(x) = (x @ E) / sqrt(|x|)   (x: the user's 0/1 history row, E: one vector per movie)
+
+so a user who rated a few movies yesterday gets a vector today without retraining, and
+every user's vector is built from parameters shared by everyone. The candidate tower is the
+movie's id embedding plus a one-number id embedding (the movie's bias), met by a constant 1
+in the query: the score stays one dot product, so the model serves from any
+nearest-neighbour index.
+
+Training (:class:`HistoryRetrievalModel`) is per *user*, with a full softmax over the
+catalogue (cheap for a few thousand movies): each step hides a random share ``dropout`` of
+every user's history from the query and asks for the hidden movies as a multinomial target,
+so the model learns to predict movies it was not shown and never learns to copy its input.
+:func:`train_history_model` picks the epoch on a validation split (masked recall@10 from
+:mod:`recsys_course.evaluation`) and keeps the best weights.
+
+Inputs are dense ``float32 [users, n_movies]`` 0/1 rows in catalogue order (build them with
+:func:`recsys_course.evaluation.interaction_matrix`).
+
+How the fixed settings were chosen: validation masked recall@10 on ml-latest-small's random
+split (lesson 02's protocol; EASE reaches 0.162 there), most runs with Mult-DAE's target (the
+whole history). Learning rate 0.01 overfits within 10 epochs (0.136), 0.001 is still rising
+at 100 epochs (0.140-0.143), 0.003 peaks after 30-60 (0.144-0.146 without L2). At 128
+dimensions, L2 1e-5 / 1e-4 / 3e-4 / 1e-3 give 0.146 / 0.153 / 0.152 / 0.129; with L2 1e-4,
+128 / 256 / 512 dimensions give 0.153 / 0.154 / 0.158. No gain from: mean pooling instead
+of 1/sqrt(length) (0.138), tying query and candidate movie vectors (0.146), adding a user
+id embedding to the query (0.153), hiding 75 % instead of 50 % (0.158). Predicting only the
+hidden half is within noise of predicting the whole history (L2 1e-5: 0.152 vs 0.146; L2
+3e-4: 0.143 vs 0.152) and never asks the model to copy its input, so it is the target here.
+On synthetic:100k the whole-history runs reach 0.104-0.105 (EASE 0.095).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+import tensorflow as tf  # recsys_course/__init__.py has already set TF_USE_LEGACY_KERAS=1
+import tensorflow_recommenders as tfrs
+
+from recsys_course import evaluation as ev
+from recsys_course.env import seed_everything
+from recsys_course.models.towers import id_tower
+
+HISTORY = "history"  #: the feature holding a user's 0/1 history row
+#: The sizes and L2 weights that lesson 02 and its benchmark choose from on validation. The
+#: other settings (hide half, Adam 0.003, 128 users a batch) were chosen on validation splits
+#: of ml-latest-small and synthetic:100k (the search is summarised in the module docstring).
+HISTORY_GRID = tuple({"embedding_dim": dim, "l2": l2} for dim in (128, 512) for l2 in (1e-4, 3e-4))
+
+
+class HistoryQueryTower(tf.keras.Model):
+    """``float32 [batch, n_movies]`` 0/1 history -> ``float32 [batch, dim + 1]``.
+
+    The first ``dim`` numbers are the sum of the history's movie vectors divided by the
+    square root of its length (a user with no movie gets zeros); the last is a constant 1,
+    which multiplies each movie's bias in the candidate vector.
+    """
+
+    def __init__(self, n_movies: int, embedding_dim: int):
+        super().__init__()
+        if n_movies < 1 or embedding_dim < 1:
+            raise ValueError(f"HistoryQueryTower needs n_movies >= 1 and embedding_dim >= 1, "
+                             f"got {n_movies} and {embedding_dim}")
+        self.n_movies = n_movies
+        # A bias-free Dense on a multi-hot row is an embedding bag: x @ kernel sums the rows
+        # of the movies present.
+        self.bag = tf.keras.layers.Dense(embedding_dim, use_bias=False, name="movie_bag")
+
+    def call(self, history: tf.Tensor) -> tf.Tensor:
+        history = tf.cast(history, tf.float32)
+        length = tf.reduce_sum(history, axis=1, keepdims=True)
+        pooled = self.bag(history) / tf.sqrt(tf.maximum(length, 1.0))
+        return tf.concat([pooled, tf.ones_like(length)], axis=1)
+
+
+def history_candidate_tower(movie_ids: Sequence[str], embedding_dim: int) -> tf.keras.Model:
+    """``tf.string [batch]`` movie ids -> ``float32 [batch, dim + 1]``: the movie's id
+    embedding followed by its bias (a one-number id embedding); unknown ids share row 0."""
+    ids = tf.keras.Input(shape=(), dtype=tf.string, name="movie_id")
+    vector = id_tower(movie_ids, embedding_dim, name="movie_model")(ids)
+    bias = id_tower(movie_ids, 1, name="movie_bias_model")(ids)
+    return tf.keras.Model(ids, tf.concat([vector, bias], axis=1), name="history_candidate_tower")
+
+
+class HistoryRetrievalModel(tfrs.Model):
+    """Query = :class:`HistoryQueryTower` of the history, candidate = movie id tower; trained
+    with a full softmax over ``movie_ids``.
+
+    Args:
+        query_model: ``float32 [batch, n_movies]`` -> ``[batch, d]``.
+        candidate_model: ``tf.string [batch]`` -> ``[batch, d]``.
+        movie_ids: the catalogue, in the column order of the history rows.
+        dropout: share of each history hidden from the query at each training step; the
+            hidden movies are the targets. Must be in (0, 1).
+        l2: weight of ``tf.nn.l2_loss`` (half the sum of squares) of the query bag and the
+            candidate embedding tables, biases excepted.
+    """
+
+    def __init__(self, query_model: tf.keras.Model, candidate_model: tf.keras.Model,
+                 movie_ids: Sequence[str], *, dropout: float = 0.5, l2: float = 0.0):
+        super().__init__()
+        if not 0.0 < dropout < 1.0:
+            raise ValueError(f"dropout must be in (0, 1): it is the share of the history hidden "
+                             f"from the query and used as the target; got {dropout!r}")
+        if l2 < 0:
+            raise ValueError(f"l2 must be >= 0, got {l2!r}")
+        self.query_model = query_model
+        self.candidate_model = candidate_model
+        self.movie_ids = tf.constant([str(m) for m in movie_ids])
+        self.dropout = float(dropout)
+        self.l2 = float(l2)
+
+    def catalogue_vectors(self) -> tf.Tensor:
+        """``float32 [n_movies, d]``: every movie's candidate vector, in catalogue order."""
+        return self.candidate_model(self.movie_ids)
+
+    def scores(self, history) -> np.ndarray:
+        """``float32 [users, n_movies]``: the score of every movie for each history row."""
+        queries = self.query_model(tf.convert_to_tensor(np.asarray(history, dtype=np.float32)))
+        return tf.matmul(queries, self.catalogue_vectors(), transpose_b=True).numpy()
+
+    def compute_loss(self, features: dict, training: bool = False) -> tf.Tensor:
+        """Mean over the batch's users (those with a hidden movie) of the softmax
+        cross-entropy of their hidden movies given the rest, plus the L2 penalty."""
+        history = tf.cast(features[HISTORY], tf.float32)
+        shown = tf.cast(tf.random.uniform(tf.shape(history)) >= self.dropout, tf.float32)
+        target = history * (1.0 - shown)  # the movies the query did not see
+        logits = tf.matmul(self.query_model(history * shown), self.catalogue_vectors(), transpose_b=True)
+        per_movie = tf.reduce_sum(target, axis=1)
+        per_user = -tf.reduce_sum(target * tf.nn.log_softmax(logits), axis=1) / tf.maximum(per_movie, 1.0)
+        has_target = tf.cast(per_movie > 0, tf.float32)
+        loss = tf.reduce_sum(per_user * has_target) / tf.maximum(tf.reduce_sum(has_target), 1.0)
+        if self.l2:
+            penalised = [w for w in self.trainable_weights
+                         if "bias" not in w.name and w.shape.rank == 2 and w.shape[-1] > 1]
+            loss += self.l2 * tf.add_n([tf.nn.l2_loss(w) for w in penalised])
+        return loss
+
+
+@dataclass
+class HistoryRun:
+    """A trained history model: ``model`` holds the weights of ``best_epoch``, the epoch
+    with the best validation masked recall@10 (``validation_recall``); ``curve`` has one row
+    per measured epoch (``epoch``, ``validation recall@10``)."""
+
+    model: HistoryRetrievalModel
+    best_epoch: int
+    validation_recall: float
+    curve: pd.DataFrame
+
+
+def build_history_model(movie_ids: Sequence[str], embedding_dim: int, *, dropout: float = 0.5,
+                        l2: float = 0.0, learning_rate: float = 3e-3) -> HistoryRetrievalModel:
+    """A compiled (Adam) :class:`HistoryRetrievalModel` over ``movie_ids``."""
+    model = HistoryRetrievalModel(HistoryQueryTower(len(movie_ids), embedding_dim),
+                                  history_candidate_tower(movie_ids, embedding_dim),
+                                  movie_ids, dropout=dropout, l2=l2)
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
+    return model
+
+
+def train_history_model(
+    fit_matrix: np.ndarray,
+    movie_ids: Sequence[str],
+    validation_history: np.ndarray,
+    validation_relevant: np.ndarray,
+    *,
+    embedding_dim: int = 128,
+    l2: float = 1e-4,
+    dropout: float = 0.5,
+    learning_rate: float = 3e-3,
+    batch_size: int = 128,
+    max_epochs: int = 60,
+    every: int = 5,
+    patience: int = 3,
+    seed: int = 42,
+) -> HistoryRun:
+    """Train on the fit histories, choosing the epoch on validation.
+
+    Args:
+        fit_matrix: ``[fit users, n_movies]`` 0/1, the training histories (one row a user).
+        movie_ids: the catalogue, in column order.
+        validation_history, validation_relevant: ``[validation users, n_movies]`` 0/1: the
+            fit history of each validation user (the query, and masked from the ranking) and
+            their validation movies.
+        every: measure validation masked recall@10 every ``every`` epochs; stop after
+            ``patience`` measures without improvement or at ``max_epochs``.
+
+    Returns:
+        A :class:`HistoryRun` whose model holds the best validation epoch's weights.
+    """
+    fit_matrix = np.asarray(fit_matrix, dtype=np.float32)
+    if fit_matrix.ndim != 2 or fit_matrix.shape[1] != len(movie_ids):
+        raise ValueError(f"fit_matrix must be [users, {len(movie_ids)} movies], got {fit_matrix.shape}")
+    seed_everything(seed)
+    model = build_history_model(movie_ids, embedding_dim, dropout=dropout, l2=l2,
+                                learning_rate=learning_rate)
+    batches = (tf.data.Dataset.from_tensor_slices({HISTORY: fit_matrix})
+               .shuffle(len(fit_matrix), seed=seed).batch(batch_size))
+    exclude = np.asarray(validation_history) > 0
+    best, best_epoch, best_weights, rows, stale = -1.0, 0, None, [], 0
+    for epoch in range(every, max_epochs + 1, every):
+        model.fit(batches, epochs=every, verbose=0)
+        ranked = ev.top_k(model.scores(validation_history), 10, exclude=exclude)
+        recall = ev.recall_at_k(ranked, validation_relevant, 10)
+        rows.append({"epoch": epoch, "validation recall@10": recall})
+        if recall > best:
+            best, best_epoch, best_weights, stale = recall, epoch, model.get_weights(), 0
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    model.set_weights(best_weights)
+    return HistoryRun(model, best_epoch, best, pd.DataFrame(rows))
