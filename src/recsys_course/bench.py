@@ -49,6 +49,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "07": lesson_07.scaling_benchmark,
 }
 
+
 def run(lesson_ids: list[str] | None = None, source: str | None = None) -> dict:
     """Run the benchmarks of ``lesson_ids`` (ids or slugs; all when None) on one dataset.
 

@@ -160,19 +160,6 @@ def user_features(
     return features
 
 
-def interaction_matrix(frame: pd.DataFrame, users: list[str], movie_ids: list[str]) -> np.ndarray:
-    """``bool [len(users), len(movie_ids)]``: True where the user rated the movie in
-    ``frame``. Rows of ``frame`` whose user or movie is not listed are ignored."""
-    user_index = pd.Index(users)
-    movie_index = pd.Index(movie_ids)
-    rows = user_index.get_indexer(frame["user_id"])
-    cols = movie_index.get_indexer(frame["movie_id"])
-    keep = (rows >= 0) & (cols >= 0)
-    matrix = np.zeros((len(users), len(movie_ids)), dtype=bool)
-    matrix[rows[keep], cols[keep]] = True
-    return matrix
-
-
 def take(features: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
     """The same feature dictionary restricted to ``rows`` (indices or a boolean mask)."""
     return {name: values[rows] for name, values in features.items()}
