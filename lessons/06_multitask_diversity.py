@@ -63,7 +63,7 @@ RETRIEVAL_PATIENCE = 2  # stop after this many epochs without a better validatio
 # (rating weight, retrieval weight) pairs tried for the multitask model; (1, 0) is a pure
 # rating model, (0, 1) a pure retrieval model.
 TASK_WEIGHTS = ((1.0, 0.0), (1.0, 0.1), (1.0, 1.0), (0.1, 1.0), (0.0, 1.0))
-MMR_LAMBDAS = tuple(round(1.0 - 0.05 * i, 2) for i in range(15))  # 1.0, 0.95, ..., 0.3
+MMR_LAMBDAS = (1.0, 0.98, 0.96, 0.94, 0.92) + tuple(round(0.9 - 0.05 * i, 2) for i in range(18))  # ..., 0.05
 MAX_PRECISION_LOSS = 0.05  # MMR may cost at most this share of precision@10 on validation
 BLEND_WEIGHTS = (0.5, 0.6, 0.7, 0.8, 0.9)  # weights of the retrieval rank tried in the blends
 
@@ -708,27 +708,176 @@ def mmr_rerank(relevance: np.ndarray, similarity: np.ndarray, k: int, lam: float
 # %% [markdown]
 # Three details decide how much diversity MMR buys for a given loss of precision.
 #
-# 1. **Relevance on a scale that λ can act on.** MMR adds relevance and similarity, so both
+# 1. **Relevance on the scale of the trade.** MMR adds relevance and similarity, so both
 #    must live on fixed, comparable scales. The ranker's raw BPR scores have none: only their
 #    differences were trained, their spread changes from one training run to the next (and we
 #    retrain before the test), and min-max scaling hangs on each user's single best and worst
-#    candidate. We use the candidate's **rank** instead: among $m$ candidates, relevance
-#    $r_i = 1 - \text{rank}_i / m$ (the best gets 1). One step down the list then costs the same
-#    $1/m$ for every user and every model, so a λ chosen on validation means the same thing on
-#    the retrained model.
-# 2. **A similarity that matches the metric.** Intra-list diversity averages the distance over
+#    candidate. The candidate's **rank** is a fixed scale, and the simplest relevance is
+#    $1 - \text{rank}/m$ among $m$ candidates. But that scale says one step down the list always
+#    costs the same, and precision does not work that way: in a ranking worth using, hits crowd
+#    at the top, so swapping the 2nd candidate for the 12th loses more hits than swapping the
+#    52nd for the 62nd.
+#    What precision@10 counts is **expected hits**, so we measure them: on validation, the
+#    share of users whose candidate at rank $r$ was a hit. A few hundred users stand behind
+#    each rank, so the raw shares are noisy; we fit them with a curve of two numbers,
+#    $h(r) = a + b / \log_2(r + 2)$ (the shape of NDCG's position discount), by least squares
+#    weighted by the users at each rank, with $b \ge 0$ so that it never rises. Why not a free
+#    value per rank, say an isotonic (non-increasing) fit? λ is chosen on these same
+#    validation users, and a curve with a value per rank follows their noise: MMR would keep
+#    exactly the ranks that happened to hold hits, and validation would promise a cheaper
+#    trade than new users get. Two numbers fitted on all ranks at once cannot follow single
+#    ranks. MMR's relevance is then $h(\text{rank}) / h(0)$, so λ weighs expected hits against
+#    diversity, the very two numbers the budget compares; the curve is a function of the rank,
+#    so it applies unchanged to the retrained model.
+# 2. **Expected hits differ between users.** Someone who rated 500 movies has more held-out
+#    movies to hit than someone who rated 20, at every rank. A list of a light user costs
+#    fewer expected hits to diversify, so precision averaged over users falls less when the
+#    budget is spent on them. The third relevance scale multiplies $h(\text{rank})$ by the mean
+#    hits in the top 10 of the user's **activity group** (a fifth of the users, by number of
+#    ratings), made non-decreasing in activity by isotonic regression (pool adjacent
+#    violators, the tool Zadrozny and Elkan, 2002, use to turn scores into probabilities):
+#    five numbers, one per group.
+# 3. **A similarity that matches the metric.** Intra-list diversity averages the distance over
 #    *all* pairs of the list. Classic MMR penalises a candidate only for its *nearest* chosen
 #    movie (the max). With the *mean* similarity to the chosen movies instead, each greedy step
 #    adds the candidate that most raises relevance plus intra-list diversity: this is the
-#    greedy algorithm for *max-sum diversification* (Gollapudi and Sharma, 2009). We try both.
-# 3. **λ chosen with a budget, on validation.** For each variant, λ goes down from 1 in steps
-#    of 0.05 and stops before the first setting that costs more than 5 % of validation
-#    precision@10; the most diverse setting before that point is kept. Stopping at the first
-#    breach keeps the noise of a small validation split from picking a λ past one that
-#    already broke the budget.
+#    greedy algorithm for *max-sum diversification* (Gollapudi and Sharma, 2009).
+# 4. **λ chosen with a budget, on validation.** For each variant (three relevance scales × two
+#    redundancies), λ goes down from 1 (in steps of 0.02 to 0.9, then of 0.05) and stops
+#    before the first setting that costs more than 5 % of validation precision@10; the most
+#    diverse setting before that point is kept, and the variant with the most diverse kept
+#    setting wins. Stopping at the first breach keeps the noise of a small validation split
+#    from picking a λ past one that already broke the budget. MMR always starts from the
+#    implicit ranker's order (λ = 1), and cost and gain are measured against that list.
 
 # %% tags=["setup"]
 REDUNDANCY = ("max", "mean")  # classic MMR; MMR with the mean similarity (max-sum diversification)
+# MMR's relevance scales: the rank; the validation hit rate at that rank; the same times the
+# hit rate of users as active as this one.
+RELEVANCE = ("rank", "hit rate", "hit rate x activity")
+N_ACTIVITY_GROUPS = 5  # users are split into this many groups by their number of ratings
+
+
+def decreasing_fit(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The non-increasing sequence closest to ``values`` in weighted least squares (isotonic
+    regression by pool adjacent violators): float [n] for ``values`` and ``weights`` float
+    [n], weights >= 0. An entry of weight 0 carries no information: it gets the fitted value
+    of the entry before it (of the first weighted entry when it comes first).
+
+    Raises ValueError when the lengths differ, a weight is negative or every weight is 0."""
+    values, weights = np.asarray(values, dtype=float), np.asarray(weights, dtype=float)
+    if values.shape != weights.shape or values.ndim != 1:
+        raise ValueError(f"values and weights must be 1-d of one length, got {values.shape} and {weights.shape}")
+    if (weights < 0).any() or not (weights > 0).any():
+        raise ValueError("weights must be >= 0 with at least one > 0 (e.g. how many users each value averages)")
+    used = np.flatnonzero(weights > 0)
+    blocks: list[list[float]] = []  # [weighted mean, total weight, number of entries], non-increasing
+    for v, w in zip(values[used], weights[used]):
+        blocks.append([v, w, 1])
+        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:  # a rise: pool the two blocks
+            (v2, w2, n2), (v1, w1, n1) = blocks.pop(), blocks.pop()
+            blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
+    fitted = np.repeat([b[0] for b in blocks], [b[2] for b in blocks])
+    # Entries without weight take the value of the last weighted entry at or before them.
+    last_used = np.maximum(np.searchsorted(used, np.arange(len(values)), side="right") - 1, 0)
+    return fitted[last_used]
+
+
+def activity_groups(seen: np.ndarray, n_groups: int = N_ACTIVITY_GROUPS) -> np.ndarray:
+    """int [n_users] in 0 .. n_groups - 1: each user's group by the number of items they have
+    seen (``seen`` bool [n_users, n_items]), cut at the quantiles of that number among these
+    users; 0 holds the least active. Users with equal counts share a group."""
+    counts = np.asarray(seen).sum(axis=1)
+    edges = np.quantile(counts, np.arange(1, n_groups) / n_groups)
+    return np.searchsorted(edges, counts, side="right")
+
+
+class HitRate(NamedTuple):
+    """How likely a candidate is a hit, estimated on validation.
+
+    At base rank r (0 = best) the hit rate is ``max(intercept + slope / log2(r + 2), 0)``
+    (``slope`` >= 0, so it never rises with r); ``by_group`` float [N_ACTIVITY_GROUPS]: the
+    mean hits in the top K of the users of each activity group, made non-decreasing in activity.
+    """
+
+    intercept: float
+    slope: float
+    by_group: np.ndarray
+
+    def at(self, ranks: np.ndarray) -> np.ndarray:
+        """The hit rate at each of ``ranks`` (int, any shape, >= 0)."""
+        return np.maximum(self.intercept + self.slope / np.log2(np.asarray(ranks) + 2.0), 0.0)
+
+
+def hits_by_rank(candidates: np.ndarray, scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
+    """bool [n_users, n]: whether each user's candidate at base rank r (by ``scores``, best
+    first; padding -1 ranks last and is never a hit) is ``relevant`` (bool [n_users, n_items])."""
+    scores = np.where(candidates >= 0, scores, -np.inf)
+    ordered = np.take_along_axis(candidates, np.argsort(-scores, axis=1, kind="stable"), axis=1)
+    return (ordered >= 0) & np.take_along_axis(relevant, np.maximum(ordered, 0), axis=1)
+
+
+def fit_rank_curve(rate: np.ndarray, users: np.ndarray) -> tuple[float, float]:
+    """``(intercept, slope)`` of the curve ``intercept + slope / log2(r + 2)`` closest to the
+    observed hit rate ``rate`` float [n] at ranks r = 0 .. n-1, in least squares weighted by
+    ``users`` [n] (how many users each rate averages; ranks without users drop out). When the
+    best fit rises with the rank, the slope is 0 and the intercept the weighted mean rate.
+
+    Raises ValueError when the lengths differ, a weight is negative or fewer than two ranks
+    have users."""
+    rate, users = np.asarray(rate, dtype=float), np.asarray(users, dtype=float)
+    if rate.shape != users.shape or rate.ndim != 1:
+        raise ValueError(f"rate and users must be 1-d of one length, got {rate.shape} and {users.shape}")
+    if (users < 0).any() or (users > 0).sum() < 2:
+        raise ValueError("users must be >= 0, with users at two ranks at least, to fit a curve")
+    x = 1.0 / np.log2(np.arange(len(rate)) + 2.0)
+    w = users / users.sum()
+    x_mean, y_mean = w @ x, w @ rate
+    slope = (w @ ((x - x_mean) * (rate - y_mean))) / (w @ (x - x_mean) ** 2)
+    slope = max(float(slope), 0.0)
+    return float(y_mean - slope * x_mean), slope
+
+
+def fit_hit_rate(candidates: np.ndarray, scores: np.ndarray, stage: Stage) -> HitRate:
+    """Estimate ``HitRate`` from the candidates [n_users, n] of ``stage``'s users (padding -1
+    skipped) ordered by ``scores``; hits are ``stage.rated``."""
+    hit = hits_by_rank(candidates, scores, stage.rated)
+    listed = (candidates >= 0).sum(axis=1)
+    users = (listed[:, None] > np.arange(candidates.shape[1])).sum(axis=0)  # users with a candidate at rank r
+    intercept, slope = fit_rank_curve(hit.sum(axis=0) / np.maximum(users, 1), users)
+    if intercept + slope <= 0:
+        raise ValueError("no candidate of any validation user was a hit: the hit rate by rank cannot be "
+                         "estimated; use more validation data")
+    groups = activity_groups(stage.seen)
+    top_hits = hit[:, :K].sum(axis=1)
+    size = np.bincount(groups, minlength=N_ACTIVITY_GROUPS)
+    mean_hits = np.bincount(groups, weights=top_hits, minlength=N_ACTIVITY_GROUPS) / np.maximum(size, 1)
+    by_group = decreasing_fit(mean_hits[::-1], size[::-1].astype(float))[::-1]  # non-decreasing
+    return HitRate(intercept=intercept, slope=slope, by_group=by_group)
+
+
+def mmr_relevance(scale: str, candidates: np.ndarray, scores: np.ndarray, hit_rate: HitRate,
+                  groups: np.ndarray) -> np.ndarray:
+    """MMR's relevance of each candidate [n_users, n] (padding -1 ranks last), float
+    [n_users, n] in [0, 1], from its base rank under ``scores`` [n_users, n]:
+
+    - "rank": 1 - rank / n;
+    - "hit rate": ``hit_rate.at(rank)`` over its value at rank 0;
+    - "hit rate x activity": the same times ``hit_rate.by_group`` of the user's group
+      (``groups`` int [n_users]), over its largest value.
+    """
+    if scale not in RELEVANCE:
+        raise ValueError(f"scale must be one of {RELEVANCE}, got {scale!r}")
+    ranks = candidate_ranks(np.where(candidates >= 0, scores, -np.inf))
+    if scale == "rank":
+        return 1.0 - ranks / scores.shape[1]
+    by_rank = hit_rate.at(ranks) / hit_rate.at(0)
+    if scale == "hit rate":
+        return by_rank
+    top = hit_rate.by_group.max()
+    if top <= 0:
+        raise ValueError("hit_rate.by_group is 0 everywhere: no activity group had a hit")
+    return by_rank * (hit_rate.by_group[groups] / top)[:, None]
 
 
 def mean_mmr_rerank(relevance: np.ndarray, similarity: np.ndarray, k: int, lam: float) -> np.ndarray:
@@ -748,29 +897,31 @@ def mean_mmr_rerank(relevance: np.ndarray, similarity: np.ndarray, k: int, lam: 
     return np.array(chosen, dtype=np.int64)
 
 
-def diversify(candidates: np.ndarray, scores: np.ndarray, genres: np.ndarray, lam: float,
-              redundancy: str = "max", k: int = K) -> np.ndarray:
-    """MMR over each user's candidates [n_users, n] (padding -1 skipped): relevance =
-    1 - rank / m by ``scores`` among the user's m candidates, similarity = cosine of the genre
-    vectors, redundancy = "max" (``mmr_rerank``) or "mean" (``mean_mmr_rerank``). Returns item
-    indices [n_users, k]."""
+def diversify(candidates: np.ndarray, scores: np.ndarray, relevance: np.ndarray, genres: np.ndarray,
+              lam: float, redundancy: str = "max", k: int = K) -> np.ndarray:
+    """MMR over each user's candidates [n_users, n] (padding -1 skipped) with MMR relevance
+    ``relevance`` [n_users, n] (see ``mmr_relevance``), similarity = cosine of the genre
+    vectors, redundancy = "max" (``mmr_rerank``) or "mean" (``mean_mmr_rerank``). Candidates are
+    handed to MMR in the base order of ``scores``, so ties of relevance go to the better base
+    rank and λ = 1 returns the base order. Returns item indices [n_users, k]."""
     rerank = {"max": mmr_rerank, "mean": mean_mmr_rerank}[redundancy]
     norms = np.linalg.norm(genres, axis=1, keepdims=True)
     unit = np.divide(genres, norms, out=np.zeros_like(genres), where=norms > 0)
     out = np.full((len(candidates), k), evaluation.PAD, dtype=np.int64)
-    for row, (items, s) in enumerate(zip(candidates, scores)):
-        items, s = items[items >= 0], s[items >= 0]
-        relevance = 1.0 - candidate_ranks(s[None, :])[0] / max(len(s), 1)
-        picked = items[rerank(relevance, unit[items] @ unit[items].T, k, lam)]
+    for row, (items, s, r) in enumerate(zip(candidates, scores, relevance)):
+        keep = items >= 0
+        base = np.argsort(-s[keep], kind="stable")
+        items, r = items[keep][base], r[keep][base]
+        picked = items[rerank(r, unit[items] @ unit[items].T, k, lam)]
         out[row, : len(picked)] = picked
     return out
 
 
-def mmr_curve(candidates: np.ndarray, scores: np.ndarray, stage: Stage, genres: np.ndarray,
-              probability: np.ndarray, redundancy: str) -> pd.DataFrame:
+def mmr_curve(candidates: np.ndarray, scores: np.ndarray, relevance: np.ndarray, stage: Stage,
+              genres: np.ndarray, probability: np.ndarray, redundancy: str) -> pd.DataFrame:
     """``measure`` of ``diversify`` for every λ of ``MMR_LAMBDAS`` (rows, in that order)."""
-    return pd.DataFrame({lam: measure(diversify(candidates, scores, genres, lam, redundancy), stage, genres,
-                                      probability) for lam in MMR_LAMBDAS}).T.rename_axis("λ")
+    return pd.DataFrame({lam: measure(diversify(candidates, scores, relevance, genres, lam, redundancy),
+                                      stage, genres, probability) for lam in MMR_LAMBDAS}).T.rename_axis("λ")
 
 
 def affordable_lambda(curve: pd.DataFrame, max_loss: float = MAX_PRECISION_LOSS) -> float:
@@ -780,6 +931,28 @@ def affordable_lambda(curve: pd.DataFrame, max_loss: float = MAX_PRECISION_LOSS)
     within = curve["precision@10 rated"].to_numpy() >= floor
     allowed = curve.iloc[: int(np.argmin(within)) if not within.all() else len(curve)]
     return float(allowed["diversity@10"].idxmax())
+
+
+def mmr_on_validation(candidates: np.ndarray, scores: np.ndarray, stage: Stage, genres: np.ndarray,
+                      probability: np.ndarray) -> tuple[HitRate, pd.DataFrame, dict]:
+    """Every MMR variant (relevance scale x redundancy) on validation: the hit rates fitted on
+    ``stage``, a table (one row per variant: the affordable λ, precision@10 and diversity@10
+    there and their change from λ = 1), and each variant's ``mmr_curve`` by (scale, redundancy)."""
+    hit_rate = fit_hit_rate(candidates, scores, stage)
+    groups = activity_groups(stage.seen)
+    curves, rows = {}, {}
+    for scale in RELEVANCE:
+        relevance = mmr_relevance(scale, candidates, scores, hit_rate, groups)
+        for how in REDUNDANCY:
+            curve = curves[scale, how] = mmr_curve(candidates, scores, relevance, stage, genres, probability, how)
+            lam, first = affordable_lambda(curve), curve.iloc[0]
+            kept = curve.loc[lam]
+            rows[scale, how] = {"λ": lam, "precision@10 rated": kept["precision@10 rated"],
+                                "diversity@10": kept["diversity@10"],
+                                "diversity gain": kept["diversity@10"] / first["diversity@10"] - 1,
+                                "precision cost": 1 - kept["precision@10 rated"] / first["precision@10 rated"]}
+    table = pd.DataFrame(rows).T.rename_axis(["relevance", "redundancy"])
+    return hit_rate, table, curves
 
 
 # %% [markdown]
@@ -802,6 +975,8 @@ class Choices(NamedTuple):
     implicit_blend: float  # weight of the retrieval rank in "blend: retrieval + implicit ranks"
     lam: float  # MMR's λ
     redundancy: str  # MMR's redundancy, one of REDUNDANCY
+    relevance: str  # MMR's relevance scale, one of RELEVANCE
+    hit_rate: HitRate  # the hit rates by rank and activity group, fitted on validation
 
 
 def best_blend_weight(candidates: np.ndarray, retrieval_scores: np.ndarray, other: np.ndarray,
@@ -811,6 +986,15 @@ def best_blend_weight(candidates: np.ndarray, retrieval_scores: np.ndarray, othe
     precision = [evaluation.precision_at_k(order_by(candidates, rank_blend(retrieval_scores, other, w)),
                                            stage.rated, K) for w in BLEND_WEIGHTS]
     return BLEND_WEIGHTS[int(np.argmax(precision))]
+
+
+def mmr_lists(stage: Stage, candidates: np.ndarray, scores: np.ndarray, genres: np.ndarray,
+              choices: Choices) -> np.ndarray:
+    """MMR with the choices made on validation over candidates ordered by ``scores`` (both
+    [n_users, n]); the activity groups are those of ``stage``'s users. Item indices [n_users, K]."""
+    relevance = mmr_relevance(choices.relevance, candidates, scores, choices.hit_rate,
+                              activity_groups(stage.seen))
+    return diversify(candidates, scores, relevance, genres, choices.lam, choices.redundancy)
 
 
 def rerankers(stage: Stage, candidates: np.ndarray, retrieval_scores: np.ndarray,
@@ -831,7 +1015,7 @@ def rerankers(stage: Stage, candidates: np.ndarray, retrieval_scores: np.ndarray
         "implicit ranker": lambda: order_by(candidates, by_implicit()),
         "blend: retrieval + implicit ranks": lambda: order_by(
             candidates, rank_blend(retrieval_scores, by_implicit(), choices.implicit_blend)),
-        "implicit + MMR": lambda: diversify(candidates, by_implicit(), genres, choices.lam, choices.redundancy),
+        "implicit + MMR": lambda: mmr_lists(stage, candidates, by_implicit(), genres, choices),
     }
     if only is not None and only not in recipes:
         raise KeyError(f"no re-ranker named {only!r}; known: {', '.join(recipes)}")
@@ -839,45 +1023,62 @@ def rerankers(stage: Stage, candidates: np.ndarray, retrieval_scores: np.ndarray
 
 
 # %% [markdown]
-# First MMR's λ, on validation, for both kinds of redundancy:
+# First MMR, on validation: the hit rates by rank and activity, then every variant's λ (the
+# table shows, per variant, the λ kept and what it changes from λ = 1).
 
 # %%
 started = time.perf_counter()
 val_implicit = implicit_scores(implicit, val_stage, val_candidates)
-curves = {how: mmr_curve(val_candidates, val_implicit, val_stage, genres, probability, how)
-          for how in REDUNDANCY}
-lambdas = {how: affordable_lambda(curves[how]) for how in REDUNDANCY}
-best_redundancy = max(REDUNDANCY, key=lambda how: curves[how].loc[lambdas[how], "diversity@10"])
-best_lambda = lambdas[best_redundancy]
-print(f"{len(REDUNDANCY) * len(MMR_LAMBDAS)} MMR settings measured in {time.perf_counter() - started:.1f} s")
-pd.concat({f"{how} similarity": curves[how][["precision@10 rated", "diversity@10"]] for how in REDUNDANCY},
-          axis=1).round(4)
+hit_rate, mmr_table, curves = mmr_on_validation(val_candidates, val_implicit, val_stage, genres, probability)
+best_relevance, best_redundancy = mmr_table["diversity@10"].idxmax()
+best_lambda = float(mmr_table.loc[(best_relevance, best_redundancy), "λ"])
+print(f"{len(RELEVANCE) * len(REDUNDANCY) * len(MMR_LAMBDAS)} MMR settings measured in "
+      f"{time.perf_counter() - started:.1f} s")
+mmr_table.round(4)
 
 # %%
-fig, ax = plt.subplots(figsize=(5.5, 3.5))
-for how in REDUNDANCY:
-    ax.plot(curves[how]["diversity@10"], curves[how]["precision@10 rated"], "o-", label=f"{how} similarity")
-    ax.annotate(f"λ={lambdas[how]:g}", (curves[how].loc[lambdas[how], "diversity@10"],
-                                        curves[how].loc[lambdas[how], "precision@10 rated"]), fontsize=8)
-floor = (1 - MAX_PRECISION_LOSS) * curves["max"].loc[1.0, "precision@10 rated"]
-ax.axhline(floor, color="grey", linestyle=":", label=f"{MAX_PRECISION_LOSS:.0%} below λ = 1")
-ax.set_xlabel("intra-list diversity@10 (genres)")
-ax.set_ylabel("precision@10 (rated)")
-ax.set_title("MMR on validation: accuracy against diversity")
-ax.legend(fontsize=8)
+raw_hits = hits_by_rank(val_candidates, val_implicit, val_stage.rated).mean(axis=0)
+ranks = np.arange(len(raw_hits))
+fig, axes = plt.subplots(2, 1, figsize=(5.5, 7))
+axes[0].plot(ranks + 1, raw_hits, ".", color="lightgrey", label="share of users with a hit")
+axes[0].plot(ranks + 1, hit_rate.at(ranks), "-", label="fitted h(rank)")
+axes[0].plot(ranks + 1, hit_rate.at(0) * (1 - ranks / len(ranks)), "--", label="1 - rank / m, on the same scale")
+axes[0].set_xscale("log")
+axes[0].set_xlabel("rank of the candidate under the implicit ranker")
+axes[0].set_ylabel("hit rate (validation)")
+axes[0].set_title("Hits crowd at the top of the list")
+axes[0].legend(fontsize=8)
+for scale in RELEVANCE:
+    curve = curves[scale, best_redundancy]
+    axes[1].plot(curve["diversity@10"], curve["precision@10 rated"], "o-", markersize=3,
+                 label=f"relevance: {scale}")
+first = curves[best_relevance, best_redundancy].iloc[0]
+axes[1].axhline((1 - MAX_PRECISION_LOSS) * first["precision@10 rated"], color="grey", linestyle=":",
+                label=f"{MAX_PRECISION_LOSS:.0%} below λ = 1")
+axes[1].set_xlabel("intra-list diversity@10 (genres)")
+axes[1].set_ylabel("precision@10 (rated)")
+axes[1].set_title(f"MMR on validation ({best_redundancy} similarity): accuracy against diversity")
+axes[1].legend(fontsize=8)
+plt.tight_layout()
 plt.show()
 
 # %%
-curve = curves[best_redundancy]
-gain = curve.loc[best_lambda, "diversity@10"] / curve.loc[1.0, "diversity@10"] - 1
-cost = 1 - curve.loc[best_lambda, "precision@10 rated"] / curve.loc[1.0, "precision@10 rated"]
-other = REDUNDANCY[1 - REDUNDANCY.index(best_redundancy)]
-other_gain = curves[other].loc[lambdas[other], "diversity@10"] / curve.loc[1.0, "diversity@10"] - 1
+chosen_mmr = mmr_table.loc[(best_relevance, best_redundancy)]
+by_rank_scale = mmr_table.xs("rank", level="relevance")["diversity gain"]
+by_hit_scale = mmr_table.drop(index="rank", level="relevance")["diversity gain"]
+deep = min(50, N_CANDIDATES - 11)  # a rank deep in the list, 10 steps above the last
 say(
-    f"We keep MMR with the **{best_redundancy} similarity** and **λ = {best_lambda:g}**: on validation, "
-    f"intra-list diversity {pick(gain >= 0, 'rises', 'changes')} by {gain:+.0%} for a precision@10 change "
-    f"of {-cost:+.1%}, against {other_gain:+.0%} "
-    f"with the {other} similarity (λ = {lambdas[other]:g})."
+    f"On validation the fitted hit rate falls by {hit_rate.at(0) - hit_rate.at(10):.3f} from rank 1 to rank 11 "
+    f"but by {hit_rate.at(deep) - hit_rate.at(deep + 10):.3f} from rank {deep + 1} to rank {deep + 11}; the "
+    f"rank scale charges both steps alike. Within the budget, the rank scale affords at most "
+    f"{by_rank_scale.max():+.0%} intra-list diversity and the hit-rate scales {by_hit_scale.max():+.0%}"
+    + pick(by_hit_scale.max() > by_rank_scale.max(),
+           ": counted in expected hits, a swap deep in the list is cheap, and MMR makes its swaps there.",
+           ": on this data the finer scale does not pay.")
+    + f" We keep MMR with the **{best_relevance}** relevance, the **{best_redundancy} similarity** and "
+    f"**λ = {best_lambda:g}**: on validation, intra-list diversity "
+    f"{pick(chosen_mmr['diversity gain'] >= 0, 'rises', 'changes')} by {chosen_mmr['diversity gain']:+.0%} "
+    f"for a precision@10 change of {-chosen_mmr['precision cost']:+.1%}."
 )
 
 # %% [markdown]
@@ -889,7 +1090,7 @@ choices = Choices(
     multitask_head=best_head,
     rating_blend=best_blend_weight(val_candidates, val_retrieval_scores, val_rating, val_stage),
     implicit_blend=best_blend_weight(val_candidates, val_retrieval_scores, val_implicit, val_stage),
-    lam=best_lambda, redundancy=best_redundancy)
+    lam=best_lambda, redundancy=best_redundancy, relevance=best_relevance, hit_rate=hit_rate)
 say(f"Validation gives the retrieval rank a weight of **{choices.rating_blend:g}** in the blend with the "
     f"rating model and **{choices.implicit_blend:g}** in the blend with the implicit ranker.")
 
@@ -897,10 +1098,10 @@ say(f"Validation gives the retrieval rank a weight of **{choices.rating_blend:g}
 # ## 7. Retrain on all training data, then the test split once
 #
 # Every choice is made on validation: the retrieval epochs, the multitask weights and head,
-# the tower depth, the MMR variant and λ, the blend weights. The validation ratings are too useful to waste, so
-# every model is trained again on the whole training split (fit + validation) with those
-# choices, the retrieval stage included, and the test split is used once, for all the
-# re-rankers.
+# the tower depth, MMR's hit rates, variant and λ, the blend weights. The validation ratings
+# are too useful to waste, so every model is trained again on the whole training split (fit +
+# validation) with those choices, the retrieval stage included, and the test split is used
+# once, for all the re-rankers.
 
 # %%
 started = time.perf_counter()
@@ -953,7 +1154,8 @@ say(
     f"NDCG@10 {results.loc[best, 'ndcg@10']:.3f} against {base['ndcg@10']:.3f})."
     + f" The multitask re-ranker (weights {best_weights[0]:g} / {best_weights[1]:g}, {best_head}) reaches "
     f"{results.loc['multitask', 'precision@10 rated']:.3f}."
-    + f" MMR ({best_redundancy} similarity, λ = {best_lambda:g}) on top of the implicit ranker changes "
+    + f" MMR ({best_relevance} relevance, {best_redundancy} similarity, λ = {best_lambda:g}) on top of the "
+    f"implicit ranker changes "
     f"intra-list diversity from {plain['diversity@10']:.3f} to {diverse['diversity@10']:.3f} "
     f"({diverse['diversity@10'] / plain['diversity@10'] - 1:+.0%}), coverage@10 from "
     f"{plain['coverage@10']:.3f} to {diverse['coverage@10']:.3f}, novelty from "
@@ -990,8 +1192,10 @@ say(
 # - A re-ranker that ignores the retrieval score throws away what the first stage learned;
 #   a rank blend keeps both, with its weight chosen on validation.
 # - **MMR** trades relevance for diversity with one knob, λ; coverage and novelty show
-#   what the catalogue and the long tail get out of it. Put relevance on a fixed scale
-#   (ranks) so that λ means the same for every user and model, match the redundancy to the
+#   what the catalogue and the long tail get out of it. Put relevance on the scale of the
+#   trade you measure: the validation **hit rate at each rank** (a two-number curve, so that
+#   it cannot follow the noise of the users λ is chosen on), optionally scaled by the user's
+#   activity, turns λ into a price of diversity in expected hits. Match the redundancy to the
 #   diversity you measure (mean similarity for intra-list diversity), and choose λ with an
 #   explicit budget (here: at most 5 % of precision@10 on validation).
 # - Make every choice on validation, then retrain on training + validation and use the test
@@ -1020,6 +1224,8 @@ say(
 # - Marius Kaminskas, Derek Bridge. *Diversity, Serendipity, Novelty, and Coverage: A
 #   Survey and Empirical Analysis of Beyond-Accuracy Objectives in Recommender Systems.*
 #   ACM TiiS 7(1), 2016. <https://doi.org/10.1145/2926720>
+# - Bianca Zadrozny, Charles Elkan. *Transforming Classifier Scores into Accurate Multiclass
+#   Probability Estimates.* KDD 2002. <https://doi.org/10.1145/775047.775151>
 # - Sreenivas Gollapudi, Aneesh Sharma. *An Axiomatic Approach for Result Diversification.*
 #   WWW 2009. <https://doi.org/10.1145/1526709.1526761>
 # - Cai-Nicolas Ziegler, Sean McNee, Joseph Konstan, Georg Lausen. *Improving

@@ -5,11 +5,12 @@ beyond accuracy (intra-list diversity, coverage@10, novelty), with the wall time
 It follows the lesson (``solutions/06_multitask_diversity.py``) step by step with the
 lesson's own functions: models trained on the fit part of the seeded 80/20 split, every
 choice (retrieval epochs, multitask loss weights and scoring head, tower depth, blend
-weights, MMR variant and λ) made on the validation split carved from training, then every
+weights, MMR's hit rates by rank and activity, relevance scale, redundancy and λ) made on the
+validation split carved from training, then every
 model retrained on the whole training split and the test split scored once. Targets (issue
 17): the best re-ranker beats the retrieval order on precision@10 (rated and liked) and
 NDCG@10 on real data; MMR buys at least 20 % more intra-list diversity for at most 5 % of
-precision@10.
+precision@10, both against the list MMR starts from (the implicit ranker's order, MMR at λ = 1).
 """
 
 from __future__ import annotations
@@ -78,22 +79,22 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
                                               probability))
     best_depth = max(depth, key=lambda name: depth[name]["precision@10 rated"])
 
-    # MMR variant and λ: the most diverse setting before the first that breaks the precision
-    # budget, on validation.
+    # MMR: hit rates by rank and activity fitted on validation; for each relevance scale and
+    # redundancy the most diverse λ before the first that breaks the precision budget; the
+    # most diverse variant wins.
     t0 = time.perf_counter()
     val_implicit = lesson.implicit_scores(implicit_models[best_depth], val_stage, val_candidates)
-    curves = {how: lesson.mmr_curve(val_candidates, val_implicit, val_stage, genres, probability, how)
-              for how in lesson.REDUNDANCY}
-    lambdas = {how: lesson.affordable_lambda(curves[how]) for how in lesson.REDUNDANCY}
-    best_redundancy = max(lesson.REDUNDANCY, key=lambda how: curves[how].loc[lambdas[how], "diversity@10"])
-    best_lambda = lambdas[best_redundancy]
+    hit_rate, mmr_table, curves = lesson.mmr_on_validation(val_candidates, val_implicit, val_stage, genres,
+                                                           probability)
+    best_relevance, best_redundancy = mmr_table["diversity@10"].idxmax()
+    best_lambda = float(mmr_table.loc[(best_relevance, best_redundancy), "λ"])
     seconds["mmr: validation curves"] = time.perf_counter() - t0
     choices = lesson.Choices(
         multitask_head=best_head,
         rating_blend=lesson.best_blend_weight(val_candidates, val_retrieval_scores, lesson.rating_scores(
             models[(1.0, 0.0)], val_stage, val_candidates), val_stage),
         implicit_blend=lesson.best_blend_weight(val_candidates, val_retrieval_scores, val_implicit, val_stage),
-        lam=best_lambda, redundancy=best_redundancy)
+        lam=best_lambda, redundancy=best_redundancy, relevance=best_relevance, hit_rate=hit_rate)
 
     # Retrain every model on the whole training split with the choices made above.
     t0 = time.perf_counter()
@@ -133,11 +134,21 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
         "multitask_chosen": {"weights": list(best_weights), "head": best_head},
         "implicit_depth_validation": depth,
         "implicit_depth_chosen": best_depth,
-        "mmr_validation": {how: {f"{lam:g}": _rounded(curves[how].loc[lam, ["precision@10 rated", "diversity@10"]])
-                                 for lam in curves[how].index} for how in lesson.REDUNDANCY},
-        "mmr_lambda_by_redundancy": lambdas,
-        "mmr_chosen": {"redundancy": best_redundancy, "lambda": best_lambda,
-                       "relevance": "rank among the candidates (1 - rank / m)"},
+        "mmr_validation": {f"{scale} / {how}": {f"{lam:g}": _rounded(curve.loc[lam, ["precision@10 rated",
+                                                                                       "diversity@10"]])
+                                                for lam in curve.index}
+                           for (scale, how), curve in curves.items()},
+        "mmr_variants_validation": {f"{scale} / {how}": _rounded(row) for (scale, how), row in mmr_table.iterrows()},
+        "mmr_hit_rate_validation": {
+            "curve": f"{hit_rate.intercept:.4f} + {hit_rate.slope:.4f} / log2(rank + 2), rank from 0",
+            "by_rank": {str(r + 1): round(float(hit_rate.at(r)), 4) for r in (0, 1, 4, 9, 19, 49, 99)},
+            "by_activity_group": [round(float(v), 4) for v in hit_rate.by_group]},
+        "mmr_chosen": {"relevance": best_relevance, "redundancy": best_redundancy, "lambda": best_lambda,
+                       "base_list": "implicit ranker (MMR at lambda = 1); gain and cost are measured against it",
+                       "validation_diversity_gain": round(float(mmr_table.loc[(best_relevance, best_redundancy),
+                                                                              "diversity gain"]), 4),
+                       "validation_precision_cost": round(float(mmr_table.loc[(best_relevance, best_redundancy),
+                                                                              "precision cost"]), 4)},
         "rerank": rerank,
         "blend_weights_chosen": {"rating": choices.rating_blend, "implicit": choices.implicit_blend},
         "best_reranker_by_precision_rated": best,
