@@ -1269,6 +1269,9 @@ claims.say(
 #   the model would learn to copy its input.
 # - **A full softmax over the catalogue.** With a few thousand movies, scoring every movie
 #   is one matrix product per batch: no sampled negatives, no duplicates, no correction.
+#   The movies the query was shown are left out of the softmax: the user rated them, so
+#   they are not negatives, and a masked list never shows them anyway. This is the
+#   two-tower counterpart of EASE's zero diagonal.
 #   (With millions of items one samples again, and section 12's questions return.)
 # - **Regularisation.** The movie vectors are shared by every user: an L2 penalty keeps
 #   them small, and the epoch is chosen on validation as before.

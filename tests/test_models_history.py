@@ -41,11 +41,11 @@ def test_scores_are_query_dot_movie_vector_plus_bias():
     np.testing.assert_allclose(model.scores(history)[0], expected, rtol=1e-5)
 
 
-def test_loss_is_the_softmax_cross_entropy_of_the_hidden_movies(monkeypatch):
+def test_loss_is_the_softmax_cross_entropy_of_the_hidden_movies_over_the_unshown(monkeypatch):
     model = fixed_model(l2=0.01)
-    history = np.array([[1, 1, 1], [1, 0, 0]], np.float32)
-    # hide movie m2 (column 1) for user 0 and movie m1 for user 1: uniform draws below the
-    # dropout rate hide, the others show
+    history = np.array([[1, 1, 0], [1, 0, 0]], np.float32)
+    # user 0 shows m1 and hides m2 (m3 unrated: a negative); user 1 hides m1 and shows
+    # nothing. Uniform draws below the dropout rate hide, the others show.
     draws = np.array([[0.9, 0.1, 0.9], [0.1, 0.9, 0.9]], np.float32)
     monkeypatch.setattr(tf.random, "uniform", lambda shape, **_: tf.constant(draws))
     loss = float(model.compute_loss({HISTORY: tf.constant(history)}, training=True))
@@ -53,10 +53,29 @@ def test_loss_is_the_softmax_cross_entropy_of_the_hidden_movies(monkeypatch):
     target = history * (draws < 0.5)
     lengths = np.maximum(shown.sum(axis=1, keepdims=True), 1.0)
     logits = (shown @ BAG / np.sqrt(lengths)) @ VECTORS[1:].T + BIASES[1:, 0]
-    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    per_user = -(target * log_p).sum(axis=1) / target.sum(axis=1)
+    per_user = []
+    for row in range(2):
+        pool = shown[row] == 0  # the softmax runs over the movies the query was not shown
+        log_p = logits[row, pool] - np.log(np.exp(logits[row, pool]).sum())
+        per_user.append(-(target[row, pool] * log_p).sum() / target[row].sum())
     penalty = 0.01 * 0.5 * (np.sum(BAG**2) + np.sum(VECTORS**2))
-    assert loss == pytest.approx(per_user.mean() + penalty, rel=1e-5)
+    assert loss == pytest.approx(np.mean(per_user) + penalty, rel=1e-5)
+
+
+def test_a_shown_movie_is_not_a_negative(monkeypatch):
+    """Moving a shown movie's candidate vector (and bias) changes nothing in the loss."""
+    history = np.array([[1, 1, 0]], np.float32)
+    draws = np.array([[0.9, 0.1, 0.9]], np.float32)  # m1 shown, m2 hidden
+    monkeypatch.setattr(tf.random, "uniform", lambda shape, **_: tf.constant(draws))
+    model = fixed_model()
+    before = float(model.compute_loss({HISTORY: tf.constant(history)}, training=True))
+    vectors, biases = VECTORS.copy(), BIASES.copy()
+    vectors[1], biases[1] = [4.0, 4.0], [5.0]  # row 1 is m1 (row 0 is the OOV row)
+    model.candidate_model.get_layer("movie_model").set_weights([vectors])
+    model.candidate_model.get_layer("movie_bias_model").set_weights([biases])
+    after = float(model.compute_loss({HISTORY: tf.constant(history)}, training=True))
+    assert np.isfinite(before)
+    assert after == pytest.approx(before, rel=1e-6)
 
 
 def test_users_with_nothing_hidden_do_not_count(monkeypatch):
