@@ -16,7 +16,7 @@ factorized top-100, patience 2). Models:
 * ``item_knn``: cosine item-to-item similarity of the fit interactions, all neighbours;
 * ``ease``: Steck (2019), the lesson's ``ease_weights``, lambda from ``EASE_GRID``;
 * ``history``: the lesson's history tower (``recsys_course.models.history``): the query is
-  a bag of the user's fit movies, trained per user with a full softmax; size and L2 weight
+  a bag of the user's fit movies, trained per user with a full softmax; size (and L2 weight)
   chosen on validation from ``models.HISTORY_GRID`` (in each protocol), epoch too;
 * ``classic``, ``id_corrected``, ``side_corrected``: the lesson's towers (TFRS tutorial
   recipe with epochs on validation; logQ correction; side features on top);
