@@ -812,8 +812,7 @@ class HitRate(NamedTuple):
 def hits_by_rank(candidates: np.ndarray, scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
     """bool [n_users, n]: whether each user's candidate at base rank r (by ``scores``, best
     first; padding -1 ranks last and is never a hit) is ``relevant`` (bool [n_users, n_items])."""
-    scores = np.where(candidates >= 0, scores, -np.inf)
-    ordered = np.take_along_axis(candidates, np.argsort(-scores, axis=1, kind="stable"), axis=1)
+    ordered = order_by(candidates, scores, k=candidates.shape[1])
     return (ordered >= 0) & np.take_along_axis(relevant, np.maximum(ordered, 0), axis=1)
 
 
@@ -955,6 +954,13 @@ def mmr_on_validation(candidates: np.ndarray, scores: np.ndarray, stage: Stage, 
     return hit_rate, table, curves
 
 
+def chosen_mmr(table: pd.DataFrame) -> tuple[str, str, float]:
+    """``(relevance, redundancy, λ)`` of the row of ``mmr_on_validation``'s table with the most
+    diverse affordable setting (the first such row when several tie)."""
+    relevance, redundancy = table["diversity@10"].idxmax()
+    return relevance, redundancy, float(table.loc[(relevance, redundancy), "λ"])
+
+
 # %% [markdown]
 # ## 6. All re-rankers
 #
@@ -1030,8 +1036,7 @@ def rerankers(stage: Stage, candidates: np.ndarray, retrieval_scores: np.ndarray
 started = time.perf_counter()
 val_implicit = implicit_scores(implicit, val_stage, val_candidates)
 hit_rate, mmr_table, curves = mmr_on_validation(val_candidates, val_implicit, val_stage, genres, probability)
-best_relevance, best_redundancy = mmr_table["diversity@10"].idxmax()
-best_lambda = float(mmr_table.loc[(best_relevance, best_redundancy), "λ"])
+best_relevance, best_redundancy, best_lambda = chosen_mmr(mmr_table)
 print(f"{len(RELEVANCE) * len(REDUNDANCY) * len(MMR_LAMBDAS)} MMR settings measured in "
       f"{time.perf_counter() - started:.1f} s")
 mmr_table.round(4)

@@ -86,8 +86,7 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
     val_implicit = lesson.implicit_scores(implicit_models[best_depth], val_stage, val_candidates)
     hit_rate, mmr_table, curves = lesson.mmr_on_validation(val_candidates, val_implicit, val_stage, genres,
                                                            probability)
-    best_relevance, best_redundancy = mmr_table["diversity@10"].idxmax()
-    best_lambda = float(mmr_table.loc[(best_relevance, best_redundancy), "λ"])
+    best_relevance, best_redundancy, best_lambda = lesson.chosen_mmr(mmr_table)
     seconds["mmr: validation curves"] = time.perf_counter() - t0
     choices = lesson.Choices(
         multitask_head=best_head,
