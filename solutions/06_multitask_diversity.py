@@ -1214,7 +1214,7 @@ say(
     f"**λ = {best_lambda:g}**: on validation, intra-list diversity "
     f"{pick(kept_mmr['diversity gain'] >= 0, 'rises', 'changes')} by {kept_mmr['diversity gain']:+.0%} "
     f"for a precision@10 change of {-kept_mmr['precision cost']:+.1%}, give or take "
-    f"{(kept_mmr['cost bound'] - kept_mmr['precision cost']) / COST_SE:.1%} (one standard error), so the "
+    f"{100 * (kept_mmr['cost bound'] - kept_mmr['precision cost']) / COST_SE:.1f} points (one standard error), so the "
     f"cost counted against the {MAX_PRECISION_LOSS:.0%} budget is {kept_mmr['cost bound']:.1%}."
 )
 
