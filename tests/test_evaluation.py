@@ -95,6 +95,14 @@ def test_precision(ranked):
     assert ev.precision_at_k(ranked, RELEVANT, 2) == pytest.approx((1 / 2 + 0) / 2)
 
 
+def test_precision_by_user(ranked):
+    # u0 finds 1 of its top 2 in {1, 3}, u1 none; u2 has nothing relevant: nan
+    got = ev.precision_by_user(ranked, RELEVANT, 2)
+    np.testing.assert_allclose(got[:2], [1 / 2, 0.0])
+    assert math.isnan(got[2])
+    assert np.nanmean(ev.precision_by_user(ranked, RELEVANT, 3)) == pytest.approx(ev.precision_at_k(ranked, RELEVANT, 3))
+
+
 def test_hit_rate_and_mrr(ranked):
     assert ev.hit_rate_at_k(ranked, RELEVANT, 3) == pytest.approx(1.0)
     assert ev.hit_rate_at_k(ranked, RELEVANT, 2) == pytest.approx(0.5)

@@ -7,6 +7,7 @@ by NumPy's own polynomial fit), on fixtures without ties unless a test is about 
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from recsys_course.catalog import load_catalog
@@ -183,3 +184,67 @@ def test_diversify_mean_redundancy_prefers_a_new_genre(lesson):
     # λ = 0.5, second pick: 1 scores 0.45 - 0.5 * 1 = -0.05, 2 scores 0.4 - 0 = 0.4.
     got = lesson.diversify(candidates, scores, relevance, genres, 0.5, "mean", k=2)
     np.testing.assert_array_equal(got, [[0, 2]])
+
+
+# ---------------------------------------------------------------- choosing λ
+def test_precision_cost_and_its_bound(lesson):
+    # drops 0.1, 0, 0.1 (the nan user is left out): cost = (0.2 / 3) / 0.2 = 1/3; their
+    # standard deviation is 0.1 / sqrt(3), so the standard error 0.1 / 3, over 0.2: 1/6
+    cost, bound = lesson.precision_cost(np.array([0.2, 0.1, 0.3, np.nan]), np.array([0.1, 0.1, 0.2, 0.5]), z=1.0)
+    assert cost == pytest.approx(1 / 3)
+    assert bound == pytest.approx(1 / 3 + 1 / 6)
+    assert lesson.precision_cost(np.array([0.2, 0.1, 0.3]), np.array([0.1, 0.1, 0.2]), z=2.0)[1] == pytest.approx(
+        1 / 3 + 2 / 6)
+    with pytest.raises(ValueError, match="hits nothing"):
+        lesson.precision_cost(np.zeros(3), np.zeros(3))
+
+
+def test_affordable_lambda_stops_at_the_first_breach_of_the_bound(lesson):
+    curve = pd.DataFrame({"diversity@10": [0.50, 0.60, 0.55, 0.70, 0.80],
+                          "cost bound": [0.0, 0.04, 0.03, 0.06, 0.02]},
+                         index=pd.Index([1.0, 0.9, 0.8, 0.7, 0.6], name="λ"))
+    # 0.7 breaks the 5 % bound: 0.6 is never reached although its bound is low; the most
+    # diverse of 1, 0.9 and 0.8 is 0.9
+    assert lesson.affordable_lambda(curve, max_loss=0.05) == 0.9
+    assert lesson.affordable_lambda(curve, max_loss=0.10) == 0.6
+    assert lesson.affordable_lambda(curve, max_loss=0.0) == 1.0
+
+
+# ---------------------------------------------------------------- the calibrated scale
+def test_logistic_fit_recovers_a_saturated_model(lesson):
+    # Two groups: x = (1, 0) with hits 1 of 4, x = (1, 1) with hits 2 of 4. The fitted
+    # probabilities are the groups' rates: w0 = log(1/3), w0 + w1 = log(1) = 0.
+    x = np.array([[1.0, 0.0]] * 4 + [[1.0, 1.0]] * 4)
+    y = np.array([1, 0, 0, 0, 1, 1, 0, 0])
+    np.testing.assert_allclose(lesson.logistic_fit(x, y), [math.log(1 / 3), math.log(3)], atol=1e-4)
+    with pytest.raises(ValueError, match="labels"):
+        lesson.logistic_fit(x, y[:3])
+
+
+def test_calibration_features(lesson):
+    seen = np.zeros((2, 30), dtype=bool)
+    seen[0, :3] = True  # user 0 has seen 3 movies, user 1 none
+    got = lesson.calibration_features(CANDIDATES, SCORES, seen)
+    # user 0: scores 0.1, 0.9, 0.5 -> mean 0.5, standard deviation sqrt(0.32 / 3); ranks 2, 0, 1
+    sd = math.sqrt(0.32 / 3)
+    np.testing.assert_allclose(got[0], [[1, 1 / 2, -0.4 / sd, math.log(4)],
+                                        [1, 1.0, 0.4 / sd, math.log(4)],
+                                        [1, 1 / math.log2(3), 0.0, math.log(4)]])
+    # user 1: scores 3 and 1 (the padding's 9 does not count) -> z-scores 1 and -1; padding is 0
+    np.testing.assert_allclose(got[1], [[1, 1.0, 1.0, 0.0], [0, 0, 0, 0], [1, 1 / math.log2(3), -1.0, 0.0]])
+
+
+def test_mmr_relevance_calibrated_scale(lesson):
+    seen = np.zeros((2, 30), dtype=bool)
+    hit_rate = lesson.HitRate(**HIT_RATE_KW, calibration=np.array([0.0, 0.0, 1.0, 0.0]), calibrated_top=0.5)
+    got = lesson.mmr_relevance("calibrated score", CANDIDATES, SCORES, hit_rate, np.array([0, 1]), seen)
+    sd = math.sqrt(0.32 / 3)
+
+    def sigmoid(v):
+        return 1 / (1 + math.exp(-v))
+
+    np.testing.assert_allclose(got, [[sigmoid(-0.4 / sd) / 0.5, sigmoid(0.4 / sd) / 0.5, 1.0],
+                                     [sigmoid(1.0) / 0.5, 0.0, sigmoid(-1.0) / 0.5]])
+    with pytest.raises(ValueError, match="calibration"):
+        lesson.mmr_relevance("calibrated score", CANDIDATES, SCORES, lesson.HitRate(**HIT_RATE_KW),
+                             np.array([0, 1]), seen)

@@ -12,7 +12,7 @@ A model is evaluated in three steps, each a function here:
 3. **Measure** the ranked lists against a relevance matrix (``relevant[u, i] > 0`` when
    item ``i`` is a held-out item of user ``u``; graded values for graded NDCG):
    :func:`recall_at_k`, :func:`pair_recall_at_k`, :func:`precision_at_k`, :func:`ndcg_at_k`, :func:`hit_rate_at_k`,
-   :func:`mrr_at_k`, :func:`coverage_at_k`, :func:`novelty_at_k`,
+   :func:`mrr_at_k`, :func:`precision_by_user` (precision@k of each user), :func:`coverage_at_k`, :func:`novelty_at_k`,
    :func:`intra_list_diversity_at_k`; :func:`evaluate` computes the usual set at once.
 
 **Always over the full catalogue.** Every user's list is ranked among *all* items, never
@@ -54,6 +54,7 @@ __all__ = [
     "novelty_at_k",
     "pair_recall_at_k",
     "precision_at_k",
+    "precision_by_user",
     "random_split",
     "recall_at_k",
     "top_k",
@@ -174,10 +175,17 @@ def pair_recall_at_k(ranked: np.ndarray, relevant: np.ndarray, k: int) -> float:
     return float(hit.sum() / total) if total else float("nan")
 
 
+def precision_by_user(ranked: np.ndarray, relevant: np.ndarray, k: int) -> np.ndarray:
+    """``float [n_users]``: each user's |top k ∩ relevant| / k, ``nan`` for a user without
+    relevant items (the users :func:`precision_at_k` leaves out). Per-user values give, e.g.,
+    the standard error of a difference in precision between two lists of the same users."""
+    hit = _hits(ranked, relevant, k) > 0
+    return np.where(_users_with_relevant(relevant), hit.sum(axis=1) / _check_k(k), np.nan)
+
+
 def precision_at_k(ranked: np.ndarray, relevant: np.ndarray, k: int) -> float:
     """Mean over users with relevant items of |top k ∩ relevant| / k."""
-    hit = _hits(ranked, relevant, k) > 0
-    return _mean(hit.sum(axis=1) / _check_k(k), _users_with_relevant(relevant))
+    return _mean(precision_by_user(ranked, relevant, k), _users_with_relevant(relevant))
 
 
 def hit_rate_at_k(ranked: np.ndarray, relevant: np.ndarray, k: int) -> float:

@@ -5,9 +5,10 @@ beyond accuracy (intra-list diversity, coverage@10, novelty), with the wall time
 It follows the lesson (``solutions/06_multitask_diversity.py``) step by step with the
 lesson's own functions: models trained on the fit part of the seeded 80/20 split, every
 choice (retrieval epochs, multitask loss weights and scoring head, tower depth, blend
-weights, MMR's hit rates by rank and activity, relevance scale, redundancy and λ) made on the
-validation split carved from training, then every
-model retrained on the whole training split and the test split scored once. Targets (issue
+weights, MMR's hit rates by rank and activity and its calibrated hit probabilities, relevance
+scale, redundancy and λ, the last with its precision cost counted one standard error high)
+made on the validation split carved from training, then every model retrained on the whole
+training split and the test split scored once. Targets (issue
 17): the best re-ranker beats the retrieval order on precision@10 (rated and liked) and
 NDCG@10 on real data; MMR buys at least 20 % more intra-list diversity for at most 5 % of
 precision@10, both against the list MMR starts from (the implicit ranker's order, MMR at λ = 1).
@@ -141,13 +142,19 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
         "mmr_hit_rate_validation": {
             "curve": f"{hit_rate.intercept:.4f} + {hit_rate.slope:.4f} / log2(rank + 2), rank from 0",
             "by_rank": {str(r + 1): round(float(hit_rate.at(r)), 4) for r in (0, 1, 4, 9, 19, 49, 99)},
-            "by_activity_group": [round(float(v), 4) for v in hit_rate.by_group]},
+            "by_activity_group": [round(float(v), 4) for v in hit_rate.by_group],
+            "calibration_weights (1, rank discount, score z-score, log activity)": [
+                round(float(v), 4) for v in hit_rate.calibration]},
         "mmr_chosen": {"relevance": best_relevance, "redundancy": best_redundancy, "lambda": best_lambda,
                        "base_list": "implicit ranker (MMR at lambda = 1); gain and cost are measured against it",
                        "validation_diversity_gain": round(float(mmr_table.loc[(best_relevance, best_redundancy),
                                                                               "diversity gain"]), 4),
                        "validation_precision_cost": round(float(mmr_table.loc[(best_relevance, best_redundancy),
-                                                                              "precision cost"]), 4)},
+                                                                              "precision cost"]), 4),
+                       "validation_cost_bound": round(float(mmr_table.loc[(best_relevance, best_redundancy),
+                                                                          "cost bound"]), 4),
+                       "rule": f"most diverse λ before the first whose validation cost + {lesson.COST_SE:g} "
+                               f"standard error exceeds {lesson.MAX_PRECISION_LOSS:.0%}"},
         "rerank": rerank,
         "blend_weights_chosen": {"rating": choices.rating_blend, "implicit": choices.implicit_blend},
         "best_reranker_by_precision_rated": best,
