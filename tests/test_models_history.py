@@ -16,8 +16,9 @@ VECTORS = np.array([[0.0, 0.0], [0.5, -0.2], [0.1, 0.4], [-0.3, 0.2]], np.float3
 BIASES = np.array([[0.0], [0.1], [-0.2], [0.3]], np.float32)
 
 
-def fixed_model(dropout: float = 0.5, l2: float = 0.0) -> models.HistoryRetrievalModel:
-    model = models.build_history_model(MOVIES, 2, dropout=dropout, l2=l2)
+def fixed_model(dropout: float = 0.5, l2: float = 0.0, temperature: float | None = None
+                ) -> models.HistoryRetrievalModel:
+    model = models.build_history_model(MOVIES, 2, dropout=dropout, l2=l2, temperature=temperature)
     model.query_model(tf.zeros((1, 3)))  # build the bag
     model.query_model.bag.set_weights([BAG])
     model.candidate_model.get_layer("movie_model").set_weights([VECTORS])
@@ -39,6 +40,33 @@ def test_scores_are_query_dot_movie_vector_plus_bias():
     q = (BAG[0] + BAG[2]) / np.sqrt(2)
     expected = q @ VECTORS[1:].T + BIASES[1:, 0]
     np.testing.assert_allclose(model.scores(history)[0], expected, rtol=1e-5)
+
+
+def test_cosine_scores_are_cosine_over_temperature_plus_bias():
+    model = fixed_model(temperature=0.25)
+    history = np.array([[1, 0, 1], [0, 0, 0]], np.float32)
+    q = BAG[0] + BAG[2]  # the 1/sqrt(length) factor cannot change a cosine
+    v = VECTORS[1:]
+    cosine = (v @ q) / (np.linalg.norm(v, axis=1) * np.linalg.norm(q))
+    scores = model.scores(history)
+    np.testing.assert_allclose(scores[0], cosine / 0.25 + BIASES[1:, 0], rtol=1e-5)
+    # an empty history has no direction: its query is zero and only the biases rank
+    np.testing.assert_allclose(scores[1], BIASES[1:, 0], atol=1e-6)
+    queries = model.query_model(tf.constant(history)).numpy()
+    np.testing.assert_allclose(np.linalg.norm(queries[0, :-1]), 4.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("temperature", [0.0, -0.1])
+def test_bad_temperature_is_refused_with_a_reason(temperature):
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        models.build_history_model(MOVIES, 2, temperature=temperature)
+
+
+def test_every_grid_configuration_has_its_own_label():
+    labels = [models.history_config_label(config) for config in models.HISTORY_GRID]
+    assert len(set(labels)) == len(labels)
+    assert models.history_config_label({"embedding_dim": 8, "l2": 1e-4, "temperature": None}) == "8 dims, dot, L2 0.0001"
+    assert models.history_config_label({"embedding_dim": 8, "l2": 0.0, "temperature": 0.2}) == "8 dims, cosine / 0.2"
 
 
 def test_loss_is_the_softmax_cross_entropy_of_the_hidden_movies_over_the_unshown(monkeypatch):

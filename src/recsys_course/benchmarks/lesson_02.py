@@ -190,7 +190,7 @@ def _protocol(data: MovieLens, lesson, protocol: str, extra_towers: dict) -> dic
     runs = {}
     for config in models.HISTORY_GRID:
         run = models.train_history_model(fit_matrix, movie_ids, val_history, val_relevant, seed=seed, **config)
-        runs[f"dim {config['embedding_dim']}, l2 {config['l2']:g}"] = (run, config)
+        runs[models.history_config_label(config)] = (run, config)
     chosen = max(runs, key=lambda key: runs[key][0].validation_recall)
     history_run, history_config = runs[chosen]
     comparison["history"] = {

@@ -28,6 +28,7 @@ from recsys_course.models.history import (
     HistoryRun,
     build_history_model,
     history_candidate_tower,
+    history_config_label,
     train_history_model,
 )
 from recsys_course.models.ranking import Ranker, build_ranker, train_ranker
@@ -50,7 +51,7 @@ from recsys_course.models.training import (
 
 __all__ = [
     "PROBABILITY", "AccidentalHitsRetrieval", "CandidateTower", "HISTORY_GRID", "HistoryQueryTower",
-    "HistoryRetrievalModel", "HistoryRun", "build_history_model", "history_candidate_tower",
+    "HistoryRetrievalModel", "HistoryRun", "build_history_model", "history_candidate_tower", "history_config_label",
     "train_history_model", "LossPerExample", "QueryTower",
     "Ranker", "TrainingRun", "TwoTower", "TwoTowerModel", "accidental_hits_mask", "build_ranker",
     "build_two_tower", "candidate_probability", "fit_with_loss_per_example", "id_tower",
