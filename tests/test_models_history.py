@@ -148,3 +148,27 @@ def test_training_learns_two_taste_groups_and_keeps_the_best_epoch():
 def test_training_rejects_a_matrix_of_the_wrong_width():
     with pytest.raises(ValueError, match="fit_matrix must be"):
         models.train_history_model(np.zeros((3, 2)), MOVIES, np.zeros((3, 3)), np.zeros((3, 3)))
+
+
+def test_concatenated_towers_score_the_weighted_sum_of_their_models_in_one_dot_product():
+    dot, cosine = fixed_model(), fixed_model(temperature=0.5)
+    history = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0]], np.float32)
+    joined = models.concatenate_towers([dot, cosine], history)
+    outside = history == 0
+    spreads = np.array([dot.scores(history)[outside].std(), cosine.scores(history)[outside].std()])
+    np.testing.assert_allclose(joined.weights, 1.0 / spreads, rtol=1e-6)
+    expected = dot.scores(history) / spreads[0] + cosine.scores(history) / spreads[1]
+    np.testing.assert_allclose(joined.scores(history), expected, rtol=1e-5, atol=1e-6)
+    # one query vector a user and one vector a movie: the widths of both models added
+    assert joined.query_vectors(history).shape == (3, 6)
+    assert joined.catalogue_vectors().shape == (3, 6)
+
+
+def test_concatenating_nothing_or_constant_scores_is_refused():
+    with pytest.raises(ValueError, match="at least one"):
+        models.concatenate_towers([], np.zeros((1, 3)))
+    flat = fixed_model()
+    flat.candidate_model.get_layer("movie_model").set_weights([np.zeros_like(VECTORS)])
+    flat.candidate_model.get_layer("movie_bias_model").set_weights([np.zeros_like(BIASES)])
+    with pytest.raises(ValueError, match="must vary"):
+        models.concatenate_towers([flat], np.array([[1, 0, 0]], np.float32))

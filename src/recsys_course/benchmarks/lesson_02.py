@@ -16,8 +16,11 @@ factorized top-100, patience 2). Models:
 * ``item_knn``: cosine item-to-item similarity of the fit interactions, all neighbours;
 * ``ease``: Steck (2019), the lesson's ``ease_weights``, lambda from ``EASE_GRID``;
 * ``history``: the lesson's history tower (``recsys_course.models.history``): the query is
-  a bag of the user's fit movies, trained per user with a full softmax; size (and L2 weight)
-  chosen on validation from ``models.HISTORY_GRID`` (in each protocol), epoch too;
+  a bag of the user's fit movies, trained per user with a full softmax; the configuration
+  (dot product or cosine with a temperature) chosen on validation from
+  ``models.HISTORY_GRID`` (in each protocol), epoch too, then the best configuration alone
+  or all of them joined into one two-tower model (``models.concatenate_towers``), whichever
+  validation prefers (``form``);
 * ``classic``, ``id_corrected``, ``side_corrected``: the lesson's towers (TFRS tutorial
   recipe with epochs on validation; logQ correction; side features on top);
 * random protocol only: ``tutorial_reproduction`` (the TFRS basic tutorial exactly: 3
@@ -193,13 +196,22 @@ def _protocol(data: MovieLens, lesson, protocol: str, extra_towers: dict) -> dic
         runs[models.history_config_label(config)] = (run, config)
     chosen = max(runs, key=lambda key: runs[key][0].validation_recall)
     history_run, history_config = runs[chosen]
+    # as in the lesson: the best configuration alone, or every configuration joined into
+    # one two-tower model (models.concatenate_towers), whichever validation prefers
+    joined = models.concatenate_towers([r.model for r, _ in runs.values()], val_history)
+    joined_recall = ev.recall_at_k(ev.top_k(joined.scores(val_history), 10, exclude=val_history > 0), val_relevant, 10)
+    use_joined = joined_recall > history_run.validation_recall  # unrounded, as the lesson compares
+    history_model = joined if use_joined else history_run.model
     comparison["history"] = {
-        **measure(history_run.model.scores(test_history)),
-        "validation_recall@10_masked": validation_recall(history_run.model.scores(val_history)),
+        **measure(history_model.scores(test_history)),
+        "validation_recall@10_masked": validation_recall(history_model.scores(val_history)),
+        "form": "all configurations joined" if use_joined else chosen,
         **history_config, "best_epoch_on_validation": history_run.best_epoch,
         "validation_recall@10_by_config": {key: round(r.validation_recall, 4) for key, (r, _) in runs.items()},
+        "validation_recall@10_joined": round(joined_recall, 4),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
+    del joined, history_model
     runs.clear()  # free the other configurations' weights
 
     def build(frame: pd.DataFrame, side: bool, time_buckets: int = 20):

@@ -23,10 +23,12 @@ The names below are re-exported here; importing this package imports TensorFlow.
 from recsys_course.models.features import PROBABILITY, candidate_probability
 from recsys_course.models.history import (
     HISTORY_GRID,
+    ConcatenatedTowers,
     HistoryQueryTower,
     HistoryRetrievalModel,
     HistoryRun,
     build_history_model,
+    concatenate_towers,
     history_candidate_tower,
     history_config_label,
     train_history_model,
@@ -50,7 +52,8 @@ from recsys_course.models.training import (
 )
 
 __all__ = [
-    "PROBABILITY", "AccidentalHitsRetrieval", "CandidateTower", "HISTORY_GRID", "HistoryQueryTower",
+    "PROBABILITY", "AccidentalHitsRetrieval", "CandidateTower", "HISTORY_GRID", "ConcatenatedTowers",
+    "concatenate_towers", "HistoryQueryTower",
     "HistoryRetrievalModel", "HistoryRun", "build_history_model", "history_candidate_tower", "history_config_label",
     "train_history_model", "LossPerExample", "QueryTower",
     "Ranker", "TrainingRun", "TwoTower", "TwoTowerModel", "accidental_hits_mask", "build_ranker",

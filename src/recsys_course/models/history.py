@@ -281,3 +281,46 @@ def train_history_model(
                 break
     model.set_weights(best_weights)
     return HistoryRun(model, best_epoch, best, pd.DataFrame(rows))
+
+
+@dataclass
+class ConcatenatedTowers:
+    """Trained history models as *one* two-tower model: the query vector is the
+    concatenation of their query vectors, model ``i``'s times ``weights[i]``, and the movie
+    vector the concatenation of their movie vectors, so the score is the weighted sum of
+    their scores and still one dot product (one nearest-neighbour index serves it)."""
+
+    models: list[HistoryRetrievalModel]
+    weights: np.ndarray  #: float [len(models)], > 0
+
+    def query_vectors(self, history) -> np.ndarray:
+        """``float32 [users, sum of the models' widths]`` for 0/1 history rows."""
+        history = tf.convert_to_tensor(np.asarray(history, dtype=np.float32))
+        return np.concatenate([w * m.query_model(history).numpy() for m, w in zip(self.models, self.weights)],
+                              axis=1)
+
+    def catalogue_vectors(self) -> np.ndarray:
+        """``float32 [n_movies, sum of the models' widths]``, in catalogue order."""
+        return np.concatenate([m.catalogue_vectors().numpy() for m in self.models], axis=1)
+
+    def scores(self, history) -> np.ndarray:
+        """``float32 [users, n_movies]``: ``query_vectors(history) @ catalogue_vectors().T``."""
+        return self.query_vectors(history) @ self.catalogue_vectors().T
+
+
+def concatenate_towers(trained: Sequence[HistoryRetrievalModel], history) -> ConcatenatedTowers:
+    """The :class:`ConcatenatedTowers` of ``trained`` (at least one model) that weighs each
+    model by one over the standard deviation of its scores on ``history`` (0/1 rows, e.g. the
+    validation users' fit histories) over the movies outside each row, so that no model
+    dominates the sum by the scale of its scores alone.
+
+    Raises ValueError when ``trained`` is empty or a model's scores do not vary."""
+    if not trained:
+        raise ValueError("concatenate_towers needs at least one trained model")
+    outside = np.asarray(history) == 0
+    spread = np.array([float(m.scores(history)[outside].std()) for m in trained])
+    if not np.all(spread > 0):
+        raise ValueError(f"every model's scores must vary over the movies outside the histories; "
+                         f"standard deviations {spread.tolist()}")
+    return ConcatenatedTowers(list(trained), 1.0 / spread)
+
