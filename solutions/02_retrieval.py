@@ -1444,7 +1444,7 @@ claims.say(
 # %% [markdown]
 # ### EASE is a two-tower model too
 #
-# Is the gap to EASE a limit of the two-tower *form*? No: EASE's ranking is itself a dot
+# Could the two-tower *form* do what EASE does? Yes: EASE's ranking is itself a dot
 # product of a linear history tower and a movie tower. Write the fit matrix's thin singular
 # value decomposition $X = U\,\mathrm{diag}(s)\,V^\top$ and $P = (X^\top X + \lambda I)^{-1}
 # = V\,\mathrm{diag}\big(1/(s^2+\lambda)\big)V^\top + (I - VV^\top)/\lambda$. EASE's
@@ -1634,6 +1634,8 @@ claims.say(
 # - A **history query tower** (a bag of the user's movies instead of a user id), trained per
 #   user to predict hidden movies with a full softmax over the catalogue, reads what EASE
 #   reads, serves new users without retraining, and is still one dot product at serving time.
+#   A **cosine with a temperature** keeps popularity in the movie's bias instead of its
+#   vector's length; towers **laid end to end** add their scores and stay one dot product.
 # - Evaluate on the protocol that matches use: a random split (comparable with the TFRS
 #   tutorials) and a per-user temporal split (`leave_last_k`, what production looks like)
 #   can rank models differently.
