@@ -85,10 +85,21 @@ def loss_per_example(model: tf.keras.Model, features: dict[str, np.ndarray], bat
     asks ``compute_loss`` for the training objective without computing top-K metrics.
     """
     total, rows = 0.0, 0
+    step = _compiled_loss(model)
     for batch in to_dataset(features, batch_size, drop_remainder=True):
-        total += float(model.compute_loss(batch, training=True))
+        total += float(step(batch))
         rows += batch_size
     return total / rows if rows else float("nan")
+
+
+def _compiled_loss(model: tf.keras.Model):
+    """``model.compute_loss(batch, training=True)`` as a ``tf.function`` made once per model
+    (full batches share one trace; eager calls cost several times more per batch)."""
+    step = model.__dict__.get("_course_loss_step")
+    if step is None:
+        step = tf.function(lambda batch: model.compute_loss(batch, training=True))
+        object.__setattr__(model, "_course_loss_step", step)  # not a Keras-tracked attribute
+    return step
 
 
 @dataclass
