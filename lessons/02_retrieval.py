@@ -1295,15 +1295,15 @@ claims.say(
 # %%
 print("the grid:", models.HISTORY_GRID)
 started = time.perf_counter()
+history_configs = {models.history_config_label(config): config for config in models.HISTORY_GRID}
 history_runs = {
-    models.history_config_label(config): models.train_history_model(
+    label: models.train_history_model(
         fit_matrix, movie_ids, validation_history, validation_relevant, seed=SEED, **config)
-    for config in models.HISTORY_GRID
+    for label, config in history_configs.items()
 }
 best_history = max(history_runs, key=lambda label: history_runs[label].validation_recall)
 history_run = history_runs[best_history]
-best_history_config = next(config for config in models.HISTORY_GRID
-                           if models.history_config_label(config) == best_history)
+best_history_config = history_configs[best_history]
 print(f"{len(models.HISTORY_GRID)} configurations trained in {time.perf_counter() - started:.0f} s; "
       f"chosen on validation: {best_history}")
 pd.DataFrame([
@@ -1329,9 +1329,9 @@ pd.DataFrame([
 joined = models.concatenate_towers([run.model for run in history_runs.values()], validation_history)
 weighted_sum = sum(weight * run.model.scores(validation_history)
                    for weight, run in zip(joined.weights, history_runs.values()))
-joined_gap = float(np.abs(joined.scores(validation_history) - weighted_sum).max() / np.abs(weighted_sum).max())
-joined_validation = ev.recall_at_k(ev.top_k(joined.scores(validation_history), 10, exclude=validation_history),
-                                   validation_relevant, 10)
+joined_scores = joined.scores(validation_history)
+joined_gap = float(np.abs(joined_scores - weighted_sum).max() / np.abs(weighted_sum).max())
+joined_validation = ev.recall_at_k(ev.top_k(joined_scores, 10, exclude=validation_history), validation_relevant, 10)
 use_joined = joined_validation > history_run.validation_recall
 history_model = joined if use_joined else history_run.model
 history_validation = max(joined_validation, history_run.validation_recall)

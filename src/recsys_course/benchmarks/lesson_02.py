@@ -204,7 +204,7 @@ def _protocol(data: MovieLens, lesson, protocol: str, extra_towers: dict) -> dic
     history_model = joined if use_joined else history_run.model
     comparison["history"] = {
         **measure(history_model.scores(test_history)),
-        "validation_recall@10_masked": validation_recall(history_model.scores(val_history)),
+        "validation_recall@10_masked": round(joined_recall if use_joined else history_run.validation_recall, 4),
         "form": "all configurations joined" if use_joined else chosen,
         **history_config, "best_epoch_on_validation": history_run.best_epoch,
         "validation_recall@10_by_config": {key: round(r.validation_recall, 4) for key, (r, _) in runs.items()},
