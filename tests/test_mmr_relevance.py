@@ -248,3 +248,81 @@ def test_mmr_relevance_calibrated_scale(lesson):
     with pytest.raises(ValueError, match="calibration"):
         lesson.mmr_relevance("calibrated score", CANDIDATES, SCORES, lesson.HitRate(**HIT_RATE_KW),
                              np.array([0, 1]), seen)
+
+
+def test_affordable_lambda_is_nan_when_the_start_breaks_the_budget(lesson):
+    # The variant's own order (λ = 1) already costs 6 % against the reference: nothing is affordable.
+    curve = pd.DataFrame({"diversity@10": [0.50, 0.60], "cost bound": [0.06, 0.01]},
+                         index=pd.Index([1.0, 0.9], name="λ"))
+    assert math.isnan(lesson.affordable_lambda(curve, max_loss=0.05))
+    assert lesson.affordable_lambda(curve, max_loss=0.06) == 0.9
+
+
+def test_chosen_mmr_skips_variants_without_an_affordable_lambda(lesson):
+    table = pd.DataFrame({"λ": [np.nan, 0.8, 0.9], "diversity@10": [np.nan, 0.7, 0.75]},
+                         index=pd.MultiIndex.from_tuples([("a", "max"), ("b", "max"), ("b", "mean")],
+                                                         names=["relevance", "redundancy"]))
+    assert lesson.chosen_mmr(table) == ("b", "mean", 0.9)
+
+
+# ---------------------------------------------------------------- the two-stage scale
+def test_genre_taste(lesson):
+    # 4 movies over 2 genres: 0 = (1, 0), 1 = (0, 1), 2 = (1, 1), 3 = no genre.
+    genres = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+    seen = np.array([[True, True, True, False],    # profile (2, 2): cosine 1/√2 with 0 and 1, 1 with 2
+                     [False, False, False, False]])  # has seen nothing: taste 0
+    candidates = np.array([[0, 2, 3, -1], [0, 1, 2, 3]])
+    got = lesson.genre_taste(candidates, seen, genres)
+    np.testing.assert_allclose(got, [[1 / math.sqrt(2), 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+
+
+def test_calibration_features_with_both_stages(lesson):
+    seen = np.zeros((2, 30), dtype=bool)
+    seen[0, [10, 13]] = True
+    genres = np.zeros((30, 2))
+    genres[[10, 13, 20]] = [1.0, 0.0]
+    genres[[11, 12, 21]] = [0.0, 1.0]
+    retrieval = np.array([[3.0, 1.0, 2.0], [1.0, 5.0, 2.0]])  # retrieval ranks: user 0 -> 0, 2, 1; user 1 -> 1, -, 0
+    got = lesson.calibration_features(CANDIDATES, SCORES, seen, retrieval, genres)
+    assert got.shape == (2, 3, 6)
+    np.testing.assert_allclose(got[..., :4], lesson.calibration_features(CANDIDATES, SCORES, seen))
+    np.testing.assert_allclose(got[0, :, 4], [1.0, 1 / 2, 1 / math.log2(3)])
+    np.testing.assert_allclose(got[1, :, 4], [1 / math.log2(3), 0.0, 1.0])
+    # user 0 has seen two movies of genre 0: taste 1 for movie 10, 0 for 11 and 12; user 1 has seen nothing
+    np.testing.assert_allclose(got[..., 5], [[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="both"):
+        lesson.calibration_features(CANDIDATES, SCORES, seen, retrieval)
+
+
+def test_mmr_relevance_two_stage_scale(lesson):
+    seen = np.zeros((2, 30), dtype=bool)
+    genres = np.ones((30, 1))
+    retrieval = np.array([[3.0, 1.0, 2.0], [1.0, 5.0, 2.0]])
+    # Only the retrieval rank discount counts: sigmoid(2 * discount) over two_stage_top 0.9.
+    hit_rate = lesson.HitRate(**HIT_RATE_KW, two_stage=np.array([0.0, 0.0, 0.0, 0.0, 2.0, 0.0]), two_stage_top=0.9)
+    got = lesson.mmr_relevance("two-stage calibrated", CANDIDATES, SCORES, hit_rate, np.array([0, 1]), seen,
+                               retrieval, genres)
+
+    def sigmoid(v):
+        return 1 / (1 + math.exp(-v))
+
+    discount = [[1.0, 1 / 2, 1 / math.log2(3)], [1 / math.log2(3), None, 1.0]]
+    want = [[sigmoid(2 * d) / 0.9 if d is not None else 0.0 for d in row] for row in discount]
+    np.testing.assert_allclose(got, want)
+    with pytest.raises(ValueError, match="retrieval_scores"):
+        lesson.mmr_relevance("two-stage calibrated", CANDIDATES, SCORES, hit_rate, np.array([0, 1]), seen)
+    with pytest.raises(ValueError, match="two-stage"):
+        lesson.mmr_relevance("two-stage calibrated", CANDIDATES, SCORES, lesson.HitRate(**HIT_RATE_KW),
+                             np.array([0, 1]), seen, retrieval, genres)
+
+
+def test_fit_hit_rate_fits_the_two_stage_model_only_when_asked(lesson):
+    stage, candidates, scores = tiny_stage(lesson)
+    assert lesson.fit_hit_rate(candidates, scores, stage).two_stage is None
+    genres = np.eye(10)
+    hit_rate = lesson.fit_hit_rate(candidates, scores, stage, retrieval_scores=-scores, genres=genres)
+    assert hit_rate.two_stage.shape == (6,)
+    # The largest fitted probability of a validation candidate scales the relevance to about 1.
+    features = lesson.calibration_features(candidates, scores, stage.seen, -scores, genres)
+    top = (1 / (1 + np.exp(-(features.reshape(-1, 6) @ hit_rate.two_stage)))).max()
+    assert hit_rate.two_stage_top == pytest.approx(top)
