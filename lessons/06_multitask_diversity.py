@@ -1390,7 +1390,8 @@ say(
 # Swapping a movie of the top 10 for a more diverse one from further down costs the
 # difference between their chances of being a hit, and a sharp ranker, whose hits crowd at the
 # very top, makes every swap expensive; a weak ranker makes diversity cheap because its top 10
-# was not much better than the rest. Compare MMR settings on the same ranker, as here.
+# was not much better than the rest. Compare MMR settings against the same reference list,
+# as here, and say which list that is.
 
 # %% [markdown]
 # ## Summary
