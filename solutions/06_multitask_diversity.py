@@ -780,12 +780,12 @@ def mmr_rerank(relevance: np.ndarray, similarity: np.ndarray, k: int, lam: float
 #    guide: of two candidates it puts at ranks 15 and 16, the one the *retrieval* stage also
 #    placed high is likely the better bet (the blends of section 6 measure whether the two
 #    ranks together predict hits better than either), and so is the one in genres the user
-#    rates often. The
-#    fifth scale, **two-stage calibrated**, gives the calibrated model two more inputs: the
-#    candidate's retrieval rank discount and the user's **genre taste**, the cosine between the
-#    sum of the genre vectors of the movies the user rated and the candidate's genre vector.
-#    Six numbers. Its λ = 1 order is no longer the implicit ranker's: the table's "start cost"
-#    shows how much more precise it is, and taste pulls it towards the user's usual genres.
+#    rates often. The fifth scale, **two-stage calibrated**, gives the calibrated model two
+#    more inputs: the candidate's retrieval rank discount and the user's **genre taste**, the
+#    cosine between the sum of the genre vectors of the movies the user rated and the
+#    candidate's genre vector. Six numbers. Its λ = 1 order is no longer the implicit
+#    ranker's: the table's "start cost" shows how its precision compares (negative: more
+#    precise), and taste pulls it towards the user's usual genres.
 # 4. **A similarity that matches the metric.** Intra-list diversity averages the distance over
 #    *all* pairs of the list. Classic MMR penalises a candidate only for its *nearest* chosen
 #    movie (the max). With the *mean* similarity to the chosen movies instead, each greedy step
@@ -794,8 +794,8 @@ def mmr_rerank(relevance: np.ndarray, similarity: np.ndarray, k: int, lam: float
 # 5. **λ chosen with a budget that allows for noise.** For each variant (five relevance
 #    scales × two redundancies), λ goes down from 1 (in steps of 0.02 to 0.9, then of 0.05)
 #    and stops before the first setting that *could* cost more than 5 % of the implicit
-#    ranker's validation precision@10: its measured cost plus one standard error. The most diverse setting before
-#    that point is kept, and the variant with the most diverse kept setting wins. Why the
+#    ranker's validation precision@10: its measured cost plus one standard error. The most
+#    diverse setting before that point is kept, and the variant with the most diverse kept setting wins. Why the
 #    margin? A few hundred validation users measure a cost only roughly (the standard error of
 #    the chosen setting is printed below), and the most diverse setting whose measured cost is just under 5 % tends to be
 #    one whose cost validation happened to underestimate: new users then pay more (the
@@ -1391,7 +1391,7 @@ say(
 # %% [markdown]
 # Against which list should MMR's cost be counted? Above, against the implicit ranker, the
 # re-ranker MMR follows. With the two-stage relevance, MMR's own order at λ = 1 is a
-# different, usually more precise list, and MMR spends that surplus on diversity. The next
+# different list; when it is more precise, MMR may spend the surplus on diversity. The next
 # cell measures that starting list on test too, so that the trade is on the page in full.
 
 # %%
@@ -1446,10 +1446,12 @@ say(
 #   it cannot follow the noise of the users λ is chosen on), optionally scaled by the user's
 #   activity, or a hit probability calibrated from rank, score and activity, turns λ into a
 #   price of diversity in expected hits. A relevance that also knows the retrieval rank and
-#   the user's genre taste tells MMR which of the candidates below the top are safe swaps. Match the redundancy to the diversity you measure
-#   (mean similarity for intra-list diversity), and choose λ with an explicit budget (here: at
-#   most 5 % of precision@10 on validation), counting the cost one standard error high so that
-#   the noise of validation does not pick the settings it happens to flatter.
+#   the user's genre taste tells MMR which of the candidates below the top are safe swaps.
+#   Match the redundancy to the diversity you measure (mean similarity for intra-list
+#   diversity), and choose λ with an explicit budget (here: at most 5 % of the implicit
+#   ranker's precision@10 on validation), counting the cost one standard error high so that
+#   the noise of validation does not pick the settings it happens to flatter; and say which
+#   list the cost is counted against.
 # - Make every choice on validation, then retrain on training + validation and use the test
 #   split once.
 #
