@@ -907,18 +907,21 @@ def fit_rank_curve(rate: np.ndarray, users: np.ndarray) -> tuple[float, float]:
     return float(y_mean - slope * x_mean), slope
 
 
+def unit_rows(rows: np.ndarray) -> np.ndarray:
+    """``rows`` float [n, d] scaled to length 1 each; an all-zero row stays zero (so its
+    cosine with anything is 0)."""
+    rows = np.asarray(rows, dtype=float)
+    norms = np.linalg.norm(rows, axis=-1, keepdims=True)
+    return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
+
+
 def genre_taste(candidates: np.ndarray, seen: np.ndarray, genres: np.ndarray) -> np.ndarray:
     """float [n_users, n]: the cosine between each user's genre profile (the sum of the genre
     rows of the movies they have seen, ``seen`` bool [n_users, n_items]; ``genres`` float
     [n_items, n_genres]) and the genres of each of their candidates [n_users, n]. 0 for
     padding (-1), for a user who has seen nothing and for a movie without genres."""
-    def unit(rows: np.ndarray) -> np.ndarray:
-        norms = np.linalg.norm(rows, axis=-1, keepdims=True)
-        return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
-
-    genres = np.asarray(genres, dtype=float)
-    profile = unit(np.asarray(seen, dtype=float) @ genres)
-    taste = np.einsum("ug,ung->un", profile, unit(genres)[np.maximum(candidates, 0)])
+    profile = unit_rows(np.asarray(seen, dtype=float) @ np.asarray(genres, dtype=float))
+    taste = np.einsum("ug,ung->un", profile, unit_rows(genres)[np.maximum(candidates, 0)])
     return np.where(candidates >= 0, taste, 0.0)
 
 
@@ -994,11 +997,10 @@ def fit_hit_rate(candidates: np.ndarray, scores: np.ndarray, stage: Stage,
     by_group = decreasing_fit(mean_hits[::-1], size[::-1].astype(float))[::-1]  # non-decreasing
     valid = candidates >= 0
     hits = np.take_along_axis(stage.rated, np.maximum(candidates, 0), axis=1)
-    weights, top = _calibrate(calibration_features(candidates, scores, stage.seen), valid, hits)
-    two_stage, two_stage_top = None, 1.0
-    if retrieval_scores is not None:
-        two_stage, two_stage_top = _calibrate(
-            calibration_features(candidates, scores, stage.seen, retrieval_scores, genres), valid, hits)
+    # The two-stage features extend the four of the plain calibration (same first columns).
+    features = calibration_features(candidates, scores, stage.seen, retrieval_scores, genres)
+    weights, top = _calibrate(features[..., :4], valid, hits)
+    two_stage, two_stage_top = _calibrate(features, valid, hits) if retrieval_scores is not None else (None, 1.0)
     return HitRate(intercept=intercept, slope=slope, by_group=by_group, calibration=weights, calibrated_top=top,
                    two_stage=two_stage, two_stage_top=two_stage_top)
 
@@ -1023,14 +1025,14 @@ def mmr_relevance(scale: str, candidates: np.ndarray, scores: np.ndarray, hit_ra
         raise ValueError(f"scale must be one of {RELEVANCE}, got {scale!r}")
     if scale in ("calibrated score", "two-stage calibrated"):
         two_stage = scale == "two-stage calibrated"
-        weights = hit_rate.two_stage if two_stage else hit_rate.calibration
+        weights, top = ((hit_rate.two_stage, hit_rate.two_stage_top) if two_stage
+                        else (hit_rate.calibration, hit_rate.calibrated_top))
+        inputs = (retrieval_scores, genres) if two_stage else (None, None)
         if weights is None or seen is None or (two_stage and (retrieval_scores is None or genres is None)):
+            needs = " with retrieval_scores and genres" if two_stage else ""
             raise ValueError(f"the {scale!r} scale needs its calibration weights in hit_rate (fit_hit_rate"
-                             + (" with retrieval_scores and genres" if two_stage else "") + "), seen"
-                             + (", retrieval_scores and genres" if two_stage else ""))
-        features = (calibration_features(candidates, scores, seen, retrieval_scores, genres) if two_stage
-                    else calibration_features(candidates, scores, seen))
-        top = hit_rate.two_stage_top if two_stage else hit_rate.calibrated_top
+                             f"{needs}), seen" + (", retrieval_scores and genres" if two_stage else ""))
+        features = calibration_features(candidates, scores, seen, *inputs)
         return np.where(candidates >= 0, 1.0 / (1.0 + np.exp(-(features @ weights))), 0.0) / top
     ranks = candidate_ranks(np.where(candidates >= 0, scores, -np.inf))
     if scale == "rank":
@@ -1069,8 +1071,7 @@ def diversify(candidates: np.ndarray, scores: np.ndarray, relevance: np.ndarray,
     handed to MMR in the base order of ``scores``, so ties of relevance go to the better base
     rank and λ = 1 returns the base order. Returns item indices [n_users, k]."""
     rerank = {"max": mmr_rerank, "mean": mean_mmr_rerank}[redundancy]
-    norms = np.linalg.norm(genres, axis=1, keepdims=True)
-    unit = np.divide(genres, norms, out=np.zeros_like(genres), where=norms > 0)
+    unit = unit_rows(genres)
     out = np.full((len(candidates), k), evaluation.PAD, dtype=np.int64)
     for row, (items, s, r) in enumerate(zip(candidates, scores, relevance)):
         keep = items >= 0
