@@ -70,8 +70,8 @@ $(BROWSER_STAMP): $(STAMP)
 # $COURSE_DATA when set (saying so, since that executes every lesson with the new data).
 browser-test: $(BROWSER_STAMP) vendor
 	@command -v chromium >/dev/null 2>&1 || { echo "chromium is missing: apt-get install chromium"; exit 1; }
-	@$(BIN)/python -m recsys_course.site.stamp site || { \
-	  data="$${COURSE_DATA:-$$($(BIN)/python -m recsys_course.site.stamp site --data)}"; \
+	@$(BIN)/python -m recsys_course.tooling.site.stamp site || { \
+	  data="$${COURSE_DATA:-$$($(BIN)/python -m recsys_course.tooling.site.stamp site --data)}"; \
 	  echo "building the site with COURSE_DATA=$${data:-auto}"; \
 	  COURSE_DATA="$$data" $(BIN)/mkdocs build --strict; }
 	$(BIN)/python -m pytest tests/browser

@@ -56,7 +56,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 
 from recsys_course import claims
-from recsys_course.tfrecord_ratings import FEATURES
+from recsys_course.cluster.tfrecords import FEATURES
 
 SEED = recsys_course.seed_everything(42)
 K = 10
@@ -101,7 +101,7 @@ workdir = Path(tempfile.mkdtemp(prefix="lesson07-"))  # every file of this lesso
 # 100,000 rows; the benchmark writes and reads millions.
 
 # %%
-from recsys_course.tfrecord_ratings import examples_per_second, pipeline_variants, tile_ratings, write_shards
+from recsys_course.cluster.tfrecords import examples_per_second, pipeline_variants, tile_ratings, write_shards
 
 big = tile_ratings(data.ratings, 100_000, seed=SEED)
 files = write_shards(big, workdir / "shards", n_shards=8)
@@ -263,14 +263,14 @@ def tf_config_for(cluster: dict, task_type: str, task_index: int) -> str:
 
 
 # %% [markdown]
-# The course's helper module `recsys_course.distributed` starts clusters for this lesson.
+# The course's helper module `recsys_course.cluster.launch` starts clusters for this lesson.
 # It finds free ports by binding sockets to port 0 on 127.0.0.1 (the kernel picks a free
 # one), starts one process per task with its `TF_CONFIG`, each in its own process group,
 # and kills every group when a task fails or a deadline passes, so no worker outlives a
 # failed run. A port that is already taken gives a clear error before anything starts:
 
 # %%
-from recsys_course.distributed import (
+from recsys_course.cluster.launch import (
     PortInUseError,
     free_ports,
     run_multiworker_training,
@@ -369,7 +369,7 @@ display(plans)
 # over the full catalogue (`recsys_course.evaluation`, training movies excluded).
 
 # %%
-from recsys_course.distributed import held_out_recall
+from recsys_course.cluster.launch import held_out_recall
 
 runs = {}
 for label, workers, gather in [("1 worker", 1, False), ("2 workers, per-replica softmax", 2, False),
@@ -470,7 +470,7 @@ display(sizes.round(2))
 # input) and a fixed number of steps per epoch.
 
 # %%
-from recsys_course.distributed import run_parameter_server_job
+from recsys_course.cluster.launch import run_parameter_server_job
 
 ps_job = run_parameter_server_job(n_items=100_000, embedding_dim=16, n_shards=2, steps=20, timeout=600)
 shards = pd.DataFrame(ps_job["shards"])

@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from recsys_course.catalog import load_catalog
-from recsys_course.grading.batch import Grader, Options
-from recsys_course.grading.reports import write_reports
-from recsys_course.lessons import make_stub, replace_exercise_cell
+from recsys_course.tooling.catalog import load_catalog
+from recsys_course.tooling.grading.batch import Grader, Options
+from recsys_course.tooling.grading.reports import write_reports
+from recsys_course.tooling.lessons import make_stub, replace_exercise_cell
 
 
 def build_class(root: Path, n: int, seed: int = 0) -> dict[str, set[str]]:

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import recsys_course
-from recsys_course.catalog import load_catalog
-from recsys_course.grading import warm_worker as worker
-from recsys_course.lessons import _exercise_cell_span, replace_exercise_cell
+from recsys_course.tooling.catalog import load_catalog
+from recsys_course.tooling.grading import warm_worker as worker
+from recsys_course.tooling.lessons import _exercise_cell_span, replace_exercise_cell
 
 SRC = str(Path(recsys_course.__file__).resolve().parents[1])
 
@@ -45,7 +45,7 @@ def course(root: Path, *args: str) -> tuple[float, float, str]:
     env = {**os.environ, "COURSE_ROOT": str(root), "COURSE_DATA": "synthetic", "PYTHONPATH": SRC}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "recsys_course.cli", *args], cwd=root, env=env,
+    done = subprocess.run([sys.executable, "-m", "recsys_course.tooling.cli", *args], cwd=root, env=env,
                           capture_output=True, text=True)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -97,7 +97,7 @@ def main() -> int:
 
         env = {**os.environ, "COURSE_ROOT": str(root), "PYTHONPATH": SRC, "TF_CPP_MIN_LOG_LEVEL": "3"}
         started = time.perf_counter()
-        server = subprocess.Popen([sys.executable, "-m", "recsys_course.grading.warm_worker", str(root)],
+        server = subprocess.Popen([sys.executable, "-m", "recsys_course.tooling.grading.warm_worker", str(root)],
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             while not worker.is_running(root):

@@ -12,4 +12,4 @@ os.environ.setdefault("COURSE_DATA", "synthetic")  # tests never touch the netwo
 # Extracted zips and cleaned copies go to a throwaway folder, not the user's cache.
 os.environ.setdefault("COURSE_CACHE_DIR", tempfile.mkdtemp(prefix="course-test-cache-"))
 
-pytest_plugins = ["recsys_course.grading.plugin"]
+pytest_plugins = ["recsys_course.tooling.grading.plugin"]

@@ -1,11 +1,11 @@
-"""The comparison machinery of lesson 04 (recsys_course.ann_compare): batched exact top-k and
+"""The comparison machinery of lesson 04 (recsys_course.ann.compare): batched exact top-k and
 the summaries the lesson and the benchmark print. Fixtures have unique answers (no ties)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_course import ann_compare
+from recsys_course.ann import compare as ann_compare
 
 
 def distinct_scores(n_items: int, n_queries: int, seed: int):

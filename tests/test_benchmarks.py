@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from recsys_course import bench
-from recsys_course.catalog import load_catalog
-from recsys_course.lessons import GRADED_TAGS, parse_cells
+from recsys_course.tooling import bench
+from recsys_course.tooling.catalog import load_catalog
+from recsys_course.tooling.lessons import GRADED_TAGS, parse_cells
 
 CATALOG = load_catalog()
 PACKAGE = Path(bench.__file__).parent
@@ -271,7 +271,7 @@ def test_the_check_reports_a_renamed_or_demoted_setup_name(tmp_path):
 def test_the_check_follows_the_lesson_into_helpers_under_any_name(tmp_path):
     source = tmp_path / "lesson_99.py"
     source.write_text(
-        "from recsys_course import ann_compare\n"
+        "from recsys_course.ann import compare as ann_compare\n"
         "def helper(x, solutions):\n    return solutions.FROM_HELPER + getattr(solutions, 'BY_GETATTR')\n"
         "def run(data, sol):\n"
         "    keep = [sol]\n"

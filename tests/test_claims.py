@@ -6,9 +6,9 @@ import nbformat
 import pytest
 
 from recsys_course import claims
-from recsys_course.catalog import Lesson
-from recsys_course.lessons import make_stub
-from recsys_course.site.markdown import to_markdown
+from recsys_course.tooling.catalog import Lesson
+from recsys_course.tooling.lessons import make_stub
+from recsys_course.tooling.site.markdown import to_markdown
 
 
 def test_false_claim_raises_only_while_the_site_is_built(monkeypatch, capsys):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import recsys_course
-from recsys_course.catalog import load_catalog
+from recsys_course.tooling.catalog import load_catalog
 
 CATALOG = load_catalog()
 LESSON = CATALOG.lesson("00")
@@ -34,14 +34,14 @@ def course(clone, *args):
     env = {"COURSE_ROOT": str(clone), "COURSE_DATA": "synthetic", "PATH": "/usr/bin:/bin",
            # the support package under test, not whichever copy is installed
            "PYTHONPATH": str(Path(recsys_course.__file__).resolve().parents[1])}
-    done = subprocess.run([sys.executable, "-m", "recsys_course.cli", *args], cwd=clone, env=env,
+    done = subprocess.run([sys.executable, "-m", "recsys_course.tooling.cli", *args], cwd=clone, env=env,
                           capture_output=True, text=True, timeout=300)
     return done.returncode, done.stdout + done.stderr
 
 
 def solve(clone, exercise_id):
     """Paste the reference solution of one exercise into the learner's file."""
-    from recsys_course.lessons import replace_exercise_cell
+    from recsys_course.tooling.lessons import replace_exercise_cell
 
     lesson_file = clone / "lessons" / LESSON.filename
     solution = (clone / "solutions" / LESSON.filename).read_text()
@@ -118,8 +118,8 @@ def test_errors_a_user_can_fix_are_worded_and_bugs_are_not(clone, monkeypatch):
     code, out = course(clone, "data", "--data", "synthetic:huge")
     assert code == 2 and "error: Unknown synthetic size 'huge'" in out and "Traceback" not in out
     # Any other exception is a bug: the dispatcher lets it through with its traceback.
-    from recsys_course import cli, quiet
-    from recsys_course.commands import learner
+    from recsys_course.tooling import cli, quiet
+    from recsys_course.tooling.commands import learner
 
     def broken(args):
         raise KeyError("a bug")

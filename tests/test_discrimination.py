@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from recsys_course.catalog import load_catalog
-from recsys_course.grading.runner import run_tests
-from recsys_course.lessons import make_stub
+from recsys_course.tooling.catalog import load_catalog
+from recsys_course.tooling.grading.runner import run_tests
+from recsys_course.tooling.lessons import make_stub
 
 CATALOG = load_catalog()
 DECOYS = Path(__file__).parent / "decoys"

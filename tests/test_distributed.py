@@ -1,4 +1,4 @@
-"""The local-cluster helper of lesson 07 (recsys_course.distributed): ports, deadlines and,
+"""The local-cluster helper of lesson 07 (recsys_course.cluster.launch): ports, deadlines and,
 above all, that no process survives a failed or timed-out run. Every process binds
 127.0.0.1 only and every wait has a hard limit. Only one test starts TensorFlow workers."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recsys_course.distributed import (
+from recsys_course.cluster.launch import (
     ClusterTimeout,
     PortInUseError,
     Task,
@@ -108,7 +108,7 @@ def test_the_deadline_kills_everything(marker, tmp_path):
 
 
 def test_a_task_ends_itself_after_its_lifetime(marker):
-    code = ("from recsys_course._task_lifetime import limit_lifetime; limit_lifetime(); "
+    code = ("from recsys_course.cluster.lifetime import limit_lifetime; limit_lifetime(); "
             "import time; time.sleep(60)")
     env = {**os.environ, "COURSE_TASK_LIFETIME": "1"}
     process = subprocess.Popen([sys.executable, "-c", code], env=env)

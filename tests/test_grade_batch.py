@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from recsys_course.catalog import Catalog, load_catalog
-from recsys_course.grading.batch import Grader, Options
-from recsys_course.grading.reports import write_reports
-from recsys_course.grading.runner import run_tests
-from recsys_course.grading.sandbox import problem
-from recsys_course.lessons import make_stub
+from recsys_course.tooling.catalog import Catalog, load_catalog
+from recsys_course.tooling.grading.batch import Grader, Options
+from recsys_course.tooling.grading.reports import write_reports
+from recsys_course.tooling.grading.runner import run_tests
+from recsys_course.tooling.grading.sandbox import problem
+from recsys_course.tooling.lessons import make_stub
 
 # One shared batch run: keep every test of this module on one pytest-xdist worker. Where
 # bubblewrap cannot run the module is skipped, except under COURSE_REQUIRE_SANDBOX=1 (CI),
@@ -267,7 +267,7 @@ def batch(tmp_path_factory):
         "import pytest\n@pytest.hookimpl(hookwrapper=True)\ndef pytest_runtest_makereport(item, call):\n"
         "    outcome = yield\n    outcome.get_result().outcome = 'passed'\n"
     )
-    (own / "pytest.ini").write_text("[pytest]\naddopts = -p no:recsys_course.grading.plugin\n")
+    (own / "pytest.ini").write_text("[pytest]\naddopts = -p no:recsys_course.tooling.grading.plugin\n")
     (own / "tests").mkdir()
     (own / "tests" / "test_lesson_00.py").write_text("def test_all():\n    assert True\n")
     # lessons/ symlinked to the reference solutions: not followed, flagged.
@@ -289,7 +289,7 @@ def batch(tmp_path_factory):
 
     hidden = tmp_path_factory.mktemp("instructor")
     (hidden / "test_lesson_00_hidden.py").write_text(
-        "import pandas as pd\nimport pytest\nfrom recsys_course.grading import exercise\n\n"
+        "import pandas as pd\nimport pytest\nfrom recsys_course.tooling.grading import exercise\n\n"
         "@pytest.fixture(scope='module')\ndef lesson(lesson_loader):\n    return lesson_loader('00')\n\n"
         "SECRET_DATA = 'SECRET-DATA-a'\n\n"
         "@exercise('0.1', points=1)\ndef test_secret_single_user_case(lesson):\n"

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_course.grading import wire
-from recsys_course.grading.guard import WATCHED, Guard
+from recsys_course.tooling.grading import wire
+from recsys_course.tooling.grading.guard import WATCHED, Guard
 
 
 def refuse(value):
@@ -119,8 +119,8 @@ def test_every_watched_grader_function_exists_in_this_pytest():
 
 
 def test_a_malformed_report_row_is_a_note_not_a_crash():
-    from recsys_course.grading.batch import _rows
-    from recsys_course.grading.results import ExerciseResult, ResultError
+    from recsys_course.tooling.grading.batch import _rows
+    from recsys_course.tooling.grading.results import ExerciseResult, ResultError
 
     good = {"id": "0.1", "title": "t", "points": 2, "earned": 1, "status": "partial", "first_failure": "",
             "tests": [{"nodeid": "f::test_a", "points": 1, "passed": True, "failure": "", "hidden": False},

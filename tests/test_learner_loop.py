@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 import recsys_course
-from recsys_course import cli
-from recsys_course.catalog import load_catalog
-from recsys_course.commands.learner import watch_queue
+from recsys_course.tooling import cli
+from recsys_course.tooling.catalog import load_catalog
+from recsys_course.tooling.commands.learner import watch_queue
 from recsys_course.errors import UnknownTarget
-from recsys_course.grading.messages import ContractViolation, expect_arity, learner_message
-from recsys_course.quiet import strip_noise
+from recsys_course.tooling.grading.messages import ContractViolation, expect_arity, learner_message
+from recsys_course.tooling.quiet import strip_noise
 
 CATALOG = load_catalog()
 LESSON = CATALOG.lesson("00")
@@ -45,14 +45,14 @@ def env_for(clone, **extra):
 
 
 def course(clone, *args, **extra):
-    done = subprocess.run([sys.executable, "-m", "recsys_course.cli", *args], cwd=clone,
+    done = subprocess.run([sys.executable, "-m", "recsys_course.tooling.cli", *args], cwd=clone,
                           env=env_for(clone, **extra), capture_output=True, text=True, timeout=300)
     return done.returncode, done.stdout + done.stderr
 
 
 def write_exercise(clone, exercise_id, body):
     """Replace the code of one exercise cell in the learner's lesson 00."""
-    from recsys_course.lessons import _exercise_cell_span
+    from recsys_course.tooling.lessons import _exercise_cell_span
 
     path = clone / "lessons" / LESSON.filename
     lines = path.read_text().splitlines()
@@ -143,8 +143,8 @@ def test_watch_starts_at_the_target_and_moves_on_to_the_next_unpassed_exercises(
 
 
 def test_watch_moves_on_after_a_pass_and_stops_its_worker(clone):
-    from recsys_course.grading import warm_worker as worker
-    from recsys_course.lessons import replace_exercise_cell
+    from recsys_course.tooling.grading import warm_worker as worker
+    from recsys_course.tooling.lessons import replace_exercise_cell
 
     path = clone / "lessons" / LESSON.filename
     solution = (clone / "solutions" / LESSON.filename).read_text()
@@ -189,7 +189,7 @@ def run_lesson(tmp_path, *options):
         '    raise NotImplementedError(\n        "Exercise 9.1 (Double it): not solved yet. Stuck? Run: course hint 9.1"\n    )',
         "    return 2 * x"))
     done = subprocess.run(
-        [sys.executable, "-m", "recsys_course.lesson_run", str(lesson), "--solutions", str(solution),
+        [sys.executable, "-m", "recsys_course.tooling.lesson_run", str(lesson), "--solutions", str(solution),
          "--figures", str(tmp_path / "figures"), "--command", "course run 09", *options],
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": SRC, "MPLBACKEND": "Agg"},
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
@@ -237,7 +237,7 @@ def test_stderr_filter_drops_noise_from_this_process_and_its_children(tmp_path):
     parent = tmp_path / "parent.py"
     parent.write_text(
         "import os, subprocess, sys\n"
-        "from recsys_course.quiet import filter_stderr\n"
+        "from recsys_course.tooling.quiet import filter_stderr\n"
         "filter_stderr()\n"
         f"os.write(2, {''.join(NOISE)!r}.encode())\n"
         "print('kept from the parent', file=sys.stderr, flush=True)\n"
@@ -256,7 +256,7 @@ def test_ctrl_c_ends_quietly_and_bugs_keep_their_traceback(monkeypatch, capsys):
         raise KeyError("an internal bug")
 
     monkeypatch.setattr(cli.learner, "cmd_progress", interrupted)
-    monkeypatch.setattr("recsys_course.quiet.filter_stderr", lambda: None)
+    monkeypatch.setattr("recsys_course.tooling.quiet.filter_stderr", lambda: None)
     assert cli.main(["progress"]) == 130 and "Stopped." in capsys.readouterr().err
     monkeypatch.setattr(cli.learner, "cmd_progress", buggy)
     with pytest.raises(KeyError, match="an internal bug"):
@@ -268,10 +268,10 @@ def test_ctrl_c_ends_quietly_and_bugs_keep_their_traceback(monkeypatch, capsys):
 # ----------------------------------------------------------------------------- warm worker
 
 def test_check_uses_a_running_worker_and_gets_the_same_verdicts(clone):
-    from recsys_course.grading import warm_worker as worker
+    from recsys_course.tooling.grading import warm_worker as worker
 
     env = env_for(clone, COURSE_WORKER_PRELOAD="pytest,pandas")
-    server = subprocess.Popen([sys.executable, "-m", "recsys_course.grading.warm_worker", str(clone)],
+    server = subprocess.Popen([sys.executable, "-m", "recsys_course.tooling.grading.warm_worker", str(clone)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120

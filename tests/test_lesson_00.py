@@ -6,8 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from recsys_course.grading import exercise
-from recsys_course.grading.messages import expect_arity, expect_type
+from recsys_course.tooling.grading import exercise
+from recsys_course.tooling.grading.messages import expect_arity, expect_type
 
 
 @pytest.fixture(scope="module")

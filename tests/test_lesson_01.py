@@ -6,8 +6,8 @@ that produces them, so a learner can redo it by hand."""
 import numpy as np
 import pytest
 
-from recsys_course.grading import exercise
-from recsys_course.grading.messages import expect_arity, expect_shape, expect_type
+from recsys_course.tooling.grading import exercise
+from recsys_course.tooling.grading.messages import expect_arity, expect_shape, expect_type
 
 
 @pytest.fixture(scope="module")

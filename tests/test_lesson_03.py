@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from recsys_course.grading import exercise, sandboxed
+from recsys_course.tooling.grading import exercise, sandboxed
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from annoy import AnnoyIndex
 
-from recsys_course.grading import exercise, sandboxed, type_names
+from recsys_course.tooling.grading import exercise, sandboxed, type_names
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from recsys_course.grading import exercise, sandboxed
+from recsys_course.tooling.grading import exercise, sandboxed
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from recsys_course.grading import exercise
+from recsys_course.tooling.grading import exercise
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_course.grading import exercise
+from recsys_course.tooling.grading import exercise
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_tf_config_rejects_an_index_out_of_range(lesson):
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    from recsys_course.tfrecord_ratings import write_shards
+    from recsys_course.cluster.tfrecords import write_shards
 
     ratings = pd.DataFrame({
         "user_id": [f"u{i % 17}" for i in range(103)],

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_course.catalog import load_catalog
-from recsys_course.grading.loader import load_lesson
+from recsys_course.tooling.catalog import load_catalog
+from recsys_course.tooling.grading.loader import load_lesson
 
 
 @pytest.fixture(scope="module")

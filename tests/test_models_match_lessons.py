@@ -15,8 +15,8 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from recsys_course import models
-from recsys_course.catalog import load_catalog
-from recsys_course.grading.loader import load_lesson
+from recsys_course.tooling.catalog import load_catalog
+from recsys_course.tooling.grading.loader import load_lesson
 
 USERS = ["u10", "u20", "u30", "u40"]
 MOVIES = ["m1", "m2", "m3", "m4", "m5"]

@@ -5,9 +5,9 @@ import textwrap
 
 import pytest
 
-from recsys_course.catalog import Exercise, Lesson, load_catalog
-from recsys_course.grading.loader import LessonLoadError, load_lesson
-from recsys_course.lessons import LessonFormatError, make_stub, sync
+from recsys_course.tooling.catalog import Exercise, Lesson, load_catalog
+from recsys_course.tooling.grading.loader import LessonLoadError, load_lesson
+from recsys_course.tooling.lessons import LessonFormatError, make_stub, sync
 
 CATALOG = load_catalog()
 LESSON = Lesson(

@@ -11,9 +11,9 @@ import jupytext
 import nbformat
 import pytest
 
-from recsys_course.catalog import Exercise, Lesson, load_catalog
-from recsys_course.lessons import make_stub
-from recsys_course.site.markdown import to_markdown
+from recsys_course.tooling.catalog import Exercise, Lesson, load_catalog
+from recsys_course.tooling.lessons import make_stub
+from recsys_course.tooling.site.markdown import to_markdown
 
 ROOT = load_catalog().root
 LESSON = Lesson(
@@ -105,7 +105,7 @@ def test_strict_build_fails_on_a_broken_link(tmp_path, lesson00):
 
 
 def test_keras_epoch_logs_become_one_line_per_epoch_and_long_outputs_fold():
-    from recsys_course.site.markdown import FOLD_LINES, clean_stream, text_output
+    from recsys_course.tooling.site.markdown import FOLD_LINES, clean_stream, text_output
 
     log = "".join(
         f"Epoch {e}/3\n 1/10 [==>...........] - ETA: 1s - loss: 0.9\r10/10 [==============================]"
@@ -127,7 +127,7 @@ def test_keras_epoch_logs_become_one_line_per_epoch_and_long_outputs_fold():
 
 
 def test_build_machine_paths_are_shortened(tmp_path):
-    from recsys_course.site.markdown import short_paths
+    from recsys_course.tooling.site.markdown import short_paths
 
     root = tmp_path / "course"
     text = f"data in {root}/data, shared {tmp_path}/shared/ml, home {Path.home()}/x, tmp /tmp/abc"
@@ -136,7 +136,7 @@ def test_build_machine_paths_are_shortened(tmp_path):
 
 
 def test_references_are_merged_across_lessons_one_line_each():
-    from recsys_course.site.references import page
+    from recsys_course.tooling.site.references import page
 
     a = "- A. Author, B. Author. *Some Paper.* Venue 42,\n  2020. <https://doi.org/x>\n- Guide: <https://example.org/guide>"
     b = "- A. Author et al. *Some paper.* Venue 2020.\n- Other guide: <https://example.org/guide/>"
@@ -151,7 +151,7 @@ def test_references_are_merged_across_lessons_one_line_each():
 def test_dataframes_hide_the_default_index_and_show_a_dash_for_missing_values():
     import pandas as pd
 
-    from recsys_course.site.kernel_setup import dataframe_html, format_number
+    from recsys_course.tooling.site.kernel_setup import dataframe_html, format_number
 
     html = dataframe_html(pd.DataFrame({"rmse": [0.91312, float("nan")], "n": [1234, 5]}))
     assert "–" in html and "nan" not in html.lower().replace("dataframe", "")
@@ -165,7 +165,7 @@ def test_dataframes_hide_the_default_index_and_show_a_dash_for_missing_values():
 
 
 def test_site_stamp_tells_a_current_build_from_a_stale_one(tmp_path):
-    from recsys_course.site import stamp
+    from recsys_course.tooling.site import stamp
 
     root, site = tmp_path / "course", tmp_path / "course" / "site"
     (root / "docs").mkdir(parents=True)

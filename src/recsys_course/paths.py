@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 ROOT_ENV_VAR = "COURSE_ROOT"
+PACKAGE_DIR = Path(__file__).resolve().parent  # .../src/recsys_course
+SRC_DIR = PACKAGE_DIR.parent  # what PYTHONPATH needs to import this very copy of the package
 
 
 def course_root() -> Path:
@@ -14,7 +16,7 @@ def course_root() -> Path:
     """
     if os.environ.get(ROOT_ENV_VAR):
         return Path(os.environ[ROOT_ENV_VAR]).resolve()
-    here = Path(__file__).resolve().parents[2]
+    here = SRC_DIR.parent
     if any((here / "solutions").glob("[0-9][0-9]_*.yml")):
         return here
     for parent in [Path.cwd(), *Path.cwd().parents]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from recsys_course.catalog import load_catalog
+from recsys_course.tooling.catalog import load_catalog
 
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from recsys_course.tfrecord_ratings import FEATURES
+from recsys_course.cluster.tfrecords import FEATURES
 
 
 def ratings_dataset(files, batch_size):

@@ -1,0 +1,56 @@
+"""Authors' and maintainers' commands: ``sync`` (regenerate lessons/) and ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from recsys_course.tooling.catalog import load_catalog
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from recsys_course.tooling.lessons import LearnerWorkError, sync
+
+    root = load_catalog().root
+    try:
+        results = sync(check=args.check, only=args.lessons or None, force=args.force)
+    except LearnerWorkError as refused:
+        _print_sync(refused.results, root, args.check)
+        raise
+    _print_sync(results, root, args.check)
+    if args.check and any(r.changed for r in results):
+        print(
+            "lessons/ differs from what solutions/ generates. Authors: regenerate it with "
+            "`course sync` and commit both (learners: nothing to do).",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _print_sync(results, root: Path, check: bool) -> None:
+    for r in results:
+        if not r.changed:
+            state = "up to date"
+        elif check:
+            state = "out of date" + (f" (edited exercises: {', '.join(r.edited)})" if r.edited else "")
+        elif r.written:
+            state = "regenerated"
+        else:
+            state = f"NOT regenerated: exercises {', '.join(r.edited)} were edited"
+        print(f"{r.path.relative_to(root)}: {state}")
+        if r.backup:
+            print(f"  previous version kept in {r.backup}")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from recsys_course.tooling import bench
+
+    results = bench.run(args.lessons or None, args.data)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    return 0

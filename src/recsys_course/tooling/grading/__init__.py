@@ -1,0 +1,28 @@
+"""Grading core: a pytest plugin that loads lessons, scores exercises and reports points.
+
+Test modules use :data:`exercise` to mark a test with the exercise it grades and its points::
+
+    @exercise("0.1", points=2)
+    def test_counts_unique_users(lesson00): ...
+"""
+
+import pytest
+
+exercise = pytest.mark.exercise
+
+
+def sandboxed(lesson, function, *, uses=()):
+    """See :func:`recsys_course.tooling.grading.proxy.sandboxed` (imported lazily)."""
+    from recsys_course.tooling.grading.proxy import sandboxed as define
+
+    return define(lesson, function, uses=uses)
+
+
+def type_names(value) -> list[str]:
+    """See :func:`recsys_course.tooling.grading.proxy.type_names`."""
+    from recsys_course.tooling.grading.proxy import type_names as names
+
+    return names(value)
+
+
+__all__ = ["exercise", "sandboxed", "type_names"]

@@ -1,0 +1,120 @@
+"""Loading a lesson for grading and benchmarks: only its ``setup`` and ``exercise`` cells run,
+each contained (:mod:`recsys_course.tooling.grading.guard`), into a fresh module."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+from recsys_course.tooling.grading.guard import contained
+from recsys_course.tooling.lessons import GRADED_TAGS, parse_cells
+
+
+class LessonLoadError(RuntimeError):
+    """A lesson's setup cells failed to run, so none of its exercises can be graded."""
+
+
+class ExerciseCellError(AttributeError):
+    """A name a test needs is missing because the exercise cell defining it failed to run.
+
+    The message leads with the learner's real error (file, line, exception), not with the
+    missing name. It is an ``AttributeError`` so ``hasattr`` and ``getattr`` defaults work.
+    """
+
+
+def describe_cell_error(error: BaseException, path: Path) -> str:
+    """``file, line N: SyntaxError: message`` for the error a cell of ``path`` raised."""
+    line = None
+    if isinstance(error, SyntaxError) and error.filename == str(path):
+        line = error.lineno
+        text = f"{type(error).__name__}: {error.msg}"
+    else:
+        text = "".join(traceback.format_exception_only(type(error), error)).strip().splitlines()[-1]
+        frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == str(path)]
+        line = frames[-1].lineno if frames else None
+    return f"{path.name}, line {line}: {text}" if line else f"{path.name}: {text}"
+
+
+def load_lesson(
+    path: Path,
+    module_name: str = "lesson",
+    cell_timeout: float | None = 60.0,
+    exercises: set[str] | None = None,
+    *,
+    on_cell: Callable[[str], None] | None = None,
+    skip: dict[str, str] | None = None,
+    interrupts_are_errors: bool = False,
+) -> ModuleType:
+    """Execute only the ``setup`` and ``exercise`` cells of ``path`` into a fresh module.
+
+    Each cell runs under :func:`~recsys_course.tooling.grading.guard.contained`: a call to
+    ``sys.exit``/``os._exit`` or a cell running past ``cell_timeout`` seconds becomes that
+    cell's error instead of ending or hanging the grader.
+
+    With ``exercises`` (ids), loading stops after the last of those exercises' cells: the
+    cells below it cannot be needed to define them, and skipping them keeps a check of an
+    early NumPy exercise from importing TensorFlow for a later one.
+
+    Tracebacks point at the real lines of ``path``. A failing setup cell raises
+    :class:`LessonLoadError` (nothing in the lesson can be graded without its imports). A
+    failing exercise cell is recorded in ``module.__lesson_errors__`` and the other exercises
+    stay gradable; asking the module for a name that cell should have defined raises
+    :class:`ExerciseCellError`, whose message starts with the cell's error and line.
+
+    For the sandbox worker (``grading/worker.py``): ``on_cell(label)`` is called before each
+    graded cell runs (so the trusted side knows which cell hung or crashed the process),
+    ``skip`` maps cell labels to an error recorded instead of running them, and with
+    ``interrupts_are_errors`` a ``KeyboardInterrupt`` raised by a cell is that cell's error
+    (nobody can press Ctrl-C in a sandbox).
+    """
+    path = Path(path)
+    cells = [
+        c for c in parse_cells(path.read_text(encoding="utf-8"))
+        if c.kind == "code" and c.tags & GRADED_TAGS
+    ]
+    if exercises:
+        last = max((i for i, c in enumerate(cells) if c.exercise in exercises), default=None)
+        if last is not None:
+            cells = cells[: last + 1]
+
+    module = ModuleType(module_name)
+    module.__file__ = str(path)
+    errors: dict[str, str] = {}
+    module.__dict__["__lesson_errors__"] = errors
+
+    def missing(name: str):
+        if not errors:
+            raise AttributeError(f"{path.name} does not define {name!r}")
+        causes = "; ".join(f"{err} ({cell} did not run)" for cell, err in errors.items())
+        raise ExerciseCellError(f"{causes}, so {name!r} is not defined")
+
+    module.__dict__["__getattr__"] = missing
+    # Registered while it loads, as a real import would be: dataclasses, pickling and
+    # typing look classes' modules up in sys.modules.
+    sys.modules[module_name] = module
+    for cell in cells:
+        label = f"exercise {cell.exercise}" if cell.exercise else "setup cell"
+        if skip and label in skip:
+            if "setup" in cell.tags:
+                raise LessonLoadError(f"a setup cell failed: {skip[label]}")
+            errors[label] = skip[label]
+            continue
+        if on_cell is not None:
+            on_cell(label)
+        try:
+            code = compile("\n" * (cell.first_line - 1) + cell.source, str(path), "exec")
+            with contained(cell_timeout, f"the {label} of {path.name}"):
+                exec(code, module.__dict__)  # running the lesson is the point
+        except KeyboardInterrupt:
+            if not interrupts_are_errors:
+                raise
+            errors[label] = "KeyboardInterrupt raised while the cell ran"
+        except BaseException as error:  # reported, never swallowed
+            summary = describe_cell_error(error, path)
+            if "setup" in cell.tags:
+                raise LessonLoadError(f"a setup cell failed: {summary}") from error
+            errors[label] = summary
+    return module

@@ -1,0 +1,192 @@
+"""MkDocs hook (``hooks:`` in mkdocs.yml): execute every lesson and add its page to the site.
+
+* ``on_config`` resolves the dataset once (``$COURSE_DATA``, else TFDS with a loud fallback
+  to synthetic data), so every page says which data produced its numbers, and fills the
+  "Lessons" navigation section from the catalog.
+* ``COURSE_SITE_LESSONS=02,03`` limits the build to those lessons (for previews).
+* ``on_files`` executes each ``solutions/NN_*.py`` (or reuses the cached execution when the
+  lesson, the dataset and the support code are unchanged), logging its progress, and adds
+  the rendered page, its figures, the learner's file ``lessons/NN_*.py`` (for "download this
+  lesson") and one de-duplicated references page. A failing cell fails the build.
+* ``on_page_markdown`` fills the home page's lesson table (with each lesson's runtime as
+  measured when it was executed) and clone command, and links the glossary's lesson numbers.
+* ``on_post_build`` stamps the site so ``make browser-test`` can tell whether it is current.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from pathlib import Path
+
+import jupytext
+from mkdocs.config.defaults import MkDocsConfig
+from mkdocs.exceptions import PluginError
+from mkdocs.structure.files import File, Files
+
+from recsys_course.tooling.catalog import load_catalog
+from recsys_course.tooling.lessons import make_stub
+from recsys_course.tooling.site import references, stamp
+from recsys_course.tooling.site.execute import LessonExecutionError, Run, cache_key, execute, support_code_digest
+from recsys_course.tooling.site.markdown import Links, format_duration, short_paths, to_markdown
+from recsys_course.paths import PACKAGE_DIR
+
+log = logging.getLogger("mkdocs.hooks.course")
+_STATE: dict = {}
+SOURCE_BRANCH = "main"  # where "source" links point in the repository
+
+
+def on_config(config: MkDocsConfig) -> MkDocsConfig:
+    from recsys_course.data import DataSourceError, load_movielens, resolve_source
+
+    catalog = load_catalog(Path(config.config_file_path).parent)
+    only = [key for key in os.environ.get("COURSE_SITE_LESSONS", "").split(",") if key.strip()]
+    if only:  # authors previewing one lesson: COURSE_SITE_LESSONS=02
+        wanted = {catalog.lesson(key.strip()).id for key in only}
+        catalog = type(catalog)(catalog.root, tuple(l for l in catalog.lessons if l.id in wanted))
+    spec = resolve_source()
+    try:
+        data = load_movielens(spec)
+    except DataSourceError as error:
+        raise PluginError(f"cannot load the course data: {error}") from error
+    concrete = data.source.removeprefix("local:")
+    log.info("Lessons are executed with %s (COURSE_DATA=%s)", data.description, concrete)
+    _STATE.update(
+        catalog=catalog, data_spec=concrete, runs={},
+        dataset=short_paths(data.description, catalog.root),
+        repo_url=(config.repo_url or "").rstrip("/"),
+    )
+    _add_scripts(config)
+    lesson_pages = [{f"{l.id} · {l.title}": f"lessons/{l.slug}.md"} for l in catalog.lessons]
+    for entry in config.nav or []:
+        if isinstance(entry, dict) and "Lessons" in entry:
+            entry["Lessons"] = lesson_pages
+    return config
+
+
+MATHJAX_CDN = "https://unpkg.com/mathjax@3.2.2/es5/tex-svg.js"
+
+
+def _add_scripts(config: MkDocsConfig) -> None:
+    """MathJax after its configuration; Mermaid from the vendored copy when it exists
+    (Material then skips its CDN), so diagrams and maths work offline after `make vendor`."""
+    vendor = Path(config.docs_dir) / "assets" / "vendor"
+    scripts = ["assets/javascripts/mathjax-config.js"]
+    if (vendor / "tex-svg.js").exists() and (vendor / "mermaid.min.js").exists():
+        scripts += ["assets/vendor/tex-svg.js", "assets/vendor/mermaid.min.js"]
+    else:
+        log.info("Mermaid and MathJax are not vendored (run `make vendor`): pages use CDNs")
+        scripts.append(MATHJAX_CDN)
+    for script in scripts:
+        if script not in [str(s) for s in config.extra_javascript]:
+            config.extra_javascript.append(script)
+
+
+LESSONS_TABLE = "<!-- lessons-table -->"
+CLONE = "<!-- clone-command -->"
+LESSON_LINK = re.compile(r"\[([^\]]+)\]\((?:\.\./)?lessons/(\d\d_\w+)\.md\)")
+GLOSSARY_LESSONS = re.compile(r"(\*\*[^*\n]+\*\*) \((\d\d(?:, \d\d)*)\)")
+
+
+def lesson_table() -> str:
+    """The home page's table: one row per lesson, runtime as measured by this build."""
+    catalog, runs = _STATE["catalog"], _STATE["runs"]
+    rows = ["| Lesson | Runtime | Exercises |", "|---|---|---|"]
+    for lesson in catalog.lessons:
+        run: Run | None = runs.get(lesson.id)
+        took = format_duration(run.seconds) if run else "not measured"
+        rows.append(
+            f"| [{lesson.id} · {lesson.title}](lessons/{lesson.slug}.md) | {took} "
+            f"| {len(lesson.exercises)} ({lesson.points} points) |"
+        )
+    measured = [run for run in runs.values() if run]
+    cpus = f" on {measured[0].cpus} CPU cores" if measured else ""
+    rows += ["", f"Runtimes were measured when this site was built: each lesson run top to bottom "
+             f"with {_STATE['dataset']}{cpus}. Your machine and data will differ."]
+    return "\n".join(rows)
+
+
+def clone_command() -> str:
+    url = _STATE["repo_url"]
+    if not url:
+        raise PluginError("mkdocs.yml has no repo_url: the home page's clone command needs it")
+    return f"git clone {url}.git && cd {url.rsplit('/', 1)[-1]}"
+
+
+def on_page_markdown(markdown: str, page, config: MkDocsConfig, files: Files) -> str:
+    """Fill the home page's markers and link the glossary's lesson numbers."""
+    if LESSONS_TABLE in markdown:
+        markdown = markdown.replace(LESSONS_TABLE, lesson_table())
+    if CLONE in markdown:
+        markdown = markdown.replace(CLONE, clone_command())
+    if page.file.src_uri == "glossary.md":
+        markdown = GLOSSARY_LESSONS.sub(_link_lessons, markdown)
+    built = {l.slug for l in _STATE["catalog"].lessons}
+    # A preview build (COURSE_SITE_LESSONS) lacks some lessons: keep their links' text only.
+    return LESSON_LINK.sub(lambda m: m[0] if m[2] in built else m[1], markdown)
+
+
+def _link_lessons(match: re.Match) -> str:
+    by_id = {l.id: l for l in _STATE["catalog"].lessons}  # lessons of this build only
+    numbers = [
+        f"[{n}](lessons/{by_id[n].slug}.md)" if n in by_id else n for n in match[2].split(", ")
+    ]
+    return f"{match[1]} ({', '.join(numbers)})"
+
+
+def on_files(files: Files, config: MkDocsConfig) -> Files:
+    catalog = _STATE["catalog"]
+    root = catalog.root
+    digest = support_code_digest(PACKAGE_DIR)
+    cited: list[tuple[str, str, str]] = []  # (lesson page, lesson label, Markdown list)
+    total = len(catalog.lessons)
+    for number, lesson in enumerate(catalog.lessons, start=1):
+        source = (root / "solutions" / lesson.filename).read_text(encoding="utf-8")
+        key = cache_key(source, _STATE["data_spec"], digest)
+        log.info("[%d/%d] %s: executing (or reusing its cached run)...", number, total, lesson.slug)
+        started = time.perf_counter()
+        try:
+            executed, cached = execute(
+                source, name=lesson.slug, cwd=root, cache_dir=root / ".cache" / "site",
+                key=key, data_spec=_STATE["data_spec"],
+            )
+        except LessonExecutionError as error:
+            raise PluginError(str(error)) from error
+        run = Run.from_notebook(executed)
+        _STATE["runs"][lesson.id] = run
+        log.info(
+            "[%d/%d] %s: %s", number, total, lesson.slug,
+            f"cached run reused ({time.perf_counter() - started:.1f} s; it took "
+            f"{format_duration(run.seconds)} when executed)" if cached and run
+            else f"executed in {format_duration(time.perf_counter() - started)}",
+        )
+        stub_source = make_stub(source, lesson)
+        stubs = jupytext.reads(stub_source, fmt="py:percent")
+        source_url = f"{_STATE['repo_url']}/blob/{SOURCE_BRANCH}/solutions/{lesson.filename}"
+        links = Links(download=lesson.filename, source=source_url if _STATE["repo_url"] else None)
+        page = to_markdown(lesson, executed, stubs, _STATE["dataset"], links=links, root=root)
+        files.append(File.generated(config, f"lessons/{lesson.slug}.md", content=page.markdown))
+        files.append(File.generated(config, f"lessons/{lesson.filename}", content=stub_source))
+        further = further_reading(executed)
+        if further:
+            cited.append((f"lessons/{lesson.slug}.md", lesson.id, further))
+        for name, data in page.figures.items():
+            files.append(File.generated(config, f"lessons/{name}", content=data))
+    files.append(File.generated(config, "references.md", content=references.page(cited)))
+    return files
+
+
+def on_post_build(config: MkDocsConfig) -> None:
+    catalog = _STATE["catalog"]
+    stamp.write(Path(config.site_dir), catalog.root, _STATE["data_spec"], [l.id for l in catalog.lessons])
+
+
+def further_reading(notebook) -> str:
+    """The list under a lesson's "## Further reading" heading, without its closing "Next:"."""
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown" and "## Further reading" in cell.source:
+            text = cell.source.split("## Further reading", 1)[1]
+            return text.split("\nNext:", 1)[0].strip()
+    return ""
