@@ -27,7 +27,7 @@
 #
 # **How to work through it:** run the cells top to bottom. The four exercises (6.1 to 6.4)
 # are a method or function whose body raises `NotImplementedError`; implement it, then run
-# `course check 6.1` (or `course check 06`). Lesson 03 (ranking) is the starting point:
+# `course check 6.1` (or `course check 06`). Lesson 04 (ranking) is the starting point:
 # it ended with a puzzle, a rating model that predicts stars well can still *lower*
 # precision@10 when it re-ranks the retrieval candidates. This lesson explains why and
 # tries three remedies, measured side by side.
@@ -93,7 +93,7 @@ BLEND_WEIGHTS = (0.5, 0.6, 0.7, 0.8, 0.9)  # weights of the retrieval rank tried
 #
 # | objective | one training example | loss, for a score $s$ | examples |
 # |---|---|---|---|
-# | **pointwise** | one (user, movie) | squared error on the rating, or log loss on "rated or not" | lesson 03's rating model |
+# | **pointwise** | one (user, movie) | squared error on the rating, or log loss on "rated or not" | lesson 04's rating model |
 # | **pairwise** | a user and two movies, one preferred | $-\log \sigma(s_i - s_j)$ when $i$ beats $j$ | RankNet (Burges et al., 2005), BPR (Rendle et al., 2009) |
 # | **listwise** | a user's whole list | softmax cross-entropy over the list | ListNet (Cao et al., 2007), TFRS's retrieval task |
 #
@@ -110,7 +110,7 @@ BLEND_WEIGHTS = (0.5, 0.6, 0.7, 0.8, 0.9)  # weights of the retrieval rank tried
 # %% [markdown]
 # ## 2. Data, split and the retrieval stage
 #
-# The split is lesson 03's: a seeded random 80/20 split into train and test, and a tenth of
+# The split is lesson 04's: a seeded random 80/20 split into train and test, and a tenth of
 # train held out again for validation. Every model below is trained on the *fit* part;
 # every choice (loss weights and scoring head, tower depth, MMR's λ) is made on validation;
 # then every model is trained again on the whole training split, and the test split is used
@@ -479,7 +479,7 @@ plt.show()
 # %% [markdown]
 # We keep the pair (weights, head) with the best re-ranked precision@10 on validation. The
 # pure rating model (weights 1 / 0, rating head) stays in the comparison as the **rating
-# ranker**: it is lesson 03's approach.
+# ranker**: it is lesson 04's approach.
 
 # %%
 options = [(w, head) for w in TASK_WEIGHTS for head in usable_heads(*w)]
@@ -1137,7 +1137,7 @@ def chosen_mmr(table: pd.DataFrame) -> tuple[str, str, float]:
 # ## 6. All re-rankers
 #
 # Five ways to order the same 100 candidates, a blend, and MMR on top of the implicit
-# ranker. The **blends** are lesson 03's rank fusion: minus the weighted sum of a
+# ranker. The **blends** are lesson 04's rank fusion: minus the weighted sum of a
 # candidate's retrieval rank and its rank under a learned re-ranker (the rating model, or
 # the implicit ranker), the weight of the retrieval rank chosen on validation among
 # `BLEND_WEIGHTS`. A re-ranker that ignores the retrieval score throws away what the first
@@ -1335,7 +1335,7 @@ say(
     f"precision@10 on rated movies compared with the retrieval order "
     f"({results.loc['rating ranker', 'precision@10 rated']:.3f} against {base['precision@10 rated']:.3f})"
     + pick(results.loc['rating ranker', 'precision@10 rated'] < base['precision@10 rated'],
-           ", as in lesson 03.", "; that is not what lesson 03 found, so measure on your own data.")
+           ", as in lesson 04.", "; that is not what lesson 04 found, so measure on your own data.")
     + f" The best re-ranker on rated movies is **{best}**, which "
     + pick(beats, "beats the retrieval order on rated and liked movies and on NDCG@10",
            "does not beat the retrieval order on every accuracy measure")

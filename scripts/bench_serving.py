@@ -1,7 +1,7 @@
 """Load benchmark of the practice server (`course serve`): not a test, a measurement.
 
 Starts the server as a subprocess on 127.0.0.1 (a free port) with the toy models of
-``tests/toy_models.py`` (or ``--models DIR``, e.g. lesson 05's exported models), then
+``tests/toy_models.py`` (or ``--models DIR``, e.g. lesson 08's exported models), then
 runs, each for a bounded time:
 
 1. 8 and 64 concurrent clients, each on its own keep-alive connection, sending

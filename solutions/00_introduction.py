@@ -83,13 +83,13 @@ SEED = recsys_course.seed_everything(42)
 #     C --> D["Re-ranking<br/>business rules, diversity,<br/>freshness → the page"]
 # ```
 #
-# - **Retrieval** (lessons 01, 02, 04) must be cheap per item: one dot product between a user
+# - **Retrieval** (lessons 01, 02, 07) must be cheap per item: one dot product between a user
 #   vector and an item vector, served from an approximate nearest-neighbour index.
-# - **Ranking** (lesson 03) scores only the few hundred survivors, so it can afford rich
+# - **Ranking** (lesson 04) scores only the few hundred survivors, so it can afford rich
 #   features and bigger networks.
 # - **Re-ranking** applies what models do not learn: remove what the user already owns,
 #   mix genres, respect business rules.
-# - **Serving** (lesson 05) puts the trained stages behind an API with a latency budget.
+# - **Serving** (lesson 08) puts the trained stages behind an API with a latency budget.
 
 # %% [markdown]
 # ## 3. Embeddings in one paragraph

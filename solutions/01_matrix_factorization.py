@@ -982,7 +982,7 @@ for query_row in queries:
 # The match is imperfect and sometimes surprising: the vectors encode *who watches and likes
 # what*, which is related to genre but not the same thing. These vectors are the bridge to
 # the rest of the course: lesson 02 learns user and movie embeddings for retrieval, and
-# lesson 04 searches them with an approximate nearest-neighbour index instead of the
+# lesson 07 searches them with an approximate nearest-neighbour index instead of the
 # brute-force comparison of `most_similar`.
 #
 # ## 12. All models side by side

@@ -74,7 +74,7 @@ TOP_KS = (10, 50, 100)  # the K of the factorized top-K metrics we report
 # $C \in \mathbb{R}^{N \times d}$. Serving a request then costs one vector $\mathbf{q}_u$
 # and one matrix-vector product $C\,\mathbf{q}_u$: $N \cdot d$ multiply-adds. With
 # $N = 10^6$ items and $d = 32$ that is 32 million multiply-adds, a few milliseconds on one
-# CPU core, and an approximate nearest-neighbour index (lesson 04) cuts it further.
+# CPU core, and an approximate nearest-neighbour index (lesson 07) cuts it further.
 # Compare a model that needs the user and the item *together* (a neural network over the
 # concatenated features, as rankers use): it must run $N$ times per request.
 #
@@ -108,7 +108,7 @@ TOP_KS = (10, 50, 100)  # the K of the factorized top-K metrics we report
 # 2. **The objective changes from "predict the stars" to "pick the movie".** Retrieval
 #    treats every rating as implicit feedback, "this user chose to watch this movie", and
 #    trains the model to score the chosen movie above the others. The star value is
-#    ignored: a 2-star rating still tells us the user picked the movie (ranking, lesson 03,
+#    ignored: a 2-star rating still tells us the user picked the movie (ranking, lesson 04,
 #    uses the stars).
 
 # %% [markdown]
@@ -847,7 +847,7 @@ pd.DataFrame(cold_rows).round(3)
 # user now". `tfrs.layers.factorized_top_k.BruteForce` stores every candidate vector with
 # its id and, given query features, runs the query tower, multiplies by the stored matrix
 # and returns the K best scores and ids: the matrix-vector product of section 1. It is
-# exact; lesson 04 replaces it with an approximate index for large catalogues.
+# exact; lesson 07 replaces it with an approximate index for large catalogues.
 
 # %%
 index = tfrs.layers.factorized_top_k.BruteForce(improved.query_model, k=10)
@@ -1668,5 +1668,5 @@ claims.say(
 # - Keras preprocessing layers guide:
 #   <https://www.tensorflow.org/guide/keras/preprocessing_layers>
 #
-# Next: lesson 03 re-ranks the candidates this model retrieves; lesson 04 replaces the
+# Next: lesson 04 re-ranks the candidates this model retrieves; lesson 07 replaces the
 # brute-force index with Annoy.

@@ -1,4 +1,4 @@
-"""The comparison machinery of lesson 04 (recsys_course.ann.compare): batched exact top-k and
+"""The comparison machinery of lesson 07 (recsys_course.ann.compare): batched exact top-k and
 the summaries the lesson and the benchmark print. Fixtures have unique answers (no ties)."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""The local-cluster helper of lesson 07 (recsys_course.cluster.launch): ports, deadlines and,
+"""The local-cluster helper of lesson 09 (recsys_course.cluster.launch): ports, deadlines and,
 above all, that no process survives a failed or timed-out run. Every process binds
 127.0.0.1 only and every wait has a hard limit. Only one test starts TensorFlow workers."""
 

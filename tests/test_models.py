@@ -278,7 +278,7 @@ def test_train_ranker_lowers_the_error():
 
 
 def test_ranker_draws_its_weights_at_the_first_call():
-    """Lesson 03 builds the scorer, then seeds, then fits: the seed must decide the weights."""
+    """Lesson 04 builds the scorer, then seeds, then fits: the seed must decide the weights."""
     features = {"user_id": tf.constant(["u1", "u3"]), "movie_id": tf.constant(["m4", "m1"])}
     outputs = []
     for noise in (1, 2):  # a different random state while building

@@ -1,6 +1,6 @@
 """The lesson's clients against a real TensorFlow Serving. Skipped unless TF_SERVING_URL is set.
 
-To run it: execute lesson 05 once (it exports retrieval, query_tower and ranker into
+To run it: execute lesson 08 once (it exports retrieval, query_tower and ranker into
 .course/lesson05/models and prints a `docker run tensorflow/serving ...` command), start that
 container, then
 

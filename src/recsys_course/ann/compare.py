@@ -1,5 +1,5 @@
 """Annoy among its peers: one corpus, one set of queries, one ground truth, several index
-families, measured the same way (lesson 04 section 9 and ``course bench 04``).
+families, measured the same way (lesson 07 section 9 and ``course bench 07``).
 
 Every measurement returns rows of the same shape, so one table and one Pareto plot can hold
 them all::
@@ -390,11 +390,11 @@ def plot_pareto(table: pd.DataFrame, ax, k: int = 10, title: str = "") -> None:
     ax.legend(fontsize=8)
 
 
-RECORDED = Path(__file__).parent / "benchmarks" / "lesson_04_recorded.json"
+RECORDED = Path(__file__).parent / "lesson_07_recorded.json"
 
 
 def recorded_benchmark(path: str | os.PathLike = RECORDED) -> dict | None:
-    """The recorded run of ``course bench 04`` that lesson 04 shows, or ``None`` if absent.
+    """The recorded run of ``course bench 07`` that lesson 07 shows, or ``None`` if absent.
 
     Returns:
         ``{"caption": str, "best": DataFrame}``: one sentence on what was measured where
@@ -407,7 +407,7 @@ def recorded_benchmark(path: str | os.PathLike = RECORDED) -> dict | None:
     import json
 
     run = json.loads(path.read_text(encoding="utf-8"))
-    result = run["lessons"]["04"]
+    result = run["lessons"]["07"]
     sweep = result["sweep"]
     rows = []
     for library, best in result["best_at_recall_0.95"].items():
@@ -420,7 +420,7 @@ def recorded_benchmark(path: str | os.PathLike = RECORDED) -> dict | None:
         rows.append({"library": library, "setting": "skipped: " + reason.split(".")[0]})
     crossover = sweep.get("exact_batched_overtakes_annoy_at_batch")
     caption = (
-        f"`course bench 04`, {sweep['n_items']:,} items x {sweep['dim']}, {sweep['n_queries']} queries, "
+        f"`course bench 07`, {sweep['n_items']:,} items x {sweep['dim']}, {sweep['n_queries']} queries, "
         f"on {run.get('machine', 'an unrecorded machine')}"
         + (f" ({run['note']})" if run.get("note") else "") + ". "
         + ("Batched exact search overtook Annoy's fastest setting at recall 0.95 from batches of "

@@ -1,7 +1,7 @@
 """Measuring approximate nearest-neighbour search: a synthetic corpus with cluster structure,
-a fair query timer, and the recall-versus-throughput sweep of lesson 04 (Annoy).
+a fair query timer, and the recall-versus-throughput sweep of lesson 07 (Annoy).
 
-The lesson and its benchmark (``course bench 04``) share this code so that the numbers on
+The lesson and its benchmark (``course bench 07``) share this code so that the numbers on
 the page and the benchmark's JSON are measured the same way. The functions that do the real
 work (building an index, exact top-k, recall, the inner-product reduction) are the lesson's
 exercises and are passed in as arguments: the benchmark measures the reference solutions.

@@ -1,4 +1,4 @@
-"""Start and stop small TensorFlow clusters on this machine, for lesson 07 and its tests.
+"""Start and stop small TensorFlow clusters on this machine, for lesson 09 and its tests.
 
 A ``tf.distribute`` cluster is a set of processes that find each other through the
 ``TF_CONFIG`` environment variable: a JSON object with the ``cluster`` (role name -> list of

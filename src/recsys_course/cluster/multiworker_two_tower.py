@@ -1,4 +1,4 @@
-"""Worker process of lesson 07's multi-worker training (started by
+"""Worker process of lesson 09's multi-worker training (started by
 ``recsys_course.cluster.launch.run_multiworker_training``; not meant to be run by hand).
 
 ``python -m recsys_course.cluster.multiworker_two_tower FOLDER`` reads ``TF_CONFIG``, the pairs in

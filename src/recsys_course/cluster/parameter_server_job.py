@@ -1,4 +1,4 @@
-"""Processes of lesson 07's parameter-server job (started by
+"""Processes of lesson 09's parameter-server job (started by
 ``recsys_course.cluster.launch.run_parameter_server_job``; not meant to be run by hand).
 
 ``python -m recsys_course.cluster.parameter_server_job serve`` runs a ``tf.distribute.Server`` for

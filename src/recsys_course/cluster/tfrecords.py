@@ -1,4 +1,4 @@
-"""Ratings as TFRecord shards, and the input-pipeline variants lesson 07 measures.
+"""Ratings as TFRecord shards, and the input-pipeline variants lesson 09 measures.
 
 Each record is one ``tf.train.Example`` with three features: ``user_id`` and ``movie_id``
 (bytes) and ``user_rating`` (float). :func:`write_shards` writes them round-robin into

@@ -3,8 +3,8 @@
 Both ids go through an :func:`~recsys_course.models.towers.id_tower` (row 0 is the shared
 out-of-vocabulary row); the two vectors are concatenated and passed through a multilayer
 perceptron whose output bias starts at the mean training rating. It is the second stage
-that lesson 05 serves, and lesson 03's baseline scorer (the architecture of TFRS's basic
-ranking tutorial). Lesson 03 teaches the richer ranker (side features, a cross layer).
+that lesson 08 serves, and lesson 04's baseline scorer (the architecture of TFRS's basic
+ranking tutorial). Lesson 04 teaches the richer ranker (side features, a cross layer).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class Ranker(tf.keras.Model):
 
     def build(self, input_shape) -> None:
         # The towers (and so every weight) are created at the first call, not in __init__:
-        # a caller that seeds between building and fitting (lesson 03) then gets weights
+        # a caller that seeds between building and fitting (lesson 04) then gets weights
         # drawn from that seed, in the order user table, movie table, head.
         users, movies = self._vocabularies
         self.user_embedding = id_tower(users, self.embedding_dim, "user_embedding")

@@ -134,7 +134,7 @@ def build_two_tower(
 
     Its ``query_model`` is ``id_tower(user_vocabulary)`` reading ``user_id``, its
     ``candidate_model`` ``id_tower(movie_ids)`` reading ``movie_id``. Build it inside
-    ``strategy.scope()`` to get distributed variables (lesson 07 does). ``model_class`` may
+    ``strategy.scope()`` to get distributed variables (lesson 09 does). ``model_class`` may
     be a subclass of :class:`TwoTowerModel` (same constructor) with another ``compute_loss``.
     """
     user_model = id_tower(np.asarray(user_vocabulary).astype(str), embedding_dim, "user_model")

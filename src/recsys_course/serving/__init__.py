@@ -1,4 +1,4 @@
-"""Serving support for lesson 05: exporting models in TensorFlow Serving's layout, and an
+"""Serving support for lesson 08: exporting models in TensorFlow Serving's layout, and an
 offline *practice server* that speaks a documented subset of TF Serving's APIs.
 
 The TensorFlow Serving binary cannot be installed in the course's environment (no Docker
@@ -14,7 +14,7 @@ Modules (import the one you need; the package itself imports nothing heavy):
                 the ``docker run`` command
 ``servables``   ``tf.Module`` wrappers with explicit ``serving_default`` signatures for the
                 retrieval model, the query tower and the ranking model that lesson
-                05 serves (the models themselves come from :mod:`recsys_course.models`)
+                08 serves (the models themselves come from :mod:`recsys_course.models`)
 ``warmup``      ``assets.extra/tf_serving_warmup_requests`` writer and reader
 ``ann``         an Annoy index of movie vectors that lives beside the served query tower
 ``protocol``    JSON <-> tensors for the REST ``:predict`` API (row and columnar formats)

@@ -23,11 +23,11 @@ from recsys_course.tooling.benchmarks import (
     lesson_00,
     lesson_01,
     lesson_02,
-    lesson_03,
     lesson_04,
-    lesson_05,
     lesson_06,
     lesson_07,
+    lesson_08,
+    lesson_09,
     quick,
 )
 from recsys_course.tooling.catalog import load_catalog
@@ -42,11 +42,11 @@ BENCHMARKS: dict[str, Benchmark] = {
     "00": lesson_00.popularity_baseline,
     "01": lesson_01.matrix_factorization,
     "02": lesson_02.two_tower_retrieval,
-    "03": lesson_03.ranking,
-    "04": lesson_04.annoy_benchmark,
-    "05": lesson_05.serving_latency,
+    "04": lesson_04.ranking,
     "06": lesson_06.multitask_implicit_diverse,
-    "07": lesson_07.scaling_benchmark,
+    "07": lesson_07.annoy_benchmark,
+    "08": lesson_08.serving_latency,
+    "09": lesson_09.scaling_benchmark,
 }
 
 

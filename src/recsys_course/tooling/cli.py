@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "serve", add_help=False,
-        help="the offline practice server for TF Serving's REST/gRPC API (lesson 05)",
+        help="the offline practice server for TF Serving's REST/gRPC API (lesson 08)",
     )
     p.add_argument("serve_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=lambda args: learner.serve(args.serve_args))
