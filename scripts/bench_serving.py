@@ -1,7 +1,7 @@
 """Load benchmark of the practice server (`course serve`): not a test, a measurement.
 
 Starts the server as a subprocess on 127.0.0.1 (a free port) with the toy models of
-``tests/toy_models.py`` (or ``--models DIR``, e.g. lesson 08's exported models), then
+``tests/dev/toy_models.py`` (or ``--models DIR``, e.g. lesson 08's exported models), then
 runs, each for a bounded time:
 
 1. 8 and 64 concurrent clients, each on its own keep-alive connection, sending
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         if models is None:
             import recsys_course  # noqa: F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow is imported)
 
-            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test fixtures
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "dev"))  # the test fixtures
             from toy_models import export_toy_models
 
             models = Path(tmp) / "models"

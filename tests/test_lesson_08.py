@@ -3,7 +3,7 @@ hand-checkable fixture; the points add up to the exercise's points in solutions/
 
 The fixtures are built here, never by another exercise, so one wrong answer costs points on
 its own exercise only. Nothing is trained and no server is started: the serving package has
-its own tests (tests/test_serving_*.py)."""
+its own tests (tests/dev/test_serving_*.py)."""
 
 import json
 import os

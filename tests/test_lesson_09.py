@@ -1,6 +1,6 @@
 """Graded tests for lesson 09 (scaling out). Each test checks one behaviour of one exercise
 on a tiny fixture; the points add up to the exercise's points in
-solutions/09_scaling_out.yml. No cluster is started here (see tests/test_distributed.py)."""
+solutions/09_scaling_out.yml. No cluster is started here (see tests/dev/test_distributed.py)."""
 
 import json
 from collections import Counter

@@ -21,7 +21,7 @@ among a sample of, say, 100 random negatives plus the held-out item. Krichene an
 not consistent with the exact ones: they can change the order of two models, and with few
 samples they collapse towards a measure of popularity rather than of ranking quality.
 
-Conventions (the same everywhere, tested in ``tests/test_evaluation.py``):
+Conventions (the same everywhere, tested in ``tests/dev/test_evaluation.py``):
 
 * Users without any relevant item are left out of the per-user means (their recall is
   undefined); when no user has one, the metric is ``nan``.

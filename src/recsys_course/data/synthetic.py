@@ -83,7 +83,7 @@ class SyntheticSize:
 SIZES = {
     # Small enough that tests and the CI site build finish quickly, big enough to learn from.
     "small": SyntheticSize(n_users=600, n_movies=900, mean_ratings_per_user=60.0),
-    # For smoke tests of the benchmarks (tests/test_benchmarks.py): every code path in seconds.
+    # For smoke tests of the benchmarks (tests/dev/test_benchmarks.py): every code path in seconds.
     "tiny": SyntheticSize(n_users=150, n_movies=240, mean_ratings_per_user=35.0),
     # The shape of MovieLens 100K: 943 users, 1,682 movies, about 100,000 ratings.
     "100k": SyntheticSize(n_users=943, n_movies=1682, mean_ratings_per_user=106.0),

@@ -17,7 +17,7 @@ per side) and :func:`train_two_tower` trains it on a ratings frame and returns a
 :class:`TwoTower` with the towers and every movie's vector. :class:`AccidentalHitsRetrieval`
 gives accidental-hit removal to a model whose ``compute_loss`` does not pass ids (lesson
 02's ``RetrievalModel``, whose ``compute_loss`` the learner writes;
-``tests/test_models_match_lessons.py`` proves that model and this one give the same loss).
+``tests/dev/test_models_match_lessons.py`` proves that model and this one give the same loss).
 """
 
 from __future__ import annotations

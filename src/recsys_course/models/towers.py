@@ -10,7 +10,7 @@
 Lesson 02 has learners write the id and title towers (exercises 2.1 and 2.2). The feature
 towers take the builders as arguments (``id_tower_builder``, ``title_tower_builder``), so
 the lesson can assemble them from the learner's functions while everything else uses the
-package's own; ``tests/test_models_match_lessons.py`` proves the two give the same vectors.
+package's own; ``tests/dev/test_models_match_lessons.py`` proves the two give the same vectors.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ in :data:`BENCHMARKS`. It receives the loaded dataset and the lesson's reference
 same-run baselines. The runner adds the dataset and wall time and prints JSON. Targets
 belong here, never in timed tests.
 
-``tests/test_benchmarks.py`` checks that every ``lesson.<name>`` a benchmark reads is
+``tests/dev/test_benchmarks.py`` checks that every ``lesson.<name>`` a benchmark reads is
 defined by a setup or exercise cell of its lesson, and runs every benchmark on
 ``synthetic:tiny`` in quick mode (``COURSE_BENCH_QUICK=1``, :func:`recsys_course.tooling.benchmarks.quick`).
 """

@@ -89,7 +89,7 @@ class Grader:
         self.private = self.work / "grader"
         self.tests = self.private / "tests"
         shutil.copytree(self.catalog.root / "tests", self.tests,
-                        ignore=shutil.ignore_patterns("__pycache__", "decoys", "browser"))
+                        ignore=shutil.ignore_patterns("__pycache__", "decoys", "browser", "dev"))
         shutil.copy2(self.catalog.root / "pyproject.toml", self.private / "pyproject.toml")
         (self.private / "solutions").mkdir()
         for definition in (self.catalog.root / "solutions").glob("*.yml"):

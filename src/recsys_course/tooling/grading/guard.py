@@ -13,7 +13,7 @@ directly), so this module provides two defences for that process:
 It is not a security sandbox: code that is determined to cheat can still reach the
 process's memory. It serves ``course check``, where learners grade their own work. Batch
 grading does not rely on it: there the graded code runs in a bubblewrap sandbox and never
-in the process that runs the assertions (see ``batch.py``). ``tests/test_grading_wire.py``
+in the process that runs the assertions (see ``batch.py``). ``tests/dev/test_grading_wire.py``
 checks that every watched name exists in the installed pytest.
 """
 

@@ -71,9 +71,9 @@ def build_copy(tmp_path: Path, solution: str, extra_page: str = "") -> subproces
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / "docs", tmp_path / "docs")
     shutil.copytree(ROOT / "overrides", tmp_path / "overrides")
-    hook = tmp_path / "src" / "recsys_course" / "site"
+    hook = tmp_path / "src" / "recsys_course" / "tooling" / "site"
     hook.mkdir(parents=True)
-    shutil.copy(ROOT / "src" / "recsys_course" / "site" / "hook.py", hook / "hook.py")
+    shutil.copy(ROOT / "src" / "recsys_course" / "tooling" / "site" / "hook.py", hook / "hook.py")
     (tmp_path / "solutions").mkdir()
     shutil.copy(ROOT / "solutions" / "00_introduction.yml", tmp_path / "solutions")
     (tmp_path / "solutions" / "00_introduction.py").write_text(solution)

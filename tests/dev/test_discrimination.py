@@ -12,7 +12,7 @@ from recsys_course.tooling.grading.runner import run_tests
 from recsys_course.tooling.lessons import make_stub
 
 CATALOG = load_catalog()
-DECOYS = Path(__file__).parent / "decoys"
+DECOYS = Path(__file__).parents[1] / "decoys"
 GRADED_LESSONS = [l for l in CATALOG.lessons if (CATALOG.root / "tests" / f"test_lesson_{l.id}.py").exists()]
 
 

@@ -5,7 +5,7 @@ To run it: execute lesson 08 once (it exports retrieval, query_tower and ranker 
 container, then
 
     TF_SERVING_URL=http://127.0.0.1:8501 TF_SERVING_GRPC=127.0.0.1:8500 \\
-        .venv/bin/python -m pytest tests/test_serving_integration.py
+        .venv/bin/python -m pytest tests/dev/test_serving_integration.py
 
 The same checks pass against the practice server (python -m recsys_course.serving
 --model-config-file .course/lesson05/models/models.local.config), which is how they were

@@ -1,4 +1,4 @@
-"""The learner's loop beyond check/hint/progress (tests/test_cli.py): the wording of failures,
+"""The learner's loop beyond check/hint/progress (tests/dev/test_cli.py): the wording of failures,
 time limits, hints shown again, watch's order, `course run`, quiet output, Ctrl-C and
 typed errors, and the warm worker. No verdict here depends on timing."""
 
