@@ -308,6 +308,26 @@ def evaluate(
     return out
 
 
+def standard_error(values) -> float:
+    """Standard error of the mean of ``values`` (NaNs dropped; nan for fewer than two)."""
+    x = np.asarray(values, dtype=float).ravel()
+    x = x[~np.isnan(x)]
+    if x.size < 2:
+        return float("nan")
+    return float(x.std(ddof=1) / np.sqrt(x.size))
+
+
+def paired_standard_error(a, b) -> float:
+    """Standard error of ``mean(a) - mean(b)`` when ``a[i]`` and ``b[i]`` were measured on the
+    same user (or user-cutoff pair, or seed): the standard error of the paired differences.
+    Pairs with a NaN on either side are dropped. Raises ``ValueError`` when the shapes differ.
+    """
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired values need the same length, got {a.size} and {b.size}")
+    return standard_error(a - b)
+
+
 def rounded(metrics: Mapping[str, float], digits: int = 4) -> dict[str, float]:
     """The same metrics rounded for printing or JSON."""
     return {key: round(float(value), digits) for key, value in metrics.items()}

@@ -67,3 +67,65 @@ def test_strict_build_fails_on_a_false_claim(tmp_path):
     done = build_copy(tmp_path, false)
     assert done.returncode != 0, "a false claim must fail mkdocs build --strict"
     assert "Almost all of it is empty" in done.stdout + done.stderr
+
+
+# ------------------------------------------------------------- the comparison vocabulary
+
+@pytest.mark.parametrize("value,kind,text", [
+    (4096, "auto", "4,096"), (4096.0, "count", "4,096"), (0.23456, "metric", "0.235"),
+    (0.051234, "metric", "0.0512"), (0.91314, "error", "0.9131"), (1.5, "seconds", "1.5 s"),
+    (42.4, "seconds", "42 s"), (125, "seconds", "2 min 05 s"), (0.1234, "percent", "12.3 %"),
+    (1.26, "ratio", "1.3x"), (-0.023, "metric", "\u22120.0230"), (float("nan"), "metric", "n/a"),
+])
+def test_fmt_writes_each_kind_of_number_one_way(value, kind, text):
+    assert claims.fmt(value, kind) == text
+
+
+def test_fmt_refuses_what_is_not_a_number():
+    with pytest.raises(TypeError):
+        claims.fmt(True)
+    with pytest.raises(ValueError, match="unknown kind"):
+        claims.fmt(1.0, "stars")
+
+
+def test_signed_is_new_minus_old_with_one_minus_sign():
+    assert claims.signed(0.913 - 0.936) == "\u22120.0230"
+    assert claims.signed(0.0231) == "+0.0231"
+
+
+def test_compare_says_about_the_same_inside_the_noise():
+    inside = claims.compare(0.188, 0.187, se=0.004)
+    assert inside.direction == "about the same" and not inside.better and not inside.worse
+    assert inside.word() == "about the same as"
+    above = claims.compare(0.238, 0.220, se=0.004)
+    assert above.direction == "higher" and above.better and above.change() == "+0.0180"
+    assert str(above) == "0.238 higher than 0.220"
+
+
+def test_compare_knows_when_lower_is_better():
+    error = claims.compare(0.9114, 0.9131, noise=0.001, higher_is_better=False, kind="error")
+    assert error.direction == "lower" and error.better
+    slow = claims.compare(2.0, 1.0, noise=0.2, higher_is_better=False, kind="seconds")
+    assert slow.worse and slow.relative == pytest.approx(1.0)
+
+
+def test_compare_needs_exactly_one_noise_level():
+    with pytest.raises(ValueError, match="exactly one"):
+        claims.compare(1.0, 2.0)
+    with pytest.raises(ValueError, match="exactly one"):
+        claims.compare(1.0, 2.0, se=0.1, noise=0.1)
+    with pytest.raises(ValueError, match=">= 0"):
+        claims.compare(1.0, 2.0, noise=float("nan"))
+
+
+def test_paired_standard_error_is_the_error_of_the_differences():
+    from recsys_course.evaluation import paired_standard_error, standard_error
+
+    a, b = [1.0, 2.0, 3.0, 4.0], [0.0, 2.0, 2.0, 4.0]
+    assert paired_standard_error(a, b) == pytest.approx(standard_error([1.0, 0.0, 1.0, 0.0]))
+    assert standard_error([1.0, 0.0, 1.0, 0.0]) == pytest.approx(0.5773502691896258 / 2)
+    import math
+
+    assert math.isnan(paired_standard_error([1.0, float("nan")], [0.0, 1.0])), "one complete pair has no standard error"
+    with pytest.raises(ValueError, match="same length"):
+        paired_standard_error([1.0], [1.0, 2.0])
