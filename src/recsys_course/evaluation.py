@@ -3,8 +3,10 @@
 A model is evaluated in three steps, each a function here:
 
 1. **Split** the interactions: :func:`random_split` (seeded, the protocol of the TFRS
-   tutorials) or :func:`leave_last_k` (per user, the ``k`` latest interactions go to test:
-   closer to production, where the past predicts the future).
+   tutorials), :func:`leave_last_k` (per-user holdout: each user's ``k`` latest
+   interactions go to test, while training keeps other users' later ones) or
+   :func:`global_time_split` / :func:`rolling_time_splits` (everything before a cutoff
+   trains, each user's next interactions test: nothing from the future is seen).
 2. **Rank** with :func:`top_k`: each user's ``k`` best items by score, the items in
    ``exclude`` (usually the ones the user met in training) never ranked. Ties are broken
    by the *lower item index*: the sort is a stable ``numpy.lexsort`` on (excluded, -score),
@@ -39,11 +41,19 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from recsys_course.data.split import leave_last_k, split_ratings as random_split
+from recsys_course.data.split import (
+    TimeSplit,
+    global_time_split,
+    leave_last_k,
+    rolling_time_splits,
+    split_ratings as random_split,
+)
 
 __all__ = [
+    "TimeSplit",
     "coverage_at_k",
     "evaluate",
+    "global_time_split",
     "hit_rate_at_k",
     "interaction_matrix",
     "intra_list_diversity_at_k",
@@ -55,8 +65,11 @@ __all__ = [
     "pair_recall_at_k",
     "precision_at_k",
     "precision_by_user",
+    "paired_standard_error",
     "random_split",
     "recall_at_k",
+    "rolling_time_splits",
+    "standard_error",
     "top_k",
 ]
 

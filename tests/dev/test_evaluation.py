@@ -251,3 +251,47 @@ def test_random_split_is_seeded_and_disjoint():
     assert len(test) == 2 and len(train) == 6
     pairs = set(zip(train["user_id"], train["movie_id"]))
     assert not pairs & set(zip(test["user_id"], test["movie_id"]))
+
+
+# ------------------------------------------------------------------ global time splits
+
+def _timed(rows):
+    return pd.DataFrame(rows, columns=["user_id", "movie_id", "timestamp"])
+
+
+def test_global_time_split_trains_on_the_past_only_and_tests_the_next_ratings():
+    rows = [("a", f"m{i}", i) for i in range(8)]  # a: times 0..7
+    rows += [("b", "m0", 1), ("b", "m1", 2), ("b", "m2", 9)]  # b: too little history
+    rows += [("c", "m5", 6), ("c", "m6", 7)]  # c: nothing before the cutoff
+    split = ev.global_time_split(_timed(rows), cutoff=5, min_history=3, horizon=2)
+    assert split.cutoff == 5 and (split.train["timestamp"] < 5).all()
+    assert len(split.train) == 7, "every rating before the cutoff trains, test user or not"
+    assert split.test.values.tolist() == [["a", "m5", 5], ["a", "m6", 6]], (
+        "only a has 3 ratings of history; its first 2 ratings from the cutoff on are its test rows"
+    )
+    assert list(split.test_users) == ["a"]
+
+
+def test_global_time_split_breaks_equal_timestamps_by_row_order():
+    rows = [("a", "m0", 0), ("a", "m1", 1), ("a", "x", 5), ("a", "y", 5), ("a", "z", 5)]
+    split = ev.global_time_split(_timed(rows), cutoff=5, min_history=2, horizon=2)
+    assert split.test["movie_id"].tolist() == ["x", "y"]
+
+
+def test_global_time_split_cutoff_from_a_quantile_counts_ratings():
+    rows = [("a", f"m{i}", t) for i, t in enumerate([0, 1, 2, 3, 100, 200, 300, 400, 500, 600])]
+    split = ev.global_time_split(_timed(rows), quantile=0.5, min_history=1, horizon=1)
+    assert split.cutoff == 200 and split.quantile == 0.5
+    assert len(split.train) == 5 and split.test["timestamp"].tolist() == [200]
+
+
+def test_rolling_time_splits_and_bad_arguments():
+    rows = [("a", f"m{i}", i) for i in range(20)] + [("b", f"m{i}", i) for i in range(0, 20, 2)]
+    splits = ev.rolling_time_splits(_timed(rows), (0.5, 0.8), min_history=2, horizon=3)
+    assert [s.quantile for s in splits] == [0.5, 0.8] and splits[0].cutoff < splits[1].cutoff
+    with pytest.raises(ValueError, match="exactly one"):
+        ev.global_time_split(_timed(rows))
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        ev.global_time_split(_timed(rows), quantile=1.0)
+    with pytest.raises(ValueError, match="horizon"):
+        ev.global_time_split(_timed(rows), cutoff=3, horizon=0)

@@ -1,6 +1,21 @@
-"""Seeded train/test splits."""
+"""Train/test splits: seeded random, per-user latest, and global time cutoffs.
+
+Three protocols, each named for what it is:
+
+* :func:`split_ratings` (random): rows drawn at random, time ignored; the TFRS tutorials'
+  protocol. Training data holds ratings from after many test ratings.
+* :func:`leave_last_k` (per-user holdout): each user's latest ratings go to test. It judges a
+  model on what each user did last, but training still holds *other users'* later ratings,
+  so the model has seen the future of the catalogue (which movies became popular).
+* :func:`global_time_split` and :func:`rolling_time_splits` (global time split): everything
+  before a cutoff trains, each user's first ratings after it test. Nothing from after the
+  cutoff is seen, as in production; one cutoff leaves few test users on MovieLens (users
+  rate in bursts), so several cutoffs are rolled and the user-cutoff pairs pooled.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -34,10 +49,11 @@ def leave_last_k(
     user_col: str = "user_id",
     time_col: str = "timestamp",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-user temporal split: each user's ``k`` latest rows go to test, the rest to train.
+    """Per-user holdout: each user's ``k`` latest rows go to test, the rest to train.
 
-    This is what a deployed recommender faces: it learns from the past and is judged on
-    what each user does next. Rows are ordered by ``time_col``; equal timestamps (common:
+    Each user is judged on what they did last, but the training rows of *other* users
+    include ratings made after that test row, so this is not a production-like split (see
+    :func:`global_time_split`). Rows are ordered by ``time_col``; equal timestamps (common:
     MovieLens records seconds and users rate in bursts) keep their order in ``ratings``, so
     the split is deterministic. A user with fewer than ``k + min_train`` rows keeps them all
     in train (no test rows), so every test user has at least ``min_train`` training rows.
@@ -63,3 +79,84 @@ def leave_last_k(
         ratings.iloc[np.flatnonzero(~is_test)].reset_index(drop=True),
         ratings.iloc[np.flatnonzero(is_test)].reset_index(drop=True),
     )
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """One global time cutoff.
+
+    ``train`` holds every rating with ``timestamp < cutoff``. ``test`` holds, for each test
+    user (at least ``min_history`` ratings before the cutoff and one at or after it), their
+    first ``horizon`` ratings from the cutoff on. Ratings after a test user's window, and
+    every later rating of the other users, are in neither frame: nothing from after the
+    cutoff reaches training.
+    """
+
+    cutoff: int  # a timestamp: train is strictly before it
+    quantile: float | None  # the timestamp quantile the cutoff was taken at, if any
+    train: pd.DataFrame
+    test: pd.DataFrame
+
+    @property
+    def test_users(self) -> np.ndarray:
+        return self.test["user_id"].unique() if "user_id" in self.test else np.array([])
+
+
+def global_time_split(
+    ratings: pd.DataFrame,
+    cutoff: int | None = None,
+    *,
+    quantile: float | None = None,
+    min_history: int = 5,
+    horizon: int = 10,
+    user_col: str = "user_id",
+    time_col: str = "timestamp",
+) -> TimeSplit:
+    """Split at one moment: train on everything before it, test each user on what came next.
+
+    Give either ``cutoff`` (a timestamp) or ``quantile`` (the cutoff is that quantile of the
+    timestamps, e.g. 0.8: train on the oldest 80 % of the time-ordered ratings). Test users
+    have at least ``min_history`` ratings before the cutoff; their test rows are their
+    first ``horizon`` ratings at or after it (by time; equal timestamps keep their order in
+    ``ratings``, so the split is deterministic). Both frames keep the input's column set and
+    row order and get a fresh index.
+    """
+    if (cutoff is None) == (quantile is None):
+        raise ValueError("give exactly one of cutoff= (a timestamp) or quantile= (between 0 and 1)")
+    if quantile is not None and not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile must be between 0 and 1, got {quantile}")
+    for name, value in (("min_history", min_history), ("horizon", horizon)):
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    missing = {user_col, time_col} - set(ratings.columns)
+    if missing:
+        raise ValueError(f"ratings has no column(s) {sorted(missing)}; pass user_col=/time_col=")
+    times = ratings[time_col].to_numpy()
+    if quantile is not None:
+        # The timestamp of the rating at that position of the time order: "oldest 80 %"
+        # is a count of ratings, not a fraction of the calendar.
+        cutoff = int(np.sort(times, kind="stable")[min(len(times) - 1, int(quantile * len(times)))])
+    before = times < cutoff
+    users = ratings[user_col].to_numpy()
+    history = pd.Series(users[before]).value_counts()
+    eligible = set(history.index[history >= min_history])
+    position = np.arange(len(ratings))
+    after = np.flatnonzero(~before & np.isin(users, list(eligible)))
+    order = after[np.lexsort((position[after], times[after]))]  # by time, then by row
+    rank = pd.Series(users[order]).groupby(users[order], sort=False).cumcount().to_numpy()
+    test_rows = np.sort(order[rank < horizon])
+    return TimeSplit(
+        int(cutoff), quantile,
+        ratings.iloc[np.flatnonzero(before)].reset_index(drop=True),
+        ratings.iloc[test_rows].reset_index(drop=True),
+    )
+
+
+def rolling_time_splits(
+    ratings: pd.DataFrame,
+    quantiles: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9),
+    **options,
+) -> list[TimeSplit]:
+    """One :func:`global_time_split` per quantile (same options); evaluate each and pool
+    the user-cutoff pairs, whose count is the sample size of any standard error."""
+    return [global_time_split(ratings, quantile=q, **options) for q in quantiles]
