@@ -25,13 +25,14 @@ from pathlib import Path
 
 import pytest
 
+from recsys_course.paths import PACKAGE_DIR
 from recsys_course.tooling import bench
 from recsys_course.tooling.catalog import load_catalog
 from recsys_course.tooling.lessons import GRADED_TAGS, parse_cells
 
 CATALOG = load_catalog()
-PACKAGE = Path(bench.__file__).parent
-BENCHMARK_DIR = PACKAGE / "benchmarks"
+PACKAGE = PACKAGE_DIR  # the recsys_course folder: module names resolve from here
+BENCHMARK_DIR = PACKAGE / "tooling" / "benchmarks"
 LESSON_IDS = sorted(BENCHMARKS := bench.BENCHMARKS)
 
 
