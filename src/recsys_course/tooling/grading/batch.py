@@ -27,7 +27,7 @@ from pathlib import Path
 
 from recsys_course.tooling.catalog import Catalog, Lesson, load_catalog
 from recsys_course.tooling.grading import similarity
-from recsys_course.tooling.grading.intake import Submission, expand, stage
+from recsys_course.tooling.grading.intake import Submission, stage_all
 from recsys_course.tooling.grading.results import ExerciseResult, ResultError
 from recsys_course.tooling.grading.runner import GradingRun, SandboxSettings, run_tests
 from recsys_course.tooling.grading.sandbox import Limits, SandboxUnavailable, isolation_summary, problem
@@ -211,8 +211,7 @@ class Grader:
 
     def grade(self, sources: list[Path], progress=None) -> tuple[list[SubmissionGrade], list[str]]:
         warnings = self.calibrate()
-        taken: set[str] = set()
-        subs = [stage(s, self.work / "submissions", self.catalog, taken) for s in expand(sources, self.catalog)]
+        subs = stage_all(sources, self.work / "submissions", self.catalog)
         similarity.flag(subs, self.catalog, self.catalog.root / "solutions")
         grades = {s.name: SubmissionGrade(s) for s in subs}
         tasks = []

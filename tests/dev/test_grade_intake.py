@@ -1,0 +1,161 @@
+"""The edges of batch grading: hostile intake, similarity flags, reports safe to open, shards.
+
+Intake and report functions are tested directly (no sandbox, milliseconds). One small
+class, lesson 00 only, is then graded through the instructor's door (``course grade``) once
+whole and once as two shards merged with ``course merge``: the batch must finish with
+reports for every malformed submission, flag the copies, keep every report safe to open,
+and the merged reports must be the single run's, byte for byte apart from timestamps and
+durations. Those tests need bubblewrap; where it is missing they skip, except under
+``COURSE_REQUIRE_SANDBOX=1`` (CI), where a missing sandbox fails loudly.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+
+
+from recsys_course.tooling.catalog import Catalog, load_catalog
+from recsys_course.tooling.grading.intake import MAX_ZIP_MEMBERS, plan, stage_all
+from recsys_course.tooling.lessons import make_stub
+
+CATALOG = load_catalog()
+LESSON = CATALOG.lesson("00")
+ONE_LESSON = Catalog(CATALOG.root, (LESSON,))
+FILE = LESSON.filename
+SOLUTION = (CATALOG.root / "solutions" / FILE).read_text(encoding="utf-8")
+STUB = make_stub(SOLUTION, LESSON)
+
+
+# Malformed submissions, each built the way a learner's tool (or an attacker) would --------
+
+def _zip(path: Path, members: list[tuple[str, str]]) -> Path:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for name, text in members:
+            archive.writestr(name, text)
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def _patched(path: Path, change) -> None:
+    data = bytearray(path.read_bytes())
+    change(data)
+    path.write_bytes(bytes(data))
+
+
+def _encrypt_flag(data: bytearray) -> None:
+    """Set the 'encrypted' bit of the first member, as a password-protecting tool does."""
+    data[6] |= 1  # local file header, general purpose flags
+    data[data.find(b"PK\x01\x02") + 8] |= 1  # central directory header
+
+
+def _declare_huge(data: bytearray) -> None:
+    """Declare ~4 GB of uncompressed data for the last member (a zip bomb's header)."""
+    at = data.rfind(b"PK\x01\x02")
+    data[at + 24:at + 28] = (0xFFFFFFF0).to_bytes(4, "little")
+
+
+MALFORMED_ZIPS = {
+    # name -> (members, patch or None, words the note must hold)
+    "encrypted": ([(f"lessons/{FILE}", SOLUTION)], _encrypt_flag, "encrypted"),
+    "corrupt": ([(f"lessons/{FILE}", SOLUTION)],
+                lambda d: d.__setitem__(slice(d.find(b"# %%"), d.find(b"# %%") + 4), b"#!%%"), "CRC"),
+    "truncated": ([(f"lessons/{FILE}", SOLUTION)], lambda d: d.__delitem__(slice(len(d) // 2, None)), "truncated"),
+    "bomb_size": ([(f"lessons/{FILE}", SOLUTION), ("data.bin", "x")], _declare_huge, "zip bomb"),
+    "absolute": ([(f"/home/x/lessons/{FILE}", SOLUTION)], None, "absolute path"),
+    "dotdot": ([(f"../../lessons/{FILE}", SOLUTION)], None, "'..'"),
+    "not_utf8": ([(f"lessons/{FILE}", SOLUTION), ("résumé.txt", "x")],
+                 lambda d: d.__setitem__(slice(None), d.replace("résumé".encode(), b"r\xff\xfesum\xff\xfe")),
+                 "not valid UTF-8"),
+    "too_long": ([("a" * 300 + f"/lessons/{FILE}", SOLUTION)], None, "too long"),
+}
+
+
+def build_malformed(root: Path, outside: Path) -> dict[str, str]:
+    """Write one submission of every malformed kind into ``root``; returns its entry name ->
+    the words its note must hold. ``outside`` is a folder beside the class."""
+    expected = {}
+    for name, (members, patch, words) in MALFORMED_ZIPS.items():
+        path = _zip(root / f"{name}.zip", members)
+        if patch:
+            _patched(path, patch)
+        expected[f"{name}.zip"] = words
+    _zip(root / "bomb_members.zip", [(f"f{i}", "") for i in range(MAX_ZIP_MEMBERS + 1)])
+    expected["bomb_members.zip"] = "members"
+    os.mkfifo(root / "named_pipe.zip")
+    expected["named_pipe.zip"] = "neither a folder nor a zip"
+    # A lesson file that is a hard link to the reference solution outside the submission.
+    reference = outside / "copy_of_the_reference.py"
+    reference.write_text(SOLUTION, encoding="utf-8")
+    (root / "hard_link" / "lessons").mkdir(parents=True)
+    os.link(reference, root / "hard_link" / "lessons" / FILE)
+    expected["hard_link"] = "hard link"
+    # A submission folder that is a symlink to a folder outside the class.
+    (outside / "someone" / "lessons").mkdir(parents=True)
+    (outside / "someone" / "lessons" / FILE).write_text(SOLUTION, encoding="utf-8")
+    (root / "symlinked_root").symlink_to(outside / "someone")
+    expected["symlinked_root"] = "symbolic link"
+    # A lesson file that is a symlink, and a lesson file that is a named pipe.
+    (root / "symlinked_file" / "lessons").mkdir(parents=True)
+    (root / "symlinked_file" / "lessons" / FILE).symlink_to(reference)
+    expected["symlinked_file"] = "symbolic link"
+    (root / "pipe_lesson" / "lessons").mkdir(parents=True)
+    os.mkfifo(root / "pipe_lesson" / "lessons" / FILE)
+    expected["pipe_lesson"] = "not a regular file"
+    return expected
+
+
+def test_intake_refuses_every_malformed_kind_with_a_note_and_never_raises(tmp_path):
+    root, outside = tmp_path / "class", tmp_path / "outside"
+    root.mkdir(), outside.mkdir()
+    expected = build_malformed(root, outside)
+    subs = {s.source.name: s for s in stage_all([root], tmp_path / "staging", ONE_LESSON)}
+    assert set(subs) == set(expected)
+    for source, words in expected.items():
+        sub = subs[source]
+        assert not sub.found and not any((sub.lessons_dir).iterdir()), f"{source}: took {sub.found}"
+        assert any(words in p for p in sub.problems), f"{source}: {sub.problems}"
+    for source in ("hard_link", "symlinked_root", "symlinked_file"):
+        assert subs[source].flags, f"{source}: what was refused must be flagged"
+
+
+def test_intake_takes_regular_files_and_prefers_lessons_folder(tmp_path):
+    root = tmp_path / "class"
+    (root / "alice" / "lessons").mkdir(parents=True)
+    (root / "alice" / "lessons" / FILE).write_text("A = 1\n")
+    (root / "alice" / FILE).write_text("B = 2\n")
+    _zip(root / "bob.zip", [(f"x/scratch/{FILE}", "B = 2\n"), (f"x/lessons/{FILE}", "A = 1\n")])
+    subs = stage_all([root], tmp_path / "staging", ONE_LESSON)
+    assert [s.found for s in subs] == [{FILE: f"lessons/{FILE}"}, {FILE: f"x/lessons/{FILE}"}]
+    assert all((s.lessons_dir / FILE).read_text() == "A = 1\n" and not s.problems for s in subs)
+
+
+def test_odd_folder_names_get_safe_names_and_keep_the_original_escaped(tmp_path):
+    root = tmp_path / "class"
+    root.mkdir()
+    raw = [b"caf\xe9", b"red\x1b[31mname\x1b[0m", b"two\nlines", b"=HYPERLINK(x)", b"n" * 250, b"CON", b"con"]
+    for name in raw:
+        os.mkdir(os.fsencode(root) + b"/" + name)
+    planned = plan([root], ONE_LESSON)
+    names = [name for _, name in planned]
+    assert len({n.lower() for n in names}) == len(names), "report file names must differ, even without case"
+    for name in names:
+        assert name.isascii() and len(name) <= 70 and name.split(".")[0].upper() not in {"CON", "NUL"}
+        assert all(c.isalnum() or c in "._-" for c in name)
+    labels = {s.label for s in stage_all([root], tmp_path / "staging", ONE_LESSON)}
+    assert {"caf\\xe9", "red\\x1b[31mname\\x1b[0m", "two\\x0alines", "=HYPERLINK(x)", "n" * 250} <= labels
+    assert all(c.isprintable() for label in labels for c in label)
+
+
+def test_shards_name_submissions_like_the_whole_class(tmp_path):
+    """Names are assigned over the whole class in one order, whatever the listing order."""
+    root = tmp_path / "class"
+    for name in ("b", "a", "Jurgen Muller", "jurgen_muller"):
+        (root / name).mkdir(parents=True)
+    _zip(root / "Jurgen Muller.zip", [("x", "")])
+    first = plan([root], ONE_LESSON)
+    assert plan([root], ONE_LESSON) == first
+    assert [n for _, n in first] == ["Jurgen_Muller", "Jurgen_Muller-2", "a", "b", "jurgen_muller-3"]
