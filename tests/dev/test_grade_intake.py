@@ -11,14 +11,19 @@ durations. Those tests need bubblewrap; where it is missing they skip, except un
 
 from __future__ import annotations
 
+import base64
 import io
 import os
+import re
 import zipfile
+import zlib
 from pathlib import Path
 
 
 from recsys_course.tooling.catalog import Catalog, load_catalog
+from recsys_course.tooling.grading import similarity
 from recsys_course.tooling.grading.intake import MAX_ZIP_MEMBERS, plan, stage_all
+from recsys_course.tooling.grading.similarity import fingerprints
 from recsys_course.tooling.lessons import make_stub
 
 CATALOG = load_catalog()
@@ -159,3 +164,107 @@ def test_shards_name_submissions_like_the_whole_class(tmp_path):
     first = plan([root], ONE_LESSON)
     assert plan([root], ONE_LESSON) == first
     assert [n for _, n in first] == ["Jurgen_Muller", "Jurgen_Muller-2", "a", "b", "jurgen_muller-3"]
+
+
+# Similarity and provenance ------------------------------------------------------------------
+
+RENAMES = {"n_users": "how_many_people", "n_movies": "how_many_films", "filled": "nonempty", "stats": "table",
+           "n_test": "size_of_test", "ordered": "by_time", "cut": "boundary", "counts": "tally",
+           "ranking": "order", "seen": "history", "rated": "done", "test_items": "truth", "hits": "found",
+           "movie": "film", "user": "person"}
+
+
+def renamed_reference() -> str:
+    """The reference with every local variable of the exercises renamed, and one line added to 0.5."""
+    start, end = SOLUTION.index('exercise="0.1"'), SOLUTION.index("# %% [markdown]\n# ## 8.")
+    body = SOLUTION[start:end]
+    for old, new in RENAMES.items():
+        body = re.sub(rf"\b{old}\b", new, body)
+    body = body.replace("    return float(np.mean(found))", "    found = list(found)\n    return float(np.mean(found))")
+    return SOLUTION[:start] + body + SOLUTION[end:]
+
+
+def exec_of_encoded_reference() -> str:
+    """The stub, plus the reference's exercise code run from a compressed, encoded string."""
+    start, end = SOLUTION.index('exercise="0.1"'), SOLUTION.index("# %% [markdown]\n# ## 8.")
+    payload = base64.b64encode(zlib.compress(("import numpy as np\nimport pandas as pd\n"
+                                              + SOLUTION[start:end].split("\n", 1)[1]).encode())).decode()
+    return STUB + f"\n# %%\nimport base64, zlib\nexec(zlib.decompress(base64.b64decode({payload!r})).decode())\n"
+
+
+HONEST = {
+    "sparsity": '''def sparsity(ratings):
+    pairs = set(zip(ratings["user_id"], ratings["movie_id"]))
+    users = set(ratings["user_id"])
+    movies = set(ratings["movie_id"])
+    return 1.0 - len(pairs) / (len(users) * len(movies))
+''',
+    "recommend_popular": '''def recommend_popular(train, user_ids, k=10):
+    order = train["movie_id"].value_counts().rename_axis("movie_id").reset_index(name="count")
+    order = order.sort_values(["count", "movie_id"], ascending=[False, True])["movie_id"].tolist()
+    result = {}
+    for u in user_ids:
+        already = set(train.loc[train["user_id"] == u, "movie_id"])
+        picks = []
+        for m in order:
+            if len(picks) == k:
+                break
+            if m not in already:
+                picks.append(m)
+        result[u] = picks
+    return result
+''',
+    "hit_rate_at_k": '''def hit_rate_at_k(recommendations, test, k=10):
+    users = test["user_id"].unique()
+    if len(users) == 0:
+        return 0.0
+    hits = 0
+    for user in users:
+        watched = set(test.loc[test["user_id"] == user, "movie_id"])
+        if any(m in watched for m in recommendations.get(user, [])[:k]):
+            hits += 1
+    return float(hits / len(users))
+''',
+}
+
+
+def honest_solution() -> str:
+    """The stub with three exercises solved in the learner's own way (all correct)."""
+    text = STUB
+    for function, code in HONEST.items():
+        cell = text.index(f"def {function}(")
+        end = text.index("\n# %%", cell)
+        text = text[:cell] + code + text[end:]
+    return text
+
+
+def test_similarity_survives_renaming_and_flags_code_loading(tmp_path):
+    root = tmp_path / "class"
+    sources = {"renamed": renamed_reference(), "encoded": exec_of_encoded_reference(),
+               "honest": honest_solution(), "honest_twin": honest_solution(), "stub": STUB}
+    for name, text in sources.items():
+        (root / name / "lessons").mkdir(parents=True)
+        (root / name / "lessons" / FILE).write_text(text, encoding="utf-8")
+    subs = {s.name: s for s in stage_all([root], tmp_path / "staging", ONE_LESSON)}
+    similarity.flag(list(subs.values()), ONE_LESSON, CATALOG.root / "solutions")
+    renamed = " ".join(subs["renamed"].flags)
+    for ex in ("0.1", "0.2", "0.3", "0.4"):
+        assert f"exercise {ex} is identical to the reference" in renamed, renamed
+    assert "exercise 0.5 is nearly identical to the reference" in renamed, "a line added changes little"
+    encoded = " ".join(subs["encoded"].flags)
+    assert "loads or decodes code" in encoded and "exec()" in encoded and "imports base64" in encoded
+    assert not subs["stub"].flags and not any("reference" in f or "loads" in f for f in subs["honest"].flags)
+    # Two learners who hand in the same code are flagged together, naming each other.
+    assert any("identical to honest_twin" in f for f in subs["honest"].flags)
+
+
+def test_normalisation_keeps_what_carries_the_approach():
+    functions = {"f": "9.9"}
+    body = "    total = 0\n    for value in values:\n        total = total + value * 2 + len(str(value))\n" * 3
+    own = fingerprints(f"def f(values):\n{body}    return total\n", functions)["9.9"]
+    renamed = fingerprints(f"def f(xs):\n{body.replace('value', 'x').replace('total', 't')}    return t\n",
+                           functions)["9.9"]
+    other = fingerprints(f"def f(values):\n{body.replace('len(str', 'abs(float')}    return total\n",
+                         functions)["9.9"]
+    assert own.digest == renamed.digest, "local names are placeholders"
+    assert own.digest != other.digest and own.resemblance(other) < 1, "called functions are kept"
