@@ -12,16 +12,28 @@ durations. Those tests need bubblewrap; where it is missing they skip, except un
 from __future__ import annotations
 
 import base64
+import csv
 import io
+import json
 import os
 import re
+import sys
 import zipfile
 import zlib
+from xml.etree import ElementTree as ET
 from pathlib import Path
+
+import pytest
 
 
 from recsys_course.tooling.catalog import Catalog, load_catalog
 from recsys_course.tooling.grading import similarity
+from recsys_course.tooling.grading.batch import LessonRun, Options, SubmissionGrade
+from recsys_course.tooling.grading.intake import Submission
+from recsys_course.tooling.grading.reports import summary_table, write_reports
+from recsys_course.tooling.grading.results import ExerciseResult
+from recsys_course.tooling.grading.results import TestOutcome as Outcome  # not collected as a test class
+from recsys_course.tooling.grading.text import MAX_MESSAGE, MAX_NOTES, clean, dedupe, one_line
 from recsys_course.tooling.grading.intake import MAX_ZIP_MEMBERS, plan, stage_all
 from recsys_course.tooling.grading.similarity import fingerprints
 from recsys_course.tooling.lessons import make_stub
@@ -268,3 +280,92 @@ def test_normalisation_keeps_what_carries_the_approach():
                          functions)["9.9"]
     assert own.digest == renamed.digest, "local names are placeholders"
     assert own.digest != other.digest and own.resemblance(other) < 1, "called functions are kept"
+
+
+# Reports safe to open -------------------------------------------------------------------------
+
+FORGED_ROW = "\n! correct                    13/13  100%  "
+GRADER_PATHS = (f"{sys.prefix}/lib/python3/site-packages/x.py", "/tmp/course-batch-k2j4/grader/tests/t.py",
+                f"{CATALOG.root}/solutions/{FILE}")
+
+
+def hostile_grade(tmp_path: Path, name: str, label: str) -> SubmissionGrade:
+    """A graded submission whose every text is hostile: escape sequences, formulas, a forged
+    summary row, grader paths, an 8 MB message and 50,000 notes (half of them repeats)."""
+    failure = ("=HYPERLINK(\"http://x\")\x1b]0;owned\x07\x1b[2J" + FORGED_ROW + " ".join(GRADER_PATHS)
+               + "\ud800\x00\x0b\ufffe" + "y" * 8_000_000)
+    notes = [f"@note {i % 25_000}\r\x1b[1A" for i in range(50_000)]
+    sub = Submission(name, tmp_path / name, tmp_path / "staging" / name, found={FILE: f"lessons/\x1b[31m{FILE}"},
+                     problems=["-problem\x1b[31m " + GRADER_PATHS[1]] * 3, flags=["+flag\nsecond line", "=1+1"],
+                     display=label)
+    exercises = {}
+    for ex in LESSON.exercises:
+        test = Outcome(f"tests/test_lesson_00.py::test_{ex.function}", ex.id, ex.points, passed=False,
+                           ran=True, failure=failure)
+        exercises[ex.id] = ExerciseResult(ex.id, ex.title, ex.points, 0, "failed", failure, [test], notes[:100])
+    return SubmissionGrade(sub, exercises, {"00": LessonRun(1.5, "whole", notes)})
+
+
+@pytest.fixture(scope="module")
+def hostile_reports(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reports")
+    grades = [hostile_grade(tmp, "evil", "evil\x1b[31m" + FORGED_ROW), hostile_grade(tmp, "formula", "=cmd|'/C calc'!A0")]
+    options = Options(out=tmp / "out", junit=True)
+    entries = write_reports(grades, ONE_LESSON, options, ["a warning\x1b[0m"], {"sandbox": "test"})
+    return {"out": options.out, "entries": entries, "summary": summary_table(entries, 13)}
+
+
+def test_csv_escapes_formulas_and_reads_back_with_default_limits(hostile_reports):
+    with open(hostile_reports["out"] / "grades.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))  # raises if a field exceeds csv.field_size_limit()
+    assert len(rows) == 4 and all(len(row) == len(rows[0]) for row in rows)
+    for row in rows[2:]:
+        text = [cell for cell in row if not cell.isdigit()]
+        assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in text), row
+        assert all(c.isprintable() for cell in text for c in cell), "no control character in a cell"
+    assert rows[3][1] == "'=cmd|'/C calc'!A0" and rows[2][rows[0].index("flags")].startswith("'+flag")
+
+
+def test_terminal_summary_cannot_be_forged_or_drive_the_terminal(hostile_reports):
+    summary = hostile_reports["summary"]
+    lines = summary.split("\n")
+    assert len(lines) == 1 + 2 + 1, summary  # header, two submissions, the flag legend
+    assert all(c.isprintable() for line in lines for c in line)
+    assert not any(line.lstrip("! ").startswith("correct") for line in lines)
+
+
+def test_junit_is_well_formed_and_json_is_bounded(hostile_reports):
+    out = hostile_reports["out"]
+    for path in (out / "junit").glob("*.xml"):
+        ET.parse(path)  # raises on a character XML forbids
+    size = (out / "grades.json").stat().st_size
+    assert size < 2_000_000, f"grades.json is {size} bytes for two submissions"
+    data = json.loads((out / "grades.json").read_text(encoding="utf-8"))
+    for sub in data["submissions"]:
+        assert len(sub["notes"]) <= MAX_NOTES and sub["notes"][-1].startswith("... and")
+        assert len(sub["problems"]) == 1, "repeated notes are kept once"
+        assert all(len(e["first_failure"]) <= MAX_MESSAGE for e in sub["exercises"])
+
+
+def test_feedback_quotes_no_grader_path(hostile_reports):
+    out = hostile_reports["out"]
+    names = sorted(p.name for p in (out / "feedback").iterdir())
+    assert names == ["evil.md", "formula.md"]
+    for path in (out / "feedback").iterdir():
+        text = path.read_text(encoding="utf-8")
+        assert len(text) < 50_000 and "\x1b" not in text
+        for secret in (sys.prefix, "/tmp/course-batch-", str(CATALOG.root)):
+            assert secret not in text, f"{path.name} quotes {secret}"
+        # The placeholders, escaped for Markdown (a bare <python> would render as an HTML tag).
+        assert all(f"&lt;{p}&gt;/" in text for p in ("python", "grader", "course"))
+
+
+def test_text_helpers_are_idempotent():
+    hostile = "=a\x1b[31m\nb\ud800\t" + "z" * 5000
+    for function in (clean, one_line):
+        once = function(hostile)
+        assert function(once) == once and len(once) <= MAX_MESSAGE
+    notes = [str(i % 7) for i in range(100_000)] + [str(i) for i in range(100)]
+    kept = dedupe(notes, cap=20)
+    assert kept[:7] == [str(i) for i in range(7)] and len(kept) == 20 and dedupe(kept, cap=20) == kept
+

@@ -15,6 +15,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from recsys_course.tooling.grading.batch import Grader, Options
     from recsys_course.tooling.grading.reports import summary_table, write_reports
     from recsys_course.tooling.grading.sandbox import SandboxUnavailable
+    from recsys_course.tooling.grading.text import one_line
 
     options = Options(
         out=Path(args.out), timeout=args.timeout, test_timeout=args.test_timeout,
@@ -35,16 +36,18 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
         def progress(sub, lesson, exercises):
             bar.update(1)
-            bar.set_postfix_str(f"{sub.label} {lesson.id}: {sum(e.earned for e in exercises.values())} pts")
+            # The name is the learner's choice: one line, no escape sequence, bounded.
+            name = one_line(sub.label, 40)
+            bar.set_postfix_str(f"{name} {lesson.id}: {sum(e.earned for e in exercises.values())} pts")
 
         grades, warnings = grader.grade([Path(p) for p in args.submissions], progress)
         bar.close()
-        write_reports(grades, catalog, options, warnings, grader.isolation())
+        entries = write_reports(grades, catalog, options, warnings, grader.isolation())
     finally:
         grader.cleanup()
     for warning in warnings:
-        print(f"WARNING: {warning}", file=sys.stderr)
+        print(f"WARNING: {one_line(warning)}", file=sys.stderr)
     possible = sum(e.points for e in grades[0].exercises.values()) if grades else 0
-    print(summary_table(grades, possible))
+    print(summary_table(entries, possible))
     print(f"\nwrote {options.out / 'grades.csv'}, grades.json and feedback/ for {len(grades)} submission(s)")
     return 0

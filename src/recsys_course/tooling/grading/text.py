@@ -26,7 +26,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 MAX_MESSAGE = 2000  # characters of one message (a failure, a note) in any report
@@ -50,12 +50,13 @@ def _escape(match: re.Match) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def clean(text: object, limit: int = MAX_MESSAGE, lines: bool = True) -> str:
+def clean(text: object, limit: int = MAX_MESSAGE, lines: bool = True, total: int | None = None) -> str:
     """``text`` with every unsafe character escaped, at most ``limit`` characters long (a
-    longer text ends with ``[truncated: N characters]``). Line breaks and tabs are kept
-    when ``lines`` is true, escaped otherwise."""
+    longer text ends with ``[truncated: N characters]``, N being ``total`` when given: the
+    length of the text ``text`` was cut from). Line breaks and tabs are kept when ``lines``
+    is true, escaped otherwise."""
     text = text if isinstance(text, str) else str(text)
-    total = len(text)
+    total = max(total or 0, len(text))
     head = _UNSAFE.sub(_escape, text[: limit + 1])
     if not lines:
         head = _LINE_BREAKS.sub(_escape, head)
@@ -86,13 +87,17 @@ def escape_name(name: str) -> str:
     return one_line(raw.decode("utf-8", "backslashreplace"), MAX_NAME)
 
 
-def dedupe(items: Iterable[str], cap: int = MAX_NOTES) -> list[str]:
-    """``items`` without repeats, first occurrence kept, in linear time; beyond ``cap`` the
-    last kept item says how many more there were (so the result never exceeds ``cap``)."""
+def dedupe(items: Iterable[str], cap: int = MAX_NOTES, transform: Callable[[str], str] | None = None) -> list[str]:
+    """``items`` without repeats, first occurrence kept, in linear time (a dict, not a list
+    search); beyond ``cap`` the last item says how many more there were, so the result never
+    exceeds ``cap``. ``transform`` (e.g. :meth:`Scrubber.message`) is applied to the kept
+    items only, so 50,000 forged notes cost one hash each."""
     unique = list(dict.fromkeys(items))
+    head = unique if len(unique) <= cap else unique[: cap - 1]
+    kept = list(dict.fromkeys(map(transform, head))) if transform else head
     if len(unique) <= cap:
-        return unique
-    return unique[: cap - 1] + [f"... and {len(unique) - cap + 1} more notes (not kept)"]
+        return kept
+    return kept + [f"... and {len(unique) - len(head)} more notes (not kept)"]
 
 
 class Scrubber:
@@ -128,3 +133,8 @@ class Scrubber:
 
     def __call__(self, text: str) -> str:
         return self._pattern.sub(lambda m: self._places.get(m.group(), "<grader>"), text)
+
+    def message(self, text: str, limit: int = MAX_MESSAGE) -> str:
+        """:func:`clean` of ``text`` without the grader's paths; only the part that can be
+        kept is scrubbed, so an 8 MB message costs no more than a short one."""
+        return clean(self(text[: 4 * limit]), limit, total=len(text))
