@@ -13,29 +13,33 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import io
 import json
 import os
 import re
+import subprocess
 import sys
 import zipfile
 import zlib
-from xml.etree import ElementTree as ET
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 import pytest
 
-
+import recsys_course
+from recsys_course.errors import CourseError
 from recsys_course.tooling.catalog import Catalog, load_catalog
 from recsys_course.tooling.grading import similarity
 from recsys_course.tooling.grading.batch import LessonRun, Options, SubmissionGrade
-from recsys_course.tooling.grading.intake import Submission
+from recsys_course.tooling.grading.intake import MAX_ZIP_MEMBERS, Submission, plan, stage_all
 from recsys_course.tooling.grading.reports import summary_table, write_reports
 from recsys_course.tooling.grading.results import ExerciseResult
 from recsys_course.tooling.grading.results import TestOutcome as Outcome  # not collected as a test class
-from recsys_course.tooling.grading.text import MAX_MESSAGE, MAX_NOTES, clean, dedupe, one_line
-from recsys_course.tooling.grading.intake import MAX_ZIP_MEMBERS, plan, stage_all
+from recsys_course.tooling.grading.sandbox import problem
+from recsys_course.tooling.grading.shards import MergeError, Shard, merge, write_manifest
 from recsys_course.tooling.grading.similarity import fingerprints
+from recsys_course.tooling.grading.text import MAX_MESSAGE, MAX_NOTES, clean, dedupe, one_line
 from recsys_course.tooling.lessons import make_stub
 
 CATALOG = load_catalog()
@@ -369,3 +373,181 @@ def test_text_helpers_are_idempotent():
     kept = dedupe(notes, cap=20)
     assert kept[:7] == [str(i) for i in range(7)] and len(kept) == 20 and dedupe(kept, cap=20) == kept
 
+
+# Shards -----------------------------------------------------------------------------------------
+
+def test_shard_parts_depend_on_names_only_and_are_balanced():
+    names = [Path(f"learner{i:03d}") for i in range(101)]
+    shard = Shard.parse("2/4")
+    owners = dict(zip(names, shard.owners(names)))
+    shuffled = sorted(names, key=lambda p: hashlib.md5(p.name.encode()).digest())
+    assert dict(zip(shuffled, shard.owners(shuffled))) == owners, "a listing order must not move a submission"
+    sizes = [list(owners.values()).count(k) for k in range(4)]
+    assert max(sizes) - min(sizes) <= 1 and sum(sizes) == 101
+    for bad in ("4/4", "-1/2", "1", "a/b", "0/0"):
+        with pytest.raises(CourseError, match="--shard"):
+            Shard.parse(bad)
+
+
+def _shard_outputs(tmp: Path, grades: list, count: int, calibration: dict) -> list[Path]:
+    """What ``course grade --shard k/count`` writes for each k, from already graded submissions."""
+    planned = [(g.submission.source, g.submission.name) for g in grades]
+    folders = []
+    for k in range(count):
+        shard = Shard(k, count)
+        part = shard.select([g.submission for g in grades])
+        options = Options(out=tmp / f"shard{k}", junit=True)
+        write_reports([g for g in grades if g.submission in part], ONE_LESSON, options, ["w"], {"sandbox": "x"},
+                      calibration=calibration, maxima={e.id: e.points for e in LESSON.exercises})
+        write_manifest(options.out, shard, planned)
+        folders.append(options.out)
+    return folders
+
+
+def test_merge_rebuilds_the_single_run_and_refuses_what_does_not_belong_together(tmp_path):
+    grades = [hostile_grade(tmp_path, f"learner{i}", f"Learner {i}\x1b[0m") for i in range(5)]
+    calibration = {"tests": "t", "reference": "r", "settings": {"junit": True, "hidden_summary": True}}
+    single = Options(out=tmp_path / "single", junit=True)
+    write_reports(grades, ONE_LESSON, single, ["w"], {"sandbox": "x"}, calibration=calibration,
+                  maxima={e.id: e.points for e in LESSON.exercises})
+    folders = _shard_outputs(tmp_path, grades, 3, calibration)
+    merge(list(reversed(folders)), tmp_path / "merged")
+    assert_same_reports(single.out, tmp_path / "merged")
+
+    with pytest.raises(MergeError, match="shard.s. 1/3 missing"):
+        merge([folders[0], folders[2]], tmp_path / "m2")
+    with pytest.raises(MergeError, match="both shard 0"):
+        merge([folders[0], folders[0], folders[1], folders[2]], tmp_path / "m3")
+    other = _shard_outputs(tmp_path / "other", grades, 3, {**calibration, "tests": "changed"})
+    with pytest.raises(MergeError, match="different calibration .tests."):
+        merge([folders[0], folders[1], other[2]], tmp_path / "m4")
+    data = json.loads((other[1] / "grades.json").read_text())
+    data["max_points"]["0.1"] += 1
+    data["calibration"] = calibration
+    (other[1] / "grades.json").write_text(json.dumps(data))
+    with pytest.raises(MergeError, match="different max points"):
+        merge([folders[0], other[1], folders[2]], tmp_path / "m5")
+    with pytest.raises(MergeError, match="not the output of course grade --shard"):
+        merge([single.out], tmp_path / "m6")
+
+
+def _normalised(path: Path) -> bytes:
+    """A report's bytes, with the run's timestamp and durations (which differ between runs) blanked."""
+    data = path.read_bytes()
+    if path.name != "grades.json":
+        return data
+    report = json.loads(data)
+    report["graded_at"] = ""
+    for sub in report["submissions"]:
+        for lesson in sub["lessons"].values():
+            lesson["seconds"] = 0
+    return json.dumps(report, indent=2, ensure_ascii=False).encode()
+
+
+def assert_same_reports(expected: Path, got: Path) -> None:
+    files = sorted(p.relative_to(expected) for p in expected.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(got) for p in got.rglob("*") if p.is_file() and p.name != "shard.json")
+    for relative in files:
+        assert _normalised(expected / relative) == _normalised(got / relative), f"{relative} differs"
+
+
+# One small class through the instructor's door: whole, and as two merged shards -------------
+
+FORGED_NAME = b"red\x1b[31m\n! forged_row                 13 of 13  100%"  # no "/" in a file name
+HOSTILE_MESSAGE = '''def user_activity(ratings):
+    import sys
+    raise ValueError("cannot group " + sys.prefix + " " + str(globals().get("__file__")) + " " + "z" * 300_000)
+'''
+
+
+def _course(*args: str) -> subprocess.Popen:
+    """``course ARGS`` as an instructor runs it, in a process of its own."""
+    env = {**os.environ, "PYTHONPATH": str(Path(recsys_course.__file__).parents[1]), "COURSE_DATA": "synthetic"}
+    return subprocess.Popen([sys.executable, "-m", "recsys_course.tooling.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="backslashreplace")
+
+
+@pytest.fixture(scope="module")
+def graded_class(tmp_path_factory):
+    if problem() is not None:
+        if os.environ.get("COURSE_REQUIRE_SANDBOX") == "1":
+            raise RuntimeError(f"COURSE_REQUIRE_SANDBOX=1 but the sandbox cannot run: {problem()}")
+        pytest.skip(f"no sandbox here: {problem()}")
+    tmp = tmp_path_factory.mktemp("graded_class")
+    root, outside = tmp / "class", tmp / "outside"
+    root.mkdir(), outside.mkdir()
+    malformed = build_malformed(root, outside)
+    graded = {b"caf\xe9 renamed": renamed_reference(), b"exec_encoded": exec_of_encoded_reference(),
+              b"honest": honest_solution().replace(
+                  STUB[STUB.index("def user_activity("):STUB.index("\n# %%", STUB.index("def user_activity("))],
+                  HOSTILE_MESSAGE)}
+    for raw, text in graded.items():
+        folder = os.fsencode(root) + b"/" + raw
+        os.makedirs(folder + b"/lessons")
+        Path(os.fsdecode(folder + b"/lessons/" + FILE.encode())).write_text(text, encoding="utf-8")
+    os.mkdir(os.fsencode(root) + b"/" + FORGED_NAME)  # a name only: no lesson files
+    _zip(root / "=SUM(A1)+cmd.zip", [(f"lessons/{FILE}", "x = 1\n")])  # nothing solved
+    common = ["--lessons", "00", "--junit", "--timeout", "300", "--test-timeout", "120", "--cell-timeout", "120",
+              "--memory-mb", "3000"]
+    runs = {"single": [], "shard0": ["--shard", "0/2"], "shard1": ["--shard", "1/2"]}
+    started = {k: _course("grade", str(root), "--out", str(tmp / k), *common, *extra) for k, extra in runs.items()}
+    done = {k: (p.wait(timeout=900), *p.communicate()) for k, p in started.items()}
+    merged = _course("merge", str(tmp / "shard1"), str(tmp / "shard0"), "--out", str(tmp / "merged"))
+    done["merged"] = (merged.wait(timeout=300), *merged.communicate())
+    return {"tmp": tmp, "out": tmp / "single", "runs": done, "malformed": malformed,
+            "data": json.loads((tmp / "single" / "grades.json").read_text(encoding="utf-8"))}
+
+
+def _by_source(graded_class) -> dict[str, dict]:
+    return {s["source"]: s for s in graded_class["data"]["submissions"]}
+
+
+def test_the_batch_finishes_with_a_report_for_every_malformed_submission(graded_class):
+    for run, (code, _, err) in graded_class["runs"].items():
+        assert code == 0, f"{run} exited with {code}: {err[-2000:]}"
+    subs = _by_source(graded_class)
+    for source, words in graded_class["malformed"].items():
+        assert subs[source]["total"] == 0 and any(words in n for n in subs[source]["notes"]), subs[source]["notes"]
+        assert (graded_class["out"] / "feedback" / f"{subs[source]['name']}.md").exists()
+        assert (graded_class["out"] / "junit" / f"{subs[source]['name']}.xml").exists()
+    for source in ("hard_link", "symlinked_root", "symlinked_file"):
+        assert subs[source]["flags"], f"{source} hid a file from elsewhere: it must be flagged"
+
+
+def test_an_undecodable_name_is_graded_under_a_safe_name(graded_class):
+    sub = _by_source(graded_class)["caf\\xe9 renamed"]
+    assert sub["name"] == "caf_renamed" and sub["total"] == sub["possible"] == 13
+    assert sum("identical to the reference" in f for f in sub["flags"]) == 5, sub["flags"]
+
+
+def test_code_loaded_at_run_time_is_flagged_and_honest_code_is_not(graded_class):
+    subs = _by_source(graded_class)
+    assert any("loads or decodes code" in f and "exec()" in f for f in subs["exec_encoded"]["flags"])
+    assert subs["honest"]["flags"] == []
+    honest = {e["id"]: e for e in subs["honest"]["exercises"]}
+    assert honest["0.1"]["earned"] == 2 and honest["0.4"]["earned"] == 3 and honest["0.5"]["earned"] == 3
+    assert honest["0.2"]["earned"] == 0 and len(honest["0.2"]["first_failure"]) <= MAX_MESSAGE
+
+
+def test_reports_of_a_real_run_are_safe_to_open(graded_class):
+    out = graded_class["out"]
+    code, summary, progress = graded_class["runs"]["single"]
+    assert "\x1b[31m" not in summary + progress and "\x1b]" not in summary + progress
+    assert not any(line.lstrip("! ").startswith("forged_row") for line in summary.splitlines()), summary
+    with open(out / "grades.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert "'=SUM(A1)+cmd.zip" in [r["source"] for r in rows]
+    for path in (out / "junit").glob("*.xml"):
+        ET.parse(path)
+    feedback = "".join(p.read_text(encoding="utf-8") for p in (out / "feedback").glob("*.md"))
+    for secret in (sys.prefix, "/tmp/course-batch-", str(CATALOG.root), str(graded_class["tmp"])):
+        assert secret not in feedback, f"feedback quotes {secret}"
+
+
+def test_two_shards_merge_into_the_single_runs_reports(graded_class):
+    tmp = graded_class["tmp"]
+    assert graded_class["runs"]["merged"][0] == 0, graded_class["runs"]["merged"][2]
+    parts = [json.loads((tmp / k / "grades.json").read_text())["submissions"] for k in ("shard0", "shard1")]
+    names = [s["name"] for part in parts for s in part]
+    assert all(parts) and sorted(names) == sorted(s["name"] for s in graded_class["data"]["submissions"])
+    assert_same_reports(graded_class["out"], tmp / "merged")
