@@ -42,6 +42,9 @@ from recsys_course.tooling.grading.similarity import fingerprints
 from recsys_course.tooling.grading.text import MAX_MESSAGE, MAX_NOTES, clean, dedupe, one_line
 from recsys_course.tooling.lessons import make_stub
 
+# One worker runs the whole module, so the class below is graded once (module-scoped fixture).
+pytestmark = pytest.mark.xdist_group("grade_intake")
+
 CATALOG = load_catalog()
 LESSON = CATALOG.lesson("00")
 ONE_LESSON = Catalog(CATALOG.root, (LESSON,))
