@@ -11,6 +11,7 @@ durations. Those tests need bubblewrap; where it is missing they skip, except un
 
 from __future__ import annotations
 
+import ast
 import base64
 import csv
 import hashlib
@@ -204,11 +205,16 @@ def renamed_reference() -> str:
 
 
 def exec_of_encoded_reference() -> str:
-    """The stub, plus the reference's exercise code run from a compressed, encoded string."""
-    start, end = SOLUTION.index('exercise="0.1"'), SOLUTION.index("# %% [markdown]\n# ## 8.")
-    payload = base64.b64encode(zlib.compress(("import numpy as np\nimport pandas as pd\n"
-                                              + SOLUTION[start:end].split("\n", 1)[1]).encode())).decode()
-    return STUB + f"\n# %%\nimport base64, zlib\nexec(zlib.decompress(base64.b64decode({payload!r})).decode())\n"
+    """The stub whose last exercise cell runs the reference's five functions from a
+    compressed, encoded string (so they replace the stubs while the lesson loads)."""
+    tree = ast.parse(SOLUTION)
+    functions = [ast.get_source_segment(SOLUTION, node) for node in tree.body
+                 if isinstance(node, ast.FunctionDef) and node.name in {e.function for e in LESSON.exercises}]
+    payload = base64.b64encode(zlib.compress("\n\n".join(functions).encode())).decode()
+    cell = STUB.index('exercise="0.5"')
+    end = STUB.index("\n# %%", cell)
+    code = f"\nimport base64, zlib\nexec(zlib.decompress(base64.b64decode({payload!r})).decode())\n"
+    return STUB[:end] + code + STUB[end:]
 
 
 HONEST = {
@@ -525,7 +531,9 @@ def test_an_undecodable_name_is_graded_under_a_safe_name(graded_class):
 
 def test_code_loaded_at_run_time_is_flagged_and_honest_code_is_not(graded_class):
     subs = _by_source(graded_class)
-    assert any("loads or decodes code" in f and "exec()" in f for f in subs["exec_encoded"]["flags"])
+    encoded = subs["exec_encoded"]
+    assert encoded["total"] == 13, "the reference it runs earns the points: the flag is what tells"
+    assert any("loads or decodes code" in f and "exec()" in f for f in encoded["flags"])
     assert subs["honest"]["flags"] == []
     honest = {e["id"]: e for e in subs["honest"]["exercises"]}
     assert honest["0.1"]["earned"] == 2 and honest["0.4"]["earned"] == 3 and honest["0.5"]["earned"] == 3
@@ -545,6 +553,8 @@ def test_reports_of_a_real_run_are_safe_to_open(graded_class):
     feedback = "".join(p.read_text(encoding="utf-8") for p in (out / "feedback").glob("*.md"))
     for secret in (sys.prefix, "/tmp/course-batch-", str(CATALOG.root), str(graded_class["tmp"])):
         assert secret not in feedback, f"feedback quotes {secret}"
+    honest = (out / "feedback" / "honest.md").read_text(encoding="utf-8")
+    assert "cannot group &lt;python&gt; " in honest, "the sandbox's sys.prefix reached the message, replaced"
 
 
 def test_two_shards_merge_into_the_single_runs_reports(graded_class):
