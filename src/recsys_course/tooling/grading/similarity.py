@@ -134,9 +134,11 @@ def _bound_names(function: ast.AST) -> set[str]:
     return names
 
 
-def normalised_tokens(function: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> list[str]:
-    """The function's code after normalisation, as a list of tokens (see the module doc)."""
-    node = copy.deepcopy(function)
+def normalised_tokens(function: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef,
+                      copy_first: bool = True) -> list[str]:
+    """The function's code after normalisation, as a list of tokens (see the module doc).
+    With ``copy_first=False`` the node itself is normalised (cheaper; it is changed)."""
+    node = copy.deepcopy(function) if copy_first else function
     body = node.body
     if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
             and isinstance(body[0].value.value, str):
@@ -148,36 +150,17 @@ def normalised_tokens(function: ast.FunctionDef | ast.AsyncFunctionDef | ast.Cla
             if tok.type not in skip]
 
 
-def fingerprints(text: str, functions: dict[str, str]) -> dict[str, Fingerprint]:
-    """exercise id -> :class:`Fingerprint` of its function in ``text`` (``functions``: name ->
-    exercise id); functions too short to compare and untouched stubs are left out."""
+def analyse(text: str, functions: dict[str, str]) -> tuple[dict[str, Fingerprint], list[str]]:
+    """One parse of a lesson file: the :class:`Fingerprint` of each exercise function
+    (``functions``: name -> exercise id; functions too short to compare and untouched stubs
+    left out) and how the file loads or decodes code at run time, one phrase per way and line
+    (``"exec() at line 12"``, ``"imports base64 at line 3"``; empty for ordinary code)."""
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return {}
-    found: dict[str, Fingerprint] = {}
-    for node in ast.walk(tree):
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or node.name not in functions:
-            continue
-        if sum(1 for _ in ast.walk(node)) < MIN_NODES:
-            continue
-        if any(isinstance(n, ast.Raise) and "NotImplementedError" in ast.dump(n) for n in ast.walk(node)):
-            continue  # an untouched stub
-        try:
-            found[functions[node.name]] = Fingerprint(normalised_tokens(node))
-        except (SyntaxError, ValueError, RecursionError, tokenize.TokenError):
-            continue
-    return found
-
-
-def dynamic_loading(text: str) -> list[str]:
-    """How a lesson file loads or decodes code at run time, one phrase per way and line
-    (``"exec() at line 12"``, ``"imports base64 at line 3"``); empty for ordinary code."""
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return []
-    found: list[str] = []
+        return {}, []
+    loads: set[str] = set()
+    candidates = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             func = node.func
@@ -185,15 +168,38 @@ def dynamic_loading(text: str) -> list[str]:
                 func.attr if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
                 and func.value.id in ("builtins", "__builtins__") else None)
             if name in DYNAMIC_CALLS:
-                found.append(f"{name}() at line {node.lineno}")
+                loads.add(f"{name}() at line {node.lineno}")
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            for module in modules:
-                if module.split(".")[0] in LOADER_MODULES | DECODER_MODULES:
-                    found.append(f"imports {module} at line {node.lineno}")
+            loads.update(f"imports {m} at line {node.lineno}" for m in modules
+                         if m.split(".")[0] in LOADER_MODULES | DECODER_MODULES)
         elif isinstance(node, ast.Name) and node.id == "__builtins__":
-            found.append(f"reaches __builtins__ at line {node.lineno}")
-    return sorted(set(found), key=lambda phrase: (int(phrase.rsplit(" ", 1)[1]), phrase))
+            loads.add(f"reaches __builtins__ at line {node.lineno}")
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name in functions:
+            candidates.append(node)
+    found: dict[str, Fingerprint] = {}
+    for node in candidates:
+        inside = list(ast.walk(node))
+        if len(inside) < MIN_NODES or functions[node.name] in found:
+            continue
+        if any(isinstance(n, ast.Raise) and "NotImplementedError" in ast.dump(n) for n in inside):
+            continue  # an untouched stub
+        try:  # the tree is ours alone: normalise it in place
+            found[functions[node.name]] = Fingerprint(normalised_tokens(node, copy_first=False))
+        except (SyntaxError, ValueError, RecursionError, tokenize.TokenError):
+            continue
+    order = sorted(loads, key=lambda phrase: (int(phrase.rsplit(" ", 1)[1]), phrase))
+    return found, order
+
+
+def fingerprints(text: str, functions: dict[str, str]) -> dict[str, Fingerprint]:
+    """exercise id -> :class:`Fingerprint` of its function in ``text`` (see :func:`analyse`)."""
+    return analyse(text, functions)[0]
+
+
+def dynamic_loading(text: str) -> list[str]:
+    """How ``text`` loads or decodes code at run time (see :func:`analyse`)."""
+    return analyse(text, {})[1]
 
 
 def flag(submissions: list, catalog: Catalog, solutions: Path) -> None:
@@ -213,12 +219,16 @@ def flag(submissions: list, catalog: Catalog, solutions: Path) -> None:
                 text = path.read_text(encoding="utf-8")
             except (UnicodeDecodeError, OSError):
                 continue
-            loads = dynamic_loading(text)
+            try:
+                prints, loads = analyse(text, functions)
+            except Exception as error:  # a file that defeats the analysis never stops the batch
+                sub.flags.append(f"{lesson.filename} could not be compared ({type(error).__name__})")
+                continue
             if loads:
                 shown = "; ".join(loads[:5]) + (f"; {len(loads) - 5} more" if len(loads) > 5 else "")
                 sub.flags.append(f"{lesson.filename} loads or decodes code at run time ({shown}): "
                                  "check where that code comes from")
-            for exercise_id, print_ in fingerprints(text, functions).items():
+            for exercise_id, print_ in prints.items():
                 ref = reference.get(exercise_id)
                 if ref is not None and ref.digest == print_.digest:
                     sub.flags.append(f"exercise {exercise_id} is identical to the reference solution "
