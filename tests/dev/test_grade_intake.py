@@ -438,6 +438,12 @@ def test_merge_rebuilds_the_single_run_and_refuses_what_does_not_belong_together
         merge([folders[0], other[1], folders[2]], tmp_path / "m5")
     with pytest.raises(MergeError, match="not the output of course grade --shard"):
         merge([single.out], tmp_path / "m6")
+    data = json.loads((other[2] / "grades.json").read_text())
+    data["calibration"] = calibration
+    data["submissions"][0]["exercises"] = [{"id": "0.1", "earned": "all of them"}]
+    (other[2] / "grades.json").write_text(json.dumps(data))
+    with pytest.raises(MergeError, match="malformed"):
+        merge([folders[0], folders[1], other[2]], tmp_path / "m7")
 
 
 def _normalised(path: Path) -> bytes:

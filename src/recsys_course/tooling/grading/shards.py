@@ -31,6 +31,7 @@ from pathlib import Path
 from recsys_course.errors import CourseError
 from recsys_course.paths import PACKAGE_DIR
 from recsys_course.tooling.catalog import Catalog
+from recsys_course.tooling.grading.results import ResultError
 
 MANIFEST = "shard.json"
 AGREE = ("exercises", "max_points", "possible", "isolation", "calibration", "warnings")
@@ -141,6 +142,9 @@ def _read(folder: Path) -> tuple[dict, dict]:
         grades = json.loads((folder / "grades.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise MergeError(f"{folder / 'grades.json'} cannot be read ({error}); grade that shard again") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("class"), list) or not isinstance(grades, dict):
+        raise MergeError(f"{folder}: shard.json or grades.json is not what course grade --shard writes; "
+                         "grade that shard again")
     return manifest, grades
 
 
@@ -179,8 +183,9 @@ def merge(folders: list[Path], out: Path) -> tuple[dict, list[dict]]:
 
     entries: dict[str, dict] = {}
     for folder, manifest, grades in shards:
-        expected = [m["name"] for m in manifest["class"] if m["shard"] == manifest["shard"]]
-        got = [e.get("name") for e in grades.get("submissions", [])]
+        expected = [m.get("name") for m in manifest["class"]
+                    if isinstance(m, dict) and m.get("shard") == manifest["shard"]]
+        got = [e.get("name") if isinstance(e, dict) else None for e in grades.get("submissions", [])]
         if got != expected:
             raise MergeError(f"{folder}: grades.json holds {len(got)} submission(s), its shard should hold "
                              f"{len(expected)}; grade that shard again")
@@ -189,8 +194,12 @@ def merge(folders: list[Path], out: Path) -> tuple[dict, list[dict]]:
     head = {key: value for key, value in first_grades.items() if key != "submissions"}
     head["graded_at"] = max(grades.get("graded_at", "") for _, _, grades in shards)
     settings = head.get("calibration", {}).get("settings", {})
-    write_entries(out, head, ordered, junit=settings.get("junit", False),
-                  hidden_summary=settings.get("hidden_summary", True))
+    try:
+        write_entries(out, head, ordered, junit=settings.get("junit", False),
+                      hidden_summary=settings.get("hidden_summary", True))
+    except (ResultError, KeyError, TypeError, AttributeError) as error:
+        raise MergeError(f"a shard's grades.json is malformed ({type(error).__name__}: {error}); "
+                         "grade that shard again") from None
     return head, ordered
 
 
