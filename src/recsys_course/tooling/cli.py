@@ -1,7 +1,7 @@
 """The ``course`` command: argument parsing and dispatch, by audience.
 
 Learners: check, hint, progress, watch, reset, run, data, serve (:mod:`.commands.learner`).
-Instructors: grade (:mod:`.commands.instructor`). Authors and maintainers: sync, bench
+Instructors: grade, merge (:mod:`.commands.instructor`). Authors and maintainers: sync, bench
 (:mod:`.commands.author`). This module only declares the arguments and dispatches: a
 :class:`~recsys_course.errors.CourseError` becomes ``error: <message>`` and its exit code;
 Ctrl-C ends quietly with 130; any other exception is a bug and keeps its traceback.
@@ -18,6 +18,7 @@ from recsys_course.errors import CourseError
 EPILOG = """\
 instructors:
   grade       grade submissions (folders or zips) into CSV/JSON/feedback (course grade -h)
+  merge       combine the outputs of course grade --shard I/N into one class's reports
 
 authors and maintainers (not for learners: sync rewrites lessons/):
   sync        regenerate lessons/ from solutions/ (refuses to overwrite edited exercises)
@@ -98,7 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-mb", type=int, default=6144, help="address-space limit (0: none)")
     p.add_argument("--no-hidden-summary", action="store_true",
                    help="do not tell learners whether the hidden checks of an exercise passed")
+    p.add_argument("--lessons", help="grade only these lessons, e.g. 00,01 (default: all)")
+    p.add_argument("--shard", metavar="I/N",
+                   help="grade only shard I of N (0 <= I < N) of the class, for a scheduler's array "
+                        "job; combine the shard outputs with course merge")
     p.set_defaults(func=instructor.cmd_grade)
+
+    p = sub.add_parser("merge")
+    p.add_argument("shards", nargs="+", metavar="SHARD_OUT", help="the --out folders of every shard")
+    p.add_argument("--out", required=True, help="folder for the class's grades.csv, grades.json, feedback/")
+    p.set_defaults(func=instructor.cmd_merge)
 
     p = sub.add_parser("sync")
     p.add_argument("lessons", nargs="*", help="lesson ids or slugs (default: all)")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from recsys_course.tooling.catalog import Catalog, Lesson, load_catalog
 from recsys_course.tooling.grading import similarity
-from recsys_course.tooling.grading.intake import Submission, expand, stage
+from recsys_course.tooling.grading.intake import Submission, stage_all
 from recsys_course.tooling.grading.results import ExerciseResult, ResultError
 from recsys_course.tooling.grading.runner import GradingRun, SandboxSettings, run_tests
 from recsys_course.tooling.grading.sandbox import Limits, SandboxUnavailable, isolation_summary, problem
@@ -72,6 +72,7 @@ class Options:
     junit: bool = False
     hidden_summary: bool = True  # learners see "hidden checks: passed/failed" per exercise
     chunk: int = 8  # submissions graded per trusted pytest run (each still has its own sandboxes)
+    shard: object | None = None  # a shards.Shard: grade only that part of the class
 
 
 class Grader:
@@ -211,9 +212,10 @@ class Grader:
 
     def grade(self, sources: list[Path], progress=None) -> tuple[list[SubmissionGrade], list[str]]:
         warnings = self.calibrate()
-        taken: set[str] = set()
-        subs = [stage(s, self.work / "submissions", self.catalog, taken) for s in expand(sources, self.catalog)]
+        subs = stage_all(sources, self.work / "submissions", self.catalog)
         similarity.flag(subs, self.catalog, self.catalog.root / "solutions")
+        if self.options.shard is not None:  # intake and flags saw the whole class; grade a part
+            subs = self.options.shard.select(subs)
         grades = {s.name: SubmissionGrade(s) for s in subs}
         tasks = []
         for lesson in self.catalog.lessons:
