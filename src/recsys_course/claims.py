@@ -90,7 +90,7 @@ def say(markdown: str) -> None:
 # ----------------------------------------------------------------------------- numbers
 
 MINUS = "\u2212"  # the typographic minus, so "-0.023" and "−0.023" never mix on a page
-KINDS = ("auto", "count", "metric", "error", "seconds", "percent", "ratio")
+KINDS = ("auto", "count", "metric", "error", "number", "seconds", "percent", "ratio")
 
 
 def fmt(value: object, kind: str = "auto") -> str:
@@ -103,6 +103,8 @@ def fmt(value: object, kind: str = "auto") -> str:
       (``0.234``, ``0.0512``);
     * ``"error"``: an error such as RMSE in stars, four significant digits (``0.9131``), enough
       to tell apart the models of one page;
+    * ``"number"``: any other quantity (parameters per rating, a size), three significant
+      digits, whole numbers from 100 on, with thousands separators (``1.17``, ``12,345``);
     * ``"seconds"``: a duration (``0.42 s``, ``12 s``, ``2 min 05 s``);
     * ``"percent"``: a fraction shown as a percentage (``0.123`` -> ``12.3 %``);
     * ``"ratio"``: a multiple (``1.3x``);

@@ -55,6 +55,21 @@ def test_check_cells_are_hidden_and_generated_markdown_is_rendered():
     assert "claim(True" not in markdown, "check cells must not appear on the page"
     assert "\nEASE reaches **0.25**\n" in markdown, "say() output is Markdown, not a code block"
     assert "```text\nEASE reaches" not in markdown
+    assert 'say("generated")' not in markdown, "a cell that only writes prose shows its prose, not its code"
+
+
+def test_cells_that_also_show_other_outputs_keep_their_code():
+    lesson = Lesson("09", "09_test", "Test", ())
+    source = SOURCE + '\n# %%\nsay("x"); print("a result")\n\n# %% tags=["prose"]\ndef describe(): ...\n'
+    executed = jupytext.reads(source, fmt="py:percent")
+    executed.cells[3].outputs = [
+        nbformat.v4.new_output("display_data", data={"text/markdown": "x", "text/plain": "<Markdown>"}),
+        nbformat.v4.new_output("stream", name="stdout", text="a result\n"),
+    ]
+    stubs = jupytext.reads(make_stub(source, lesson), fmt="py:percent")
+    markdown = to_markdown(lesson, executed, stubs, "Synthetic data").markdown
+    assert 'print("a result")' in markdown, "a cell with a printed result shows its code"
+    assert "def describe" not in markdown, "a cell tagged prose is hidden"
 
 
 def test_strict_build_fails_on_a_false_claim(tmp_path):
@@ -75,7 +90,7 @@ def test_strict_build_fails_on_a_false_claim(tmp_path):
     (4096, "auto", "4,096"), (4096.0, "count", "4,096"), (0.23456, "metric", "0.235"),
     (0.051234, "metric", "0.0512"), (0.91314, "error", "0.9131"), (1.5, "seconds", "1.5 s"),
     (42.4, "seconds", "42 s"), (125, "seconds", "2 min 05 s"), (0.1234, "percent", "12.3 %"),
-    (1.26, "ratio", "1.3x"), (-0.023, "metric", "\u22120.0230"), (float("nan"), "metric", "n/a"),
+    (1.26, "ratio", "1.3x"), (1.1667, "number", "1.17"), (12345.6, "number", "12,346"), (-0.023, "metric", "\u22120.0230"), (float("nan"), "metric", "n/a"),
 ])
 def test_fmt_writes_each_kind_of_number_one_way(value, kind, text):
     assert claims.fmt(value, kind) == text
