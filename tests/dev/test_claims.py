@@ -88,7 +88,7 @@ def test_strict_build_fails_on_a_false_claim(tmp_path):
 
 @pytest.mark.parametrize("value,kind,text", [
     (4096, "auto", "4,096"), (4096.0, "count", "4,096"), (0.23456, "metric", "0.235"),
-    (0.051234, "metric", "0.0512"), (0.91314, "error", "0.9131"), (1.5, "seconds", "1.5 s"),
+    (0.051234, "metric", "0.0512"), (0.91314, "error", "0.9131"), (1.124, "error", "1.1240"), (12.3456, "error", "12.35"), (1.5, "seconds", "1.5 s"),
     (42.4, "seconds", "42 s"), (125, "seconds", "2 min 05 s"), (0.1234, "percent", "12.3 %"),
     (1.26, "ratio", "1.3x"), (1.1667, "number", "1.17"), (12345.6, "number", "12,346"), (-0.023, "metric", "\u22120.0230"), (float("nan"), "metric", "n/a"),
 ])
@@ -106,6 +106,9 @@ def test_fmt_refuses_what_is_not_a_number():
 def test_signed_is_new_minus_old_with_one_minus_sign():
     assert claims.signed(0.913 - 0.936) == "\u22120.0230"
     assert claims.signed(0.0231) == "+0.0231"
+    assert claims.signed(0.9131 - 0.9361, "error", like=0.9361) == "\u22120.0230", "the decimals of the values"
+    assert claims.signed(0.00001, "error", like=0.9361) == "+0.0000"
+    assert claims.signed(1500, "count", like=4096) == "+1,500"
 
 
 def test_compare_says_about_the_same_inside_the_noise():
@@ -113,7 +116,7 @@ def test_compare_says_about_the_same_inside_the_noise():
     assert inside.direction == "about the same" and not inside.better and not inside.worse
     assert inside.word() == "about the same as"
     above = claims.compare(0.238, 0.220, se=0.004)
-    assert above.direction == "higher" and above.better and above.change() == "+0.0180"
+    assert above.direction == "higher" and above.better and above.change() == "+0.018", "decimals of the values"
     assert str(above) == "0.238 higher than 0.220"
 
 
