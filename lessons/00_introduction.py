@@ -23,7 +23,7 @@
 # - build and evaluate the baseline every later model must beat: "recommend what is popular".
 #
 # **Runtime:** measured each time the course site is built, and shown at the top of this
-# lesson's page and in the site's lesson table, with the data it was measured on.
+# lesson's page and on the site's home page, with the data it was measured on.
 #
 # **How to work through it:** run the cells top to bottom (`# %%` cells run in VS Code,
 # PyCharm and Spyder, or run `python lessons/00_introduction.py`). Exercises are functions

@@ -28,7 +28,7 @@
 # - use the learned movie embeddings to answer "which movies are most similar to this one?".
 #
 # **Runtime:** measured each time the course site is built, and shown at the top of this
-# lesson's page and in the site's lesson table, with the data it was measured on.
+# lesson's page and on the site's home page, with the data it was measured on.
 #
 # **How to work through it:** run the cells top to bottom (`# %%` cells run in VS Code,
 # PyCharm and Spyder, or run `python lessons/01_matrix_factorization.py`). Exercises are
@@ -648,7 +648,7 @@ numpy_model, numpy_curves = train_numpy_mf(
 )
 numpy_seconds = time.perf_counter() - started
 print(f"NumPy MF: {NUMPY_MF['epochs']} epochs in {numpy_seconds:.1f} s")
-display(numpy_curves.iloc[[0, 4, 9, -1]].round(4))
+display(numpy_curves.iloc[[0, 4, 9, -1]].set_index("epoch").round(4))
 report("NumPy MF (SGD)", numpy_model, numpy_seconds)
 
 # %% [markdown]

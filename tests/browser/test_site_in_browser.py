@@ -19,13 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from recsys_course.tooling.catalog import load_catalog
+from recsys_course.tooling.catalog import Catalog, load_catalog
+from recsys_course.tooling.site import stamp
 
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
-CATALOG = load_catalog()
-SITE = Path(os.environ.get("COURSE_SITE_DIR", CATALOG.root / "site"))
-SHOTS = CATALOG.root / "screenshots"
+SITE = Path(os.environ.get("COURSE_SITE_DIR", load_catalog().root / "site"))
+SHOTS = load_catalog().root / "screenshots"
+# The lessons the site was built with (all of them, or a preview's COURSE_SITE_LESSONS).
+_BUILT = set((stamp.read(SITE) or {}).get("lessons") or [l.id for l in load_catalog().lessons])
+CATALOG = Catalog(load_catalog().root, tuple(l for l in load_catalog().lessons if l.id in _BUILT))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Without these, Chromium keeps calling Google services that this network refuses.
 QUIET = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -135,9 +138,11 @@ def test_a_solution_unfolds_on_click(browser, base_url):
 
 
 # Elements of the article that stick out of their column: code blocks and outputs that
-# scroll sideways, or anything wider than the page that no scrolling box contains.
+# scroll sideways, or anything wider than the page that no scrolling box contains. A table
+# with more columns than the column has room for scrolls in its own box instead of breaking
+# its words.
 OVERFLOWING_BLOCKS = """() => Array.from(document.querySelectorAll(
-    'article pre > code, article .cell-output, article .cell-table'))
+    'article pre > code, article .cell-output:not(.cell-table)'))
   .filter(e => e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1)
   .map(e => `${e.scrollWidth}px in ${e.clientWidth}px: ${e.textContent.trim().slice(0, 60)}`)"""
 STICKING_OUT = """() => {

@@ -170,6 +170,7 @@ def cells(html: str, column: int) -> list[str]:
 
 
 def test_table_columns_are_formatted_as_one_and_text_reads_from_the_left():
+    import numpy as np
     import pandas as pd
 
     from recsys_course.tooling.site.kernel_setup import dataframe_html
@@ -177,7 +178,8 @@ def test_table_columns_are_formatted_as_one_and_text_reads_from_the_left():
     frame = pd.DataFrame({
         "movie_id": [1234, 56], "timestamp": [881250949, 891250949], "user_rating": [3.0, 5.0],
         "recall": [0.2590, 0.210712], "batch_size": [4096.0, 512.0], "movie_title": ["Toy Story (1995)", "Heat"],
-        "rmse": [1.127123, 0.913123], "lambda": [0.0, 0.05],
+        "rmse": [1.127123, 0.913123], "lambda": [0.0, 0.05], "fit seconds": [0.0, 21.9735],
+        "cosine": np.float32([0.537, 0.486]).astype(float),
     })
     html = dataframe_html(frame)
     assert [text for _, text in cells(html, 0)] == ["1234", "56"], "ids have no thousands separator"
@@ -187,6 +189,8 @@ def test_table_columns_are_formatted_as_one_and_text_reads_from_the_left():
     assert [text for _, text in cells(html, 4)] == ["4,096", "512"], "a whole float is an integer"
     assert [text for _, text in cells(html, 6)] == ["1.1271", "0.9131"]
     assert [text for _, text in cells(html, 7)] == ["0.00", "0.05"], "typed parameters shown as typed"
+    assert [text for _, text in cells(html, 8)] == ["0", "22"], "durations to two significant digits"
+    assert [text for _, text in cells(html, 9)] == ["0.537", "0.486"], "float32 values the lesson rounded"
     assert all("text" in classes.split() for classes, _ in cells(html, 5) + cells(html, 0))
     assert not any("text" in classes.split() for classes, _ in cells(html, 3))
     assert 'class="col_heading level0 col5 text"' in html, "a text column's header is aligned with it"

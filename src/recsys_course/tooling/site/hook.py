@@ -151,8 +151,8 @@ def on_page_content(html: str, page, config: MkDocsConfig, files: Files) -> str:
     terms = _STATE.get("glossary") or []
     if page.file.src_uri == "glossary.md":
         return pages.glossary_anchors(html, terms)
-    if not terms or files.get_file_from_path("glossary.md") is None:
-        return html
+    if not terms or page.is_homepage or files.get_file_from_path("glossary.md") is None:
+        return html  # the home page's cards and pipeline carry links enough
     target = files.get_file_from_path("glossary.md").url
     return pages.link_terms(html, terms, get_relative_url(target, page.url))
 

@@ -55,6 +55,7 @@ def format_number(value) -> str:
 # Columns whose numbers are labels, not quantities: no thousands separator, left-aligned.
 LABEL_COLUMN = re.compile(r"(?i)(?:^|[ _])(?:ids?|year|seed|index|row)$")
 TIMESTAMP_COLUMN = re.compile(r"(?i)timestamp")
+SECONDS_COLUMN = re.compile(r"(?i)\bseconds?\b|_seconds\b|\(s\)|\bms\b")
 UNIX_RANGE = (1e8, 1e10)  # seconds since 1970: March 1973 to 2286
 
 
@@ -75,6 +76,8 @@ def column_formatter(name, values):
     * Unix timestamps (a name containing ``timestamp``) become UTC dates;
     * numbers that are all whole (ratings stored as floats, a batch size of 4096.0) are
       integers with thousands separators;
+    * durations (a name with ``seconds``, ``(s)`` or ``ms``) get two significant digits of
+      the column's shortest non-zero value (``0.42``, ``21.9735`` as ``22``);
     * other numbers get one number of decimals for the whole column: as many as its values
       have when they all have at most four (parameters such as 0.05 and 0.15, a table the
       lesson rounded), else four significant digits of its smallest non-zero value, at most
@@ -114,9 +117,13 @@ def column_formatter(name, values):
         return missing_or(lambda v: f"{int(v)}" if float(v).is_integer() else f"{v}"), True
     if whole:
         return missing_or(lambda v: format_number(int(v)) if math.isfinite(float(v)) else format_number(v)), False
-    exact = next((d for d in range(1, 5) if all(abs(v - round(v, d)) <= 1e-9 * max(1.0, abs(v)) for v in finite)), None)
+    # float32 values rounded by the lesson differ from their decimal by about 1e-8.
+    exact = next((d for d in range(1, 5) if all(abs(v - round(v, d)) <= 1e-6 * max(1.0, abs(v)) for v in finite)), None)
     nonzero = [abs(v) for v in finite if v != 0]
-    if exact is not None:
+    if SECONDS_COLUMN.search(label) and nonzero:
+        # Durations: two significant digits of the shortest, as claims.fmt(kind="seconds").
+        decimals = min(3, max(0, 1 - math.floor(math.log10(min(nonzero)))))
+    elif exact is not None:
         decimals = exact  # values typed or rounded by the lesson (0.05, 0.15): shown as they are
     elif nonzero and max(nonzero) < 1e-3:
         return missing_or(lambda v: "0" if v == 0 else f"{float(v):.2e}"), False
