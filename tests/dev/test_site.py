@@ -194,6 +194,7 @@ def test_table_columns_are_formatted_as_one_and_text_reads_from_the_left():
     assert all("text" in classes.split() for classes, _ in cells(html, 5) + cells(html, 0))
     assert not any("text" in classes.split() for classes, _ in cells(html, 3))
     assert 'class="col_heading level0 col5 text"' in html, "a text column's header is aligned with it"
+    assert ">1,234<" in dataframe_html(pd.DataFrame([[1234, 2]], columns=["a", "a"])), "duplicate labels still render"
 
 
 def test_site_stamp_tells_a_current_build_from_a_stale_one(tmp_path):

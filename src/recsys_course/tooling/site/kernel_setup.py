@@ -143,7 +143,20 @@ def column_formatter(name, values):
 def dataframe_html(frame) -> str:
     """HTML for a DataFrame: the index only when it carries meaning (named or not 0..n-1),
     each column formatted as one (see :func:`column_formatter`), text columns marked
-    ``class="text"`` so the page aligns them left and numbers right."""
+    ``class="text"`` so the page aligns them left and numbers right. A frame the column
+    formatting cannot handle (duplicate labels) is formatted value by value instead."""
+    if not (frame.columns.is_unique and frame.index.is_unique):
+        return _plain_html(frame)
+    return _columns_html(frame)
+
+
+def _plain_html(frame) -> str:
+    styler = frame.style.format(format_number, na_rep=MISSING)
+    styler = styler.format_index(format_number, axis=0).format_index(format_number, axis=1)
+    return styler.set_uuid("t").set_table_attributes('class="dataframe"').to_html()
+
+
+def _columns_html(frame) -> str:
     import pandas as pd
 
     styler = frame.style
