@@ -291,3 +291,10 @@ def test_glossary_terms_are_linked_once_outside_code_and_headings():
     assert "<td>NDCG@10</td>" in linked and '#ndcg-at-k" title=' in linked and '>NDCG@10</a> here' in linked
     page = glossary_anchors("<dl><dt><strong>EASE</strong> (02)</dt><dd>x</dd></dl>", terms)
     assert '<dt id="ease">' in page
+
+
+def test_every_lesson_has_a_one_line_blurb_for_the_home_page():
+    missing = [lesson.slug for lesson in load_catalog().lessons if not lesson.blurb]
+    assert not missing, f"add a one-line `blurb:` to solutions/<lesson>.yml of: {missing}"
+    long = [lesson.slug for lesson in load_catalog().lessons if len(lesson.blurb) > 200]
+    assert not long, f"blurbs are one line (at most 200 characters): {long}"
