@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (Python 3.10-3.12 and make):
 #   make site   set up, execute every lesson and serve the site at http://127.0.0.1:8000
 #   make test   set up and run every test (what CI runs)
+#   make audit  build the site strictly on a second dataset shape (CI's audit job)
 # Both create .venv and install the pinned, tested set on first use.
 
 PYTHON ?= python3
@@ -12,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 VENDOR := docs/assets/vendor
 
-.PHONY: venv test lint site site-build browser-test bench sync clean vendor
+.PHONY: venv test lint site site-build audit browser-test bench sync clean vendor
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 10) <= v <= (3, 12) else "Python 3.10-3.12 is needed, found %d.%d: run make PYTHON=python3.11" % v)'
@@ -60,6 +61,14 @@ site: $(STAMP) vendor
 site-build: $(STAMP) vendor
 	$(BIN)/mkdocs build --strict
 
+# The same strict build on another dataset shape, into site-audit/: every lesson executed on
+# synthetic data the size of MovieLens 100K, so a sentence (a claim, a generated comparison)
+# that holds on one dataset only fails here. CI runs it as its own job (.github/workflows/
+# audit.yml); the static prose checks run with `make test` (tests/dev/test_prose.py).
+AUDIT_DATA ?= synthetic:100k
+audit: $(STAMP) vendor
+	COURSE_DATA=$(AUDIT_DATA) $(BIN)/mkdocs build --strict --site-dir site-audit
+
 BROWSER_STAMP := $(VENV)/.browser-installed
 $(BROWSER_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[ann,browser]'
@@ -83,4 +92,4 @@ sync: $(STAMP)
 	$(BIN)/course sync
 
 clean:
-	rm -rf site .cache .pytest_cache
+	rm -rf site site-audit .cache .pytest_cache

@@ -28,7 +28,7 @@
 # - use the learned movie embeddings to answer "which movies are most similar to this one?".
 #
 # **Runtime:** measured each time the course site is built, and shown at the top of this
-# lesson's page and in the site's lesson table, with the data it was measured on.
+# lesson's page and on the site's home page, with the data it was measured on.
 #
 # **How to work through it:** run the cells top to bottom (`# %%` cells run in VS Code,
 # PyCharm and Spyder, or run `python lessons/01_matrix_factorization.py`). Exercises are
@@ -90,7 +90,18 @@ corner
 # %% [markdown]
 # Empty cells are missing values: `NaN` in pandas (this site draws them as a dash). Across the
 # whole matrix almost all cells are empty.
-#
+
+# %% tags=["check"]
+from recsys_course.claims import claim
+
+window_density = corner.notna().to_numpy().mean()
+overall_density = len(ratings[["user_id", "movie_id"]].drop_duplicates()) / (
+    ratings["user_id"].nunique() * ratings["movie_id"].nunique())
+claim(window_density > 2 * overall_density and window_density < 1,
+      "This is one of the densest parts of the matrix, and it is still full of holes.")
+claim(overall_density < 0.1, "Across the whole matrix almost all cells are empty.")
+
+# %% [markdown]
 # ## 2. Measuring rating predictions: RMSE and MAE
 #
 # Before building a model we need a way to score one. For a set $\mathcal T$ of held-out
@@ -328,19 +339,34 @@ def fit_baseline(
 #     Q --> F
 # ```
 #
-# **Why can a low-rank model generalise?** Count parameters. The full matrix of MovieLens
-# 100K has 1.6 million cells; with $k = 32$ the factors have $(943 + 1682) \times 32 \approx
-# 84{,}000$ numbers, fitted on 80,000 ratings: about one parameter per rating, so a low rank
-# alone does not stop the model from memorising its training ratings. Three things together
-# make it generalise: every user's ratings must be explained by a few taste coordinates that
-# are *shared* with everyone else; the L2 penalty of section 6 keeps vectors small unless
-# many ratings pull them; and early stopping on validation data (section 8) ends training
-# before the vectors fit the noise. An empty cell $(u, i)$ is then predicted from
-# $\mathbf p_u$, learned from $u$'s other ratings, and $\mathbf q_i$, learned from other
-# users' ratings of $i$. That sharing is collaborative filtering. The SVD of a full matrix
-# would find the best rank-$k$ approximation directly, but our matrix is mostly unknown,
-# which is why we fit the factors by
-# optimisation over the known cells only (Funk, 2006; Koren, Bell and Volinsky, 2009).
+# **Why can a low-rank model generalise?** Count parameters, with the $k = 32$ factors this
+# lesson trains (section 7) on this page's data:
+
+# %%
+from recsys_course.claims import fmt, pick, say
+
+factor_count = (n_users - 1 + n_items - 1) * 32
+per_rating = factor_count / len(fit.ratings)
+say(
+    f"The matrix of the fitting data has {fmt((n_users - 1) * (n_items - 1))} cells; with $k = 32$ the factors have "
+    f"$({fmt(n_users - 1)} + {fmt(n_items - 1)}) \\times 32 = {fmt(factor_count)}$ numbers, fitted on "
+    f"{fmt(len(fit.ratings))} ratings: "
+    + pick(per_rating >= 0.5, f"{fmt(per_rating, 'number')} parameters per rating, so a low rank alone does "
+           "not stop the model from memorising its training ratings.",
+           f"{fmt(1 / per_rating, 'number')} ratings per parameter; still, a low rank alone does not stop the "
+           "model from memorising the ratings of its rarely rated movies and users.")
+)
+
+# %% [markdown]
+# Three things together make it generalise: every user's ratings must be explained by a few
+# taste coordinates that are *shared* with everyone else; the L2 penalty of section 6 keeps
+# vectors small unless many ratings pull them; and early stopping on validation data
+# (section 8) ends training before the vectors fit the noise. An empty cell $(u, i)$ is then
+# predicted from $\mathbf p_u$, learned from $u$'s other ratings, and $\mathbf q_i$, learned
+# from other users' ratings of $i$. That sharing is collaborative filtering. The SVD of a
+# full matrix would find the best rank-$k$ approximation directly, but our matrix is mostly
+# unknown, which is why we fit the factors by optimisation over the known cells only (Funk,
+# 2006; Koren, Bell and Volinsky, 2009).
 #
 # ### Exercise 1.2 · Predict ratings from biases and factors
 #
@@ -385,6 +411,7 @@ print(f"chosen lambda = {BASELINE_REG:g}")
 
 # %%
 results = {}  # model name -> test metrics, filled as we go
+squared_errors = {}  # model name -> squared error of each test rating, to compare models
 
 
 def mae(actual: np.ndarray, predicted: np.ndarray) -> float:
@@ -398,6 +425,7 @@ def report(name: str, params_or_predictions, seconds: float = 0.0) -> None:
         predictions = predict(params_or_predictions, test.users, test.items)
     else:
         predictions = np.asarray(params_or_predictions)
+    squared_errors[name] = (test.ratings - predictions) ** 2
     results[name] = {
         "test RMSE": rmse(test.ratings, predictions),
         "test MAE": mae(test.ratings, predictions),
@@ -410,8 +438,39 @@ report("user + movie biases", bias_model)
 pd.DataFrame(results).T.round(4)
 
 # %% [markdown]
-# The biases alone cut the error noticeably. The bias model is the bar the factor models
-# must clear: everything they add beyond it is *personal* taste.
+# Is a difference between two test RMSEs real, or the luck of which ratings landed in the
+# test set? Both models are scored on the same test ratings, so we compare their squared
+# errors rating by rating: `claims.compare` calls a difference real only beyond twice its
+# standard error (`evaluation.paired_standard_error`), and "about the same" otherwise.
+
+# %%
+from recsys_course.claims import compare, signed
+from recsys_course.evaluation import paired_standard_error
+
+
+def compare_models(name: str, reference: str):
+    """``compare()`` of two models' test errors: mean squared errors, paired by test rating."""
+    errors, reference_errors = squared_errors[name], squared_errors[reference]
+    return compare(errors.mean(), reference_errors.mean(), se=paired_standard_error(errors, reference_errors),
+                   higher_is_better=False, kind="error")
+
+
+def rmse_change(name: str, reference: str) -> str:
+    """"from 0.9131 to 0.9052 stars (−0.0079)": two test RMSEs and their change, new minus old."""
+    new, old = results[name]["test RMSE"], results[reference]["test RMSE"]
+    return f"from {fmt(old, 'error')} to {fmt(new, 'error')} stars ({signed(new - old, 'error', like=old)})"
+
+
+biases_vs_mean = compare_models("user + movie biases", "global mean")
+say(
+    "On this page's data the biases "
+    + pick(biases_vs_mean.better, "cut the test RMSE", "do not cut the test RMSE beyond its noise")
+    + f", {rmse_change('user + movie biases', 'global mean')}."
+)
+
+# %% [markdown]
+# The bias model is the bar the factor models must clear: everything they add beyond it is
+# *personal* taste.
 #
 # ## 6. The objective, and two ways to minimise it
 #
@@ -589,7 +648,7 @@ numpy_model, numpy_curves = train_numpy_mf(
 )
 numpy_seconds = time.perf_counter() - started
 print(f"NumPy MF: {NUMPY_MF['epochs']} epochs in {numpy_seconds:.1f} s")
-display(numpy_curves.iloc[[0, 4, 9, -1]].round(4))
+display(numpy_curves.iloc[[0, 4, 9, -1]].set_index("epoch").round(4))
 report("NumPy MF (SGD)", numpy_model, numpy_seconds)
 
 # %% [markdown]
@@ -793,24 +852,35 @@ plt.show()
 #
 # - The **fitting RMSE** keeps falling in every panel: with enough epochs, the model can fit
 #   the ratings it sees better and better.
-# - Without regularisation (bottom panel), the **validation and test RMSE** stop improving after a
-#   couple of epochs and then climb while the fitting RMSE dives: the model is memorising
+# - Without regularisation (bottom panel), the **validation and test RMSE** stop improving
+#   after a few epochs and then climb while the fitting RMSE dives: the model is memorising
 #   individual ratings, not learning tastes. This is **overfitting**, and it can end worse
 #   than the bias baseline.
-# - With regularisation the gap between fitting and held-out error grows slowly, and the
-#   held-out error settles below the dashed bias baseline. The validation and test curves
-#   move together, which is what lets us choose on one and report the other.
+# - With regularisation the gap between fitting and held-out error grows far more slowly,
+#   and the held-out error settles below the dashed bias baseline. The validation and test
+#   curves move together, which is what lets us choose on one and report the other.
 
 # %% tags=["check"]
-from recsys_course.claims import claim
+CURVE_NOISE = 0.005  # stars: a change of the validation RMSE smaller than this is not a climb
+
+
+def final_gap(curves: pd.DataFrame) -> float:
+    return float(curves["validation"].iloc[-1] - curves["fit"].iloc[-1])
+
 
 claim(all(c["fit"].iloc[-1] < c["fit"].iloc[0] for _, c in panels),
       "The fitting RMSE keeps falling in every panel")
-claim(free_curves["validation"].idxmin() < len(free_curves) - 1
-      and free_curves["validation"].iloc[-1] > free_curves["validation"].min(),
-      "Without regularisation the validation RMSE stops improving and then climbs")
-claim(keras_curves["test"].iloc[-1] < bias_test_rmse,
-      "With regularisation the held-out error settles below the dashed bias baseline")
+claim(free_curves["validation"].idxmin() < len(free_curves) // 2
+      and compare(free_curves["validation"].iloc[-1], free_curves["validation"].min(), noise=CURVE_NOISE,
+                  higher_is_better=False, kind="error").worse,
+      "Without regularisation the validation and test RMSE stop improving after a few epochs and then climb")
+claim(final_gap(keras_curves) < 0.5 * final_gap(free_curves),
+      "With regularisation the gap between fitting and held-out error grows far more slowly")
+claim(compare_models("Keras MF", "user + movie biases").better,
+      "the held-out error settles below the dashed bias baseline")
+claim(all(np.corrcoef(c["validation"], c["test"])[0, 1] > 0.9 for _, c in panels),
+      "The validation and test curves move together")
+claim(KERAS_MF["dim"] == NUMPY_MF["dim"] == 32, "with the k = 32 factors this lesson trains")
 
 # %% [markdown]
 # Regularisation and the embedding size $k$ trade off against each other: a larger $k$ gives
@@ -838,7 +908,7 @@ grid.round(4)
 # %% tags=["check"]
 free = grid[0.0]
 claim(free.is_monotonic_increasing, "Without regularisation the error grows with k")
-claim(grid[0.15].loc[64] - grid[0.15].loc[4] < free.loc[64] - free.loc[4],
+claim(grid[0.15].loc[64] - grid[0.15].loc[4] < 0.5 * (free.loc[64] - free.loc[4]),
       "With regularisation, a larger k costs far less or nothing")
 
 # %% [markdown]
@@ -866,9 +936,22 @@ cold.index.name = "movie's training ratings"
 cold.round(4)
 
 # %% tags=["check"]
-gain = cold["biases only"] - cold["Keras MF"]
-claim(gain.loc["over 20"] > gain.loc["1-5"] or np.isnan(gain.loc["1-5"]),
+def bucket_comparison(label: str, name: str = "Keras MF"):
+    """``name`` against the biases on the test ratings of one bucket, paired by rating."""
+    inside = np.asarray(buckets == label)
+    model_errors = (test.ratings[inside] - per_model[name][inside]) ** 2
+    bias_errors = (test.ratings[inside] - per_model["biases only"][inside]) ** 2
+    if inside.sum() < 2:
+        return None
+    return compare(model_errors.mean(), bias_errors.mean(), se=paired_standard_error(model_errors, bias_errors),
+                   higher_is_better=False, kind="error")
+
+
+often, rare = bucket_comparison("over 20"), bucket_comparison("1-5")
+claim(often.better and (rare is None or not rare.better),
       "The gains of the factor models come from movies the model has seen often")
+claim(rare is None or not rare.better,
+      "with a handful of ratings the factor models do no better than the biases")
 
 # %% [markdown]
 # The gains of the factor models come from movies the model has seen often. A movie with a
@@ -976,9 +1059,28 @@ for query_row in queries:
           f"({', '.join(movie_info.loc[query_id, 'movie_genres'])}):")
     display(neighbours_table(query_row))
 
+# %% tags=["check"]
+from recsys_course.evaluation import standard_error
+
+
+def shares_genre(row_a: int, row_b: int) -> bool:
+    genres = (set(movie_info.loc[row_to_movie[row], "movie_genres"]) for row in (row_a, row_b))
+    return bool(next(genres) & next(genres))
+
+
+neighbour_shares, base_shares = [], []
+for query_row in queries:
+    position = int(np.flatnonzero(candidates == query_row)[0])
+    rows, _ = most_similar(item_vectors[candidates], position, 8)
+    neighbour_shares += [shares_genre(query_row, candidates[r]) for r in rows]
+    base_shares.append(np.mean([shares_genre(query_row, c) for c in candidates if c != query_row]))
+claim(compare(np.mean(neighbour_shares), np.mean(base_shares), se=standard_error(neighbour_shares)).better,
+      "neighbours tend to share genres with the query")
+
 # %% [markdown]
 # Look at the genres of the neighbours: the model never saw them, yet neighbours tend to
-# share genres, audiences and eras with the query, because the same people rated them alike.
+# share genres with the query (more often than movies picked at random do), because the same
+# people rated them alike.
 # The match is imperfect and sometimes surprising: the vectors encode *who watches and likes
 # what*, which is related to genre but not the same thing. These vectors are the bridge to
 # the rest of the course: lesson 02 learns user and movie embeddings for retrieval, and
@@ -999,26 +1101,26 @@ summary.round(4)
 # %%
 from recsys_course.claims import pick, say
 
-gains = {name: bias_test_rmse - row["test RMSE"] for name, row in results.items() if "MF" in name}
-best_name = max(gains, key=gains.get)
+best_name = min((name for name in results if "MF" in name), key=lambda name: results[name]["test RMSE"])
+best_vs_biases = compare_models(best_name, "user + movie biases")
 say(
     f"On this page's data, the best factor model ({best_name}) "
-    + pick(gains[best_name] > 0, "lowers", "does not lower")
-    + f" the biases' test RMSE: {bias_test_rmse:.3f} to {results[best_name]['test RMSE']:.3f}, "
-    f"a change of {gains[best_name]:+.3f} stars ({100 * gains[best_name] / bias_test_rmse:+.1f} %)."
+    + pick(best_vs_biases.better, "lowers the biases' test RMSE",
+           pick(best_vs_biases.worse, "raises the biases' test RMSE", "leaves the biases' test RMSE about where it was"))
+    + f", {rmse_change(best_name, 'user + movie biases')}: "
+    + pick(best_vs_biases.distinct, "a difference beyond twice its standard error over the test ratings.",
+           "a difference within twice its standard error over the test ratings, so the data cannot tell them apart.")
 )
 
 # %% [markdown]
-# For scale on real ratings: with this lesson's code and constants, the course benchmark
-# (`course bench 01 --data PATH`, which runs these models on any dataset and prints their
-# test RMSE and wall times) measured on MovieLens `ml-latest-small` a test RMSE of 0.866 for
-# the biases and 0.856 for the Keras model, a gain of 0.010 stars; on 20,000 test ratings
-# that gap is many times its standard error, so it is real. It is the typical size: with
+# For scale on real ratings, gains of a few hundredths of a star are the typical size: with
 # 5-fold cross-validation on MovieLens 100K, the Surprise library reports 0.944 for its bias
-# baseline, 0.934 for its SVD (biased matrix factorisation with default settings) and 0.920
-# for SVD++, which adds implicit feedback (Surprise README, benchmark table). Small gains
-# add up: the Netflix Prize paid a million dollars for an RMSE 10 % below Netflix's own
-# system, and the winners got there by blending many such improvements.
+# baseline, 0.934 for its SVD (biased matrix factorisation with default settings) and 0.919
+# for SVD++, which adds implicit feedback (Surprise README, benchmark table). The course
+# benchmark, `course bench 01 --data PATH`, runs this lesson's models on any dataset and
+# prints their test RMSE and wall times. Small gains add up: the Netflix Prize paid a
+# million dollars for an RMSE 10 % below Netflix's own system, and the winners got there by
+# blending many such improvements.
 #
 # Two easy improvements we left out to keep the lesson short: once the hyperparameters and
 # the number of epochs are chosen, retrain on all the training ratings (fitting *and*

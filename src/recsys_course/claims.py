@@ -90,7 +90,7 @@ def say(markdown: str) -> None:
 # ----------------------------------------------------------------------------- numbers
 
 MINUS = "\u2212"  # the typographic minus, so "-0.023" and "−0.023" never mix on a page
-KINDS = ("auto", "count", "metric", "error", "seconds", "percent", "ratio")
+KINDS = ("auto", "count", "metric", "error", "number", "seconds", "percent", "ratio")
 
 
 def fmt(value: object, kind: str = "auto") -> str:
@@ -101,8 +101,10 @@ def fmt(value: object, kind: str = "auto") -> str:
     * ``"count"``: an integer with thousands separators (``4,096``, never ``4096.0``);
     * ``"metric"``: a score in [0, 1] such as recall or NDCG, three significant digits
       (``0.234``, ``0.0512``);
-    * ``"error"``: an error such as RMSE in stars, four significant digits (``0.9131``), enough
-      to tell apart the models of one page;
+    * ``"error"``: an error such as RMSE in stars, four decimals below 10 (``0.9131``,
+      ``1.1240``), enough to tell apart the models of one page, four significant digits above;
+    * ``"number"``: any other quantity (parameters per rating, a size), three significant
+      digits, whole numbers from 100 on, with thousands separators (``1.17``, ``12,345``);
     * ``"seconds"``: a duration (``0.42 s``, ``12 s``, ``2 min 05 s``);
     * ``"percent"``: a fraction shown as a percentage (``0.123`` -> ``12.3 %``);
     * ``"ratio"``: a multiple (``1.3x``);
@@ -136,6 +138,8 @@ def fmt(value: object, kind: str = "auto") -> str:
         return sign + f"{_significant(100 * x, 3, max_decimals=1)} %"
     if kind == "ratio":
         return sign + f"{_significant(x, 2, max_decimals=2)}x"
+    if kind == "error" and x < 10:
+        return sign + f"{x:.4f}"  # errors in stars: four decimals, so 1.1240 and 0.9361 align
     return sign + _significant(x, 4 if kind == "error" else 3)
 
 
@@ -149,9 +153,18 @@ def _significant(x: float, digits: int, max_decimals: int | None = None) -> str:
     return f"{x:,.{decimals}f}"
 
 
-def signed(change: float, kind: str = "metric") -> str:
-    """A change with its sign (``+0.023``, ``−0.023``); always computed as *new minus old*."""
+def signed(change: float, kind: str = "metric", like: float | None = None) -> str:
+    """A change with its sign (``+0.023``, ``−0.023``); always computed as *new minus old*.
+
+    With ``like`` (one of the two numbers compared), the change gets as many decimals as
+    ``fmt(like, kind)`` writes, so "0.9361 to 0.9131" reads with "−0.0230", not "−0.02303".
+    """
     text = fmt(change, kind)
+    if like is not None and text != "n/a" and kind in ("metric", "error", "number"):
+        reference = fmt(like, kind)
+        decimals = len(reference.rpartition(".")[2]) if "." in reference else 0
+        value = abs(float(change))
+        text = (MINUS if float(change) < 0 and round(value, decimals) else "") + f"{value:,.{decimals}f}"
     return text if text.startswith(MINUS) or text == "n/a" else "+" + text
 
 
@@ -204,8 +217,8 @@ class Comparison:
         return {"higher": higher, "lower": lower, "about the same": same}[self.direction]
 
     def change(self) -> str:
-        """The signed difference, formatted (``+0.023``)."""
-        return signed(self.difference, self.kind)
+        """The signed difference, formatted with the reference's decimals (``+0.023``)."""
+        return signed(self.difference, self.kind, like=self.reference)
 
     def __str__(self) -> str:
         return f"{fmt(self.value, self.kind)} {self.word()} {fmt(self.reference, self.kind)}"

@@ -2,8 +2,10 @@
 images and plots load, Mermaid diagrams render, search finds lessons, solutions unfold, and
 the navigation reaches every lesson. Each page's layout is checked at 1280 px (no code block
 or output wider than its column, figures sharp and described) and at 390 px (nothing wider
-than the phone), and its text for NaN cells and paths of the build machine. Screenshots at
-both widths land in screenshots/ (ignored by git).
+than the phone, every formula visibly wide, figures not white panels in dark mode), and its
+text for NaN cells, paths and descriptions of the build machine. The home page's lesson
+cards and exercise index, and a lesson's reading time, edit link and glossary links, are
+checked too. Screenshots at both widths land in screenshots/ (ignored by git).
 
 Run after `mkdocs build` (``make browser-test`` does both); uses Debian's chromium.
 """
@@ -17,13 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from recsys_course.tooling.catalog import load_catalog
+from recsys_course.tooling.catalog import Catalog, load_catalog
+from recsys_course.tooling.site import stamp
 
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
-CATALOG = load_catalog()
-SITE = Path(os.environ.get("COURSE_SITE_DIR", CATALOG.root / "site"))
-SHOTS = CATALOG.root / "screenshots"
+SITE = Path(os.environ.get("COURSE_SITE_DIR", load_catalog().root / "site"))
+SHOTS = load_catalog().root / "screenshots"
+# The lessons the site was built with (all of them, or a preview's COURSE_SITE_LESSONS).
+_BUILT = set((stamp.read(SITE) or {}).get("lessons") or [l.id for l in load_catalog().lessons])
+CATALOG = Catalog(load_catalog().root, tuple(l for l in load_catalog().lessons if l.id in _BUILT))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Without these, Chromium keeps calling Google services that this network refuses.
 QUIET = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -133,9 +138,11 @@ def test_a_solution_unfolds_on_click(browser, base_url):
 
 
 # Elements of the article that stick out of their column: code blocks and outputs that
-# scroll sideways, or anything wider than the page that no scrolling box contains.
+# scroll sideways, or anything wider than the page that no scrolling box contains. A table
+# with more columns than the column has room for scrolls in its own box instead of breaking
+# its words.
 OVERFLOWING_BLOCKS = """() => Array.from(document.querySelectorAll(
-    'article pre > code, article .cell-output, article .cell-table'))
+    'article pre > code, article .cell-output:not(.cell-table)'))
   .filter(e => e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1)
   .map(e => `${e.scrollWidth}px in ${e.clientWidth}px: ${e.textContent.trim().slice(0, 60)}`)"""
 STICKING_OUT = """() => {
@@ -160,7 +167,17 @@ STICKING_OUT = """() => {
 FIGURES = """() => Array.from(document.querySelectorAll('article img')).map(i => ({
   src: i.getAttribute('src'), alt: (i.getAttribute('alt') || '').trim(),
   natural: i.naturalWidth, shown: i.getBoundingClientRect().width}))"""
+# Every formula MathJax drew, with its drawn width and (display maths) its box's width.
+FORMULAS = """() => Array.from(document.querySelectorAll('article .arithmatex mjx-container')).map(c => {
+  const svg = c.querySelector('svg');
+  return {display: c.getAttribute('display') === 'true', drawn: svg ? svg.getBoundingClientRect().width : 0,
+          box: c.clientWidth, tex: (c.closest('.arithmatex').getAttribute('data-tex') || c.textContent).slice(0, 50)};
+})"""
+# Under the dark scheme, what a figure is drawn with: not a white panel.
+DARK_FIGURES = """() => { document.body.setAttribute('data-md-color-scheme', 'slate');
+  return Array.from(document.querySelectorAll('article img[src$=".png"]')).map(i => getComputedStyle(i).filter); }"""
 BUILD_PATH = re.compile(r"(?<![\w.~$])/(?:tmp|root|work|home|Users|private/var)/")
+MACHINE = re.compile(r"\d+ CPU cores|load average|\$TMPDIR")  # the build machine's cores, load, paths
 NAN = re.compile(r"(?<![\w-])(?:NaN|nan)(?![\w-])")
 
 
@@ -187,27 +204,56 @@ def test_page_layout_fits_and_leaks_nothing(browser, base_url, path):
             )
     paths = sorted(set(m.group(0) for m in BUILD_PATH.finditer(text)))
     assert not paths, f"{path}: absolute build-machine paths in the text: {paths}"
+    machine = sorted(set(text[max(0, m.start() - 40):m.end() + 10] for m in MACHINE.finditer(text)))
+    assert not machine, f"{path}: the page describes the build machine: {machine[:3]}"
     nans = [outputs[max(0, m.start() - 40):m.end() + 10] for m in NAN.finditer(outputs)]
     assert not nans, f"{path}: NaN shown to readers: {nans[:3]}"
 
     phone, _ = open_page(browser, url, width=390)
     sticking_out = phone.evaluate(STICKING_OUT)
     scroll = phone.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    formulas = phone.evaluate(FORMULAS)
     SHOTS.mkdir(exist_ok=True)
     phone.screenshot(path=str(SHOTS / f"{name}-390.png"), full_page=True)
+    dark_filters = phone.evaluate(DARK_FIGURES)
     phone.close()
     assert scroll[0] <= scroll[1], f"{path}: the page scrolls sideways at 390 px ({scroll})"
     assert not sticking_out, f"{path}: wider than a 390 px phone: {sticking_out}"
+    invisible = [f for f in formulas if f["drawn"] < 3 or (f["display"] and f["box"] < min(f["drawn"], 300) - 1)]
+    assert not invisible, f"{path}: formulas without a visible width at 390 px: {invisible[:3]}"
+    white = [f for f in dark_filters if "invert" not in f]
+    assert not white, f"{path}: figures shown as white panels in dark mode: {len(white)}"
 
 
-def test_home_page_table_and_pipeline_fit_a_phone(browser, base_url):
+def test_home_page_cards_index_and_pipeline_fit_a_phone(browser, base_url):
     page, _ = open_page(browser, base_url, width=390)
+    page.evaluate("document.querySelectorAll('article details').forEach(d => d.open = true)")
     widths = page.evaluate(
-        """() => [...document.querySelectorAll('article table, article ol.pipeline')]
+        """() => [...document.querySelectorAll('article table, article ol.pipeline, article .lesson-cards')]
           .map(e => [e.tagName, e.scrollWidth, e.clientWidth])"""
     )
+    cards = page.evaluate("[...document.querySelectorAll('article .lesson-cards li')].map(e => e.textContent)")
+    exercises = page.evaluate("[...document.querySelectorAll('article details table a')].map(e => e.href)")
     clone = page.evaluate("document.querySelector('article').textContent")
     page.close()
     assert any(tag == "TABLE" for tag, *_ in widths) and any(tag == "OL" for tag, *_ in widths)
     assert all(scroll <= client + 1 for _, scroll, client in widths), widths
+    assert len(cards) == len(CATALOG.lessons) and all("points" in card for card in cards), cards
+    assert len(exercises) == len(CATALOG.exercises) and all("#exercise-" in href for href in exercises)
     assert "git clone https://" in clone and "<this repository>" not in clone
+
+
+def test_lesson_pages_offer_reading_time_edit_link_and_glossary_links(browser, base_url):
+    lesson = CATALOG.lessons[0]
+    page, _ = open_page(browser, f"{base_url}lessons/{lesson.slug}/")
+    reading = page.locator(".reading-time").first.text_content()
+    edit = page.locator('a[rel="edit"]').first.get_attribute("href")
+    glossary = page.eval_on_selector_all("a.glossary-term", "els => els.map(e => [e.textContent, e.href, e.title])")
+    page.goto(glossary[0][1], wait_until="networkidle")
+    target = page.evaluate("(id => !!document.getElementById(id))", glossary[0][1].split("#")[1])
+    page.close()
+    assert re.match(r"About \d+ min to read", reading.strip()), reading
+    assert edit.endswith(f"/solutions/{lesson.filename}"), edit
+    assert glossary and all(title for _, _, title in glossary), glossary
+    assert len({href for _, href, _ in glossary}) == len(glossary), "one link per term and page"
+    assert target, f"the glossary has no entry {glossary[0][1]}"

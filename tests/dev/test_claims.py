@@ -55,6 +55,21 @@ def test_check_cells_are_hidden_and_generated_markdown_is_rendered():
     assert "claim(True" not in markdown, "check cells must not appear on the page"
     assert "\nEASE reaches **0.25**\n" in markdown, "say() output is Markdown, not a code block"
     assert "```text\nEASE reaches" not in markdown
+    assert 'say("generated")' not in markdown, "a cell that only writes prose shows its prose, not its code"
+
+
+def test_cells_that_also_show_other_outputs_keep_their_code():
+    lesson = Lesson("09", "09_test", "Test", ())
+    source = SOURCE + '\n# %%\nsay("x"); print("a result")\n\n# %% tags=["prose"]\ndef describe(): ...\n'
+    executed = jupytext.reads(source, fmt="py:percent")
+    executed.cells[3].outputs = [
+        nbformat.v4.new_output("display_data", data={"text/markdown": "x", "text/plain": "<Markdown>"}),
+        nbformat.v4.new_output("stream", name="stdout", text="a result\n"),
+    ]
+    stubs = jupytext.reads(make_stub(source, lesson), fmt="py:percent")
+    markdown = to_markdown(lesson, executed, stubs, "Synthetic data").markdown
+    assert 'print("a result")' in markdown, "a cell with a printed result shows its code"
+    assert "def describe" not in markdown, "a cell tagged prose is hidden"
 
 
 def test_strict_build_fails_on_a_false_claim(tmp_path):
@@ -73,9 +88,9 @@ def test_strict_build_fails_on_a_false_claim(tmp_path):
 
 @pytest.mark.parametrize("value,kind,text", [
     (4096, "auto", "4,096"), (4096.0, "count", "4,096"), (0.23456, "metric", "0.235"),
-    (0.051234, "metric", "0.0512"), (0.91314, "error", "0.9131"), (1.5, "seconds", "1.5 s"),
+    (0.051234, "metric", "0.0512"), (0.91314, "error", "0.9131"), (1.124, "error", "1.1240"), (12.3456, "error", "12.35"), (1.5, "seconds", "1.5 s"),
     (42.4, "seconds", "42 s"), (125, "seconds", "2 min 05 s"), (0.1234, "percent", "12.3 %"),
-    (1.26, "ratio", "1.3x"), (-0.023, "metric", "\u22120.0230"), (float("nan"), "metric", "n/a"),
+    (1.26, "ratio", "1.3x"), (1.1667, "number", "1.17"), (12345.6, "number", "12,346"), (-0.023, "metric", "\u22120.0230"), (float("nan"), "metric", "n/a"),
 ])
 def test_fmt_writes_each_kind_of_number_one_way(value, kind, text):
     assert claims.fmt(value, kind) == text
@@ -91,6 +106,9 @@ def test_fmt_refuses_what_is_not_a_number():
 def test_signed_is_new_minus_old_with_one_minus_sign():
     assert claims.signed(0.913 - 0.936) == "\u22120.0230"
     assert claims.signed(0.0231) == "+0.0231"
+    assert claims.signed(0.9131 - 0.9361, "error", like=0.9361) == "\u22120.0230", "the decimals of the values"
+    assert claims.signed(0.00001, "error", like=0.9361) == "+0.0000"
+    assert claims.signed(1500, "count", like=4096) == "+1,500"
 
 
 def test_compare_says_about_the_same_inside_the_noise():
@@ -98,7 +116,7 @@ def test_compare_says_about_the_same_inside_the_noise():
     assert inside.direction == "about the same" and not inside.better and not inside.worse
     assert inside.word() == "about the same as"
     above = claims.compare(0.238, 0.220, se=0.004)
-    assert above.direction == "higher" and above.better and above.change() == "+0.0180"
+    assert above.direction == "higher" and above.better and above.change() == "+0.018", "decimals of the values"
     assert str(above) == "0.238 higher than 0.220"
 
 

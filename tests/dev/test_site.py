@@ -159,9 +159,42 @@ def test_dataframes_hide_the_default_index_and_show_a_dash_for_missing_values():
     named = dataframe_html(pd.DataFrame({"x": [1.5]}, index=pd.Index(["als"], name="model")))
     assert "als" in named
     pivot = dataframe_html(pd.DataFrame([[1.0, 2.0]], columns=[0.05, 0.15]))
-    assert ">0.0500<" in pivot and "0.050000" not in pivot, "column labels are formatted too"
+    assert ">0.05<" in pivot and ">0.15<" in pivot and "0.050000" not in pivot, "column labels are formatted too"
     assert format_number(0.00003) == "3.00e-05" and format_number(12345.6) == "12,346"
-    assert [format_number(x) for x in (1.06, 0.113, 12.3456, 999.96)] == ["1.060", "0.1130", "12.35", "1000.0"]
+
+
+def cells(html: str, column: int) -> list[str]:
+    import re
+
+    return re.findall(rf'<td id="T_t_row\d+_col{column}" class="([^"]*)" >([^<]*)</td>', html)
+
+
+def test_table_columns_are_formatted_as_one_and_text_reads_from_the_left():
+    import numpy as np
+    import pandas as pd
+
+    from recsys_course.tooling.site.kernel_setup import dataframe_html
+
+    frame = pd.DataFrame({
+        "movie_id": [1234, 56], "timestamp": [881250949, 891250949], "user_rating": [3.0, 5.0],
+        "recall": [0.2590, 0.210712], "batch_size": [4096.0, 512.0], "movie_title": ["Toy Story (1995)", "Heat"],
+        "rmse": [1.127123, 0.913123], "lambda": [0.0, 0.05], "fit seconds": [0.0, 21.9735],
+        "cosine": np.float32([0.537, 0.486]).astype(float),
+    })
+    html = dataframe_html(frame)
+    assert [text for _, text in cells(html, 0)] == ["1234", "56"], "ids have no thousands separator"
+    assert [text for _, text in cells(html, 1)] == ["1997-12-04 15:55", "1998-03-30 09:42"], "timestamps are dates"
+    assert [text for _, text in cells(html, 2)] == ["3", "5"], "whole ratings are integers, not 3.000"
+    assert [text for _, text in cells(html, 3)] == ["0.2590", "0.2107"], "one number of decimals per column"
+    assert [text for _, text in cells(html, 4)] == ["4,096", "512"], "a whole float is an integer"
+    assert [text for _, text in cells(html, 6)] == ["1.1271", "0.9131"]
+    assert [text for _, text in cells(html, 7)] == ["0.00", "0.05"], "typed parameters shown as typed"
+    assert [text for _, text in cells(html, 8)] == ["0", "22"], "durations to two significant digits"
+    assert [text for _, text in cells(html, 9)] == ["0.537", "0.486"], "float32 values the lesson rounded"
+    assert all("text" in classes.split() for classes, _ in cells(html, 5) + cells(html, 0))
+    assert not any("text" in classes.split() for classes, _ in cells(html, 3))
+    assert 'class="col_heading level0 col5 text"' in html, "a text column's header is aligned with it"
+    assert ">1,234<" in dataframe_html(pd.DataFrame([[1234, 2]], columns=["a", "a"])), "duplicate labels still render"
 
 
 def test_site_stamp_tells_a_current_build_from_a_stale_one(tmp_path):
@@ -180,3 +213,88 @@ def test_site_stamp_tells_a_current_build_from_a_stale_one(tmp_path):
     assert "COURSE_SITE_LESSONS" in stamp.why_stale(site, root, ["00", "01"], None)
     (root / "docs" / "index.md").write_text("# Home, edited\n")
     assert "changed" in stamp.why_stale(site, root, ["00"], None)
+
+
+def test_pages_name_the_dataset_as_readers_know_it():
+    from recsys_course.tooling.site.markdown import reader_name
+
+    assert reader_name("local:/tmp/data/ml-100k", "MovieLens 100K with demographics from /tmp/data/ml-100k") == (
+        "MovieLens 100K (GroupLens)")
+    assert reader_name("tfds", "MovieLens 100K via TFDS (/root/tensorflow_datasets)") == "MovieLens 100K (TFDS)"
+    assert reader_name("synthetic", "Synthetic MovieLens-shaped data (small, seed 0)") == (
+        "synthetic MovieLens-shaped data (small)")
+    assert reader_name("local:/x/ml-latest-small", "MovieLens (ml-latest-small) from /x/ml-latest-small") == (
+        "MovieLens ml-latest-small (GroupLens)")
+
+
+def test_outputs_name_the_data_without_its_path_and_wide_figures_scroll_on_phones():
+    from recsys_course.tooling.site.markdown import Page, render_outputs
+
+    description = "MovieLens 100K with demographics from /somewhere/ml-100k"
+    outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text=f"Dataset: {description}: 100 ratings\n"),
+        nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo="},
+                               metadata={"image/png": {"width": 700, "height": 250}}),
+    ]
+    blocks = render_outputs(outputs, "fig", Page(""), aliases={description: "MovieLens 100K (GroupLens)"})
+    assert "Dataset: MovieLens 100K (GroupLens): 100 ratings" in blocks[0] and "/somewhere" not in blocks[0]
+    assert blocks[1].startswith('<div class="figure-wide" markdown>')
+
+
+def test_home_page_cards_and_exercise_index_come_from_the_catalog():
+    from recsys_course.tooling.catalog import Catalog
+    from recsys_course.tooling.site import pages
+
+    lesson = Lesson("09", "09_test", "Test", LESSON.exercises, "Build a thing.")
+    catalog = Catalog(ROOT, (lesson,))
+    cards = pages.lesson_cards(catalog, {"09": 125.0}, "synthetic MovieLens-shaped data (small)")
+    assert "[09 · Test](lessons/09_test.md)" in cards and "Build a thing." in cards
+    assert "runs in 2 min 05 s" in cards and "1 exercises, 2 points" in cards
+    assert "CPU" not in cards
+    index = pages.exercise_index(catalog)
+    assert '"Every exercise: 1 exercises, 2 points"' in index
+    assert "[9.1 · Double it](lessons/09_test.md#exercise-9-1) | 2 |" in index
+    stubs = jupytext.reads(make_stub(SOURCE, LESSON), fmt="py:percent")
+    assert '<span id="exercise-9-1"></span>' in to_markdown(LESSON, executed_notebook(), stubs, "x").markdown
+
+
+def test_reading_time_counts_prose_and_shown_code_not_folded_solutions():
+    from recsys_course.tooling.site.pages import reading_minutes, with_reading_time
+
+    prose = " ".join(["word"] * 400)
+    assert reading_minutes(prose) == 2
+    code = "```python\n" + "x = 1\n" * 60 + "```"
+    assert reading_minutes(prose + "\n\n" + code) == 4
+    folded = '??? success "Solution"\n    ```python\n' + "    x = 1\n" * 600 + "    ```\n"
+    assert reading_minutes(prose + "\n\n" + folded) == 2
+    page = with_reading_time("# Title\n\n" + prose)
+    assert page.startswith("# Title\n\n<p class=\"reading-time\"") and "About 2 min to read" in page
+
+
+def test_glossary_terms_are_linked_once_outside_code_and_headings():
+    from recsys_course.tooling.site.pages import glossary_anchors, link_terms, parse_glossary
+
+    glossary = (ROOT / "docs" / "glossary.md").read_text()
+    terms = parse_glossary(glossary)
+    names = {term.name for term in terms}
+    for needed in ("EASE", "MMR", "BPR", "Recall@k", "LogQ correction", "Accidental hits", "NDCG@k",
+                   "Hit rate@k", "Precision@k", "Coverage@k", "Novelty@k", "Intra-list diversity@k"):
+        assert needed in names, f"the glossary lacks {needed}"
+    html = ("<h2>EASE</h2><p>We fit <code>EASE</code>, then EASE again, and recall@10 "
+            "with accidental hits; ease is a word.</p><table><td>NDCG@10</td></table><p>NDCG@10 here.</p>")
+    linked = link_terms(html, terms, "../../glossary/")
+    assert linked.count('href="../../glossary/#ease"') == 1
+    assert "<h2>EASE</h2>" in linked and "<code>EASE</code>" in linked
+    assert '#ease" title="Embarrassingly shallow autoencoder' in linked
+    assert '>recall@10</a>' in linked and '#recall-at-k"' in linked
+    assert '#accidental-hits"' in linked and ">ease is" not in linked.replace("</a> is", "")
+    assert "<td>NDCG@10</td>" in linked and '#ndcg-at-k" title=' in linked and '>NDCG@10</a> here' in linked
+    page = glossary_anchors("<dl><dt><strong>EASE</strong> (02)</dt><dd>x</dd></dl>", terms)
+    assert '<dt id="ease">' in page
+
+
+def test_every_lesson_has_a_one_line_blurb_for_the_home_page():
+    missing = [lesson.slug for lesson in load_catalog().lessons if not lesson.blurb]
+    assert not missing, f"add a one-line `blurb:` to solutions/<lesson>.yml of: {missing}"
+    long = [lesson.slug for lesson in load_catalog().lessons if len(lesson.blurb) > 200]
+    assert not long, f"blurbs are one line (at most 200 characters): {long}"

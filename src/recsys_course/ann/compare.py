@@ -397,8 +397,8 @@ def recorded_benchmark(path: str | os.PathLike = RECORDED) -> dict | None:
     """The recorded run of ``course bench 07`` that lesson 07 shows, or ``None`` if absent.
 
     Returns:
-        ``{"caption": str, "best": DataFrame}``: one sentence on what was measured where
-        (size, machine, load), and per library its fastest setting at recall@10 >= 0.95
+        ``{"caption": str, "best": DataFrame}``: one sentence on what was measured (size,
+        queries; not the machine, which pages do not describe), and per library its fastest setting at recall@10 >= 0.95
         with QPS, speed-up over single-query exact search, build seconds and size.
     """
     path = Path(path)
@@ -419,10 +419,9 @@ def recorded_benchmark(path: str | os.PathLike = RECORDED) -> dict | None:
     for library, reason in sweep.get("skipped", {}).items():
         rows.append({"library": library, "setting": "skipped: " + reason.split(".")[0]})
     crossover = sweep.get("exact_batched_overtakes_annoy_at_batch")
-    caption = (
+    caption = (  # the machine and its load stay in the JSON: pages name no machine
         f"`course bench 07`, {sweep['n_items']:,} items x {sweep['dim']}, {sweep['n_queries']} queries, "
-        f"on {run.get('machine', 'an unrecorded machine')}"
-        + (f" ({run['note']})" if run.get("note") else "") + ". "
+        "recorded in one run; queries per second differ from machine to machine. "
         + ("Batched exact search overtook Annoy's fastest setting at recall 0.95 from batches of "
            f"{crossover} queries." if crossover else
            "No measured batch size of exact search overtook Annoy's fastest setting at recall 0.95.")

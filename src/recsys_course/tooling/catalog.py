@@ -35,6 +35,7 @@ class Lesson:
     slug: str  # "00_introduction", the file stem in solutions/ and lessons/
     title: str
     exercises: tuple[Exercise, ...]
+    blurb: str = ""  # one line for the home page: what the learner builds in this lesson
 
     @property
     def filename(self) -> str:
@@ -91,7 +92,7 @@ def parse_lesson(text: str, slug: str, seen: set[str]) -> Lesson:
         exercises.append(
             Exercise(ex_id, str(ex["title"]), points, str(ex["function"]), hints, lesson_id)
         )
-    return Lesson(lesson_id, slug, str(raw["title"]), tuple(exercises))
+    return Lesson(lesson_id, slug, str(raw["title"]), tuple(exercises), " ".join(str(raw.get("blurb", "")).split()))
 
 
 @lru_cache(maxsize=4)

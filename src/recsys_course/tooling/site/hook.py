@@ -8,8 +8,10 @@
   lesson, the dataset and the support code are unchanged), logging its progress, and adds
   the rendered page, its figures, the learner's file ``lessons/NN_*.py`` (for "download this
   lesson") and one de-duplicated references page. A failing cell fails the build.
-* ``on_page_markdown`` fills the home page's lesson table (with each lesson's runtime as
-  measured when it was executed) and clone command, and links the glossary's lesson numbers.
+* ``on_page_markdown`` fills the home page's lesson cards (blurb, runtime as measured when
+  each lesson was executed) and exercise index and the clone command, links the glossary's
+  lesson numbers, adds each page's reading time and points a lesson's "edit" at its source.
+* ``on_page_content`` links the first mention of each glossary term on a page.
 * ``on_post_build`` stamps the site so ``make browser-test`` can tell whether it is current.
 """
 
@@ -28,9 +30,9 @@ from mkdocs.structure.files import File, Files
 
 from recsys_course.tooling.catalog import load_catalog
 from recsys_course.tooling.lessons import make_stub
-from recsys_course.tooling.site import references, stamp
+from recsys_course.tooling.site import pages, references, stamp
 from recsys_course.tooling.site.execute import LessonExecutionError, Run, cache_key, execute, support_code_digest
-from recsys_course.tooling.site.markdown import Links, format_duration, short_paths, to_markdown
+from recsys_course.tooling.site.markdown import Links, format_duration, reader_name, to_markdown
 from recsys_course.paths import PACKAGE_DIR
 
 log = logging.getLogger("mkdocs.hooks.course")
@@ -53,10 +55,12 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
         raise PluginError(f"cannot load the course data: {error}") from error
     concrete = data.source.removeprefix("local:")
     log.info("Lessons are executed with %s (COURSE_DATA=%s)", data.description, concrete)
+    dataset = reader_name(data.source, data.description)
     _STATE.update(
-        catalog=catalog, data_spec=concrete, runs={},
-        dataset=short_paths(data.description, catalog.root),
+        catalog=catalog, data_spec=concrete, runs={}, dataset=dataset,
+        aliases={data.description: dataset},  # outputs name the data, not its path
         repo_url=(config.repo_url or "").rstrip("/"),
+        glossary=pages.load_glossary(config.docs_dir),
     )
     _add_scripts(config)
     lesson_pages = [{f"{l.id} · {l.title}": f"lessons/{l.slug}.md"} for l in catalog.lessons]
@@ -91,21 +95,11 @@ GLOSSARY_LESSONS = re.compile(r"(\*\*[^*\n]+\*\*) \((\d\d(?:, \d\d)*)\)")
 
 
 def lesson_table() -> str:
-    """The home page's table: one row per lesson, runtime as measured by this build."""
+    """The home page's lessons (blurb, runtime as measured by this build, exercises) and
+    its index of every exercise with its points."""
     catalog, runs = _STATE["catalog"], _STATE["runs"]
-    rows = ["| Lesson | Runtime | Exercises |", "|---|---|---|"]
-    for lesson in catalog.lessons:
-        run: Run | None = runs.get(lesson.id)
-        took = format_duration(run.seconds) if run else "not measured"
-        rows.append(
-            f"| [{lesson.id} · {lesson.title}](lessons/{lesson.slug}.md) | {took} "
-            f"| {len(lesson.exercises)} ({lesson.points} points) |"
-        )
-    measured = [run for run in runs.values() if run]
-    cpus = f" on {measured[0].cpus} CPU cores" if measured else ""
-    rows += ["", f"Runtimes were measured when this site was built: each lesson run top to bottom "
-             f"with {_STATE['dataset']}{cpus}. Your machine and data will differ."]
-    return "\n".join(rows)
+    seconds = {key: run.seconds if run else None for key, run in runs.items()}
+    return pages.lesson_cards(catalog, seconds, _STATE["dataset"]) + "\n\n" + pages.exercise_index(catalog)
 
 
 def clone_command() -> str:
@@ -123,6 +117,9 @@ def on_page_markdown(markdown: str, page, config: MkDocsConfig, files: Files) ->
         markdown = markdown.replace(CLONE, clone_command())
     if page.file.src_uri == "glossary.md":
         markdown = GLOSSARY_LESSONS.sub(_link_lessons, markdown)
+    _reader_affordances(page, markdown)
+    if page.file.src_uri not in ("index.md", "glossary.md", "references.md"):
+        markdown = pages.with_reading_time(markdown)
     built = {l.slug for l in _STATE["catalog"].lessons}
     # A preview build (COURSE_SITE_LESSONS) lacks some lessons: keep their links' text only.
     return LESSON_LINK.sub(lambda m: m[0] if m[2] in built else m[1], markdown)
@@ -134,6 +131,30 @@ def _link_lessons(match: re.Match) -> str:
         f"[{n}](lessons/{by_id[n].slug}.md)" if n in by_id else n for n in match[2].split(", ")
     ]
     return f"{match[1]} ({', '.join(numbers)})"
+
+
+def _reader_affordances(page, markdown: str) -> None:
+    """"Edit this page" leads to a lesson's source (``solutions/NN_*.py``), not to the page
+    generated from it; generated pages without a source of their own get no edit link."""
+    by_page = {f"lessons/{l.slug}.md": l for l in _STATE["catalog"].lessons}
+    lesson = by_page.get(page.file.src_uri)
+    if lesson is not None and _STATE["repo_url"]:
+        page.edit_url = pages.lesson_edit_url(_STATE["repo_url"], SOURCE_BRANCH, lesson)
+    elif page.file.generated_by is not None:
+        page.edit_url = None
+
+
+def on_page_content(html: str, page, config: MkDocsConfig, files: Files) -> str:
+    """Glossary terms get anchors on their page and links from the first mention elsewhere."""
+    from mkdocs.utils import get_relative_url
+
+    terms = _STATE.get("glossary") or []
+    if page.file.src_uri == "glossary.md":
+        return pages.glossary_anchors(html, terms)
+    if not terms or page.is_homepage or files.get_file_from_path("glossary.md") is None:
+        return html  # the home page's cards and pipeline carry links enough
+    target = files.get_file_from_path("glossary.md").url
+    return pages.link_terms(html, terms, get_relative_url(target, page.url))
 
 
 def on_files(files: Files, config: MkDocsConfig) -> Files:
@@ -166,7 +187,8 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
         stubs = jupytext.reads(stub_source, fmt="py:percent")
         source_url = f"{_STATE['repo_url']}/blob/{SOURCE_BRANCH}/solutions/{lesson.filename}"
         links = Links(download=lesson.filename, source=source_url if _STATE["repo_url"] else None)
-        page = to_markdown(lesson, executed, stubs, _STATE["dataset"], links=links, root=root)
+        page = to_markdown(lesson, executed, stubs, _STATE["dataset"], links=links, root=root,
+                           aliases=_STATE["aliases"])
         files.append(File.generated(config, f"lessons/{lesson.slug}.md", content=page.markdown))
         files.append(File.generated(config, f"lessons/{lesson.filename}", content=stub_source))
         further = further_reading(executed)

@@ -1,0 +1,165 @@
+"""Every lesson's prose against the rules of docs/authoring.md ("Prose that cannot drift from
+the numbers"), read statically from ``solutions/NN_*.py``, one test per lesson and rule:
+
+* no data-shaped number written by hand in a Markdown cell, unless a rule or this file's
+  allow-list of facts (each with its reason) allows it;
+* no ``pick``/``claim`` condition that orders two computed values without a noise threshold
+  (``claims.compare``) or a stated margin, unless allowed below with its reason;
+* no number formatted inside ``say``/``pick`` with a format spec instead of ``claims.fmt``.
+
+The strict site build checks what each ``claim`` asserts on the data it runs with; these
+tests catch what no build can (a stale number in a Markdown cell holds on no data at all).
+"""
+
+import pytest
+
+from recsys_course.tooling.catalog import load_catalog
+from recsys_course.tooling.site import prose
+from recsys_course.tooling.site.prose import Fact
+
+ROOT = load_catalog().root
+LESSONS = prose.lesson_sources(ROOT)
+
+# Phrases whose numbers are facts, not measurements of the page's data. Keep the reason
+# precise: a source, a constant, or "illustration" for a worked example.
+FACTS: dict[str, list[Fact]] = {
+    "00": [
+        Fact("100,000 ratings (1-5 stars) by 943 users on 1,682 movies",
+             "MovieLens 100K's size, from its README (Harper and Konstan, 2015)"),
+        Fact("For the real MovieLens 100K this is 1 - 100,000 / (943 × 1,682) ≈ 93.7 %",
+             "arithmetic on MovieLens 100K's published size"),
+        Fact("MovieLens 25M is above 99.7 %",
+             "25,000,095 ratings by 162,541 users on 62,423 movies (MovieLens 25M README)"),
+    ],
+    "01": [
+        Fact(r"In MovieLens 100K that matrix has $943 \times 1682 \approx 1.6$ million cells and "
+             "100,000 ratings: about 94 % of it is empty",
+             "MovieLens 100K's published size, named as such"),
+        Fact('("off by 0.7 stars on average")', "illustration of how MAE reads"),
+        Fact("A movie with 300 ratings", "illustration of the damping formula"),
+        Fact("From the remaining 80 %", "1 - test_fraction, the code's 0.2"),
+        Fact("the Surprise library reports 0.944 for its bias baseline, 0.934 for its SVD",
+             "Surprise README, benchmark table"),
+        Fact("and 0.919 for SVD++", "Surprise README, benchmark table"),
+        Fact("an RMSE 10 % below Netflix's own system", "the Netflix Prize rules (2006)"),
+    ],
+}
+
+# pick/claim conditions allowed to order two values without a noise threshold, by lesson,
+# as ast.unparse writes them, with the reason.
+EXACT_COMPARISONS: dict[str, dict[str, str]] = {
+    "00": {
+        "np.median(movie_counts) < movie_counts.mean()":
+            "describes the skew of this data's counts; no estimate is compared",
+    },
+    "01": {
+        "c['fit'].iloc[-1] < c['fit'].iloc[0]":
+            "the error on the fitting data itself falls: a fact of this optimisation, not an estimate",
+    },
+}
+
+# Lessons being rewritten by other helpers of this wave (issue 31 applies to them too): the
+# checks report on them but do not fail until their rewrite is merged. Remove a lesson from
+# this set once its test passes.
+REWRITTEN_ELSEWHERE = {"02", "03", "04", "05", "06", "07", "08", "09"}
+
+
+def lessons(rule: str):
+    params = []
+    for key in LESSONS:
+        marks = []
+        if key in REWRITTEN_ELSEWHERE:
+            marks.append(pytest.mark.xfail(strict=False, reason=f"lesson {key} is rewritten for issue 31 by another helper"))
+        params.append(pytest.param(key, marks=marks, id=f"{rule}-{key}"))
+    return params
+
+
+def _report(key: str, what: str, findings) -> str:
+    return f"lesson {key}: {len(findings)} {what}:\n" + "\n".join(f"  {finding}" for finding in findings)
+
+
+@pytest.mark.parametrize("key", lessons("numbers"))
+def test_no_hand_written_data_numbers_in_prose(key):
+    source = LESSONS[key].read_text(encoding="utf-8")
+    facts = FACTS.get(key, [])
+    stale = prose.stale_facts(source, facts)
+    assert not stale, f"lesson {key}: allow-listed facts no longer in the lesson, remove them: {stale}"
+    findings = prose.unguarded_numbers(source, facts)
+    assert not findings, _report(
+        key, "hand-written numbers in Markdown (generate them with claims.say/fmt, or list a fact "
+        "with its reason in tests/dev/test_prose.py)", findings,
+    )
+
+
+@pytest.mark.parametrize("key", lessons("comparisons"))
+def test_comparisons_in_prose_state_their_noise(key):
+    source = LESSONS[key].read_text(encoding="utf-8")
+    allowed = EXACT_COMPARISONS.get(key, {})
+    findings = prose.noiseless_comparisons(source)
+    unused = set(allowed) - {finding.text for finding in findings}
+    assert not unused, f"lesson {key}: allowed comparisons no longer in the lesson, remove them: {unused}"
+    findings = [finding for finding in findings if finding.text not in allowed]
+    assert not findings, _report(
+        key, "pick/claim conditions ordering two values without a noise threshold (use "
+        "claims.compare(value, reference, se=... | noise=...))", findings,
+    )
+
+
+@pytest.mark.parametrize("key", lessons("formats"))
+def test_numbers_in_generated_prose_use_the_vocabulary(key):
+    findings = prose.hand_formatted_numbers(LESSONS[key].read_text(encoding="utf-8"))
+    assert not findings, _report(
+        key, "numbers formatted by hand in say()/pick() (use claims.fmt or claims.signed)", findings
+    )
+
+
+# ------------------------------------------------------------------ the rules themselves
+
+LESSON = '''# %% [markdown]
+# # Lesson 99 · Test
+#
+# ## 3. A section
+#
+# Exercise 9.2 and lessons 01, 02 and 07 come first; Covington et al. (2016) and
+# the Netflix Prize (2006-2009) too. The top 10 and k = 32 are explanation, as is
+# `recall = 0.913` in code, [a link](https://x.org/1234) and recall@100.
+# MovieLens 100K and Python 3.11 are names. We hold out 20 % of the ratings.
+# The model reaches 0.913, a change of +0.023 stars, fitted on 80,000 ratings;
+# the batch is 1,024 pairs and 95 % of users. Our fact: 943 users.
+#
+# ## Further reading
+#
+# - A. Author. *Paper.* Venue 42(4), 2020, pages 101-123.
+
+# %%
+test_fraction = 0.2
+batch = 1024
+print(f"{0.5:.3f}")
+say(f"EASE reaches {recall:.3f} with {n:,} users and {name}")
+pick(a > b, "higher", "lower")
+pick(a > 1.5 * b, "higher", "lower")
+pick(len(x) > len(y), "more", "fewer")
+beats = model_recall > ease_recall
+claim(beats, "beats")
+pick(gain > 0, "lowers", "does not lower")
+pick(compare(a, b, se=s).better, "better", "not better")
+pick(share >= 0.3, "a large leak", "a small leak")
+'''
+
+
+def test_numbers_rule_flags_measurements_and_allows_facts():
+    found = [finding.text for finding in prose.unguarded_numbers(LESSON, [Fact("Our fact: 943 users", "test")])]
+    assert found == ["0.913", "+0.023", "80,000", "95 %"], found
+    line = next(f for f in prose.unguarded_numbers(LESSON) if f.text == "0.913").line
+    assert LESSON.splitlines()[line - 1].startswith("# The model reaches 0.913")
+    assert prose.stale_facts(LESSON, [Fact("943 users", "x"), Fact("not there", "y")]) == [Fact("not there", "y")]
+
+
+def test_comparison_rule_flags_orderings_without_noise():
+    found = [finding.text for finding in prose.noiseless_comparisons(LESSON)]
+    assert found == ["a > b", "model_recall > ease_recall", "gain > 0"], found
+
+
+def test_format_rule_flags_format_specs_in_generated_prose_only():
+    found = [finding.text for finding in prose.hand_formatted_numbers(LESSON)]
+    assert found == ["{recall:.3f}", "{n:,}"], found
