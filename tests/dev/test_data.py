@@ -350,3 +350,21 @@ def test_tfds_1m_builds_offline_and_matches_the_folder(tmp_path, monkeypatch, sm
     direct = load_movielens(str(tmp_path / "download" / "ml-1m"))
     assert via_tfds.source == "tfds:1m" and "MovieLens 1M via TFDS" in via_tfds.description
     pd.testing.assert_frame_equal(canonical(via_tfds.ratings), canonical(direct.ratings), check_dtype=False)
+
+
+def test_pooled_generation_keeps_the_shape_and_is_seeded():
+    """The large presets' pooled selection, on a small shape: distinct pairs, about the
+    asked activity, popularity skew, planted taste, same seed same data."""
+    from recsys_course.data import synthetic
+
+    shape = synthetic.SyntheticSize(n_users=400, n_movies=700, mean_ratings_per_user=50.0, pooled=True)
+    ratings, movies = synthetic.generate(shape, seed=3)
+    again, _ = synthetic.generate(shape, seed=3)
+    pd.testing.assert_frame_equal(ratings, again)
+    assert not ratings.duplicated(["user_id", "movie_id"]).any()
+    per_user = ratings.groupby("user_id").size()
+    assert per_user.min() >= 20 and 40 < per_user.mean() < 60
+    counts = ratings["movie_id"].value_counts()
+    assert counts.iloc[: len(counts) // 10].sum() > 0.25 * len(ratings), "popularity should be skewed"
+    assert ratings["timestamp"].is_monotonic_increasing and len(movies) == 700
+    assert {"1m", "10m"} <= set(synthetic.SIZES) and synthetic.SIZES["10m"].n_movies == 20_000
