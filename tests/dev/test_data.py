@@ -228,3 +228,143 @@ def test_unknown_source_names_the_choices():
         load_movielens("movielens")
     with pytest.raises(DataSourceError, match="Unknown synthetic size"):
         load_movielens("synthetic:huge")
+
+
+# ------------------------------------------------------------ every GroupLens layout
+
+def write_ml1m(folder, data, *, users=True):
+    """GroupLens's ml-1m layout (``::``-separated .dat files); without users, ml-10m's."""
+    folder.mkdir(parents=True, exist_ok=True)
+    r = data.ratings
+    with open(folder / "ratings.dat", "w", encoding="latin-1") as f:
+        for row in r.itertuples():
+            f.write(f"{row.user_id}::{row.movie_id}::{int(row.user_rating)}::{row.timestamp}\n")
+    with open(folder / "movies.dat", "w", encoding="latin-1") as f:
+        for m in data.movies.itertuples():
+            genres = ["Children's" if g == "Children" else g for g in m.movie_genres]
+            f.write(f"{m.movie_id}::{m.movie_title}: Part II::{'|'.join(genres)}\n")  # a ':' in a title
+    if users:
+        codes = {"student": 4, "writer": 20, "artist": 2}
+        with open(folder / "users.dat", "w", encoding="latin-1") as f:
+            for u in r.drop_duplicates("user_id").itertuples():
+                code = codes.get(u.user_occupation_text, 0)
+                f.write(f"{u.user_id}::{'M' if u.user_gender else 'F'}::{int(u.bucketized_user_age)}::{code}::{u.user_zip_code}\n")
+    return folder
+
+
+def write_current(folder, data):
+    folder.mkdir(parents=True, exist_ok=True)
+    r = data.ratings.rename(columns={"user_id": "userId", "movie_id": "movieId", "user_rating": "rating"})
+    r[["userId", "movieId", "rating", "timestamp"]].to_csv(folder / "ratings.csv", index=False)
+    movies = data.movies.rename(columns={"movie_id": "movieId", "movie_title": "title"})
+    movies["genres"] = data.movies["movie_genres"].map("|".join)
+    movies["title"] = movies["title"].str.replace(")", "), The", regex=False)  # a comma in a title
+    movies[["movieId", "title", "genres"]].to_csv(folder / "movies.csv", index=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def small(synthetic):
+    """A slice of the synthetic data, enough to compare parsers row by row quickly."""
+    return type(synthetic)(synthetic.ratings.iloc[:2500].reset_index(drop=True), synthetic.movies, "x", "x")
+
+
+def tfds_frame(parse, folder):
+    return pd.DataFrame([ex for _, ex in parse(str(folder))])
+
+
+@pytest.mark.parametrize("layout", ["ml-100k", "ml-1m", "current"])
+def test_every_layout_reads_what_tfds_parsers_read(tmp_path, small, layout):
+    """The vectorised readers give TFDS's own parsers' rows (values; dtypes are the course's)."""
+    from tensorflow_datasets.structured import movielens_parsing as parsing
+
+    writer, parse = {
+        "ml-100k": (write_ml100k, parsing.parse_100k_ratings_data),
+        "ml-1m": (write_ml1m, parsing.parse_1m_ratings_data),
+        "current": (write_current, parsing.parse_current_ratings_data),
+    }[layout]
+    folder = writer(tmp_path / layout, small)
+    ours = load_movielens(str(folder)).ratings
+    theirs = tfds_frame(parse, folder)
+    assert set(ours.columns) == set(theirs.columns)
+    for column in ("user_rating", "timestamp", "raw_user_age", "bucketized_user_age"):
+        if column in theirs:
+            theirs[column] = theirs[column].astype(ours[column].dtype)
+    pd.testing.assert_frame_equal(canonical(ours), canonical(theirs[list(ours.columns)]), check_dtype=False)
+
+
+def test_ml10m_layout_has_no_users_and_ml1m_has_no_raw_age(tmp_path, small):
+    ten = load_movielens(str(write_ml1m(tmp_path / "ml-10M100K", small, users=False)))
+    one = load_movielens(str(write_ml1m(tmp_path / "ml-1m", small)))
+    assert list(ten.ratings.columns) == RATING_COLUMNS and not ten.has_demographics
+    assert "MovieLens 10M" in ten.description and "MovieLens 1M" in one.description
+    assert "raw_user_age" not in one.ratings and not one.has_demographics, "ML-1M publishes age groups only"
+    assert one.ratings["movie_title"].str.endswith(": Part II").all(), "a ':' inside a title survives"
+    assert one.ratings["user_occupation_label"].isin(["student", "writer", "artist", "other/not specified"]).all()
+    pd.testing.assert_frame_equal(ten.ratings, one.ratings[RATING_COLUMNS])
+
+
+def test_movie_lists_are_shared_across_rating_rows(tmp_path, small):
+    data = load_movielens(str(write_current(tmp_path / "ml-latest", small)))
+    first = data.ratings.groupby("movie_id")["movie_genres"].agg(lambda g: len({id(x) for x in g}))
+    assert (first == 1).all(), "each movie's genre list is one object, not a copy per rating"
+
+
+@pytest.mark.parametrize("files, message", [
+    (["ratings.dat"], "missing movies.dat .*ml-10m"),
+    (["ratings.dat", "users.dat"], "missing movies.dat .*ml-1m"),
+    (["ratings.csv"], "missing movies.csv"),
+    (["u.data", "u.item"], "missing u.user"),
+])
+def test_incomplete_layouts_name_what_they_expected(tmp_path, files, message):
+    for name in files:
+        (tmp_path / name).write_text("1::1::5::1\n" if name.endswith(".dat") else "x\n")
+    with pytest.raises(DataSourceError, match=message) as error:
+        load_movielens(str(tmp_path))
+    assert "Fix:" in str(error.value)
+
+
+def test_tfds_names_select_a_tfds_size():
+    assert [sources.tfds_size(s) for s in ("tfds", "tfds:1m", "movielens/25m-ratings", "tfds:latest-small")] == [
+        "100k", "1m", "25m", "latest-small"]
+    assert sources.tfds_size("tfds:2m") is None and sources.tfds_size("1m") is None
+    with pytest.raises(DataSourceError, match="Unknown data source 'tfds:2m'.*tfds:1m"):
+        load_movielens("tfds:2m")
+
+
+def test_tfds_1m_builds_offline_and_matches_the_folder(tmp_path, monkeypatch, small):
+    """TFDS's own 1M builder on local files: the batched TFDS reader gives the folder's rows."""
+    import tensorflow_datasets as tfds
+
+    write_ml1m(tmp_path / "download" / "ml-1m", small)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract",
+                        lambda self, url, *a, **k: str(tmp_path / "download"))
+
+    class FakeSocket:
+        def close(self):
+            pass
+
+    monkeypatch.setattr(sources.socket, "create_connection", lambda *a, **k: FakeSocket())
+    via_tfds = load_movielens("tfds:1m")
+    direct = load_movielens(str(tmp_path / "download" / "ml-1m"))
+    assert via_tfds.source == "tfds:1m" and "MovieLens 1M via TFDS" in via_tfds.description
+    pd.testing.assert_frame_equal(canonical(via_tfds.ratings), canonical(direct.ratings), check_dtype=False)
+
+
+def test_pooled_generation_keeps_the_shape_and_is_seeded():
+    """The large presets' pooled selection, on a small shape: distinct pairs, about the
+    asked activity, popularity skew, planted taste, same seed same data."""
+    from recsys_course.data import synthetic
+
+    shape = synthetic.SyntheticSize(n_users=400, n_movies=700, mean_ratings_per_user=50.0, pooled=True)
+    ratings, movies = synthetic.generate(shape, seed=3)
+    again, _ = synthetic.generate(shape, seed=3)
+    pd.testing.assert_frame_equal(ratings, again)
+    assert not ratings.duplicated(["user_id", "movie_id"]).any()
+    per_user = ratings.groupby("user_id").size()
+    assert per_user.min() >= 20 and 40 < per_user.mean() < 60
+    counts = ratings["movie_id"].value_counts()
+    assert counts.iloc[: len(counts) // 10].sum() > 0.25 * len(ratings), "popularity should be skewed"
+    assert ratings["timestamp"].is_monotonic_increasing and len(movies) == 700
+    assert {"1m", "10m"} <= set(synthetic.SIZES) and synthetic.SIZES["10m"].n_movies == 20_000

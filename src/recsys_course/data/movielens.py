@@ -60,16 +60,27 @@ class MovieLens:
 
 
 def finish_frames(ratings: pd.DataFrame, movies: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Give every source the same column order and dtypes."""
+    """Give every source the same column order and dtypes.
+
+    Genre lists become Python lists; a rating row whose genres are already a list keeps it
+    (large sources share one list per movie across its rows, and copying would cost a list
+    per rating)."""
     ratings = ratings.copy()
     ratings["user_id"] = ratings["user_id"].astype(str)
     ratings["movie_id"] = ratings["movie_id"].astype(str)
     ratings["user_rating"] = ratings["user_rating"].astype("float32")
     ratings["timestamp"] = ratings["timestamp"].astype("int64")
-    ratings["movie_genres"] = ratings["movie_genres"].map(list)
+    ratings["movie_genres"] = ratings["movie_genres"].map(_as_list)
+    for age in ("raw_user_age", "bucketized_user_age"):  # float32 in TFDS, from every source
+        if age in ratings:
+            ratings[age] = ratings[age].astype("float32")
     extra = [c for c in USER_COLUMNS if c in ratings.columns]
     ratings = ratings[RATING_COLUMNS + extra].reset_index(drop=True)
     movies = movies[["movie_id", "movie_title", "movie_genres"]].copy()
     movies["movie_id"] = movies["movie_id"].astype(str)
-    movies["movie_genres"] = movies["movie_genres"].map(list)
+    movies["movie_genres"] = movies["movie_genres"].map(_as_list)
     return ratings, movies.reset_index(drop=True)
+
+
+def _as_list(genres) -> list:
+    return genres if type(genres) is list else list(genres)

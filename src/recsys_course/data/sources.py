@@ -5,32 +5,41 @@ variable (the argument wins):
 
 ``auto`` (default)   TFDS, falling back to ``synthetic`` with a loud warning when TFDS fails
 ``tfds``             ``tfds.load("movielens/100k-ratings")``; downloads once, then cached
+``tfds:1m``          another TFDS MovieLens: ``1m``, ``20m``, ``25m`` or ``latest-small``;
+                     the TFDS name itself (``movielens/1m-ratings``) works too
 ``synthetic``        the seeded generator, small (``synthetic:100k`` for MovieLens 100K's size,
+                     ``synthetic:1m`` and ``synthetic:10m`` for the shapes of ML-1M and ML-20M,
                      ``synthetic:tiny`` for smoke tests)
-a path               a GroupLens folder or zip: ``ml-100k`` (``u.data``) or the current
-                     format (``ratings.csv`` + ``movies.csv``, e.g. ``ml-latest-small``)
+a path               a GroupLens folder or zip in any of its layouts (``ml-100k``, ``ml-1m``,
+                     ``ml-10m``, and ``ratings.csv`` + ``movies.csv`` for ml-20m, ml-25m,
+                     ml-latest and ml-latest-small): see :mod:`recsys_course.data.grouplens`
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
+import re
 import socket
 import sys
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from recsys_course.data import grouplens
 from recsys_course.data.errors import DataSourceError
 from recsys_course.data.movielens import USER_COLUMNS, MovieLens, finish_frames
 
 ENV_VAR = "COURSE_DATA"
 CACHE_ENV_VAR = "COURSE_CACHE_DIR"
 TFDS_RATINGS, TFDS_MOVIES = "movielens/100k-ratings", "movielens/100k-movies"
+#: TFDS's MovieLens configurations (``movielens/<size>-ratings``) and what readers call them.
+TFDS_SIZES = {"100k": "MovieLens 100K", "1m": "MovieLens 1M", "20m": "MovieLens 20M",
+              "25m": "MovieLens 25M", "latest-small": "MovieLens latest-small"}
+_TFDS_NAME = re.compile(r"^(?:tfds:)?(?:movielens/)?(100k|1m|20m|25m|latest-small)(?:-ratings)?$")
 
 
 def resolve_source(source: str | None = None) -> str:
@@ -72,24 +81,35 @@ def load_movielens(source: str | None = None, *, seed: int = 0) -> MovieLens:
             print(f"\n*** WARNING: {message}\n", file=sys.stderr)
             warnings.warn(message, RuntimeWarning, stacklevel=2)
             return _load_synthetic("small", seed)
-    if spec == "tfds":
+    size = tfds_size(spec)
+    if size is not None:
         try:
-            return _load_tfds()
+            return _load_tfds(size)
         except Exception as error:
             raise DataSourceError(
-                f"COURSE_DATA=tfds: tfds.load({TFDS_RATINGS!r}) failed ({type(error).__name__}: "
-                f"{error}). It needs the network once to download into {tfds_data_dir()}. Fix: "
-                "connect once, or download ml-100k.zip from GroupLens and set "
-                "COURSE_DATA=/path/to/ml-100k.zip, or use COURSE_DATA=synthetic."
+                f"COURSE_DATA={spec}: tfds.load('movielens/{size}-ratings') failed "
+                f"({type(error).__name__}: {error}). It needs the network once to download into "
+                f"{tfds_data_dir()}. Fix: connect once, or download the ml-{size} zip from GroupLens "
+                "and set COURSE_DATA=/path/to/that.zip, or use COURSE_DATA=synthetic."
             ) from error
     if spec == "synthetic" or spec.startswith("synthetic:"):
         return _load_synthetic(spec.partition(":")[2] or "small", seed)
     if _looks_like_path(spec):
         return _load_local(Path(spec).expanduser())
     raise DataSourceError(
-        f"Unknown data source {spec!r}. Use one of: auto, tfds, synthetic, synthetic:100k, "
-        "or a path to a GroupLens folder or zip (ml-100k, ml-latest-small)."
+        f"Unknown data source {spec!r}. Use one of: auto, tfds, tfds:1m, tfds:20m, tfds:25m, "
+        "tfds:latest-small, synthetic, synthetic:100k, synthetic:1m, synthetic:10m, or a path to "
+        "a GroupLens folder or zip (ml-100k, ml-1m, ml-10m, ml-20m, ml-25m, ml-latest, "
+        "ml-latest-small)."
     )
+
+
+def tfds_size(spec: str) -> str | None:
+    """The TFDS MovieLens size a source string names (``tfds`` is 100k), or None."""
+    if spec == "tfds":
+        return "100k"
+    match = _TFDS_NAME.match(spec)
+    return match[1] if match and (spec.startswith(("tfds:", "movielens/"))) else None
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -113,14 +133,12 @@ def _load_synthetic(size: str, seed: int) -> MovieLens:
 GROUPLENS_HOST = "files.grouplens.org"  # where TFDS downloads MovieLens from
 
 
-def _check_download_possible(tfds, data_dir: str) -> None:
+def _check_download_possible(tfds, data_dir: str, names: tuple[str, ...] = (TFDS_RATINGS, TFDS_MOVIES)) -> None:
     """Fail fast when MovieLens is not prepared yet and its host cannot be reached.
 
     Without this check an offline ``tfds.load`` retries the download for minutes.
     """
-    prepared = all(
-        tfds.builder(name, data_dir=data_dir).is_prepared() for name in (TFDS_RATINGS, TFDS_MOVIES)
-    )
+    prepared = all(tfds.builder(name, data_dir=data_dir).is_prepared() for name in names)
     if prepared:
         return
     try:
@@ -131,157 +149,99 @@ def _check_download_possible(tfds, data_dir: str) -> None:
         ) from error
 
 
-def _load_tfds() -> MovieLens:
+def _load_tfds(size: str = "100k") -> MovieLens:
+    """A TFDS MovieLens dataset, read a batch at a time (a Python dictionary per rating, as
+    ``tfds.as_numpy`` over single examples gives, costs minutes at 25 million ratings)."""
     import tensorflow_datasets as tfds
 
     data_dir = str(tfds_data_dir())
-    _check_download_possible(tfds, data_dir)
-    ratings_ds, info = tfds.load(TFDS_RATINGS, split="train", with_info=True, data_dir=data_dir)
-    movies_ds = tfds.load(TFDS_MOVIES, split="train", data_dir=data_dir)
+    ratings_name, movies_name = f"movielens/{size}-ratings", f"movielens/{size}-movies"
+    _check_download_possible(tfds, data_dir, (ratings_name, movies_name))
+    ratings_ds, info = tfds.load(ratings_name, split="train", with_info=True, data_dir=data_dir)
+    movies_ds = tfds.load(movies_name, split="train", data_dir=data_dir)
     genre_names = info.features["movie_genres"].feature.names
-    occupation_names = info.features["user_occupation_label"].names
 
-    def text(value: bytes) -> str:
-        return value.decode("utf-8", errors="replace")
+    def text(values) -> list[str]:
+        return [v.decode("utf-8", errors="replace") for v in values]
 
-    rows = []
-    for ex in tfds.as_numpy(ratings_ds):
-        rows.append(
+    movies = pd.DataFrame(
+        [
             {
-                "user_id": text(ex["user_id"]),
-                "movie_id": text(ex["movie_id"]),
-                "movie_title": text(ex["movie_title"]),
+                "movie_id": ex["movie_id"].decode("utf-8", errors="replace"),
+                "movie_title": ex["movie_title"].decode("utf-8", errors="replace"),
                 "movie_genres": [genre_names[g] for g in ex["movie_genres"]],
-                "user_rating": ex["user_rating"],
-                "timestamp": ex["timestamp"],
-                "raw_user_age": ex["raw_user_age"],
-                "bucketized_user_age": ex["bucketized_user_age"],
-                "user_gender": bool(ex["user_gender"]),
-                "user_occupation_label": occupation_names[ex["user_occupation_label"]],
-                "user_occupation_text": text(ex["user_occupation_text"]),
-                "user_zip_code": text(ex["user_zip_code"]),
             }
-        )
-    movies = [
-        {
-            "movie_id": text(ex["movie_id"]),
-            "movie_title": text(ex["movie_title"]),
-            "movie_genres": [genre_names[g] for g in ex["movie_genres"]],
-        }
-        for ex in tfds.as_numpy(movies_ds)
-    ]
-    ratings_df, movies_df = finish_frames(pd.DataFrame(rows), pd.DataFrame(movies))
-    return MovieLens(ratings_df, movies_df, "tfds", f"MovieLens 100K via TFDS ({data_dir})")
+            for ex in tfds.as_numpy(movies_ds)
+        ]
+    )
+    # Genres are a variable-length feature that cannot be batched; they come from the movies.
+    scalar = [name for name, feature in info.features.items() if name != "movie_genres"]
+    batches = tfds.as_numpy(ratings_ds.map(lambda ex: {k: ex[k] for k in scalar}).batch(65_536))
+    columns: dict[str, list] = {name: [] for name in scalar}
+    for batch in batches:
+        for name in scalar:
+            columns[name].append(batch[name])
+    raw = {name: np.concatenate(parts) if parts else np.array([]) for name, parts in columns.items()}
+    frame = {
+        "user_id": text(raw["user_id"]), "movie_id": text(raw["movie_id"]),
+        "user_rating": raw["user_rating"], "timestamp": raw["timestamp"],
+    }
+    if "raw_user_age" in raw:
+        frame["raw_user_age"] = raw["raw_user_age"]
+    if "bucketized_user_age" in raw:
+        frame["bucketized_user_age"] = raw["bucketized_user_age"]
+    if "user_gender" in raw:
+        frame["user_gender"] = raw["user_gender"].astype(bool)
+    if "user_occupation_label" in raw:
+        labels = info.features["user_occupation_label"].names
+        frame["user_occupation_label"] = [labels[i] for i in raw["user_occupation_label"]]
+        frame["user_occupation_text"] = text(raw["user_occupation_text"])
+        frame["user_zip_code"] = text(raw["user_zip_code"])
+    ratings = pd.DataFrame(frame)
+    by_movie = movies.set_index("movie_id")
+    ratings["movie_title"] = ratings["movie_id"].map(by_movie["movie_title"])
+    ratings["movie_genres"] = ratings["movie_id"].map(by_movie["movie_genres"])
+    ratings_df, movies_df = finish_frames(ratings, movies)
+    label = "tfds" if size == "100k" else f"tfds:{size}"
+    return MovieLens(ratings_df, movies_df, label, f"{TFDS_SIZES[size]} via TFDS ({data_dir})")
 
 
 def _load_local(path: Path) -> MovieLens:
     if not path.exists():
         raise DataSourceError(
             f"Data path {path} does not exist. Fix: point COURSE_DATA at a GroupLens folder "
-            "(containing u.data or ratings.csv) or its zip, e.g. COURSE_DATA=~/data/ml-100k.zip."
+            "(containing u.data, ratings.dat or ratings.csv) or its zip, e.g. "
+            "COURSE_DATA=~/data/ml-100k.zip."
         )
     folder = _extract_zip(path) if path.is_file() else path
     root = _find_dataset_root(folder)
     if root is None:
         raise DataSourceError(
-            f"{path} holds no MovieLens ratings: expected u.data (ml-100k) or ratings.csv "
-            "(ml-latest-small, ml-25m) in it or one folder below. Fix: point COURSE_DATA at "
-            "the unpacked GroupLens folder or the zip you downloaded."
+            f"{path} holds no MovieLens ratings: expected u.data (ml-100k), ratings.dat (ml-1m, "
+            "ml-10m) or ratings.csv (ml-20m, ml-25m, ml-latest, ml-latest-small) in it or one "
+            "folder below. Fix: point COURSE_DATA at the unpacked GroupLens folder or the zip "
+            "you downloaded."
         )
-    from tensorflow_datasets.structured import movielens_parsing as parsing
-
-    if (root / "u.data").exists():
-        needed, fmt = ["u.data", "u.item", "u.user"], "ml-100k"
-        parse_ratings, parse_movies = parsing.parse_100k_ratings_data, parsing.parse_100k_movies_data
-    else:
-        needed, fmt = ["ratings.csv", "movies.csv"], "current"
-        parse_ratings, parse_movies = parsing.parse_current_ratings_data, parsing.parse_current_movies_data
-    missing = [name for name in needed if not (root / name).exists()]
-    if missing:
-        raise DataSourceError(
-            f"{root} is missing {', '.join(missing)} ({fmt} format needs {', '.join(needed)}). "
-            "Fix: unpack the complete GroupLens archive again."
+    ratings, movies, layout, orphans = grouplens.read(root)
+    if orphans.count:
+        message = (
+            f"{root / orphans.file}: {orphans.count} rating(s) refer to a movie or user missing "
+            f"from the other files (first at line {orphans.first_line}: {orphans.first_row}). "
+            "They were skipped; your files were not changed. Fix: re-download the archive if "
+            "this is unexpected."
         )
-    parse_root, skipped = _without_orphan_ratings(root, fmt)
-    try:
-        ratings = pd.DataFrame([ex for _, ex in parse_ratings(str(parse_root))])
-        movies = pd.DataFrame([ex for _, ex in parse_movies(str(root))])
-    except (ValueError, KeyError, UnicodeDecodeError) as error:
-        raise DataSourceError(
-            f"Could not parse the {fmt} files in {root} ({type(error).__name__}: {error}). "
-            "Fix: the files look damaged; download and unpack the GroupLens archive again."
-        ) from error
-    if ratings.empty:
-        raise DataSourceError(f"{root} contains no ratings. Fix: unpack the archive again.")
-    ratings["user_rating"] = ratings["user_rating"].astype(float)
-    ratings["timestamp"] = ratings["timestamp"].astype("int64")
+        print(f"\n*** WARNING: {message}\n", file=sys.stderr)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
     ratings, movies = finish_frames(ratings, movies)
-    kind = "MovieLens 100K" if fmt == "ml-100k" else f"MovieLens ({root.name})"
     has_demo = " with demographics" if all(c in ratings for c in USER_COLUMNS) else ""
+    skipped = orphans.count
     note = f" ({skipped} orphan rating{'s' * (skipped != 1)} skipped)" if skipped else ""
-    return MovieLens(ratings, movies, f"local:{path}", f"{kind}{has_demo} from {path}{note}")
-
-
-def _without_orphan_ratings(root: Path, fmt: str) -> tuple[Path, int]:
-    """Return a folder TFDS's parser can read, and how many ratings were skipped.
-
-    TFDS's parsers stop with a bare ``KeyError`` on a rating whose movie (or, in ml-100k,
-    user) is missing from the other files. Such ratings carry no title or genres, so they are
-    dropped, loudly, from a cleaned copy in the cache; the original files are not touched.
-    """
-    if fmt == "ml-100k":
-        name = "u.data"
-        table = pd.read_csv(root / name, sep="\t", header=None, dtype=str, encoding="latin-1")
-        movie_col, user_col = table[1], table[0]
-        movie_ids = pd.read_csv(root / "u.item", sep="|", header=None, dtype=str, encoding="latin-1")[0]
-        user_ids = pd.read_csv(root / "u.user", sep="|", header=None, dtype=str, encoding="latin-1")[0]
-        orphan = ~movie_col.isin(set(movie_ids)) | ~user_col.isin(set(user_ids))
-        line_offset = 1
-    else:
-        name = "ratings.csv"
-        table = pd.read_csv(root / name, dtype=str)
-        movie_ids = pd.read_csv(root / "movies.csv", dtype=str)["movieId"]
-        orphan = ~table["movieId"].isin(set(movie_ids))
-        line_offset = 2  # header line, then 1-based numbering
-    count = int(orphan.sum())
-    if not count:
-        return root, 0
-    first = int(orphan.to_numpy().nonzero()[0][0])
-    message = (
-        f"{root / name}: {count} rating(s) refer to a movie or user missing from the other "
-        f"files (first at line {first + line_offset}: {','.join(table.iloc[first].astype(str))}). "
-        "They were skipped; your files were not changed. Fix: re-download the archive if "
-        "this is unexpected."
-    )
-    print(f"\n*** WARNING: {message}\n", file=sys.stderr)
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
-    digest = hashlib.sha1(f"{root.resolve()}:{(root / name).stat().st_mtime_ns}".encode()).hexdigest()[:12]
-    cleaned = cache_dir() / "cleaned" / f"{root.name}-{digest}"
-    if (cleaned / ".complete").exists():
-        return cleaned, count
-    # Built in a private folder and renamed into place, so concurrent loads never see a
-    # half-written file.
-    cleaned.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=cleaned.parent, prefix=".building-"))
-    for item in root.iterdir():
-        if item.name != name and item.is_file():
-            (staging / item.name).symlink_to(item.resolve())
-    kept = table[~orphan]
-    if fmt == "ml-100k":
-        kept.to_csv(staging / name, sep="\t", header=False, index=False, encoding="latin-1")
-    else:
-        kept.to_csv(staging / name, index=False)
-    (staging / ".complete").touch()
-    try:
-        staging.rename(cleaned)
-    except OSError:  # another process finished first: use its copy
-        shutil.rmtree(staging, ignore_errors=True)
-    return cleaned, count
+    return MovieLens(ratings, movies, f"local:{path}", f"{layout.label_of(root)}{has_demo} from {path}{note}")
 
 
 def _find_dataset_root(folder: Path) -> Path | None:
     for candidate in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]:
-        if (candidate / "u.data").exists() or (candidate / "ratings.csv").exists():
+        if grouplens.detect(candidate) is not None:
             return candidate
     return None
 
