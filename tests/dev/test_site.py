@@ -225,6 +225,8 @@ def test_pages_name_the_dataset_as_readers_know_it():
         "synthetic MovieLens-shaped data (small)")
     assert reader_name("local:/x/ml-latest-small", "MovieLens (ml-latest-small) from /x/ml-latest-small") == (
         "MovieLens ml-latest-small (GroupLens)")
+    assert reader_name("tfds:1m", "MovieLens 1M via TFDS (/root/tensorflow_datasets)") == "MovieLens 1M (TFDS)"
+    assert reader_name("local:/d/ml-10M100K", "MovieLens 10M from /d/ml-10M100K") == "MovieLens 10M (GroupLens)"
 
 
 def test_outputs_name_the_data_without_its_path_and_wide_figures_scroll_on_phones():

@@ -96,9 +96,11 @@ def reader_name(source: str, description: str) -> str:
 
     ``source`` and ``description`` are those of :class:`recsys_course.data.MovieLens`.
     """
+    from recsys_course.data.sources import TFDS_SIZES, tfds_size
+
     source = source.removeprefix("local:")
-    if source == "tfds":
-        return "MovieLens 100K (TFDS)"
+    if tfds_size(source) is not None:
+        return f"{TFDS_SIZES[tfds_size(source)]} (TFDS)"
     if source.startswith("synthetic"):
         size = source.partition(":")[2] or "small"
         return f"synthetic MovieLens-shaped data ({size})"
