@@ -55,6 +55,9 @@ class Links:
     download: str  # relative to the page's Markdown file, e.g. "00_introduction.py"
     source: str | None = None  # URL of solutions/NN_*.py in the repository
     references: str = "../references.md"
+    notebook: str | None = None  # the learner's notebook on this site (relative)
+    solutions_notebook: str | None = None  # the reference notebook on this site (relative)
+    colab: str | None = None  # Colab's address of the learner's notebook
 
 
 def indent(text: str, spaces: int = 4) -> str:
@@ -206,12 +209,39 @@ def exercise_box(lesson: Lesson, exercise_id: str, solution: str, stub: str) -> 
     return f'!!! question "{title}"\n\n' + indent("\n\n".join(body))
 
 
+def how_measured(run: Run) -> str:
+    """The machine a runtime was measured on, and how the build shared it between lessons."""
+    if run.alongside <= 1:
+        return f"{run.cpus} CPU cores"
+    threads = f"{run.threads} thread{'s' if run.threads != 1 else ''} each" if run.threads else "no thread limit"
+    return f"{run.cpus} CPU cores shared by {run.alongside} lessons, {threads}"
+
+
+def link_actions(lesson: Lesson, links: Links) -> list[str]:
+    """The banner's links: the lesson as a script and as notebooks, Colab, GitHub, references."""
+    notebook = f"{lesson.slug}.ipynb"
+    actions = [f'[:material-download: Download this lesson]({links.download}){{ download="{lesson.filename}" }}']
+    if links.notebook:
+        actions.append(f'[:material-notebook-outline: Download notebook]({links.notebook}){{ download="{notebook}" }}')
+    if links.solutions_notebook:
+        actions.append(
+            f'[:material-notebook-check-outline: Notebook with solutions]({links.solutions_notebook})'
+            f'{{ download="{lesson.slug}_solutions.ipynb" }}'
+        )
+    if links.colab:
+        actions.append(f"[:simple-googlecolab: Open in Colab]({links.colab})")
+    if links.source:
+        actions.append(f"[:material-github: View on GitHub]({links.source})")
+    actions.append(f"[:material-bookshelf: References]({links.references})")
+    return actions
+
+
 def banner(lesson: Lesson, dataset: str, run: Run | None, links: Links | None = None) -> str:
     """The box under the title: data, measured runtime, how to run it, download and source."""
     if run is not None:
         timing = (
             f"Running the whole lesson took **{format_duration(run.seconds)}** when this page "
-            f"was built ({run.cpus} CPU cores, {run.finished[:10]})."
+            f"was built ({how_measured(run)}, {run.finished[:10]})."
         )
     else:
         timing = "Its runtime was not measured."
@@ -221,11 +251,7 @@ def banner(lesson: Lesson, dataset: str, run: Run | None, links: Links | None = 
         f"editor; check your exercises with `course check {lesson.id}`.",
     ]
     if links is not None:
-        actions = [f'[:material-download: Download this lesson]({links.download}){{ download="{lesson.filename}" }}']
-        if links.source:
-            actions.append(f"[:material-file-code: Source with solutions]({links.source})")
-        actions.append(f"[:material-bookshelf: References]({links.references})")
-        lines.append(" · ".join(actions))
+        lines.append(" · ".join(link_actions(lesson, links)))
     return '!!! info "About this page"\n\n' + indent("\n\n".join(lines))
 
 
