@@ -15,7 +15,7 @@ import pytest
 from recsys_course.paths import SRC_DIR
 from recsys_course.tooling.catalog import load_catalog
 from recsys_course.tooling.site import repository
-from recsys_course.tooling.site.execute import Job, LessonExecutionError, Sharing, execute_many
+from recsys_course.tooling.site.execute import Job, LessonExecutionError, Sharing, execute_many, kernel_log
 from recsys_course.tooling.site.notebooks import CHECK_TAG, SETUP_TAG, lesson_notebook, setup_cell, write
 
 CATALOG = load_catalog()
@@ -229,6 +229,7 @@ def test_lessons_execute_at_the_same_time_with_their_thread_limit_and_a_failure_
     for name in ("a", "b"):
         assert done[name].cells[0].outputs[0].text.split() == ["1", "1"]
         assert done[name].metadata["course"]["run"]["alongside"] == 2
+        assert kernel_log(tmp_path / "cache", name).exists(), "the kernel's own output has a file"
     broken = [Job("fine", "# %%\nprint('ok')\n", "k3"), Job("broken_lesson", "# %%\n1 / 0\n", "k4")]
     with pytest.raises(LessonExecutionError, match=r"(?s)broken_lesson.*ZeroDivisionError"):
         execute_many(broken, cwd=tmp_path, cache_dir=tmp_path / "cache", data_spec="synthetic",

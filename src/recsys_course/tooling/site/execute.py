@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -81,6 +83,11 @@ def cache_path(cache_dir: Path, name: str, data_spec: str, key: str) -> Path:
     return cache_dir / f"{name}-{data_tag}-{key}.ipynb"
 
 
+def kernel_log(cache_dir: Path, name: str) -> Path:
+    """Where the last execution of lesson ``name`` left its kernel's own output."""
+    return cache_dir / f"{name}.kernel.log"
+
+
 def kernel_environment(data_spec: str, threads: int | None) -> dict[str, str]:
     """The environment of a lesson's kernel: the build's, with the data it must use, strict
     claims, the inline figure backend and (with ``threads``) a limit on its thread pools.
@@ -120,17 +127,25 @@ def execute(
     notebook = jupytext.reads(source, fmt="py:percent")
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     notebook.cells.insert(0, nbformat.v4.new_code_cell(SETUP_CELL))
+    cache_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    try:
-        client = NotebookClient(
-            notebook, timeout=timeout, kernel_name="python3",
-            resources={"metadata": {"path": str(cwd)}},
-        )
-        # CurveZMQ keys for the kernel's sockets: its traffic is encrypted, and it no longer
-        # logs a warning about plain-text TCP for every lesson.
-        client.execute(env=kernel_environment(data_spec, threads), transport_encryption="auto")
-    except CellExecutionError as error:
-        raise LessonExecutionError(f"{name}: a cell failed while building the site:\n{error}") from error
+    # What the kernel process writes to its own stdout and stderr (TensorFlow's C++ logs,
+    # a crash) goes to a log file beside the cache rather than into the build's log, where
+    # two lessons would interleave; the notebook's outputs have it too.
+    with open(kernel_log(cache_dir, name), "w", encoding="utf-8") as log:
+        try:
+            client = NotebookClient(
+                notebook, timeout=timeout, kernel_name="python3",
+                resources={"metadata": {"path": str(cwd)}},
+            )
+            # CurveZMQ keys for the kernel's sockets: its traffic is encrypted, and it no
+            # longer logs a warning about plain-text TCP for every lesson.
+            client.execute(
+                env=kernel_environment(data_spec, threads), transport_encryption="auto",
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        except CellExecutionError as error:
+            raise LessonExecutionError(f"{name}: a cell failed while building the site:\n{error}") from error
     seconds = time.perf_counter() - started
     notebook.cells.pop(0)
     run = Run(
@@ -139,7 +154,6 @@ def execute(
         threads=threads, alongside=alongside,
     )
     notebook.metadata["course"] = {"run": run.__dict__}
-    cache_dir.mkdir(parents=True, exist_ok=True)
     for stale in cache_dir.glob(f"{cached.name.rsplit('-', 1)[0]}-*.ipynb"):
         stale.unlink()
     nbformat.write(notebook, cached)
@@ -216,23 +230,39 @@ def execute_many(
         except LessonExecutionError:
             raise
         except Exception as error:  # a dead kernel or a cell past its time limit
-            raise LessonExecutionError(f"{job.name}: {type(error).__name__}: {error}") from error
+            raise LessonExecutionError(
+                f"{job.name}: {type(error).__name__}: {error} (the kernel's own output: "
+                f"{kernel_log(cache_dir, job.name)})"
+            ) from error
         on_done(job, notebook, time.perf_counter() - started)
         return notebook
 
-    with ThreadPoolExecutor(max_workers=sharing.at_once, thread_name_prefix="lesson") as pool:
-        running: dict[Future, Job] = {}
-        while (pending and not failures) or running:
-            while pending and not failures and len(running) < sharing.at_once:
-                job = pending.pop(0)
-                running[pool.submit(run, job)] = job
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                job = running.pop(future)
-                try:
-                    done[job.name] = future.result()
-                except LessonExecutionError as error:
-                    failures.append(error)
+    # Daemon threads rather than a ThreadPoolExecutor, whose threads the interpreter waits
+    # for at exit: Ctrl-C during `make site` then ends the build at once, and each kernel
+    # (in its own session, so the terminal's Ctrl-C does not reach it) exits when it sees
+    # its parent gone.
+    results: queue.Queue = queue.Queue()
+
+    def work(job: Job) -> None:
+        try:
+            results.put((job, run(job), None))
+        except BaseException as error:  # handed to the main thread, which decides
+            results.put((job, None, error))
+
+    running = 0
+    while (pending and not failures) or running:
+        while pending and not failures and running < sharing.at_once:
+            job = pending.pop(0)
+            threading.Thread(target=work, args=(job,), name=f"lesson-{job.name}", daemon=True).start()
+            running += 1
+        job, notebook, error = results.get()
+        running -= 1
+        if isinstance(error, LessonExecutionError):
+            failures.append(error)
+        elif error is not None:
+            raise error
+        else:
+            done[job.name] = notebook
     if failures:
         skipped = total - len(done) - len(failures)
         note = f"\n({skipped} lesson(s) not started after the first failure)" if skipped else ""
