@@ -58,6 +58,8 @@ site: $(STAMP) vendor
 	@echo "The site will be served at http://127.0.0.1:8000 when the build is done."
 	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
+# Lessons run two at a time with one thread each on a 2-core machine ($COURSE_SITE_JOBS=1:
+# one at a time with every core); notebooks and links follow $COURSE_REPO_URL (docs/authoring.md).
 site-build: $(STAMP) vendor
 	$(BIN)/mkdocs build --strict
 
@@ -74,11 +76,11 @@ $(BROWSER_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[ann,browser]'
 	@touch $@
 
-# Drives Debian's chromium over the built site (`apt-get install chromium` once). Reuses
+# Drives Debian's chromium (or the browser $CHROMIUM names) over the built site. Reuses
 # site/ when it is current; otherwise builds it with the last build's data, or with
 # $COURSE_DATA when set (saying so, since that executes every lesson with the new data).
 browser-test: $(BROWSER_STAMP) vendor
-	@command -v chromium >/dev/null 2>&1 || { echo "chromium is missing: apt-get install chromium"; exit 1; }
+	@command -v $${CHROMIUM:-chromium} >/dev/null 2>&1 || { echo "chromium is missing: apt-get install chromium, or set CHROMIUM"; exit 1; }
 	@$(BIN)/python -m recsys_course.tooling.site.stamp site || { \
 	  data="$${COURSE_DATA:-$$($(BIN)/python -m recsys_course.tooling.site.stamp site --data)}"; \
 	  echo "building the site with COURSE_DATA=$${data:-auto}"; \

@@ -60,10 +60,12 @@ def _clear_status() -> None:
 
 
 def check(
-    target: str, *, solutions: bool = False, timeout: float = 600.0, test_timeout: float = 60.0
+    target: str, *, solutions: bool = False, timeout: float = 600.0, test_timeout: float = 60.0,
+    lessons_dir: Path | None = None,
 ) -> int:
-    """Grade ``target`` in the learner's ``lessons/`` (or the solutions), print one block per
-    exercise and a subtotal per lesson, record results; exit 1 if anything fails."""
+    """Grade ``target`` in the learner's ``lessons/`` (or the solutions, or ``lessons_dir``:
+    a notebook's exercise cells written out as lesson files), print one block per exercise
+    and a subtotal per lesson, record results; exit 1 if anything fails."""
     from recsys_course.tooling.grading.results import read_report
     from recsys_course.tooling.grading.runner import run_tests
     from recsys_course.tooling.quiet import strip_noise
@@ -71,7 +73,7 @@ def check(
 
     catalog = load_catalog()
     lessons, only = resolve_target(catalog, target)
-    tree = catalog.root / ("solutions" if solutions else "lessons")
+    tree = lessons_dir or catalog.root / ("solutions" if solutions else "lessons")
     _status_line(f"checking {target} ...")
     started = time.perf_counter()
     run = run_tests(

@@ -4,10 +4,16 @@
   to synthetic data), so every page says which data produced its numbers, and fills the
   "Lessons" navigation section from the catalog.
 * ``COURSE_SITE_LESSONS=02,03`` limits the build to those lessons (for previews).
-* ``on_files`` executes each ``solutions/NN_*.py`` (or reuses the cached execution when the
-  lesson, the dataset and the support code are unchanged), logging its progress, and adds
-  the rendered page, its figures, the learner's file ``lessons/NN_*.py`` (for "download this
-  lesson") and one de-duplicated references page. A failing cell fails the build.
+* ``on_config`` also sets ``repo_url``, ``repo_name`` and ``site_url`` from the repository
+  the build runs in (:mod:`recsys_course.tooling.site.repository`), so a fork publishes its
+  own site with no edit.
+* ``on_files`` reuses the cached execution of each ``solutions/NN_*.py`` whose lesson,
+  dataset and library are unchanged and executes the others, several at once
+  (``$COURSE_SITE_JOBS``, see :class:`~recsys_course.tooling.site.execute.Sharing`),
+  logging each start and end. It adds the rendered page, its figures, the learner's file
+  ``lessons/NN_*.py`` (for "download this lesson"), the lesson's two notebooks under
+  ``notebooks/`` and one de-duplicated references page. A failing cell fails the build,
+  naming the lesson.
 * ``on_page_markdown`` fills the home page's lesson cards (blurb, runtime as measured when
   each lesson was executed) and exercise index and the clone command, links the glossary's
   lesson numbers, adds each page's reading time and points a lesson's "edit" at its source.
@@ -20,24 +26,27 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
 import jupytext
+import nbformat
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File, Files
 
 from recsys_course.tooling.catalog import load_catalog
 from recsys_course.tooling.lessons import make_stub
-from recsys_course.tooling.site import pages, references, stamp
-from recsys_course.tooling.site.execute import LessonExecutionError, Run, cache_key, execute, support_code_digest
+from recsys_course.tooling.site import notebooks, pages, references, repository, stamp
+from recsys_course.tooling.site.execute import (
+    Job, LessonExecutionError, Run, Sharing, cache_key, cache_path, execute_many, support_code_digest,
+)
 from recsys_course.tooling.site.markdown import Links, format_duration, reader_name, to_markdown
 from recsys_course.paths import PACKAGE_DIR
 
 log = logging.getLogger("mkdocs.hooks.course")
 _STATE: dict = {}
-SOURCE_BRANCH = "main"  # where "source" links point in the repository
 
 
 def on_config(config: MkDocsConfig) -> MkDocsConfig:
@@ -55,11 +64,12 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
         raise PluginError(f"cannot load the course data: {error}") from error
     concrete = data.source.removeprefix("local:")
     log.info("Lessons are executed with %s (COURSE_DATA=%s)", data.description, concrete)
+    repo = _publishing(config, catalog.root)
     dataset = reader_name(data.source, data.description)
     _STATE.update(
         catalog=catalog, data_spec=concrete, runs={}, dataset=dataset,
         aliases={data.description: dataset},  # outputs name the data, not its path
-        repo_url=(config.repo_url or "").rstrip("/"),
+        repo_url=repo.url if repo else "", repository=repo,
         glossary=pages.load_glossary(config.docs_dir),
     )
     _add_scripts(config)
@@ -68,6 +78,21 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
         if isinstance(entry, dict) and "Lessons" in entry:
             entry["Lessons"] = lesson_pages
     return config
+
+
+def _publishing(config: MkDocsConfig, root: Path) -> repository.Repository | None:
+    """Point the site at the repository the build runs in (a fork's own, in its workflow):
+    ``repo_url``, ``repo_name``, the copyright's links into the repository and ``site_url``."""
+    configured = (config.repo_url or "").rstrip("/")
+    repo = repository.from_environment(configured, root)
+    if repo is not None and repo.url != configured:
+        config.repo_url, config.repo_name = repo.url, repo.name
+        if configured and config.copyright:
+            config.copyright = config.copyright.replace(configured + "/", repo.url + "/")
+    config.site_url = repository.site_url(repo, config.site_url)
+    if repo is not None:
+        log.info("Repository %s at %s; site address %s", repo.url, repo.revision[:12], config.site_url or "not set")
+    return repo
 
 
 MATHJAX_CDN = "https://unpkg.com/mathjax@3.2.2/es5/tex-svg.js"
@@ -160,44 +185,93 @@ def on_page_content(html: str, page, config: MkDocsConfig, files: Files) -> str:
 def on_files(files: Files, config: MkDocsConfig) -> Files:
     catalog = _STATE["catalog"]
     root = catalog.root
-    digest = support_code_digest(PACKAGE_DIR)
+    executed = _execute_lessons(catalog)
     cited: list[tuple[str, str, str]] = []  # (lesson page, lesson label, Markdown list)
-    total = len(catalog.lessons)
-    for number, lesson in enumerate(catalog.lessons, start=1):
+    repo: repository.Repository | None = _STATE["repository"]
+    for lesson in catalog.lessons:
         source = (root / "solutions" / lesson.filename).read_text(encoding="utf-8")
-        key = cache_key(source, _STATE["data_spec"], digest)
-        log.info("[%d/%d] %s: executing (or reusing its cached run)...", number, total, lesson.slug)
-        started = time.perf_counter()
-        try:
-            executed, cached = execute(
-                source, name=lesson.slug, cwd=root, cache_dir=root / ".cache" / "site",
-                key=key, data_spec=_STATE["data_spec"],
-            )
-        except LessonExecutionError as error:
-            raise PluginError(str(error)) from error
-        run = Run.from_notebook(executed)
-        _STATE["runs"][lesson.id] = run
-        log.info(
-            "[%d/%d] %s: %s", number, total, lesson.slug,
-            f"cached run reused ({time.perf_counter() - started:.1f} s; it took "
-            f"{format_duration(run.seconds)} when executed)" if cached and run
-            else f"executed in {format_duration(time.perf_counter() - started)}",
-        )
+        notebook = executed[lesson.slug]
+        _STATE["runs"][lesson.id] = Run.from_notebook(notebook)
         stub_source = make_stub(source, lesson)
         stubs = jupytext.reads(stub_source, fmt="py:percent")
-        source_url = f"{_STATE['repo_url']}/blob/{SOURCE_BRANCH}/solutions/{lesson.filename}"
-        links = Links(download=lesson.filename, source=source_url if _STATE["repo_url"] else None)
-        page = to_markdown(lesson, executed, stubs, _STATE["dataset"], links=links, root=root,
+        links = _links(lesson, repo)
+        page = to_markdown(lesson, notebook, stubs, _STATE["dataset"], links=links, root=root,
                            aliases=_STATE["aliases"])
         files.append(File.generated(config, f"lessons/{lesson.slug}.md", content=page.markdown))
         files.append(File.generated(config, f"lessons/{lesson.filename}", content=stub_source))
-        further = further_reading(executed)
+        for version, path in notebooks.notebook_paths(lesson).items():
+            generated = notebooks.lesson_notebook(source, lesson, repo, learner=version == "learner")
+            files.append(File.generated(config, f"notebooks/{path}", content=notebooks.write(generated)))
+        further = further_reading(notebook)
         if further:
             cited.append((f"lessons/{lesson.slug}.md", lesson.id, further))
         for name, data in page.figures.items():
             files.append(File.generated(config, f"lessons/{name}", content=data))
     files.append(File.generated(config, "references.md", content=references.page(cited)))
     return files
+
+
+def _links(lesson, repo: repository.Repository | None) -> Links:
+    """What a lesson page links to: its files on this site, and the repository's copies."""
+    paths = notebooks.notebook_paths(lesson)
+    return Links(
+        download=lesson.filename,
+        source=repo.blob(f"solutions/{lesson.filename}") if repo else None,
+        notebook=f"../notebooks/{paths['learner']}",
+        solutions_notebook=f"../notebooks/{paths['solutions']}",
+        colab=repo.colab(paths["learner"]) if repo else None,
+    )
+
+
+def _execute_lessons(catalog) -> dict:
+    """Every lesson's executed notebook by slug: cached runs read, the others executed at
+    once as ``$COURSE_SITE_JOBS`` allows, with a log line when each starts and ends."""
+    root, data_spec = catalog.root, _STATE["data_spec"]
+    cache_dir = root / ".cache" / "site"
+    digest = support_code_digest(PACKAGE_DIR)
+    executed, jobs = {}, []
+    for lesson in catalog.lessons:
+        source = (root / "solutions" / lesson.filename).read_text(encoding="utf-8")
+        key = cache_key(source, data_spec, digest)
+        cached = cache_path(cache_dir, lesson.slug, data_spec, key)
+        if cached.exists():
+            executed[lesson.slug] = nbformat.read(cached, as_version=4)
+            run = Run.from_notebook(executed[lesson.slug])
+            took = f" (it took {format_duration(run.seconds)} when executed)" if run else ""
+            log.info("%s: unchanged, cached run reused%s", lesson.slug, took)
+        else:
+            jobs.append(Job(lesson.slug, source, key))
+    if not jobs:
+        return executed
+    try:
+        sharing = Sharing.choose(os.environ.get("COURSE_SITE_JOBS"), os.cpu_count() or 1, len(jobs))
+    except ValueError as error:
+        raise PluginError(str(error)) from None
+    log.info("Executing %d lesson(s), %s: %s", len(jobs), sharing.describe(), ", ".join(j.name for j in jobs))
+    progress = {"started": 0, "done": 0}
+    lock = threading.Lock()
+
+    def started(job: Job) -> None:
+        with lock:
+            progress["started"] += 1
+            log.info("[%d/%d] %s: started", progress["started"], len(jobs), job.name)
+
+    def finished(job: Job, notebook, seconds: float) -> None:
+        with lock:
+            progress["done"] += 1
+            log.info("%s: executed in %s (%d of %d done)",
+                     job.name, format_duration(seconds), progress["done"], len(jobs))
+
+    began = time.perf_counter()
+    try:
+        executed.update(execute_many(
+            jobs, cwd=root, cache_dir=cache_dir, data_spec=data_spec, sharing=sharing,
+            on_start=started, on_done=finished,
+        ))
+    except LessonExecutionError as error:
+        raise PluginError(str(error)) from error
+    log.info("Executed %d lesson(s) in %s", len(jobs), format_duration(time.perf_counter() - began))
+    return executed
 
 
 def on_post_build(config: MkDocsConfig) -> None:

@@ -58,6 +58,9 @@ class Links:
     download: str  # relative to the page's Markdown file, e.g. "00_introduction.py"
     source: str | None = None  # URL of solutions/NN_*.py in the repository
     references: str = "../references.md"
+    notebook: str | None = None  # the learner's notebook on this site (relative)
+    solutions_notebook: str | None = None  # the reference notebook on this site (relative)
+    colab: str | None = None  # Colab's address of the learner's notebook
 
 
 def indent(text: str, spaces: int = 4) -> str:
@@ -260,12 +263,41 @@ def exercise_anchor(exercise_id: str) -> str:
     return "exercise-" + exercise_id.replace(".", "-")
 
 
+def how_measured(run: Run) -> str:
+    """How the build shared the machine while it timed this lesson ("" when it ran alone): a
+    runtime measured beside other lessons is longer than a learner's. Pages describe the
+    measurement, never the machine."""
+    if run.alongside <= 1:
+        return ""
+    others = run.alongside - 1
+    return f", while {others} other lesson{'s' if others != 1 else ''} ran alongside"
+
+
+def link_actions(lesson: Lesson, links: Links) -> list[str]:
+    """The banner's links: the lesson as a script and as notebooks, Colab, GitHub, references."""
+    notebook = f"{lesson.slug}.ipynb"
+    actions = [f'[:material-download: Download this lesson]({links.download}){{ download="{lesson.filename}" }}']
+    if links.notebook:
+        actions.append(f'[:material-notebook-outline: Download notebook]({links.notebook}){{ download="{notebook}" }}')
+    if links.solutions_notebook:
+        actions.append(
+            f'[:material-notebook-check-outline: Notebook with solutions]({links.solutions_notebook})'
+            f'{{ download="{lesson.slug}_solutions.ipynb" }}'
+        )
+    if links.colab:
+        actions.append(f"[:simple-googlecolab: Open in Colab]({links.colab})")
+    if links.source:
+        actions.append(f"[:material-github: View on GitHub]({links.source})")
+    actions.append(f"[:material-bookshelf: References]({links.references})")
+    return actions
+
+
 def banner(lesson: Lesson, dataset: str, run: Run | None, links: Links | None = None) -> str:
     """The box under the title: data, measured runtime, how to run it, download and source."""
     if run is not None:
         timing = (
             f"Running the whole lesson took **{format_duration(run.seconds)}** when this page "
-            f"was built ({run.finished[:10]})."
+            f"was built ({run.finished[:10]}{how_measured(run)})."
         )
     else:
         timing = "Its runtime was not measured."
@@ -275,11 +307,7 @@ def banner(lesson: Lesson, dataset: str, run: Run | None, links: Links | None = 
         f"editor; check your exercises with `course check {lesson.id}`.",
     ]
     if links is not None:
-        actions = [f'[:material-download: Download this lesson]({links.download}){{ download="{lesson.filename}" }}']
-        if links.source:
-            actions.append(f"[:material-file-code: Source with solutions]({links.source})")
-        actions.append(f"[:material-bookshelf: References]({links.references})")
-        lines.append(" · ".join(actions))
+        lines.append(" · ".join(link_actions(lesson, links)))
     return '!!! info "About this page"\n\n' + indent("\n\n".join(lines))
 
 
