@@ -46,6 +46,7 @@ from recsys_course.tooling.site.markdown import Links, format_duration, reader_n
 from recsys_course.paths import PACKAGE_DIR
 
 log = logging.getLogger("mkdocs.hooks.course")
+EDIT_BRANCH = "main"  # "edit this page" opens the source on this branch (as edit_uri does)
 _STATE: dict = {}
 
 
@@ -164,7 +165,7 @@ def _reader_affordances(page, markdown: str) -> None:
     by_page = {f"lessons/{l.slug}.md": l for l in _STATE["catalog"].lessons}
     lesson = by_page.get(page.file.src_uri)
     if lesson is not None and _STATE["repo_url"]:
-        page.edit_url = pages.lesson_edit_url(_STATE["repo_url"], SOURCE_BRANCH, lesson)
+        page.edit_url = pages.lesson_edit_url(_STATE["repo_url"], EDIT_BRANCH, lesson)
     elif page.file.generated_by is not None:
         page.edit_url = None
 
