@@ -35,11 +35,11 @@ def _print_sync(results, root: Path, check: bool) -> None:
         if not r.changed:
             state = "up to date"
         elif check:
-            state = "out of date" + (f" (edited exercises: {', '.join(r.edited)})" if r.edited else "")
+            state = "out of date" + (f" (changed by you: {', '.join(r.edited)})" if r.edited else "")
         elif r.written:
-            state = "regenerated"
+            state = "regenerated" + (f" (your {', '.join(r.edited)} are in the backup)" if r.edited else "")
         else:
-            state = f"NOT regenerated: exercises {', '.join(r.edited)} were edited"
+            state = f"NOT regenerated: it would lose your {', '.join(r.edited)}"
         print(f"{r.path.relative_to(root)}: {state}")
         if r.backup:
             print(f"  previous version kept in {r.backup}")
