@@ -24,6 +24,7 @@ its pid while it runs.
 from __future__ import annotations
 
 import ast
+import gc
 import json
 import os
 import select
@@ -46,8 +47,8 @@ BASE = ["pytest", "_pytest.python", "_pytest.assertion.rewrite", "numpy", "yaml"
 PRELOAD = [*BASE, "numpy.testing", "pandas", "pandas.testing", "matplotlib.pyplot",
            "tensorflow", "tf_keras", "tensorflow_recommenders"]
 # Top-level packages whose import a lesson's cells may hand to the worker before a check.
-PRELOADABLE = {"numpy", "pandas", "scipy", "tensorflow", "tf_keras", "tensorflow_recommenders",
-               "annoy", "recsys_course"}
+PRELOADABLE = {"numpy", "pandas", "scipy", "matplotlib", "tensorflow", "tf_keras",
+               "tensorflow_recommenders", "annoy", "recsys_course"}
 
 
 def socket_path(root: Path) -> Path:
@@ -75,8 +76,9 @@ def enabled() -> bool:
 
 def modules_for(lesson_file: Path, exercises: set[str] | None) -> list[str]:
     """The modules the graded cells of ``lesson_file`` (up to the last of ``exercises``)
-    import, among :data:`PRELOADABLE` packages, in order. ``matplotlib`` is left out: the
-    grading plugin defers pyplot, which grading never draws with."""
+    import, among :data:`PRELOADABLE` packages, in order. For ``matplotlib.pyplot`` only the
+    ``matplotlib`` package, which its import statement loads anyway: the grading plugin
+    defers pyplot itself, which grading never draws with."""
     from recsys_course.tooling.lessons import GRADED_TAGS, parse_cells
 
     try:
@@ -101,7 +103,11 @@ def modules_for(lesson_file: Path, exercises: set[str] | None) -> list[str]:
                 found = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
             else:
                 continue
-            names += [n for n in found if n.split(".")[0] in PRELOADABLE and n not in names]
+            for name in found:
+                if name.startswith("matplotlib"):
+                    name = "matplotlib"  # the package (imported anyway); pyplot stays deferred
+                if name.split(".")[0] in PRELOADABLE and name not in names:
+                    names.append(name)
     return names
 
 
@@ -252,6 +258,10 @@ def handle(conn: socket.socket, listener: socket.socket, stamp: tuple[int, int])
         return False
     with tempfile.TemporaryDirectory(prefix="course-worker-") as tmp:
         output = Path(tmp) / "output.txt"
+        # Everything the worker holds (TensorFlow's millions of objects) moves out of the
+        # collector's sight: the child's full collections (pytest runs some at the end)
+        # then cost what the check allocated, and touch no inherited pages.
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             listener.close()
