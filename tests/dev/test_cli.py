@@ -31,12 +31,12 @@ def clone(tmp_path):
     return tmp_path
 
 
-def course(clone, *args, stdin=None):
+def course(clone, *args, stdin=None, worker="off"):
     env = {"COURSE_ROOT": str(clone), "COURSE_DATA": "synthetic", "PATH": "/usr/bin:/bin",
            # the support package under test, not whichever copy is installed
            "PYTHONPATH": str(Path(recsys_course.__file__).resolve().parents[1]),
            # checks run cold here: a worker left behind would outlive the test
-           "COURSE_WORKER": "off"}
+           "COURSE_WORKER": worker}
     done = subprocess.run([sys.executable, "-m", "recsys_course.tooling.cli", *args], cwd=clone, env=env,
                           capture_output=True, text=True, timeout=300, stdin=stdin)
     return done.returncode, done.stdout + done.stderr
@@ -82,6 +82,7 @@ def test_check_hint_fix_progress_reset(clone):
     assert backups and "n_users = ratings" in backups[0].read_text(), "the backup keeps the learner's code"
 
 
+@pytest.mark.fast
 def test_a_stub_is_answered_without_running_the_lesson_or_its_tests(clone):
     (clone / "tests" / "test_lesson_00.py").unlink()  # a check that ran tests could not answer
     code, out = course(clone, "check", "0.3")
@@ -113,6 +114,7 @@ def test_progress_says_which_exercises_changed_since_their_check(clone):
     assert "from your last check" in out
 
 
+@pytest.mark.fast
 def test_two_resets_in_the_same_second_keep_two_backups(clone, monkeypatch):
     from recsys_course.tooling import lessons
 
@@ -130,6 +132,7 @@ def test_two_resets_in_the_same_second_keep_two_backups(clone, monkeypatch):
     assert len(kept) == 4
 
 
+@pytest.mark.fast
 def test_a_prompt_without_a_terminal_is_a_clean_error(clone):
     solve(clone, "0.1")
     before = (clone / "lessons" / LESSON.filename).read_text()
@@ -138,6 +141,13 @@ def test_a_prompt_without_a_terminal_is_a_clean_error(clone):
     assert (clone / "lessons" / LESSON.filename).read_text() == before, "nothing changed"
     code, out = course(clone, "reset", "0.2")  # still the stub: nothing to ask
     assert code == 0 and "stub already" in out
+
+
+@pytest.mark.fast
+def test_checking_the_solutions_leaves_no_learner_state(clone):
+    code, out = course(clone, "check", "00", "--solutions", worker="on")
+    assert code == 0 and f"subtotal: {LESSON.points}/{LESSON.points}" in out, out
+    assert not (clone / ".course").exists(), "no state, backup or worker for a check of the solutions"
 
 
 def test_check_a_whole_lesson_and_unknown_ids(clone):
@@ -185,6 +195,7 @@ def add_notes_cell(path):
     return at + 1
 
 
+@pytest.mark.fast
 def test_sync_counts_a_new_cell_anywhere_as_work_and_names_it(clone):
     git(clone, "init", "-q")
     git(clone, "add", "-A")

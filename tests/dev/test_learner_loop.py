@@ -83,6 +83,7 @@ def test_a_syntax_error_is_reported_with_file_and_line_first(clone):
     assert "AttributeError" not in out
 
 
+@pytest.mark.fast
 def test_messages_lead_with_the_mistake(clone):
     for exercise_id, body in MISTAKES.items():
         write_exercise(clone, exercise_id, body)
@@ -96,6 +97,7 @@ def test_messages_lead_with_the_mistake(clone):
     assert "your code raised KeyError" in blocks["0.5"] and f"({LESSON.filename}, line" in blocks["0.5"]
 
 
+@pytest.mark.fast
 def test_an_exercise_lists_what_the_test_expected_before_what_raised(capsys):
     from recsys_course.tooling.commands.learner import _print_exercise
     from recsys_course.tooling.grading.results import ExerciseResult, Outcome, TestOutcome
@@ -113,6 +115,7 @@ def test_an_exercise_lists_what_the_test_expected_before_what_raised(capsys):
     assert "Stuck? Run: course hint 2.1" in out
 
 
+@pytest.mark.fast
 def test_outcomes_travel_in_the_json_and_older_rows_still_read():
     from recsys_course.tooling.grading.results import ExerciseResult, Outcome, TestOutcome, exercise_outcome
 
@@ -130,6 +133,7 @@ def test_outcomes_travel_in_the_json_and_older_rows_still_read():
     assert exercise_outcome([timed_out, skipped], 0, 2) is Outcome.TIMED_OUT
 
 
+@pytest.mark.fast
 def test_contract_helpers_and_wording():
     with pytest.raises(ContractViolation, match="must return 2 values \\(a tuple\\), got one list"):
         expect_arity([1, 2], 2, "split(ratings)")
@@ -182,6 +186,7 @@ def test_hint_n_shows_an_earlier_hint_again(clone):
     assert code == 2 and "hints 1 to 3" in out
 
 
+@pytest.mark.fast
 def test_watch_starts_at_the_target_and_moves_on_to_the_next_unpassed_exercises():
     queue = [e.id for e in watch_queue(CATALOG, {"0.3", "1.1"}, "0.2")]
     assert queue[:4] == ["0.2", "0.4", "0.5", "1.2"]
@@ -352,10 +357,10 @@ def test_ctrl_c_ends_quietly_and_bugs_keep_their_traceback(monkeypatch, capsys):
 
 # ----------------------------------------------------------------------------- warm worker
 
-def test_check_leaves_a_warm_worker_that_the_next_check_uses(clone):
-    import json
-
+def test_check_leaves_a_warm_worker_that_the_next_check_uses(clone, monkeypatch):
     from recsys_course.tooling.grading import warm_worker as worker
+
+    monkeypatch.setenv("COURSE_WORKER", "on")  # `make test` turns workers off for everything else
 
     warm = {"COURSE_WORKER": "on", "COURSE_WORKER_PRELOAD": "pytest,pandas", "COURSE_WORKER_IDLE": "120"}
     write_exercise(clone, "0.1", "def sparsity(ratings):\n    return 'half'\n")
@@ -386,6 +391,7 @@ OWNED_ELSEWHERE = {  # reordered by the helpers that own these lessons; the xfai
 }
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("lesson", [
     pytest.param(l, id=l.id, marks=[pytest.mark.xfail(reason=OWNED_ELSEWHERE[l.id], strict=False)]
                  if l.id in OWNED_ELSEWHERE else []) for l in CATALOG.lessons
