@@ -169,12 +169,15 @@ def check(
                 results[exercise_id] = not_solved_result(catalog.exercise(exercise_id))
     remaining = {lid: [e for e in ids if e not in results] for lid, ids in wanted.items()}
     remaining = {lid: ids for lid, ids in remaining.items() if ids}
+    output = ""
     if remaining:
         outcome = _run_checks(catalog, tree, remaining, target, solutions, timeout, test_timeout)
         if isinstance(outcome, int):
             return outcome
-        results.update(outcome)
+        ran, output = outcome
+        results.update(ran)
     failing = 0
+    unchecked = [e for ids in wanted.values() for e in ids if e not in results]
     for lesson in lessons:
         rows = [results[e] for e in wanted[lesson.id] if e in results]
         for row in rows:
@@ -185,18 +188,25 @@ def check(
         if not only:
             earned, points = sum(r.earned for r in rows), sum(r.points for r in rows)
             print(f"lesson {lesson.id} subtotal: {earned}/{points} points")
+    if unchecked:  # the run ended before their tests (a crash): never a silent pass
+        from recsys_course.tooling.quiet import strip_noise
+
+        print(strip_noise(output)[-3000:])
+        print(f"✗ not checked: {', '.join(unchecked)}: the test run ended before their tests "
+              "(see the output above)")
     if not solutions:  # a check of the reference solutions leaves no learner state
         state.save()
     print(f"(checked in {time.perf_counter() - started:.1f} s)")
-    return 1 if failing else 0
+    return 1 if failing or unchecked else 0
 
 
 def _run_checks(
     catalog: Catalog, tree: Path, remaining: dict[str, list[str]], target: str, solutions: bool,
     timeout: float, test_timeout: float,
-) -> dict[str, ExerciseResult] | int:
-    """Run the tests of the ``remaining`` exercises (lesson id -> ids); their results, or
-    an exit code after printing why the tests could not run."""
+) -> tuple[dict[str, ExerciseResult], str] | int:
+    """Run the tests of the ``remaining`` exercises (lesson id -> ids); (the results of those
+    whose tests ran, pytest's output), or an exit code after printing why the tests could
+    not run at all."""
     from recsys_course.tooling.grading import warm_worker
     from recsys_course.tooling.grading.results import Outcome, ResultError, read_report
     from recsys_course.tooling.grading.runner import run_tests
@@ -223,7 +233,7 @@ def _run_checks(
         print(strip_noise(run.output)[-4000:])
         print("The tests could not run (see the output above).", file=sys.stderr)
         return 1
-    return {r.id: r for r in rows if r.id in exercises and r.outcome is not Outcome.NOT_RUN}
+    return {r.id: r for r in rows if r.id in exercises and r.outcome is not Outcome.NOT_RUN}, run.output
 
 
 # The order of a failing exercise's messages: what the test expected first, then what
