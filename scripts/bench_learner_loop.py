@@ -29,7 +29,7 @@ from pathlib import Path
 import recsys_course
 from recsys_course.tooling.catalog import load_catalog
 from recsys_course.tooling.grading import warm_worker as worker
-from recsys_course.tooling.lessons import replace_exercise_cell
+from recsys_course.tooling.lessons import make_stub, replace_exercise_cell
 
 SRC = str(Path(recsys_course.__file__).resolve().parents[1])
 TARGETS = {"stub": 0.5, "numpy": 1.0, "keras warm": 1.5, "keras cold": 4.0}
@@ -129,9 +129,9 @@ def main() -> int:
         make_clone(root, catalog)
         try:
             lessons = [catalog.lesson(k) for k in args.lessons.split(",")] if args.lessons else catalog.lessons
-            for lesson in lessons:
+            for lesson in lessons:  # the answer itself (COURSE_WORKER=off: no warm-up started)
                 for exercise in (lesson.exercises[0], lesson.exercises[-1]):
-                    samples = [course(root, "check", exercise.id) for _ in range(n)]
+                    samples = [course(root, "check", exercise.id, COURSE_WORKER="off") for _ in range(n)]
                     rows.append(measure(f"stub {exercise.id} (lesson {lesson.id})", samples, TARGETS["stub"],
                                         "not solved yet"))
 
@@ -161,6 +161,28 @@ def main() -> int:
                     samples.append(course(root, "check", exercise_id))
                 rows.append(measure(f"solved {exercise_id}, after an earlier check (warm worker)", samples,
                                     TARGETS[kind], "points"))
+
+            # The usual first contact with a Keras exercise: check the stub (instant; a worker
+            # starts warming up in the background), write the answer, check it.
+            samples, warmups = [], []
+            for _ in range(n):
+                stop_worker(root)
+                path = root / "lessons" / l02.filename
+                solved = path.read_text()
+                stub = make_stub((root / "solutions" / l02.filename).read_text(), l02)
+                path.write_text(replace_exercise_cell(solved, stub, "2.1"))
+                course(root, "check", "2.1")
+                deadline = time.monotonic() + 60  # the learner types; the worker imports
+                while worker_cpu(root)[0] is None and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                settle(root)
+                warmups.append(worker_cpu(root)[1])  # a new process: all its CPU is the warm-up
+                path.write_text(solved)
+                samples.append(course(root, "check", "2.1"))
+            rows.append(measure("solved 2.1, first check after a check of its stub", samples,
+                                TARGETS["keras warm"], "points"))
+            print(f"{'  (the worker that stub check started, warming up meanwhile:':<58} CPU median "
+                  f"{statistics.median(warmups):5.2f} s)")
         finally:
             stop_worker(root)
     print(f"load average at end: {os.getloadavg()[0]:.1f}")

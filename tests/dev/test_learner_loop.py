@@ -365,10 +365,17 @@ def test_check_leaves_a_warm_worker_that_the_next_check_uses(clone, monkeypatch)
     warm = {"COURSE_WORKER": "on", "COURSE_WORKER_PRELOAD": "pytest,pandas", "COURSE_WORKER_IDLE": "120"}
     write_exercise(clone, "0.1", "def sparsity(ratings):\n    return 'half'\n")
     try:
-        code, out = course(clone, "check", "0.1", **warm)
+        code, out = course(clone, "check", "0.2", **warm)  # a stub: answered at once ...
+        assert code == 1 and "not solved yet" in out, out
+        deadline = time.monotonic() + 120  # ... and a worker warms up in the background
+        while not worker.info_path(clone).exists():
+            assert time.monotonic() < deadline, "a check of a stub starts a worker for the next check"
+            time.sleep(0.1)
+        pid = json.loads(worker.info_path(clone).read_text())["pid"]
+        code, out = course(clone, "check", "0.1", **warm)  # waits for that worker, starts none
         assert code == 1 and "contract violation" in out, out
         assert worker.is_running(clone), "a check leaves a worker behind for the next one"
-        pid = json.loads(worker.info_path(clone).read_text())["pid"]
+        assert json.loads(worker.info_path(clone).read_text())["pid"] == pid
         assert oct(worker.socket_path(clone).stat().st_mode & 0o777) == "0o600", "nobody else may connect"
         code, out = course(clone, "check", "0.1", **warm)  # the same verdict, from the same worker
         assert code == 1 and "contract violation" in out, out

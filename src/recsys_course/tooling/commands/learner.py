@@ -143,9 +143,10 @@ def check(
     record results (never for the solutions); exit 1 if anything fails.
 
     An exercise whose cell is still the generated stub is reported "not solved yet" at once,
-    without running the lesson or importing its libraries. The others are graded in a warm
-    worker (:mod:`~recsys_course.tooling.grading.warm_worker`), started for the clone when
-    none runs and left behind for the next checks.
+    without running the lesson or importing its libraries (a warm worker then starts in the
+    background, so the learner's first real answer is checked warm). The others are graded
+    in a warm worker (:mod:`~recsys_course.tooling.grading.warm_worker`), started for the
+    clone when none runs and left behind for the next checks.
     """
     from recsys_course.tooling.state import State
 
@@ -176,6 +177,8 @@ def check(
             return outcome
         ran, output = outcome
         results.update(ran)
+    elif not solutions:  # only stubs: warm a worker up now, for the learner's first answer
+        _warm_up(catalog, tree, wanted)
     failing = 0
     unchecked = [e for ids in wanted.values() for e in ids if e not in results]
     for lesson in lessons:
@@ -234,6 +237,17 @@ def _run_checks(
         print("The tests could not run (see the output above).", file=sys.stderr)
         return 1
     return {r.id: r for r in rows if r.id in exercises and r.outcome is not Outcome.NOT_RUN}, run.output
+
+
+def _warm_up(catalog: Catalog, tree: Path, wanted: dict[str, list[str]]) -> None:
+    """Start the clone's worker in the background (not waiting for it) with what the
+    checked exercises' lesson imports, unless one runs or workers are off."""
+    from recsys_course.tooling.grading import warm_worker
+
+    if warm_worker.enabled() and not warm_worker.is_running(catalog.root):
+        lesson_id, ids = next(iter(wanted.items()))
+        lesson = catalog.lesson(lesson_id)
+        warm_worker.start(catalog.root, warm_worker.modules_for(tree / lesson.filename, set(ids)))
 
 
 # The order of a failing exercise's messages: what the test expected first, then what

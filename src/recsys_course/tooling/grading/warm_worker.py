@@ -18,7 +18,8 @@ Protocol, over the Unix socket ``<clone>/.course/worker.sock`` (mode 0600): one 
 ``{"args": [pytest arguments], "env": {...}, "cwd": "...", "timeout": seconds, "python":
 ..., "src": ...}``, answered by one JSON line ``{"returncode": int, "output": str,
 "timed_out": bool}`` (or ``{"declined": reason}``). ``<clone>/.course/worker.json`` names
-its pid while it runs.
+its pid while it runs, and says ``starting`` while it still imports (a check then waits for
+it rather than start a second one).
 """
 
 from __future__ import annotations
@@ -119,18 +120,39 @@ def ensure(root: Path, modules: list[str] | None = None, *, parent: int | None =
         return False
     if is_running(root):
         return True
+    starting = _starting_pid(root)  # one a stub check started in the background
+    if starting is not None:
+        return wait_until_listening(root, None, pid=starting)
     return wait_until_listening(root, start(root, modules, parent=parent))
 
 
-def wait_until_listening(root: Path, process) -> bool:
-    """Wait until the worker ``process`` (a :func:`start` result) answers; False if it is
-    None, ended, or did not listen within :data:`START_TIMEOUT` seconds."""
+def _starting_pid(root: Path) -> int | None:
+    """The pid of a worker of this clone that is still importing, if its process lives."""
+    try:
+        info = json.loads(info_path(root).read_text(encoding="utf-8"))
+        pid = int(info["pid"]) if info.get("starting") else None
+        if pid is not None:
+            os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def wait_until_listening(root: Path, process, *, pid: int | None = None) -> bool:
+    """Wait until the worker ``process`` (a :func:`start` result, or the process ``pid``)
+    answers; False if there is none, it ended, or it did not listen within
+    :data:`START_TIMEOUT` seconds."""
     deadline = time.monotonic() + START_TIMEOUT
-    while process is not None and time.monotonic() < deadline:
+    while (process is not None or pid is not None) and time.monotonic() < deadline:
         if is_running(root):
             return True
-        if process.poll() is not None:
+        if process is not None and process.poll() is not None:
             return False
+        if pid is not None:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                return False
         time.sleep(0.02)
     return False
 
@@ -306,14 +328,18 @@ def serve(root: Path, parent: int | None = None, first: list[str] | None = None,
     package changed; import the rest of :data:`PRELOAD` once idle."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    path = socket_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_info(root, starting=True)  # checks that come meanwhile wait for us
     # COURSE_WORKER_PRELOAD (comma-separated module names) replaces the lists, for tests.
     names = os.environ.get("COURSE_WORKER_PRELOAD")
     override = names.split(",") if names is not None else None
     _import_all(override if override is not None else [*BASE, *(first or [])])
     rest = [] if override is not None else [n for n in PRELOAD if n not in sys.modules]
     stamp = _package_stamp()
-    path = socket_path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if is_running(root):  # another worker got there first: it serves the clone
+        _remove_own(root)
+        return
     path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     previous = os.umask(0o177)  # the socket runs pytest as this user: nobody else may connect
@@ -324,8 +350,7 @@ def serve(root: Path, parent: int | None = None, first: list[str] | None = None,
     listener.listen(8)
     listener.settimeout(0.5)
     inode = os.stat(path).st_ino
-    info_path(root).write_text(json.dumps({"pid": os.getpid(), "python": sys.executable,
-                                           "src": str(SRC_DIR)}), encoding="utf-8")
+    _write_info(root, starting=False)
     last = time.monotonic()
     try:
         while time.monotonic() - last < idle_limit:
@@ -356,6 +381,11 @@ def serve(root: Path, parent: int | None = None, first: list[str] | None = None,
     finally:
         listener.close()
         _remove_own(root)
+
+
+def _write_info(root: Path, *, starting: bool) -> None:
+    info_path(root).write_text(json.dumps({"pid": os.getpid(), "python": sys.executable, "src": str(SRC_DIR),
+                                           "starting": starting}), encoding="utf-8")
 
 
 def _remove_own(root: Path) -> None:
