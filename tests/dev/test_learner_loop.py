@@ -116,6 +116,25 @@ def test_an_exercise_lists_what_the_test_expected_before_what_raised(capsys):
 
 
 @pytest.mark.fast
+def test_an_error_a_test_caught_is_an_error_worded_without_framework_wrappers():
+    from recsys_course.tooling.grading.messages import describe_failure
+    from recsys_course.tooling.grading.results import Outcome
+
+    keras = ("Exception encountered when calling layer 'embedding' (type Embedding).\n\n{{function_node "
+             "__wrapped__ResourceGather_device_/job:localhost/replica:0}} indices[0] = 3 is not in [0, 3) "
+             "[Op:ResourceGather] name: \n\nCall arguments received by layer 'embedding':\n  • inputs=tf.Tensor")
+    try:
+        try:
+            raise ValueError(keras)
+        except ValueError as error:  # what the tests' call_or_fail does
+            pytest.fail(f"calling the tower raised ValueError: {str(error).splitlines()[0]}", pytrace=False)
+    except pytest.fail.Exception as failed:
+        failure = describe_failure(failed, failed.__traceback__, Path("/nonexistent-lessons"))
+    assert failure.kind is Outcome.ERROR
+    assert failure.text == "calling the tower raised ValueError: indices[0] = 3 is not in [0, 3) [Op:ResourceGather]"
+
+
+@pytest.mark.fast
 def test_outcomes_travel_in_the_json_and_older_rows_still_read():
     from recsys_course.tooling.grading.results import ExerciseResult, Outcome, TestOutcome, exercise_outcome
 

@@ -35,6 +35,10 @@ from recsys_course.tooling.grading.results import Outcome
 
 NOT_SOLVED = re.compile(r"Exercise (?P<id>[0-9]+\.[0-9]+) \((?P<title>[^\n]*?)\): not solved yet")
 KERAS_WRAPPER = "Exception encountered when calling"
+# TensorFlow's op errors start with the graph node and end with an empty op name:
+# "{{function_node __wrapped__ResourceGather_device_/job:...}} indices[0] = 3 ... name: ".
+TF_NODE = re.compile(r"\{\{function_node [^}]*\}\}\s*")
+TF_NAME = re.compile(r"\s+name:\s*$")
 # The sentence :func:`missing_definition` writes; recognised again only when it comes back
 # from a sandbox as a plain AttributeError (in-process, the error's ``obj`` says so).
 MISSING_DEFINITION = re.compile(r"^\S+\.py defines no `[^`]+`")
@@ -60,7 +64,8 @@ def _exception_text(error: BaseException) -> str:
     """The exception's message in one line: without Keras's 'Exception encountered when
     calling' wrapper, and for NumPy's assertions the test's own message first, then what
     the learner's code returned against what was expected."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = TF_NODE.sub("", str(error))
+    lines = [TF_NAME.sub("", line.strip()) for line in text.splitlines() if line.strip()]
     if lines and lines[0].startswith(KERAS_WRAPPER):
         lines = [l for l in lines[1:] if not l.startswith(("Call arguments received", "•"))]
     if lines and lines[0].startswith(NUMPY_HEADERS):
@@ -185,7 +190,10 @@ def describe_failure(error: BaseException, tb: TracebackType | None, graded_dir:
         return Failure(Outcome.FAILED, _exception_text(error) or "an assertion failed (no message)")
     if name in ("Failed", "Skipped"):  # pytest.fail / pytest.skip: already worded for learners
         caught = [c for c in chain[1:] if isinstance(c, Exception) and not isinstance(c, AssertionError)]
-        return Failure(Outcome.ERROR if caught else Outcome.FAILED, full.strip() or name)
+        text = full.strip() or name
+        if caught and KERAS_WRAPPER in text:  # the test quoted Keras's wrapper, not the error
+            text = f"{text.split(KERAS_WRAPPER)[0]}{_exception_text(caught[0])}"
+        return Failure(Outcome.ERROR if caught else Outcome.FAILED, text)
     text = _exception_text(error)
     graded = str(Path(graded_dir).resolve())
     frames = [f for f in traceback.extract_tb(tb) if str(Path(f.filename).resolve()).startswith(graded)]
