@@ -46,6 +46,14 @@ def _print_sync(results, root: Path, check: bool) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from recsys_course.errors import UnknownTarget
+
+    catalog = load_catalog()
+    for key in args.lessons or []:  # a typo is answered before the benchmarks (and TensorFlow) load
+        try:
+            catalog.lesson(key)
+        except KeyError as error:
+            raise UnknownTarget(error.args[0]) from None
     from recsys_course.tooling import bench
 
     results = bench.run(args.lessons or None, args.data)
