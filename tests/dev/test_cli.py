@@ -2,6 +2,7 @@
 explicit, a fix makes check pass and progress show the points; reset brings the stub back;
 no command loses work (backups, sync, prompts without a terminal)."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -90,6 +91,14 @@ def test_a_stub_is_answered_without_running_the_lesson_or_its_tests(clone):
     code, out = course(clone, "check", "00")
     assert out.count("not solved yet") == len(LESSON.exercises) and "subtotal: 0/13" in out, out
     assert re.search(r"0\.3\s+0/3\s+not solved", course(clone, "progress")[1])
+    # The same check for a notebook cell: the text the command prints, and its exit code.
+    script = ("import json; from recsys_course.tooling.commands.learner import check_message; "
+              "print(json.dumps(check_message('0.3')))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={"COURSE_ROOT": str(clone), "PATH": "/usr/bin:/bin", "COURSE_WORKER": "off",
+                               "PYTHONPATH": str(Path(recsys_course.__file__).resolve().parents[1])})
+    code, text = json.loads(done.stdout)
+    assert code == 1 and text.startswith("✗ 0.3") and "not solved yet: exercise 0.3" in text, done.stderr
 
 
 def test_check_and_hint_without_an_exercise_take_the_first_one_not_passed(clone):

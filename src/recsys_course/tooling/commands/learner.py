@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -125,18 +126,16 @@ def _passed(result: dict | None, exercise: Exercise) -> bool:
 
 def not_solved_result(exercise: Exercise) -> ExerciseResult:
     """The result of an exercise whose cell is still the stub, without running its tests."""
+    from recsys_course.tooling.grading.messages import not_solved_text
     from recsys_course.tooling.grading.results import ExerciseResult, Outcome
 
-    return ExerciseResult(
-        exercise.id, exercise.title, exercise.points, 0, "failed",
-        f"not solved yet: exercise {exercise.id} ({exercise.title}) still raises "
-        f"NotImplementedError. Stuck? Run: course hint {exercise.id}",
-        outcome=Outcome.NOT_SOLVED,
-    )
+    return ExerciseResult(exercise.id, exercise.title, exercise.points, 0, "failed",
+                          not_solved_text(exercise.id, exercise.title), outcome=Outcome.NOT_SOLVED)
 
 
 def check(
-    target: str | None, *, solutions: bool = False, timeout: float = 600.0, test_timeout: float = 60.0
+    target: str | None, *, solutions: bool = False, timeout: float = 600.0, test_timeout: float = 60.0,
+    echo: Callable[[str], None] = print,
 ) -> int:
     """Grade ``target`` (the next exercise not passed yet when ``None``) in the learner's
     ``lessons/`` (or the solutions), print one block per exercise and a subtotal per lesson,
@@ -147,6 +146,9 @@ def check(
     background, so the learner's first real answer is checked warm). The others are graded
     in a warm worker (:mod:`~recsys_course.tooling.grading.warm_worker`), started for the
     clone when none runs and left behind for the next checks.
+
+    Every line of the verdict goes through ``echo`` (a notebook collects them with
+    :func:`check_message`); only the transient "checking ..." line goes to stderr.
     """
     from recsys_course.tooling.state import State
 
@@ -155,9 +157,9 @@ def check(
     if target is None:
         nxt = next_unsolved(catalog, state)
         if nxt is None:
-            print("Every exercise passed its last check. Well done! (`course progress` lists them.)")
+            echo("Every exercise passed its last check. Well done! (`course progress` lists them.)")
             return 0
-        print(f"Checking {nxt.id} ({nxt.title}), the first exercise that has not passed yet.")
+        echo(f"Checking {nxt.id} ({nxt.title}), the first exercise that has not passed yet.")
         target = nxt.id
     lessons, only = resolve_target(catalog, target)
     tree = catalog.root / ("solutions" if solutions else "lessons")
@@ -172,7 +174,7 @@ def check(
     remaining = {lid: ids for lid, ids in remaining.items() if ids}
     output = ""
     if remaining:
-        outcome = _run_checks(catalog, tree, remaining, target, solutions, timeout, test_timeout)
+        outcome = _run_checks(catalog, tree, remaining, target, solutions, timeout, test_timeout, echo)
         if isinstance(outcome, int):
             return outcome
         ran, output = outcome
@@ -187,25 +189,25 @@ def check(
             if not solutions:
                 exercise = catalog.exercise(row.id)
                 state.record(row.id, row.earned, row.points, row.outcome, cell_digest(catalog, exercise))
-            failing += _print_exercise(row)
+            failing += _print_exercise(row, echo)
         if not only:
             earned, points = sum(r.earned for r in rows), sum(r.points for r in rows)
-            print(f"lesson {lesson.id} subtotal: {earned}/{points} points")
+            echo(f"lesson {lesson.id} subtotal: {earned}/{points} points")
     if unchecked:  # the run ended before their tests (a crash): never a silent pass
         from recsys_course.tooling.quiet import strip_noise
 
-        print(strip_noise(output)[-3000:])
-        print(f"✗ not checked: {', '.join(unchecked)}: the test run ended before their tests "
+        echo(strip_noise(output)[-3000:])
+        echo(f"✗ not checked: {', '.join(unchecked)}: the test run ended before their tests "
               "(see the output above)")
     if not solutions:  # a check of the reference solutions leaves no learner state
         state.save()
-    print(f"(checked in {time.perf_counter() - started:.1f} s)")
+    echo(f"(checked in {time.perf_counter() - started:.1f} s)")
     return 1 if failing or unchecked else 0
 
 
 def _run_checks(
     catalog: Catalog, tree: Path, remaining: dict[str, list[str]], target: str, solutions: bool,
-    timeout: float, test_timeout: float,
+    timeout: float, test_timeout: float, echo: Callable[[str], None],
 ) -> tuple[dict[str, ExerciseResult], str] | int:
     """Run the tests of the ``remaining`` exercises (lesson id -> ids); (the results of those
     whose tests ran, pytest's output), or an exit code after printing why the tests could
@@ -226,15 +228,15 @@ def _run_checks(
     )
     _clear_status()
     if run.timed_out:
-        print(f"The check did not finish within {timeout:.0f} s: is there an endless loop?")
+        echo(f"The check did not finish within {timeout:.0f} s: is there an endless loop?")
         return 1
     try:
         rows = read_report(run.report) if run.report else None
     except ResultError:
         rows = None
     if rows is None:
-        print(strip_noise(run.output)[-4000:])
-        print("The tests could not run (see the output above).", file=sys.stderr)
+        echo(strip_noise(run.output)[-4000:])
+        echo("The tests could not run (see the output above).")
         return 1
     return {r.id: r for r in rows if r.id in exercises and r.outcome is not Outcome.NOT_RUN}, run.output
 
@@ -255,16 +257,16 @@ def _warm_up(catalog: Catalog, tree: Path, wanted: dict[str, list[str]]) -> None
 _SHOWN_FIRST = ("failed", "not_solved", "timed_out", "missing", "error")
 
 
-def _print_exercise(row: ExerciseResult) -> int:
-    """Print one exercise's result; return 1 if it did not pass."""
+def _print_exercise(row: ExerciseResult, echo: Callable[[str], None] = print) -> int:
+    """Print one exercise's result through ``echo``; return 1 if it did not pass."""
     from recsys_course.tooling.grading.results import Outcome
 
     mark = "✓" if row.outcome is Outcome.PASSED else "✗"
-    print(f"{mark} {row.id} {row.title}: {row.earned}/{row.points} points")
+    echo(f"{mark} {row.id} {row.title}: {row.earned}/{row.points} points")
     if row.outcome is Outcome.PASSED:
         return 0
     if row.outcome is Outcome.NOT_SOLVED:
-        print(f"    {row.first_failure}")
+        echo(f"    {row.first_failure}")
         return 1
     failures = [t for t in row.tests if not t.passed and not t.hidden and t.outcome is not Outcome.NOT_RUN]
     failures.sort(key=lambda t: _SHOWN_FIRST.index(t.outcome.value) if t.outcome.value in _SHOWN_FIRST else 9)
@@ -274,15 +276,23 @@ def _print_exercise(row: ExerciseResult) -> int:
             continue
         shown.add(test.failure)
         if test.outcome is Outcome.NOT_SOLVED:
-            print(f"    {test.failure}")
+            echo(f"    {test.failure}")
             continue
         name = test.name.removeprefix("test_").replace("_", " ")
-        print(f"    failed: {name}\n      {test.failure}")
+        echo(f"    failed: {name}\n      {test.failure}")
     if not failures and row.first_failure:
-        print(f"    {row.first_failure}")
+        echo(f"    {row.first_failure}")
     if not all(t.outcome is Outcome.NOT_SOLVED for t in failures):
-        print(f"    Stuck? Run: course hint {row.id}")
+        echo(f"    Stuck? Run: course hint {row.id}")
     return 1
+
+
+def check_message(target: str | None = None, **options) -> tuple[int, str]:
+    """What ``course check TARGET`` prints, as one text, and its exit code: the same check
+    for callers without a terminal (a notebook cell); ``options`` as for :func:`check`."""
+    lines: list[str] = []
+    code = check(target, echo=lines.append, **options)
+    return code, "\n".join(lines)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

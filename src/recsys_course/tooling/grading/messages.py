@@ -79,6 +79,13 @@ def _exception_text(error: BaseException) -> str:
     return lines[0] if lines else ""
 
 
+def not_solved_text(exercise_id: str, title: str) -> str:
+    """What a learner reads for an exercise that is still the stub (from its tests'
+    failures, or from ``course check`` comparing the cell with the stub)."""
+    return (f"not solved yet: exercise {exercise_id} ({title}) still raises NotImplementedError. "
+            f"Stuck? Run: course hint {exercise_id}")
+
+
 def missing_definition(filename: str, name: str, namespace: dict) -> str:
     """"02_retrieval.py defines no `build_id_tower` (did you mean `build_id_towr`?)": for a
     name a test asks a lesson for, with the closest names the lesson does define."""
@@ -161,10 +168,7 @@ def describe_failure(error: BaseException, tb: TracebackType | None, graded_dir:
     for cause in chain:
         stub = NOT_SOLVED.search(str(cause))
         if stub:
-            return Failure(Outcome.NOT_SOLVED, (
-                f"not solved yet: exercise {stub['id']} ({stub['title']}) still raises "
-                f"NotImplementedError. Stuck? Run: course hint {stub['id']}"
-            ))
+            return Failure(Outcome.NOT_SOLVED, not_solved_text(stub["id"], stub["title"]))
     full = str(error)
     name = type(error).__name__
     sandbox = sys.modules.get("recsys_course.tooling.grading.sandbox")
