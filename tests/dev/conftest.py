@@ -24,9 +24,6 @@ NOT_FAST = {
     "test_strict_build_fails_on_a_false_claim",  # builds the site
     "test_tfds_source_builds_real_tfds_dataset_offline",  # imports TensorFlow Datasets
     "test_every_exercise_function_is_defined_by_its_solution",  # loads every lesson, TensorFlow too
-    # Passes only when another test module imported _pytest.approx first (the guard skips
-    # modules not imported yet): an order dependence of grading/guard.py, run in `make test`.
-    "test_every_watched_grader_function_exists_in_this_pytest",
 }
 MARK = "pytest.mark.fast"
 
