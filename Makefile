@@ -2,6 +2,7 @@
 #   make site   set up, execute every lesson and serve the site at http://127.0.0.1:8000
 #   make test   set up and run every test (what CI runs)
 #   make audit  build the site strictly on a second dataset shape (CI's audit job)
+# While working on the code, `make test-fast` runs the quick subset (under a minute).
 # Both create .venv and install the pinned, tested set on first use.
 
 PYTHON ?= python3
@@ -13,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 VENDOR := docs/assets/vendor
 
-.PHONY: venv test lint site site-build audit browser-test bench sync clean vendor
+.PHONY: venv test test-fast lint site site-build audit browser-test bench sync clean vendor
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 10) <= v <= (3, 12) else "Python 3.10-3.12 is needed, found %d.%d: run make PYTHON=python3.11" % v)'
@@ -38,9 +39,16 @@ $(VENDOR)/.installed:
 vendor: $(VENDOR)/.installed
 
 # Tests run offline on the synthetic dataset and grade the reference solutions; the
-# discrimination tests also grade the generated stubs and the decoys.
+# discrimination tests also grade the generated stubs and the decoys. COURSE_WORKER=off:
+# the learner commands under test start no warm worker that would outlive the run.
+TEST_ENV := COURSE_DATA=synthetic COURSE_TREE=solutions COURSE_WORKER=off
 test: $(STAMP)
-	COURSE_DATA=synthetic COURSE_TREE=solutions $(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(TEST_ENV) $(BIN)/python -m pytest -n 2 --dist loadgroup
+
+# The inner loop: developer tests that need neither TensorFlow training nor a grading
+# subprocess, plus smoke checks of the learner commands (marker `fast`, tests/dev/conftest.py).
+test-fast: $(STAMP)
+	$(TEST_ENV) $(BIN)/python -m pytest -n 2 -m fast tests/dev
 
 # ruff, configured in pyproject.toml; CI runs it before the tests.
 DEV_STAMP := $(VENV)/.dev-installed

@@ -1,7 +1,12 @@
 """The graded tests must discriminate: reference solutions score 100 %, the generated stubs
-score 0, and every decoy (a typical wrong answer in tests/decoys/<lesson>/) loses points on
-the exercise it targets. Each case grades a whole lesson in a subprocess, as learners and
-instructors do."""
+score 0 (each exercise "not solved"), and every decoy (a typical wrong answer in
+tests/decoys/<lesson>/) loses points on the exercise it targets and nowhere else.
+
+All variants of a lesson are graded in one pytest run, each as a submission
+(``--submissions-file``, as batch grading does): the lesson's libraries are imported once
+per lesson, not once per variant. The run happens in a subprocess, as learners' and
+instructors' runs do; the tests of a lesson share it (one xdist group per lesson).
+"""
 
 from pathlib import Path
 
@@ -16,10 +21,8 @@ DECOYS = Path(__file__).parents[1] / "decoys"
 GRADED_LESSONS = [l for l in CATALOG.lessons if (CATALOG.root / "tests" / f"test_lesson_{l.id}.py").exists()]
 
 
-def decoy_cases():
-    for lesson in GRADED_LESSONS:
-        for path in sorted((DECOYS / lesson.id).glob("*.py")):
-            yield pytest.param(lesson, path, id=f"{lesson.id}-{path.stem}")
+def decoys(lesson) -> list[Path]:
+    return sorted((DECOYS / lesson.id).glob("*.py"))
 
 
 def decoy_target(path: Path) -> str:
@@ -28,43 +31,86 @@ def decoy_target(path: Path) -> str:
     return first.split(":")[0]
 
 
+def in_group(lesson):
+    """Every test of one lesson on the same xdist worker, so they share its graded run."""
+    return pytest.mark.xdist_group(f"discrimination-{lesson.id}")
+
+
+def variants(lesson, folder: Path) -> dict[str, Path]:
+    """Submission name -> a folder holding that variant of the lesson file."""
+    source = (CATALOG.root / "solutions" / lesson.filename).read_text()
+    texts = {"solution": source, "stub": make_stub(source, lesson)}
+    for decoy in decoys(lesson):
+        # Appended as a later exercise cell, the decoy's definitions replace the reference ones.
+        texts[f"decoy-{decoy.stem}"] = source + f'\n\n# %% tags=["exercise"]\n{decoy.read_text()}'
+    folders = {}
+    for name, text in texts.items():
+        folders[name] = folder / name
+        folders[name].mkdir()
+        (folders[name] / lesson.filename).write_text(text)
+    return folders
+
+
+@pytest.fixture(scope="session")
+def graded(tmp_path_factory):
+    """``graded(lesson)`` -> ({submission: its report}, pytest's output), one run per lesson."""
+    runs: dict[str, tuple[dict, str]] = {}
+
+    def grade(lesson):
+        if lesson.id not in runs:
+            folders = variants(lesson, tmp_path_factory.mktemp(f"variants-{lesson.id}"))
+            run = run_tests(CATALOG.root / "solutions", [lesson.id], submissions=folders, timeout=1800)
+            runs[lesson.id] = (run.report.get("submissions", {}), run.output)
+        reports, output = runs[lesson.id]
+        assert reports, f"lesson {lesson.id}: the graded run produced no report\n{output[-3000:]}"
+        return reports, output
+
+    return grade
+
+
 def exercises(report):
     return {row["id"]: row for row in report["exercises"]}
 
 
-@pytest.mark.parametrize("lesson", GRADED_LESSONS, ids=lambda l: l.id)
-def test_solutions_score_full_marks(lesson):
-    run = run_tests(CATALOG.root / "solutions", [lesson.id])
-    assert run.report, run.output[-3000:]
-    rows = exercises(run.report)
+def lesson_params():
+    return [pytest.param(l, id=l.id, marks=in_group(l)) for l in GRADED_LESSONS]
+
+
+@pytest.mark.parametrize("lesson", lesson_params())
+def test_solutions_score_full_marks(lesson, graded):
+    reports, output = graded(lesson)
+    rows = exercises(reports["solution"])
     assert set(rows) == {e.id for e in lesson.exercises}, "every exercise must have tests"
     for ex in lesson.exercises:
         assert rows[ex.id]["points"] == ex.points, (
             f"tests of {ex.id} award {rows[ex.id]['points']} points, {lesson.slug}.yml says {ex.points}"
         )
-    assert run.report["percent"] == 100.0, run.output[-3000:]
+    failing = {i: r["first_failure"] for i, r in rows.items() if r["outcome"] != "passed"}
+    assert reports["solution"]["percent"] == 100.0 and not failing, f"{failing}\n{output[-3000:]}"
 
 
-@pytest.mark.parametrize("lesson", GRADED_LESSONS, ids=lambda l: l.id)
-def test_generated_stubs_score_zero(lesson, tmp_path):
-    source = (CATALOG.root / "solutions" / lesson.filename).read_text()
-    (tmp_path / lesson.filename).write_text(make_stub(source, lesson))
-    run = run_tests(tmp_path, [lesson.id])
-    assert run.report, run.output[-3000:]
-    assert run.report["earned"] == 0, f"stubs earned points:\n{run.output[-3000:]}"
-    assert run.returncode != 0
+@pytest.mark.parametrize("lesson", lesson_params())
+def test_generated_stubs_score_zero_and_are_not_solved(lesson, graded):
+    reports, output = graded(lesson)
+    assert reports["stub"]["earned"] == 0, f"stubs earned points:\n{output[-3000:]}"
+    # The same verdict `course check` gives a stub without running anything.
+    other = {i: (r["outcome"], r["first_failure"]) for i, r in exercises(reports["stub"]).items()
+             if r["outcome"] != "not_solved"}
+    assert not other, f"a stub's tests must fail as 'not solved yet': {other}"
+
+
+def decoy_cases():
+    for lesson in GRADED_LESSONS:
+        for path in decoys(lesson):
+            yield pytest.param(lesson, path, id=f"{lesson.id}-{path.stem}", marks=in_group(lesson))
 
 
 @pytest.mark.parametrize("lesson,decoy", list(decoy_cases()))
-def test_decoy_loses_points(lesson, decoy, tmp_path):
+def test_decoy_loses_points(lesson, decoy, graded):
     target = decoy_target(decoy)
     assert target in {e.id for e in lesson.exercises}, f"{decoy.name}: unknown target {target}"
-    source = (CATALOG.root / "solutions" / lesson.filename).read_text()
-    # Appended as a later exercise cell, the decoy's definitions replace the reference ones.
-    patched = source + f'\n\n# %% tags=["exercise"]\n{decoy.read_text()}'
-    (tmp_path / lesson.filename).write_text(patched)
-    run = run_tests(tmp_path, [lesson.id])
-    rows = exercises(run.report)
+    reports, output = graded(lesson)
+    rows = exercises(reports[f"decoy-{decoy.stem}"])
     assert rows[target]["earned"] < rows[target]["points"], (
         f"decoy {decoy.name} still earns full marks on {target}: the tests miss this mistake"
     )
@@ -74,6 +120,6 @@ def test_decoy_loses_points(lesson, decoy, tmp_path):
 
 def test_every_graded_lesson_has_decoys():
     for lesson in GRADED_LESSONS:
-        targets = {decoy_target(p) for p in (DECOYS / lesson.id).glob("*.py")}
+        targets = {decoy_target(p) for p in decoys(lesson)}
         missing = {e.id for e in lesson.exercises} - targets
         assert not missing, f"lesson {lesson.id}: exercises without a decoy: {sorted(missing)}"

@@ -2,7 +2,9 @@
 time limits, hints shown again, watch's order, `course run`, quiet output, Ctrl-C and
 typed errors, and the warm worker. No verdict here depends on timing."""
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,8 +42,10 @@ def clone(tmp_path):
 
 
 def env_for(clone, **extra):
+    """The environment of a `course` command in ``clone``; checks run cold (no warm worker,
+    which would outlive the test) unless ``COURSE_WORKER="on"``."""
     return {"COURSE_ROOT": str(clone), "COURSE_DATA": "synthetic", "PATH": "/usr/bin:/bin",
-            "PYTHONPATH": SRC, **extra}
+            "PYTHONPATH": SRC, "COURSE_WORKER": "off", **extra}
 
 
 def course(clone, *args, **extra):
@@ -63,6 +67,14 @@ def write_exercise(clone, exercise_id, body):
 
 # ----------------------------------------------------------------------------- messages
 
+MISTAKES = {  # one typical mistake per exercise of lesson 00, checked in one run
+    "0.1": "def sparsity(ratings):\n    return 'half'\n",
+    "0.3": "def temporal_split(ratings, test_fraction=0.2):\n    ordered = ratings.sort_values('timestamp')\n",
+    "0.4": "def recommend_popularr(ratings, users, k=10):\n    return {}\n",
+    "0.5": "def hit_rate_at_k(recommendations, held_out, k=10):\n    return held_out['no_such_column'].sum()\n",
+}
+
+
 def test_a_syntax_error_is_reported_with_file_and_line_first(clone):
     write_exercise(clone, "0.2", "def user_activity(ratings):\n    return ratings.groupby(\n")
     code, out = course(clone, "check", "0.2")
@@ -71,18 +83,76 @@ def test_a_syntax_error_is_reported_with_file_and_line_first(clone):
     assert "AttributeError" not in out
 
 
-def test_an_error_in_the_learners_code_names_its_line(clone):
-    write_exercise(clone, "0.1", "def sparsity(ratings):\n    return ratings['no_such_column'].sum()\n")
-    code, out = course(clone, "check", "0.1")
-    assert code == 1 and "your code raised KeyError" in out and f"({LESSON.filename}, line" in out
+@pytest.mark.fast
+def test_messages_lead_with_the_mistake(clone):
+    for exercise_id, body in MISTAKES.items():
+        write_exercise(clone, exercise_id, body)
+    code, out = course(clone, "check", "00")
+    blocks = {b.split()[1]: b for b in re.split(r"\n(?=[✓✗] )", out) if b[:1] in ("✓", "✗")}
+    assert code == 1 and set(MISTAKES) <= set(blocks), out
+    assert "contract violation: sparsity(ratings) must return a float, got str" in blocks["0.1"]
+    assert "`temporal_split` returned None: did you forget `return`?" in blocks["0.3"], blocks["0.3"]
+    assert (f"{LESSON.filename} defines no `recommend_popular` (did you mean `recommend_popularr`?)"
+            in blocks["0.4"]), blocks["0.4"]
+    assert "your code raised KeyError" in blocks["0.5"] and f"({LESSON.filename}, line" in blocks["0.5"]
 
 
-def test_a_wrong_return_type_is_named_a_contract_violation(clone):
-    write_exercise(clone, "0.1", "def sparsity(ratings):\n    return 'half'\n")
-    code, out = course(clone, "check", "0.1")
-    assert code == 1 and "contract violation: sparsity(ratings) must return a float, got str" in out
+@pytest.mark.fast
+def test_an_exercise_lists_what_the_test_expected_before_what_raised(capsys):
+    from recsys_course.tooling.commands.learner import _print_exercise
+    from recsys_course.tooling.grading.results import ExerciseResult, Outcome, TestOutcome
+
+    raised = TestOutcome("t::test_tower_runs", "2.1", 1, ran=True, failure="calling the tower raised "
+                         "InvalidArgumentError: indices[0] = 3 is not in [0, 3)", kind=Outcome.ERROR)
+    expected = TestOutcome("t::test_table_size", "2.1", 1, ran=True,
+                           failure="expected 16 weights, got 12", kind=Outcome.FAILED)
+    passed = TestOutcome("t::test_same_id_same_vector", "2.1", 1, ran=True, passed=True)
+    row = ExerciseResult("2.1", "An id tower", 3, 1, "partial", tests=[raised, expected, passed])
+    assert row.outcome is Outcome.ERROR
+    assert _print_exercise(row) == 1
+    out = capsys.readouterr().out
+    assert out.index("expected 16 weights") < out.index("InvalidArgumentError"), out
+    assert "Stuck? Run: course hint 2.1" in out
 
 
+@pytest.mark.fast
+def test_an_error_a_test_caught_is_an_error_worded_without_framework_wrappers():
+    from recsys_course.tooling.grading.messages import describe_failure
+    from recsys_course.tooling.grading.results import Outcome
+
+    keras = ("Exception encountered when calling layer 'embedding' (type Embedding).\n\n{{function_node "
+             "__wrapped__ResourceGather_device_/job:localhost/replica:0}} indices[0] = 3 is not in [0, 3) "
+             "[Op:ResourceGather] name: \n\nCall arguments received by layer 'embedding':\n  • inputs=tf.Tensor")
+    try:
+        try:
+            raise ValueError(keras)
+        except ValueError as error:  # what the tests' call_or_fail does
+            pytest.fail(f"calling the tower raised ValueError: {str(error).splitlines()[0]}", pytrace=False)
+    except pytest.fail.Exception as failed:
+        failure = describe_failure(failed, failed.__traceback__, Path("/nonexistent-lessons"))
+    assert failure.kind is Outcome.ERROR
+    assert failure.text == "calling the tower raised ValueError: indices[0] = 3 is not in [0, 3) [Op:ResourceGather]"
+
+
+@pytest.mark.fast
+def test_outcomes_travel_in_the_json_and_older_rows_still_read():
+    from recsys_course.tooling.grading.results import ExerciseResult, Outcome, TestOutcome, exercise_outcome
+
+    stub = TestOutcome("t::a", "0.1", 2, ran=True, failure="not solved yet: ...", kind=Outcome.NOT_SOLVED)
+    row = ExerciseResult("0.1", "t", 2, 0, "failed", "not solved yet: ...", [stub])
+    data = row.to_json()
+    assert data["outcome"] == "not_solved" and data["tests"][0]["outcome"] == "not_solved"
+    assert ExerciseResult.from_json(json.loads(json.dumps(data))).outcome is Outcome.NOT_SOLVED
+    del data["outcome"], data["tests"][0]["kind"]  # a report written before outcomes existed
+    assert ExerciseResult.from_json(data).outcome is Outcome.FAILED
+    missing = ExerciseResult("0.2", "t", 3, 0, "missing", "lesson file not submitted")
+    assert missing.outcome is Outcome.MISSING
+    timed_out = TestOutcome("t::b", "0.1", 1, ran=True, failure="did not finish", kind=Outcome.TIMED_OUT)
+    skipped = TestOutcome("t::c", "0.1", 1, ran=True, failure="not run: ...", kind=Outcome.NOT_RUN)
+    assert exercise_outcome([timed_out, skipped], 0, 2) is Outcome.TIMED_OUT
+
+
+@pytest.mark.fast
 def test_contract_helpers_and_wording():
     with pytest.raises(ContractViolation, match="must return 2 values \\(a tuple\\), got one list"):
         expect_arity([1, 2], 2, "split(ratings)")
@@ -135,6 +205,7 @@ def test_hint_n_shows_an_earlier_hint_again(clone):
     assert code == 2 and "hints 1 to 3" in out
 
 
+@pytest.mark.fast
 def test_watch_starts_at_the_target_and_moves_on_to_the_next_unpassed_exercises():
     queue = [e.id for e in watch_queue(CATALOG, {"0.3", "1.1"}, "0.2")]
     assert queue[:4] == ["0.2", "0.4", "0.5", "1.2"]
@@ -150,7 +221,8 @@ def test_watch_moves_on_after_a_pass_and_stops_its_worker(clone):
     solution = (clone / "solutions" / LESSON.filename).read_text()
     for exercise_id in ("0.4", "0.5"):  # solved in the file, never checked
         path.write_text(replace_exercise_cell(path.read_text(), solution, exercise_id))
-    code, out = course(clone, "watch", "0.4", "--interval", "0.1", COURSE_WORKER_PRELOAD="pytest")
+    code, out = course(clone, "watch", "0.4", "--interval", "0.1", COURSE_WORKER_PRELOAD="pytest",
+                       COURSE_WORKER="on")
     assert code == 0, out
     assert out.index("=== Exercise 0.4") < out.index("Passed: moving on.") < out.index("=== Exercise 0.5")
     assert "All watched exercises pass." in out
@@ -173,8 +245,40 @@ def double(x):
 table = pd.DataFrame({"movie": ["A", "B"], "hits": [double(1), double(2)]})
 table
 
+# %% tags=["check"]
+bool(table["hits"].sum() > 0)
+
+# %%
+import sys
+import types
+
+class Callback:
+    pass
+
+class Model:
+    name = "toy"
+
+    def fit(self, epochs=1, verbose="auto", callbacks=()):
+        for callback in callbacks:
+            callback.params, callback.model = {"epochs": epochs}, self
+            callback.on_train_begin()
+        for epoch in range(epochs):
+            for callback in callbacks:
+                callback.on_epoch_end(epoch, {"loss": 1.0 / (epoch + 1)})
+
+sys.modules["keras"] = types.SimpleNamespace(Model=Model, callbacks=types.SimpleNamespace(Callback=Callback))
+
+# %%
+Model().fit(epochs=3, verbose=0)
+Model().fit(epochs=2, verbose=2)
+
 # %%
 import matplotlib.pyplot as plt
+for _ in range(2):
+    plt.figure()
+    plt.plot([1, 2], [3, 4])
+    plt.title("Hits by movie (synthetic)")
+plt.figure()
 plt.plot([1, 2], [3, 4])
 "the end"
 '''
@@ -206,14 +310,19 @@ def test_run_stops_at_an_unsolved_exercise_with_one_line(tmp_path):
     ]
 
 
-def test_run_with_solutions_displays_tables_values_and_figures(tmp_path):
+def test_run_with_solutions_displays_tables_values_progress_and_figures(tmp_path):
     code, out, err = run_lesson(tmp_path, "--use-solutions")
     assert code == 0, err
     assert "exercise 9.1 is not solved yet: running the reference solution" in out
     assert "movie  hits" in out and "B     4" in out  # the bare `table` expression, shown
     assert "'the end'" in out
-    figures = list((tmp_path / "figures").glob("*.png"))
-    assert len(figures) == 1 and f"[figure saved: {figures[0]}]" in out
+    assert "True" not in out, "a check cell's value is for the site build, not displayed"
+    epochs = [line for line in err.splitlines() if line.startswith("[training toy")]
+    assert [line.split(",")[0] for line in epochs] == [f"[training toy: epoch {i}/3" for i in (1, 2, 3)], err
+    assert "loss 0.5" in epochs[1], "each line carries the epoch's metrics"
+    names = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
+    assert names == ["cell07-3.png", "hits-by-movie-synthetic-2.png", "hits-by-movie-synthetic.png"], names
+    assert all(f"[figure saved: {tmp_path / 'figures' / name}]" in out for name in names)
 
 
 # ----------------------------------------------------------------------------- quiet, errors
@@ -267,23 +376,60 @@ def test_ctrl_c_ends_quietly_and_bugs_keep_their_traceback(monkeypatch, capsys):
 
 # ----------------------------------------------------------------------------- warm worker
 
-def test_check_uses_a_running_worker_and_gets_the_same_verdicts(clone):
+def test_check_leaves_a_warm_worker_that_the_next_check_uses(clone, monkeypatch):
     from recsys_course.tooling.grading import warm_worker as worker
 
-    env = env_for(clone, COURSE_WORKER_PRELOAD="pytest,pandas")
-    server = subprocess.Popen([sys.executable, "-m", "recsys_course.tooling.grading.warm_worker", str(clone)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    monkeypatch.setenv("COURSE_WORKER", "on")  # `make test` turns workers off for everything else
+
+    warm = {"COURSE_WORKER": "on", "COURSE_WORKER_PRELOAD": "pytest,pandas", "COURSE_WORKER_IDLE": "120"}
+    write_exercise(clone, "0.1", "def sparsity(ratings):\n    return 'half'\n")
     try:
-        deadline = time.monotonic() + 120
-        while not worker.is_running(clone):
-            assert server.poll() is None and time.monotonic() < deadline, "the worker did not start"
-            time.sleep(0.2)
-        write_exercise(clone, "0.1", "def sparsity(ratings):\n    return 'half'\n")
-        code, out = course(clone, "check", "0.1")
-        assert code == 1 and "contract violation" in out
+        code, out = course(clone, "check", "0.2", **warm)  # a stub: answered at once ...
+        assert code == 1 and "not solved yet" in out, out
+        deadline = time.monotonic() + 120  # ... and a worker warms up in the background
+        while not worker.info_path(clone).exists():
+            assert time.monotonic() < deadline, "a check of a stub starts a worker for the next check"
+            time.sleep(0.1)
+        pid = json.loads(worker.info_path(clone).read_text())["pid"]
+        code, out = course(clone, "check", "0.1", **warm)  # waits for that worker, starts none
+        assert code == 1 and "contract violation" in out, out
+        assert worker.is_running(clone), "a check leaves a worker behind for the next one"
+        assert json.loads(worker.info_path(clone).read_text())["pid"] == pid
+        assert oct(worker.socket_path(clone).stat().st_mode & 0o777) == "0o600", "nobody else may connect"
+        code, out = course(clone, "check", "0.1", **warm)  # the same verdict, from the same worker
+        assert code == 1 and "contract violation" in out, out
+        assert json.loads(worker.info_path(clone).read_text())["pid"] == pid
         answer = worker.submit(clone, ["--version"], dict(os.environ), str(clone), 60)
         assert answer is not None and answer["returncode"] == 0 and "pytest" in answer["output"]
     finally:
-        server.terminate()
-        server.wait(30)
+        worker.stop(clone)
+    deadline = time.monotonic() + 60
+    while worker.socket_path(clone).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert not worker.socket_path(clone).exists(), "the worker removes its socket when it stops"
+
+
+# ----------------------------------------------------------------------------- lesson files
+
+OWNED_ELSEWHERE = {  # reordered by the helpers that own these lessons; the xfail goes after their merge
+    "06": "lesson 06 has 6.1, 6.4, 6.2, 6.3 (its reordering belongs to the 'funnel' work)",
+    "09": "lesson 09 has 9.2 before 9.1 (its reordering belongs to the 'restructure' work)",
+}
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("lesson", [
+    pytest.param(l, id=l.id, marks=[pytest.mark.xfail(reason=OWNED_ELSEWHERE[l.id], strict=False)]
+                 if l.id in OWNED_ELSEWHERE else []) for l in CATALOG.lessons
+])
+def test_exercises_appear_in_their_numbered_order(lesson):
+    from recsys_course.tooling.lessons import parse_cells
+
+    def number(exercise_id):
+        return tuple(int(part) for part in exercise_id.split("."))
+
+    for tree in ("solutions", "lessons"):
+        found = [c.exercise for c in parse_cells((CATALOG.root / tree / lesson.filename).read_text())
+                 if c.exercise]
+        assert found == sorted(found, key=number), f"{tree}/{lesson.filename}: exercises in the order {found}"
+        assert found == [e.id for e in lesson.exercises], f"{lesson.slug}.yml lists them in another order"

@@ -39,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 title="commands for learners")
 
-    p = sub.add_parser("check", help="grade an exercise (0.1), a lesson (00) or all")
-    p.add_argument("target")
+    p = sub.add_parser("check", help="grade an exercise (0.1), a lesson (00) or all; "
+                                     "alone, the first exercise not passed yet")
+    p.add_argument("target", nargs="?", help="0.1, 00 or all (default: the next exercise to do)")
     p.add_argument("--solutions", action="store_true", help="check the reference solutions")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before giving up")
     p.add_argument("--test-timeout", type=float, default=60.0,
@@ -48,11 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=learner.cmd_check)
 
     p = sub.add_parser("hint", help="show the next hint for an exercise (or hint N again)")
-    p.add_argument("exercise")
+    p.add_argument("exercise", nargs="?", help="default: the first exercise not passed yet")
     p.add_argument("number", nargs="?", type=int, help="show this hint again (1 = the first)")
     p.set_defaults(func=learner.cmd_hint)
 
-    p = sub.add_parser("progress", help="points per exercise and lesson from your last checks")
+    p = sub.add_parser("progress", help="points per exercise and lesson from your last checks "
+                                        "(and which exercises changed since)")
     p.set_defaults(func=learner.cmd_progress)
 
     p = sub.add_parser("watch", help="re-check the exercise you work on at every save, then move on")
@@ -64,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reset", help="restore an exercise's stub and clear its points (keeps a backup)")
     p.add_argument("exercise")
-    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation (needed without a terminal)")
     p.set_defaults(func=learner.cmd_reset)
 
     p = sub.add_parser("run", help="run a lesson, showing its tables and saving its figures")

@@ -3,17 +3,23 @@
 Run as ``python -m recsys_course.tooling.lesson_run LESSON [--solutions FILE] [--use-solutions]
 [--figures DIR]`` (``course run`` starts it in a child process). Every code cell runs in
 one namespace, in order. When a cell ends in a bare expression, its value is displayed as a
-notebook would: tables as text, other values by ``repr``; matplotlib figures left open at the
-end of a cell are saved to ``--figures`` and named. A stub that is still in place stops the
-run with one line naming the exercise and the check command; with ``--use-solutions`` the
-reference code of each unsolved exercise runs instead, so the rest of the lesson can be seen.
+notebook would: tables as text, other values by ``repr`` (not in ``check`` cells, whose
+``claim(...)`` value is for the site build; a claim that fails prints its own note).
+Matplotlib figures left open at the end of a cell are saved to ``--figures``, named after
+their titles. Keras training that would be silent (``verbose=0``) prints one line per epoch
+on stderr, so a long training cell shows its progress. A stub that is still in place stops
+the run with one line naming the exercise and the check command; with ``--use-solutions``
+the reference code of each unsolved exercise runs instead, so the rest of the lesson can be
+seen.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import os
+import re
 import sys
 import time
 import traceback
@@ -59,18 +65,77 @@ def split_last_expression(source: str, filename: str, first_line: int):
     return body, compile(last, filename, "eval") if last is not None else None
 
 
-def save_figures(folder: Path, cell_number: int) -> None:
-    """Save and close the figures a cell left open, printing where each went."""
+def figure_title(figure) -> str:
+    """A figure's title: its suptitle, else the titles of its axes joined, else ""."""
+    suptitle = getattr(figure, "_suptitle", None)
+    if suptitle is not None and suptitle.get_text().strip():
+        return suptitle.get_text()
+    return " ".join(t for t in (ax.get_title() for ax in figure.get_axes()) if t.strip())
+
+
+def slug(text: str, limit: int = 60) -> str:
+    """``"Recall@10 by epoch (validation)"`` -> ``"recall-10-by-epoch-validation"``."""
+    words = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return words[:limit].rstrip("-")
+
+
+def save_figures(folder: Path, cell_number: int, used: set[str]) -> None:
+    """Save and close the figures a cell left open, each named after its title (a slug,
+    made unique within the run with ``-2``, ``-3`` ...; ``cellNN-M`` without a title), and
+    print where each went."""
     if "matplotlib.pyplot" not in sys.modules:
         return
     import matplotlib.pyplot as plt
 
     for index, number in enumerate(plt.get_fignums(), start=1):
+        figure = plt.figure(number)
+        base = slug(figure_title(figure)) or f"cell{cell_number:02d}-{index}"
+        name, copy = base, 1
+        while name in used:
+            copy += 1
+            name = f"{base}-{copy}"
+        used.add(name)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"cell{cell_number:02d}-{index}.png"
-        plt.figure(number).savefig(path, dpi=90, bbox_inches="tight")
+        path = folder / f"{name}.png"
+        figure.savefig(path, dpi=90, bbox_inches="tight")
         print(f"[figure saved: {path}]")
     plt.close("all")
+
+
+def show_training_progress(say) -> None:
+    """Make Keras ``Model.fit`` calls with ``verbose=0`` report each epoch through ``say``
+    (a one-line summary: epoch, metrics, seconds), once Keras is imported. Fits that print
+    their own progress (``verbose`` 1 or 2) are left alone."""
+    for name in ("tf_keras", "keras"):
+        module = sys.modules.get(name)
+        model = getattr(module, "Model", None) if module is not None else None
+        callbacks = getattr(module, "callbacks", None) if module is not None else None
+        if model is None or callbacks is None or getattr(model.fit, "_course_progress", False):
+            continue
+
+        class EpochLine(callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.started = time.monotonic()
+
+            def on_epoch_end(self, epoch, logs=None):
+                total = (self.params or {}).get("epochs")
+                metrics = ", ".join(f"{k} {v:.4g}" for k, v in (logs or {}).items()
+                                    if isinstance(v, (int, float)))
+                seconds = time.monotonic() - self.started
+                name = getattr(self.model, "name", "model")
+                say(f"[training {name}: epoch {epoch + 1}/{total}, {metrics}; {seconds:.0f} s]")
+
+        def wrap(fit):
+            @functools.wraps(fit)
+            def fit_with_progress(self, *args, **kwargs):
+                if kwargs.get("verbose", "auto") == 0:
+                    kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), EpochLine()]
+                return fit(self, *args, **kwargs)
+
+            fit_with_progress._course_progress = True
+            return fit_with_progress
+
+        model.fit = wrap(model.fit)
 
 
 def is_unsolved(cell: Cell) -> bool:
@@ -123,6 +188,11 @@ class Progress:
         self.current = None
         self.clear()
 
+    def say(self, line: str) -> None:
+        """Print a line on stderr (training progress) without mixing it with the status."""
+        self.clear()
+        print(line, file=sys.stderr, flush=True)
+
 
 class ClearsProgress:
     """A stdout wrapper that clears the progress line before the cell's own output."""
@@ -147,7 +217,9 @@ def run(lesson: Path, solutions: Path | None, use_solutions: bool, figures: Path
     if progress.enabled:
         sys.stdout = ClearsProgress(sys.stdout, progress)
     sys.path.insert(0, str(lesson.parent))
+    figure_names: set[str] = set()
     for number, cell in enumerate(cells, start=1):
+        show_training_progress(progress.say)
         source, filename, first = cell.source, str(lesson), cell.first_line
         if use_solutions and is_unsolved(cell) and cell.exercise in reference:
             ref = reference[cell.exercise]
@@ -184,8 +256,9 @@ def run(lesson: Path, solutions: Path | None, use_solutions: bool, figures: Path
             traceback.print_exc()
             return 1
         progress.stop()
-        display(value)
-        save_figures(figures, number)
+        if "check" not in cell.tags:  # a claim's True is for the site build, not for reading
+            display(value)
+        save_figures(figures, number, figure_names)
         sys.stdout.flush()
     return 0
 

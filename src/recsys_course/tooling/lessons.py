@@ -17,9 +17,12 @@ Authors regenerate lessons/ with :func:`sync`; ``course reset`` puts one stub ba
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import itertools
 import json
 import re
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,11 +92,23 @@ def make_stub(solution_text: str, lesson: Lesson, filename: str = "<solution>") 
 
 
 def backup_lesson(root: Path, lesson: Lesson, text: str) -> Path:
-    """Keep a copy of a learner's lesson file in ``.course/backups/`` before replacing it."""
-    backup = root / ".course" / "backups" / f"{lesson.slug}.{int(time.time())}.py"
-    backup.parent.mkdir(parents=True, exist_ok=True)
-    backup.write_text(text, encoding="utf-8")
-    return backup
+    """Keep a copy of a learner's lesson file in ``.course/backups/`` before replacing it.
+
+    Every call writes a new file (``SLUG.YYYYmmdd-HHMMSS.py``, then ``-2``, ``-3`` ... within
+    the same second), created exclusively, so a backup never replaces an earlier one.
+    """
+    folder = root / ".course" / "backups"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for number in itertools.count(1):
+        backup = folder / f"{lesson.slug}.{stamp}{'' if number == 1 else f'-{number}'}.py"
+        try:
+            with open(backup, "x", encoding="utf-8") as handle:
+                handle.write(text)
+        except FileExistsError:
+            continue
+        return backup
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -102,38 +117,92 @@ class SyncResult:
     path: Path
     changed: bool
     backup: Path | None = None
-    # Exercises whose cell in lessons/ was edited since generation; non-empty means the
-    # file was left alone (sync without ``force``) or overwritten after a backup (``force``).
+    # What the learner changed in the file since it was generated ("exercise 0.2 (edited)",
+    # "a new code cell at line 120"); non-empty means the file was left alone (sync without
+    # ``force``) or overwritten after a backup (``force``).
     edited: tuple[str, ...] = ()
     written: bool = False
 
 
 class LearnerWorkError(Refused):
-    """``sync`` would overwrite exercises a learner edited; the message names them."""
+    """``sync`` would overwrite a learner's changes; the message names them, file by file."""
 
     def __init__(self, results: list[SyncResult]) -> None:
         self.results = results
         named = "; ".join(f"{r.path.name}: {', '.join(r.edited)}" for r in results)
         super().__init__(
-            f"not overwriting edited exercises ({named}). These files hold a learner's work: "
-            "`course sync --force` regenerates them anyway (after a backup in .course/backups/)."
+            f"not overwriting lesson files you changed, which would lose {named}. "
+            "`course sync --force` regenerates them anyway, after a backup in .course/backups/."
         )
 
 
-def edited_exercises(current: str, expected: str, lesson: Lesson) -> tuple[str, ...]:
-    """Ids of ``lesson``'s exercises whose cell differs between ``current`` and ``expected``."""
-    lines, fresh = current.splitlines(), expected.splitlines()
-    edited = []
-    for exercise in lesson.exercises:
-        try:
-            a, b = _exercise_cell_span(lines, exercise.id)
-        except LessonFormatError:  # the learner deleted the cell: that is an edit too
-            edited.append(exercise.id)
+def _cell_key(cell: Cell) -> tuple[str, ...]:
+    return (cell.kind, *sorted(cell.tags), cell.exercise or "",
+            *(line.rstrip() for line in cell.source.rstrip().splitlines()))
+
+
+def _describe_cell(cell: Cell, edited: bool) -> str:
+    if cell.exercise:
+        return f"exercise {cell.exercise} ({'edited' if edited else 'a second copy'})"
+    what = "markdown cell" if cell.kind == "markdown" else "code cell"
+    line = cell.first_line - 1  # the header's line
+    return f"the {what} at line {line} (edited)" if edited else f"a new {what} at line {line}"
+
+
+def learner_changes(original: str, current: str) -> tuple[str, ...]:
+    """What ``current`` adds to or changes in ``original``, cell by cell, in the learner's
+    words ("exercise 0.2 (edited)", "a new markdown cell at line 40", "2 cells deleted").
+
+    Cells are compared without trailing whitespace; any other difference counts, in an
+    exercise cell or anywhere else (a learner's own notes are work too). Empty when the
+    two hold the same cells.
+    """
+    before, after = parse_cells(original), parse_cells(current)
+    preamble = [l.rstrip() for l in original.splitlines()[: before[0].first_line - 2]] if before else []
+    mine = [l.rstrip() for l in current.splitlines()[: after[0].first_line - 2]] if after else []
+    changes: list[str] = []
+    if [l for l in preamble if l] != [l for l in mine if l]:
+        changes.append("the lines before the first cell (edited)")
+    matcher = difflib.SequenceMatcher(None, [_cell_key(c) for c in before], [_cell_key(c) for c in after],
+                                      autojunk=False)
+    deleted = 0
+    for op, a, b, c, d in matcher.get_opcodes():
+        if op == "equal":
             continue
-        c, d = _exercise_cell_span(fresh, exercise.id)
-        if [l.rstrip() for l in lines[a:b]] != [l.rstrip() for l in fresh[c:d]]:
-            edited.append(exercise.id)
-    return tuple(edited)
+        old = {(x.kind, x.exercise) for x in before[a:b]}
+        for cell in after[c:d]:
+            changes.append(_describe_cell(cell, edited=(cell.kind, cell.exercise) in old))
+        deleted += max(0, (b - a) - (d - c))
+    if deleted:
+        changes.append(f"{deleted} cell{'s' if deleted > 1 else ''} deleted")
+    return tuple(changes)
+
+
+def _pristine(root: Path, lesson: Lesson) -> str | None:
+    """The lesson file as generated from the solution committed at git ``HEAD`` (what a
+    fresh clone's ``lessons/`` holds); ``None`` outside a git checkout or without one."""
+
+    def show(relative: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), "show", f"HEAD:{relative}"],
+                                  capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    solution, yml = show(f"solutions/{lesson.filename}"), show(f"solutions/{lesson.slug}.yml")
+    if solution is None or yml is None:
+        return None
+    from recsys_course.tooling.catalog import parse_lesson
+
+    try:
+        return make_stub(solution, parse_lesson(yml, lesson.slug, set()))
+    except (LessonFormatError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def sync(
@@ -145,11 +214,14 @@ def sync(
     """Regenerate ``lessons/`` from ``solutions/`` (an author's command); with ``check``,
     only report drift.
 
-    ``only`` limits the work to those lesson ids or slugs. A lesson file that changed since
-    the previous sync wrote it (hashes in ``.course/generated.json``) and whose exercise
-    cells differ from the fresh stubs holds a learner's work: it is not overwritten unless
+    ``only`` limits the work to those lesson ids or slugs. A lesson file is the learner's
+    work unless it is exactly what a sync produced: what the previous sync wrote (hashes in
+    ``.course/generated.json``), or what the solution committed at git ``HEAD`` generates
+    (a fresh clone, or an author who just edited ``solutions/``). Any other content (an
+    edited exercise, a new notes cell, a changed sentence; outside git and without a record,
+    any difference from the fresh stub file) is not overwritten unless
     ``force``, and then only after a copy goes to ``.course/backups/``. Raises
-    :class:`LearnerWorkError` naming those files and exercises after writing every other file.
+    :class:`LearnerWorkError` naming those files and changes after writing every other file.
     """
     catalog = catalog or load_catalog()
     results = []
@@ -166,21 +238,20 @@ def sync(
         current = target.read_text(encoding="utf-8") if target.exists() else None
         changed = current != expected
         backup, edited, written = None, (), False
-        if changed and current is not None:
-            digest = hashlib.sha256(current.encode()).hexdigest()
-            if generated.get(lesson.filename) != digest:  # not what the last sync wrote
-                edited = edited_exercises(current, expected, lesson)
+        if changed and current is not None and generated.get(lesson.filename) != _digest(current):
+            pristine = _pristine(catalog.root, lesson)
+            if current != pristine:  # neither the last sync's output nor a fresh clone's
+                # Only whitespace at line ends differs: nothing would be lost.
+                edited = learner_changes(pristine or expected, current)
         if changed and not check and (force or not edited):
-            if current is not None and generated.get(lesson.filename) != hashlib.sha256(
-                current.encode()
-            ).hexdigest():
+            if edited:
                 backup = backup_lesson(catalog.root, lesson, current)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(expected, encoding="utf-8")
-            generated[lesson.filename] = hashlib.sha256(expected.encode()).hexdigest()
+            generated[lesson.filename] = _digest(expected)
             written = True
         elif not check and not changed:
-            generated[lesson.filename] = hashlib.sha256(expected.encode()).hexdigest()
+            generated[lesson.filename] = _digest(expected)
         results.append(SyncResult(lesson, target, changed, backup, edited, written))
     if not check:
         record_path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,6 +274,25 @@ def _exercise_cell_span(lines: list[str], exercise_id: str) -> tuple[int, int]:
     if start is None:
         raise LessonFormatError(f'no cell with exercise="{exercise_id}"')
     return start, len(lines)
+
+
+def exercise_cell(text: str, exercise_id: str) -> str | None:
+    """The cell of ``exercise_id`` in ``text``, without trailing whitespace on any line or
+    blank lines at its end; ``None`` when there is no such cell."""
+    lines = text.splitlines()
+    try:
+        a, b = _exercise_cell_span(lines, exercise_id)
+    except LessonFormatError:
+        return None
+    return "\n".join(line.rstrip() for line in lines[a:b]).rstrip()
+
+
+def still_stubs(text: str, stub: str, exercise_ids: list[str]) -> set[str]:
+    """Those of ``exercise_ids`` whose cell in the learner's ``text`` is still the cell the
+    generated ``stub`` file has (trailing whitespace aside): unsolved for certain, since
+    that cell raises ``NotImplementedError``, so no test needs to run to say so."""
+    return {e for e in exercise_ids if (cell := exercise_cell(text, e)) is not None
+            and cell == exercise_cell(stub, e)}
 
 
 def replace_exercise_cell(text: str, source: str, exercise_id: str) -> str:

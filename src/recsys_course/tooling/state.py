@@ -37,9 +37,13 @@ class State:
         """Drop the exercise's last result (after ``course reset``), keeping its hints."""
         self.data["results"].pop(exercise_id, None)
 
-    def record(self, exercise_id: str, earned: int, points: int, status: str) -> None:
+    def record(self, exercise_id: str, earned: int, points: int, outcome: str, cell: str | None = None) -> None:
+        """Keep an exercise's last result: its points, its outcome (a
+        :class:`~recsys_course.tooling.grading.results.Outcome` value) and a hash of the
+        exercise's cell as it was checked, so ``progress`` can tell when it changed since."""
         self.data["results"][exercise_id] = {
-            "earned": earned, "points": points, "status": status, "when": int(time.time())
+            "earned": earned, "points": points, "outcome": str(outcome), "cell": cell,
+            "when": int(time.time()),
         }
 
     def result(self, exercise_id: str) -> dict | None:

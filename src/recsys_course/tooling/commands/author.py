@@ -35,17 +35,25 @@ def _print_sync(results, root: Path, check: bool) -> None:
         if not r.changed:
             state = "up to date"
         elif check:
-            state = "out of date" + (f" (edited exercises: {', '.join(r.edited)})" if r.edited else "")
+            state = "out of date" + (f" (changed by you: {', '.join(r.edited)})" if r.edited else "")
         elif r.written:
-            state = "regenerated"
+            state = "regenerated" + (f" (your {', '.join(r.edited)} are in the backup)" if r.edited else "")
         else:
-            state = f"NOT regenerated: exercises {', '.join(r.edited)} were edited"
+            state = f"NOT regenerated: it would lose your {', '.join(r.edited)}"
         print(f"{r.path.relative_to(root)}: {state}")
         if r.backup:
             print(f"  previous version kept in {r.backup}")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from recsys_course.errors import UnknownTarget
+
+    catalog = load_catalog()
+    for key in args.lessons or []:  # a typo is answered before the benchmarks (and TensorFlow) load
+        try:
+            catalog.lesson(key)
+        except KeyError as error:
+            raise UnknownTarget(error.args[0]) from None
     from recsys_course.tooling import bench
 
     results = bench.run(args.lessons or None, args.data)

@@ -86,8 +86,10 @@ def load_lesson(
     module.__dict__["__lesson_errors__"] = errors
 
     def missing(name: str):
-        if not errors:
-            raise AttributeError(f"{path.name} does not define {name!r}")
+        if not errors:  # worded once, with the closest names, for in-process and sandbox alike
+            from recsys_course.tooling.grading.messages import missing_definition
+
+            raise AttributeError(missing_definition(path.name, name, module.__dict__))
         causes = "; ".join(f"{err} ({cell} did not run)" for cell, err in errors.items())
         raise ExerciseCellError(f"{causes}, so {name!r} is not defined")
 

@@ -18,7 +18,7 @@ import pytest
 
 from recsys_course.tooling.catalog import Catalog, load_catalog
 from recsys_course.tooling.grading.guard import Guard, SubmissionMisbehaved, SubmissionTimeout, contained
-from recsys_course.tooling.grading.messages import learner_message
+from recsys_course.tooling.grading.messages import NotRun, apply_failure, failure_properties
 from recsys_course.tooling.grading.results import TestOutcome, format_table, report_json, score, write_json
 from recsys_course.tooling.grading.loader import LessonLoadError, load_lesson
 
@@ -268,10 +268,7 @@ class GradeCollector:
         self._set_deadlines()
         marker = item.get_closest_marker("exercise")
         if marker is not None and str(marker.args[0]) in self.timed_out:
-            pytest.fail(
-                f"not run: an earlier test of exercise {marker.args[0]} ran past its time limit",
-                pytrace=False,
-            )
+            raise NotRun(f"not run: an earlier test of exercise {marker.args[0]} ran past its time limit")
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
@@ -282,8 +279,7 @@ class GradeCollector:
             if call.excinfo.errisinstance(SubmissionTimeout):
                 self.timed_out.add(str(marker.args[0]))
             graded = lessons_dir(self.config, load_catalog())
-            message = learner_message(call.excinfo.value, call.excinfo.tb, graded)
-            report.user_properties.append(("course_failure", message))
+            report.user_properties.extend(failure_properties(call.excinfo.value, call.excinfo.tb, graded))
         return report
 
     @pytest.hookimpl(wrapper=True)
@@ -316,8 +312,7 @@ class GradeCollector:
             result.passed = True
         if report.failed:
             result.passed = False
-            worded = dict(report.user_properties).get("course_failure")
-            result.failure = result.failure or worded or _first_line(report)
+            apply_failure(result, dict(report.user_properties), _first_line(report))
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         replaced = self.guard.restore()

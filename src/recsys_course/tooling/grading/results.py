@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,38 @@ from recsys_course.tooling.catalog import Catalog
 
 class ResultError(ValueError):
     """A report row that is not a valid exercise result."""
+
+
+class Outcome(str, Enum):
+    """How a graded test, or an exercise, ended: the one vocabulary the plugin writes, the
+    JSON carries (as the value) and ``course check``, ``progress`` and the reports read.
+
+    A failing test's kind is decided where its exception is worded
+    (:func:`recsys_course.tooling.grading.messages.describe_failure`), never by matching
+    the sentence afterwards.
+    """
+
+    PASSED = "passed"
+    FAILED = "failed"  # an expectation of the test was not met (assertion, contract)
+    NOT_SOLVED = "not_solved"  # the exercise is still the generated stub
+    ERROR = "error"  # the learner's code raised, or the cell defining it did not run
+    TIMED_OUT = "timed_out"  # ran past its time limit
+    NOT_RUN = "not_run"  # never ran (other exercises checked, the run ended early, or an
+    #                      earlier test of the exercise timed out)
+    MISSING = "missing"  # the lesson file was not submitted
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def words(self) -> str:
+        """For people: "not solved", "timed out" ..."""
+        return self.value.replace("_", " ")
+
+
+# An exercise's outcome is its most telling failure: the first of these found among its
+# failing tests (visible ones first), FAILED otherwise.
+_PRECEDENCE = (Outcome.MISSING, Outcome.TIMED_OUT, Outcome.ERROR, Outcome.FAILED, Outcome.NOT_RUN)
 
 
 @dataclass
@@ -34,6 +67,16 @@ class TestOutcome:
     ran: bool = False  # False when the run ended before this test (collection error, crash)
     failure: str = ""  # first line of the failure, for learners and reports
     hidden: bool = False  # instructor-only test: counted, never shown to learners
+    # Why it failed (set with ``failure``); PASSED/NOT_RUN follow from ``passed``/``ran``.
+    kind: Outcome = Outcome.FAILED
+
+    @property
+    def outcome(self) -> Outcome:
+        if self.passed:
+            return Outcome.PASSED
+        if not self.ran:
+            return Outcome.NOT_RUN
+        return self.kind
 
     @property
     def name(self) -> str:
@@ -50,7 +93,11 @@ class TestOutcome:
             _typed(data.get("points"), int, "points"), _typed(data.get("passed"), bool, "passed"),
             _typed(data.get("ran", True), bool, "ran"), _typed(data.get("failure", ""), str, "failure"),
             _typed(data.get("hidden", False), bool, "hidden"),
+            _outcome(data.get("kind", Outcome.FAILED.value), "kind"),
         )
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "kind": self.kind.value, "outcome": self.outcome.value}
 
 
 STATUSES = ("passed", "partial", "failed", "not run", "missing")
@@ -66,6 +113,13 @@ class ExerciseResult:
     first_failure: str = ""  # from visible tests only: safe to show the learner
     tests: list[TestOutcome] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what went wrong while grading it
+    # Why: passed, not_solved, failed, error, timed_out, not_run or missing. Derived from
+    # the tests (see :func:`score`), or from ``status`` for a row built without tests.
+    outcome: Outcome | None = None
+
+    def __post_init__(self) -> None:
+        if self.outcome is None:
+            self.outcome = exercise_outcome(self.tests, self.earned, self.points, self.status)
 
     @property
     def hidden_status(self) -> str:
@@ -82,7 +136,10 @@ class ExerciseResult:
         return sum(t.points for t in visible if t.passed), sum(t.points for t in visible)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["outcome"] = Outcome(self.outcome).value
+        data["tests"] = [t.to_json() for t in self.tests]
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> ExerciseResult:
@@ -96,6 +153,7 @@ class ExerciseResult:
             _typed(data.get("status"), str, "status"), _typed(data.get("first_failure", ""), str, "first_failure"),
             [TestOutcome.from_json(t, exercise_id) for t in _typed(data.get("tests", []), list, "tests")],
             [_typed(n, str, "note") for n in _typed(data.get("notes", []), list, "notes")],
+            _outcome(data["outcome"], "outcome") if "outcome" in data else None,
         )
         if result.status not in STATUSES:
             raise ResultError(f"unknown status {result.status!r}")
@@ -118,10 +176,31 @@ def score(catalog: Catalog, outcomes: list[TestOutcome], lesson_ids: set[str]) -
             row.earned = sum(t.points for t in tests if t.passed)
             if any(t.ran for t in tests):
                 row.status = "passed" if row.earned == row.points else "partial" if row.earned else "failed"
-            failures = [t.failure for t in tests if not t.passed and not t.hidden]
-            row.first_failure = failures[0] if failures else ""
+            failures = [t for t in tests if not t.passed and not t.hidden]
+            failures.sort(key=lambda t: t.outcome is Outcome.NOT_RUN)  # a cause before its echo
+            row.first_failure = failures[0].failure if failures else ""
+            row.outcome = exercise_outcome(tests, row.earned, row.points, row.status)
             rows.append(row)
     return rows
+
+
+def exercise_outcome(tests: list[TestOutcome], earned: int, points: int, status: str = "") -> Outcome:
+    """One exercise's outcome from its tests: PASSED with every point; NOT_SOLVED when every
+    failing test met the stub; otherwise the most telling kind among the failures (visible
+    tests first). Without tests (a row a batch built itself), from its ``status``."""
+    if not tests:
+        return {"passed": Outcome.PASSED, "missing": Outcome.MISSING}.get(
+            status, Outcome.NOT_RUN if status in ("not run", "") else Outcome.FAILED
+        )
+    if not any(t.ran for t in tests):
+        return Outcome.NOT_RUN
+    if earned == points:
+        return Outcome.PASSED
+    failing = [t for t in tests if not t.passed and not t.hidden] or [t for t in tests if not t.passed]
+    kinds = {t.outcome for t in failing}
+    if Outcome.NOT_SOLVED in kinds and kinds <= {Outcome.NOT_SOLVED, Outcome.NOT_RUN} and earned == 0:
+        return Outcome.NOT_SOLVED
+    return next((k for k in _PRECEDENCE if k in kinds), Outcome.FAILED)
 
 
 def format_table(rows: list[ExerciseResult]) -> str:
@@ -139,7 +218,7 @@ def format_table(rows: list[ExerciseResult]) -> str:
 
 def report_json(rows: list[ExerciseResult], **context: object) -> dict:
     """The plugin's JSON report: ``context``, totals and one :meth:`~ExerciseResult.to_json` row
-    per exercise."""
+    per exercise (its ``outcome`` and each test's ``kind`` and ``outcome`` as strings)."""
     earned, possible = sum(r.earned for r in rows), sum(r.points for r in rows)
     return {
         **context,
@@ -160,6 +239,13 @@ def read_report(report: Any) -> list[ExerciseResult]:
 def write_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+
+
+def _outcome(value: Any, name: str) -> Outcome:
+    try:
+        return Outcome(_typed(value, str, name))
+    except ValueError:
+        raise ResultError(f"unknown {name} {value!r}") from None
 
 
 def _typed(value: Any, kind: type, name: str) -> Any:
