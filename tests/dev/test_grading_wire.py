@@ -70,6 +70,25 @@ def test_an_always_equal_float_arrives_as_its_plain_value():
     assert type(back) is float and back == 0.123 and back != 0.5
 
 
+def test_paths_are_data_and_tensors_carry_their_origin():
+    from pathlib import Path, PurePosixPath
+
+    back = roundtrip({"p": Path("/tmp/a b"), "q": PurePosixPath("rel/x")})
+    assert back == {"p": Path("/tmp/a b"), "q": Path("rel/x")} and type(back["p"]).__name__ == "PosixPath"
+
+    class MyPath(type(Path())):
+        def __str__(self):
+            return "/etc/passwd"  # a subclass could lie: it stays a handle
+
+    assert roundtrip(MyPath("/tmp"), handles, handle=lambda number: "handle") == "handle"
+    tree = {"$tf": {"$a": 0, "dtype": "<f4", "shape": [1]}, "h": 5}
+    seen = []
+    wire.decode(tree, [b"\x00\x00\x80?"], tensor=lambda array, number: seen.append((array.tolist(), number)))
+    assert seen == [([1.0], 5)]
+    with pytest.raises(wire.WireError):
+        wire.decode({"$path": ["not", "text"]}, [])
+
+
 def test_a_duck_type_stays_an_opaque_handle():
     class Anything:
         def __eq__(self, other):

@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-mb", type=int, default=6144, help="address-space limit (0: none)")
     p.add_argument("--no-hidden-summary", action="store_true",
                    help="do not tell learners whether the hidden checks of an exercise passed")
+    p.add_argument("--allow-imperfect-reference", action="store_true",
+                   help="write the reports even if the reference solutions miss points (they are refused otherwise)")
     p.set_defaults(func=instructor.cmd_grade)
 
     p = sub.add_parser("sync")

@@ -22,6 +22,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
         memory_mb=args.memory_mb or None, jobs=args.jobs,
         extra_tests=Path(args.extra_tests) if args.extra_tests else None, junit=args.junit,
         hidden_summary=not args.no_hidden_summary,
+        allow_imperfect_reference=getattr(args, "allow_imperfect_reference", False),
     )
     try:
         grader = Grader(options)

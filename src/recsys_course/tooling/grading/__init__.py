@@ -4,11 +4,18 @@ Test modules use :data:`exercise` to mark a test with the exercise it grades and
 
     @exercise("0.1", points=2)
     def test_counts_unique_users(lesson00): ...
+
+pytest is imported only when ``exercise`` is first used: the sandbox worker imports this
+package (for ``wire``) and must not load pytest.
 """
 
-import pytest
 
-exercise = pytest.mark.exercise
+def __getattr__(name: str):
+    if name == "exercise":
+        import pytest
+
+        return pytest.mark.exercise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def sandboxed(lesson, function, *, uses=()):
