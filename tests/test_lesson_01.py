@@ -3,6 +3,8 @@ exercise on a tiny, hand-checkable fixture; the points add up to the exercise's 
 solutions/01_matrix_factorization.yml. Expected values are written out with the arithmetic
 that produces them, so a learner can redo it by hand."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -223,34 +225,42 @@ def reference_epoch(params, data, lr, reg, batch_size, order):
         np.add.at(params.item_factors, i, lr * (e[:, None] * p - reg * q))
 
 
-def order_fixture(lesson):
-    """Eight ratings of two users and two movies; with one rating per step, each step's error
-    depends on the steps before it, so the visiting order shows in the result."""
-    data = lesson.Interactions(np.array([1, 2, 1, 2, 1, 2, 1, 2]), np.array([1, 1, 2, 2, 1, 2, 2, 1]),
-                               np.array([5.0, 1.0, 4.0, 2.0, 3.0, 5.0, 1.0, 4.0]))
-    params = lesson.MFParams(3.0, np.zeros(3), np.zeros(3), np.array([[0.0], [0.5], [-0.5]]),
-                             np.array([[0.0], [1.0], [0.5]]))
-    return params, data
+# Eight ratings of two users and two movies and a k = 1 start; with one rating per step, each
+# step's error depends on the steps before it, so the visiting order shows in the result.
+ORDER_DATA = (np.array([1, 2, 1, 2, 1, 2, 1, 2]), np.array([1, 1, 2, 2, 1, 2, 2, 1]),
+              np.array([5.0, 1.0, 4.0, 2.0, 3.0, 5.0, 1.0, 4.0]))
+
+
+def order_start():
+    return SimpleNamespace(global_mean=3.0, user_bias=np.zeros(3), item_bias=np.zeros(3),
+                           user_factors=np.array([[0.0], [0.5], [-0.5]]),
+                           item_factors=np.array([[0.0], [1.0], [0.5]]))
+
+
+def flat(params) -> np.ndarray:
+    return np.concatenate([np.asarray(params.user_bias), np.asarray(params.item_bias),
+                           np.asarray(params.user_factors).ravel(), np.asarray(params.item_factors).ravel()])
 
 
 def check_permutation_order(lesson):
     # The contract fixes the order: rng.permutation(len(data.ratings)), then consecutive
-    # batches. The expected result replays that order with the same seed.
+    # batches. The expected result replays that order with the same seed, on this side.
     seed, lr = 11, 0.3
-    params, data = order_fixture(lesson)
-    lesson.sgd_epoch(params, data, lr=lr, reg=0.0, batch_size=1, rng=np.random.default_rng(seed))
-    order = np.random.default_rng(seed).permutation(len(data.ratings))
+    start = order_start()
+    params = lesson.MFParams(start.global_mean, start.user_bias, start.item_bias, start.user_factors,
+                             start.item_factors)
+    lesson.sgd_epoch(params, lesson.Interactions(*ORDER_DATA), lr=lr, reg=0.0, batch_size=1,
+                     rng=np.random.default_rng(seed))
+    data = SimpleNamespace(users=ORDER_DATA[0], items=ORDER_DATA[1], ratings=ORDER_DATA[2])
     outcomes = {}
-    for name, visit in (("shuffled", order), ("in order", np.arange(8)), ("reversed", np.arange(8)[::-1])):
-        reference, _ = order_fixture(lesson)
-        reference = type(reference)(*(np.array(x) if isinstance(x, np.ndarray) else x for x in reference))
+    for name, visit in (("shuffled", np.random.default_rng(seed).permutation(8)), ("in order", np.arange(8)),
+                        ("reversed", np.arange(8)[::-1])):
+        reference = order_start()
         reference_epoch(reference, data, lr, 0.0, 1, visit)
-        outcomes[name] = np.concatenate([reference.user_bias, reference.item_bias,
-                                         reference.user_factors.ravel(), reference.item_factors.ravel()])
+        outcomes[name] = flat(reference)
     # Guard the fixture: the orders must give clearly different parameters.
     assert min(np.abs(outcomes["shuffled"] - outcomes[o]).max() for o in ("in order", "reversed")) > 1e-2
-    got = np.concatenate([np.asarray(params.user_bias), np.asarray(params.item_bias),
-                          np.asarray(params.user_factors).ravel(), np.asarray(params.item_factors).ravel()])
+    got = flat(params)
     if np.allclose(got, outcomes["in order"], atol=1e-9):
         raise AssertionError("the ratings were visited in their stored order: shuffle them first with "
                              "order = rng.permutation(len(data.ratings))")
