@@ -90,8 +90,10 @@ WATCHED = [
     ("_pytest.python", "pytest_pyfunc_call"),
     ("_pytest.main", "pytest_runtestloop"),
     ("_pytest.outcomes", "fail"),
-    ("_pytest.approx", "approx"),
+    ("_pytest.approx", "approx"),  # pytest 9.2; _pytest.python_api before
     ("_pytest.approx", "ApproxScalar.__eq__"),
+    ("_pytest.python_api", "approx"),
+    ("_pytest.python_api", "ApproxScalar.__eq__"),
     ("_pytest.raises", "raises"),
     ("pytest", "approx"),
     ("pytest", "raises"),

@@ -15,11 +15,8 @@ graded code can run.
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -27,7 +24,7 @@ from recsys_course.tooling.catalog import Catalog, load_catalog
 from recsys_course.tooling.grading.guard import Guard, SubmissionMisbehaved, SubmissionTimeout, contained
 from recsys_course.tooling.grading.messages import learner_message
 from recsys_course.tooling.grading.results import TestOutcome, format_table, report_json, score, write_json
-from recsys_course.tooling.grading.loader import LessonLoadError, load_lesson
+from recsys_course.tooling.grading.loader import LessonLoadError, defer_import, load_lesson
 
 REPORT_ENV = "COURSE_GRADE_REPORT"
 
@@ -138,7 +135,7 @@ def lesson_loader(
     sandbox of their own, so nothing the learner's code sees during them can reach the
     feedback of a visible test.
     """
-    _defer_import("matplotlib.pyplot")  # lessons import it for plots that grading never draws
+    defer_import("matplotlib.pyplot")  # lessons import it for plots that grading never draws
     collector = collector_of(pytestconfig)
     hidden = collector.is_hidden(Path(str(request.path)))
 
@@ -173,29 +170,6 @@ def lesson_loader(
         return loaded
 
     return load
-
-
-class _DeferredModule(ModuleType):
-    """Stands in ``sys.modules`` for a module not imported yet; the first attribute use
-    imports the real one (which then replaces it) and answers from it."""
-
-    def __getattr__(self, attribute: str):
-        if attribute.startswith("__") and attribute.endswith("__"):
-            # Tools that walk sys.modules (inspect, when pytest formats a failure) probe
-            # dunders such as __file__: not a use of the module, so do not import it.
-            raise AttributeError(attribute)
-        if sys.modules.get(self.__name__) is self:
-            del sys.modules[self.__name__]
-        return getattr(importlib.import_module(self.__name__), attribute)
-
-
-def _defer_import(name: str) -> None:
-    """Make ``import name`` free until the module is used. Setup cells import pyplot for
-    plots that grading never draws, and it costs about 0.3 s of a check meant to take under
-    two seconds. (``importlib.util.LazyLoader`` does not help here: the import statement
-    itself reads the module's ``__spec__``, which loads it.)"""
-    if name not in sys.modules:
-        sys.modules[name] = _DeferredModule(name)
 
 
 class GradeCollector:
@@ -327,13 +301,13 @@ class GradeCollector:
         """Word a failure for the learner (see :mod:`recsys_course.tooling.grading.messages`)."""
         report = yield
         marker = item.get_closest_marker("exercise")
-        if marker is not None and call.excinfo is not None and report.failed and call.when == "call":
+        if marker is not None and call.excinfo is not None and report.failed:
             from recsys_course.tooling.grading.sandbox import SandboxCrashed, SandboxTimeout
 
             key = self._exercise_key(item)
-            if call.excinfo.errisinstance((SubmissionTimeout, SandboxTimeout)):
+            if call.when == "call" and call.excinfo.errisinstance((SubmissionTimeout, SandboxTimeout)):
                 self.stopped.setdefault(key, "ran past its time limit")
-            elif call.excinfo.errisinstance(SandboxCrashed):
+            elif call.when == "call" and call.excinfo.errisinstance(SandboxCrashed):
                 self.stopped.setdefault(key, "crashed the sandbox")
             graded = lessons_dir(self.config, load_catalog())
             message = learner_message(call.excinfo.value, call.excinfo.tb, graded)

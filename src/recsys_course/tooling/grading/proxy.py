@@ -44,7 +44,7 @@ from collections.abc import Callable
 import numpy as np
 
 from recsys_course.tooling.grading import wire
-from recsys_course.tooling.grading.loader import LessonLoadError, cell_label, graded_cells
+from recsys_course.tooling.grading.loader import DEFERRED, LessonLoadError, cell_label, graded_cells
 from recsys_course.tooling.grading.sandbox import (
     LESSON_MOUNT, Budget, Channel, Limits, Sandbox, SandboxCrashed, SandboxError, SandboxTimeout,
 )
@@ -108,7 +108,8 @@ def preload_modules(lesson_files: list[Path]) -> tuple[str, ...]:
                     names.update((a.name, None) for a in node.names)
                 elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                     names[node.module] = None
-    names.pop("__future__", None)
+    for name in ("__future__", *DEFERRED):  # (deferred modules are imported when used, if ever)
+        names.pop(name, None)
     return tuple(names)
 
 

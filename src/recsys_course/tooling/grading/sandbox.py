@@ -51,6 +51,7 @@ from pathlib import Path
 
 from recsys_course.paths import PACKAGE_DIR
 from recsys_course.tooling.grading import wire
+from recsys_course.tooling.grading.guard import SubmissionMisbehaved, SubmissionTimeout
 
 LESSON_MOUNT = "/course/lessons"
 PACKAGE_MOUNT = "/course/src"
@@ -65,11 +66,12 @@ class SandboxUnavailable(SandboxError):
     """bubblewrap is missing or cannot create its namespaces on this machine."""
 
 
-class SandboxTimeout(SandboxError):
-    """A request ran out of its CPU time (or of the wall-clock backstop); it was stopped."""
+class SandboxTimeout(SandboxError, SubmissionTimeout):
+    """A request ran out of its CPU time (or of the wall-clock backstop); it was stopped.
+    (A :class:`SubmissionTimeout`, so learners read it as the time-out it is.)"""
 
 
-class SandboxCrashed(SandboxError):
+class SandboxCrashed(SandboxError, SubmissionMisbehaved):
     """The sandbox process ended (or broke the protocol) in the middle of a request."""
 
 

@@ -338,6 +338,10 @@ def work(fd: int) -> None:
     allowed = tuple(p for p in os.environ.get("COURSE_SANDBOX_VISIBLE", "").split(":") if p)
     if allowed:
         sys.addaudithook(_audit(allowed, channel))
+    from recsys_course.tooling.grading.loader import DEFERRED, defer_import
+
+    for name in DEFERRED:
+        defer_import(name)
     serve(channel)
 
 
