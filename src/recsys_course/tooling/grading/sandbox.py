@@ -633,6 +633,11 @@ class Channel:
             self.reader.feed(chunk)
 
 
+# The zygote forks and resets at once; if it does not, graded code stopped or killed it (it
+# is the same user), and the whole sandbox is replaced after at most 10 s.
+_PROMPT = Limits(wall_factor=1.0, wall_margin=5.0)
+
+
 class Sandbox:
     """One bubblewrap sandbox holding a zygote; :meth:`spawn` forks a worker in it.
 
@@ -643,6 +648,8 @@ class Sandbox:
 
     def __init__(self, lessons_dir: Path, limits: Limits = Limits(), package_dir: Path = PACKAGE_DIR,
                  preload: tuple[str, ...] = (), start_timeout: float = 120.0, log: Path | None = None) -> None:
+        """``start_timeout``: CPU seconds the zygote may take to import ``preload`` (trusted
+        code only, so this is generous; the wall-clock backstop scales with it)."""
         reason = problem()
         if reason:
             raise SandboxUnavailable(reason)
@@ -667,7 +674,7 @@ class Sandbox:
         self.control.settimeout(None)
         self.workers = 0
         # Starting (imports included) is timed by the wall clock: it runs no graded code.
-        header = self._control_receive(time.monotonic() + start_timeout, "the sandbox did not start")
+        header = self._control_receive(Budget(start_timeout, limits).start(self), "the sandbox did not start")
         self.ready = header  # pid and thread count of the zygote, for diagnostics
         if header.get("op") != "ready":
             self.kill()
@@ -681,7 +688,7 @@ class Sandbox:
         value = self.groups.cpu_seconds()
         return value if value is not None else tree_cpu_seconds(self.process.pid)
 
-    def _control_receive(self, deadline: float, what: str) -> dict:
+    def _control_receive(self, budget: Budget, what: str) -> dict:
         while True:
             try:
                 message = self.control_reader.next()
@@ -690,11 +697,12 @@ class Sandbox:
                 raise SandboxCrashed(f"{what}: the sandbox broke the protocol") from None
             if message is not None:
                 return message[0]
-            left = deadline - time.monotonic()
-            if left <= 0:
+            try:
+                budget.check()
+            except SandboxTimeout as error:
                 self.kill()
-                raise SandboxTimeout(f"{what} in time")
-            ready, _, _ = select.select([self.control], [], [], min(left, 1.0))
+                raise SandboxTimeout(f"{what} in time: {error}") from None
+            ready, _, _ = select.select([self.control], [], [], budget.wait())
             if not ready:
                 continue
             try:
@@ -719,7 +727,7 @@ class Sandbox:
             raise SandboxCrashed(self.ended()) from None
         finally:
             theirs.close()
-        header = self._control_receive(time.monotonic() + 30.0, "the sandbox did not start a worker")
+        header = self._control_receive(Budget(5.0, _PROMPT).start(self), "the sandbox did not start a worker")
         if header.get("op") != "forked":
             mine.close()
             self.kill()
@@ -734,7 +742,7 @@ class Sandbox:
             return
         try:
             self.control.sendall(wire.frame({"op": "reset"}))
-            header = self._control_receive(time.monotonic() + 5.0, "the sandbox did not reset")
+            header = self._control_receive(Budget(5.0, _PROMPT).start(self), "the sandbox did not reset")
             if header.get("op") != "reset":
                 self.kill()
         except (OSError, SandboxError):
