@@ -24,6 +24,7 @@ grade never runs in a process that untrusted code can touch.**
 
 from __future__ import annotations
 
+import compileall
 import math
 import shutil
 import tempfile
@@ -114,6 +115,8 @@ class Grader:
         package = PACKAGE_DIR
         self.package = self.private / "src" / package.name
         shutil.copytree(package, self.package, ignore=shutil.ignore_patterns("__pycache__"))
+        # Compiled once here: the sandboxes see the copy read-only and would compile it anew.
+        compileall.compile_dir(self.package, quiet=1)
         self.hidden = None
         if options.extra_tests:
             self.hidden = self.tests / "_instructor"

@@ -330,6 +330,9 @@ def _audit(allowed: tuple[str, ...], channel: Channel):
 
 def work(fd: int) -> None:
     """A forked worker: serve requests on socket ``fd`` until it closes."""
+    import gc
+
+    gc.enable()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # subprocess must be able to wait
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)  # the zygote's control socket is not the worker's to use
@@ -355,8 +358,14 @@ def preload(names: list[str]) -> None:
 
 
 def zygote() -> None:
+    import gc
+
     control = socket.socket(fileno=os.dup(0))
+    gc.disable()
     preload([n for n in os.environ.get("COURSE_SANDBOX_PRELOAD", "").split(",") if n])
+    # Everything imported so far is never collected: a worker's garbage collector then does
+    # not walk (and so copy, page by page) the zygote's objects it shares copy-on-write.
+    gc.freeze()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # finished workers are reaped by the kernel
     reader = wire.FrameReader(max_message=1 << 20, max_buffers=0)
     control.sendall(wire.frame({"op": "ready", "pid": os.getpid(),
