@@ -35,6 +35,7 @@ from recsys_course.tooling.catalog import load_catalog
 from recsys_course.tooling.grading.batch import Grader, Options, _rows
 from recsys_course.tooling.grading.intake import stage
 from recsys_course.tooling.grading.runner import run_tests
+from recsys_course.tooling.grading.sandbox import _cgroup_parents
 from recsys_course.tooling.lessons import make_stub, replace_exercise_cell
 
 
@@ -74,12 +75,25 @@ def own_cpu() -> float:
 
 
 class Phase:
+    """Wall time, machine load and, where this process may create a control group, the CPU
+    seconds of everything the phase ran (this process moves into a group of its own, and
+    every process it starts, sandboxes included, is counted there): a measure a busy
+    machine changes far less than wall time."""
+
     def __init__(self, name: str) -> None:
         self.name = name
+        self.cpu: float | None = None
 
     def __enter__(self) -> Phase:
         self.load = os.getloadavg()[0]
         self.busy = cpu_busy()
+        self.group = None
+        parent = _cgroup_parents().get("cpu")
+        if parent is not None and (parent / "cpuacct.usage").exists():
+            self.home = parent
+            self.group = parent / f"bench-{self.name}-{os.getpid()}"
+            self.group.mkdir()
+            (self.group / "cgroup.procs").write_text(str(os.getpid()))
         self.started = time.perf_counter()
         return self
 
@@ -88,6 +102,15 @@ class Phase:
         busy, total = cpu_busy()
         self.machine_busy = (busy - self.busy[0]) / max(1, total - self.busy[1])
         self.load_after = os.getloadavg()[0]
+        if self.group is not None:
+            self.cpu = int((self.group / "cpuacct.usage").read_text()) / 1e9
+            (self.home / "cgroup.procs").write_text(str(os.getpid()))
+            for _ in range(100):  # empty once the phase's processes are reaped
+                try:
+                    self.group.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
 
 
 def unsandboxed(grader: Grader, sources: list[Path]) -> tuple[dict[str, dict[str, int]], int]:
@@ -150,6 +173,8 @@ def main() -> int:
             "calibration_s": round(calibration.wall, 1),
             "sandboxed_s": round(sandboxed.wall, 1), "unsandboxed_s": round(plain.wall, 1),
             "ratio": round(sandboxed.wall / plain.wall, 2),
+            "cpu_s": {p.name: round(p.cpu, 1) if p.cpu is not None else None for p in (calibration, sandboxed, plain)},
+            "cpu_ratio": round(sandboxed.cpu / plain.cpu, 2) if sandboxed.cpu and plain.cpu else None,
             "sandboxed_with_calibration_s": round(calibration.wall + sandboxed.wall, 1),
             "same_points": same, "totals_as_expected": not mismatches, "mismatches": mismatches,
             "reference_warnings": warnings,
@@ -165,6 +190,10 @@ def main() -> int:
     print(f"  sandboxed        {result['sandboxed_s']:8.1f} s   ({sandboxed_runs} trusted pytest runs)")
     print(f"  unsandboxed      {result['unsandboxed_s']:8.1f} s   ({plain_runs} trusted pytest runs)")
     print(f"  ratio            {result['ratio']:8.2f}      (target <= 1.5)")
+    if result["cpu_ratio"] is not None:
+        cpu = result["cpu_s"]
+        print(f"  CPU seconds      calibration {cpu['calibration']}, sandboxed {cpu['sandboxed']}, "
+              f"unsandboxed {cpu['unsandboxed']}: ratio {result['cpu_ratio']}")
     print(f"  total with calibration {result['sandboxed_with_calibration_s']:.1f} s (target < 300 s idle)")
     print(f"  same points in both runs: {same}; every total as the class implies: {not mismatches}")
     for name, load in result["load"].items():
