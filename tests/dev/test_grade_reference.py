@@ -10,11 +10,13 @@ reports in that case (tested below on a course whose reference is wrong on purpo
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
-from recsys_course.tooling.catalog import Catalog, load_catalog
-from recsys_course.tooling.grading.batch import Grader, ImperfectReference, Options
+from recsys_course.tooling.catalog import load_catalog
+from recsys_course.tooling.grading.batch import Grader, Options
 from recsys_course.tooling.grading.sandbox import problem
 from recsys_course.tooling.lessons import make_stub
 
@@ -52,8 +54,9 @@ def test_calibration_has_no_warnings_and_is_one_run(calibration):
     assert calibration["runs"] == 1, "every lesson of the reference is graded in one trusted run"
 
 
-def test_an_imperfect_reference_stops_the_batch(tmp_path):
-    """A course whose reference of 0.2 is a stub: grading refuses unless told otherwise."""
+def test_an_imperfect_reference_stops_course_grade(tmp_path):
+    """``course grade`` on a course whose reference of 0.2 is a stub: a clear error, exit
+    code 3 and no reports, unless the instructor passes --allow-imperfect-reference."""
     lesson = CATALOG.lesson("00")
     root = tmp_path / "course"
     (root / "tests").mkdir(parents=True)
@@ -70,20 +73,22 @@ def test_an_imperfect_reference_stops_the_batch(tmp_path):
     mixed = source[:source.index('exercise="0.2"')] + stub[start:end] + \
         source[source.index("\n# %%", source.index('exercise="0.2"')):]
     (root / "solutions" / lesson.filename).write_text(mixed)
-    catalog = Catalog(root, (lesson,))
+    (tmp_path / "class" / "learner" / "lessons").mkdir(parents=True)
+    (tmp_path / "class" / "learner" / "lessons" / lesson.filename).write_text(source)
 
-    grader = Grader(Options(out=tmp_path / "out", test_timeout=30, cell_timeout=20), catalog)
-    try:
-        with pytest.raises(ImperfectReference, match=r"(?s)0\.2 gets 0 of 2 points.*allow-imperfect-reference"):
-            grader.grade([tmp_path / "class"])
-    finally:
-        grader.cleanup()
+    def grade(*extra):
+        command = [sys.executable, "-m", "recsys_course.tooling.cli", "grade", str(tmp_path / "class"),
+                   "--out", str(tmp_path / "out"), "--test-timeout", "30", "--cell-timeout", "20", *extra]
+        env = {**os.environ, "COURSE_ROOT": str(root), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
 
-    allowed = Grader(Options(out=tmp_path / "out", test_timeout=30, cell_timeout=20,
-                             allow_imperfect_reference=True), catalog)
-    try:
-        (tmp_path / "empty").mkdir()
-        grades, warnings = allowed.grade([tmp_path / "empty"])
-    finally:
-        allowed.cleanup()
-    assert grades == [] and len(warnings) == 1 and "0.2" in warnings[0]
+    refused = grade()
+    assert refused.returncode == 3, refused.stderr[-2000:]
+    assert "error: the reference solutions do not earn full marks" in refused.stderr
+    assert "0.2 gets 0 of 2 points" in refused.stderr and "--allow-imperfect-reference" in refused.stderr
+    assert not (tmp_path / "out" / "grades.csv").exists(), "no report may be written"
+
+    allowed = grade("--allow-imperfect-reference")
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+    assert "WARNING: the reference solution of 0.2 gets 0 of 2 points" in allowed.stderr
+    assert (tmp_path / "out" / "grades.csv").exists()

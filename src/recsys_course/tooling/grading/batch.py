@@ -157,8 +157,11 @@ class Grader:
         """Grade the reference solutions as a submission, through the same path as every
         submission: the maximum points per exercise (hidden tests included), and a warning
         for every exercise the solutions do not pass."""
-        reference = stage(self.catalog.root / "solutions", self.work / "reference", self.catalog, set())
-        reference.name = REFERENCE
+        reference = Submission(REFERENCE, self.catalog.root / "solutions", self.work / "reference")
+        reference.lessons_dir.mkdir(parents=True)
+        for lesson in self.catalog.lessons:  # the lesson files only, as intake takes them
+            shutil.copy2(self.catalog.root / "solutions" / lesson.filename, reference.lessons_dir / lesson.filename)
+            reference.found[lesson.filename] = f"solutions/{lesson.filename}"
         run = self._run(reference.lessons_dir, list(self.catalog.lessons),
                         submissions={reference.name: reference.lessons_dir})
         parts = run.report.get("submissions", {}) if isinstance(run.report, dict) else {}
@@ -273,7 +276,7 @@ class Grader:
                 + "\n  ".join(warnings) + "\nFix the tests (or the solutions) and grade again; to write the "
                 "reports anyway, pass --allow-imperfect-reference."
             )
-        taken: set[str] = {REFERENCE}
+        taken: set[str] = set()
         subs = [stage(s, self.work / "submissions", self.catalog, taken) for s in expand(sources, self.catalog)]
         similarity.flag(subs, self.catalog, self.catalog.root / "solutions")
         grades = {s.name: SubmissionGrade(s) for s in subs}
