@@ -220,11 +220,17 @@ def test_every_tmpfs_is_bounded_and_the_root_is_read_only(tmp_path):
     assert results["/fill"] == "EROFS" and results["/dev/fill"] == "EROFS"
 
 
-def test_tmpfs_sizes_must_fit_in_the_memory_limit():
+def test_tmpfs_sizes_must_fit_in_the_memory_limit(tmp_path):
     with pytest.raises(ValueError, match="must fit"):
         Limits(memory_mb=512, tmpfs_mb=256)
     limits = Limits()
     assert limits.tmpfs_mb + limits.shm_mb + 2 <= limits.memory_mb // 2
+    if problem() is None:  # an instructor's --memory-mb that is too small: a clear error
+        from recsys_course.errors import CourseError
+        from recsys_course.tooling.grading.batch import Grader, Options
+
+        with pytest.raises(CourseError, match="raise --memory-mb"):
+            Grader(Options(out=tmp_path, memory_mb=300))
 
 
 # --------------------------------------------------------------------------- frames and notes

@@ -40,7 +40,7 @@ from recsys_course.tooling.grading.proxy import preload_modules
 from recsys_course.tooling.grading.results import ExerciseResult, ResultError
 from recsys_course.tooling.grading.runner import GradingRun, SandboxSettings, run_tests
 from recsys_course.tooling.grading.sandbox import Limits, SandboxUnavailable, isolation_summary, problem
-from recsys_course.errors import Refused
+from recsys_course.errors import CourseError, Refused
 from recsys_course.paths import PACKAGE_DIR
 
 REFERENCE = "reference-solutions"
@@ -100,6 +100,10 @@ class Grader:
         if reason:
             raise SandboxUnavailable(reason)
         self.options = options
+        try:
+            self.limits = Limits(memory_mb=options.memory_mb, wall_factor=options.wall_factor)
+        except ValueError as error:  # e.g. --memory-mb too small for the sandbox's tmpfs
+            raise CourseError(f"{error}: raise --memory-mb (0 means no limit)") from None
         self.catalog = catalog or load_catalog()
         self.work = Path(tempfile.mkdtemp(prefix="course-batch-"))
         # The trusted pytest runs the grader's own copy of the tests, definitions and
@@ -122,7 +126,6 @@ class Grader:
             self.hidden = self.tests / "_instructor"
             shutil.copytree(options.extra_tests, self.hidden, ignore=shutil.ignore_patterns("__pycache__"))
         self.expected: dict[str, dict[str, int]] = {}  # lesson -> exercise -> max points
-        self.limits = Limits(memory_mb=options.memory_mb, wall_factor=options.wall_factor)
         self.runs = 0  # trusted pytest processes started
         # What the zygote of every sandbox imports before graded code exists: the modules the
         # reference solutions import (from the clone, not from any submission).
