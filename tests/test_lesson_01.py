@@ -259,7 +259,9 @@ def check_permutation_order(lesson):
         reference_epoch(reference, data, lr, 0.0, 1, visit)
         outcomes[name] = flat(reference)
     # Guard the fixture: the orders must give clearly different parameters.
-    assert min(np.abs(outcomes["shuffled"] - outcomes[o]).max() for o in ("in order", "reversed")) > 1e-2
+    assert min(np.abs(outcomes["shuffled"] - outcomes[o]).max() for o in ("in order", "reversed")) > 1e-2, (
+        "the test's fixture does not separate the orders (a bug in the test, not in your code)"
+    )
     got = flat(params)
     if np.allclose(got, outcomes["in order"], atol=1e-9):
         raise AssertionError("the ratings were visited in their stored order: shuffle them first with "
