@@ -259,6 +259,8 @@ class Session:
                     index, label = position, cell_label(self.cells[position])
                     cell_budget = Budget(self.cell_timeout + 5.0, self.limits, "time limit reached").start(sandbox)
             except SandboxError as error:
+                if sandbox.alive:  # the worker may still be running (the lesson's own limit)
+                    sandbox.reset()
                 what = "did not finish within the time limit" if isinstance(error, SandboxTimeout) else \
                     f"crashed the sandbox ({error})"
                 self._note(f"while loading, the {label} {what}")
