@@ -156,3 +156,8 @@ def test_a_malformed_report_row_is_a_note_not_a_crash():
     rows = _rows({"exercises": [good, *bad]}, {"0.1": 2}, notes)
     assert list(rows) == ["0.1"] and rows["0.1"].earned == 1
     assert len(notes) == len(bad), notes
+    # One run grades every lesson: another lesson's rows are neither taken nor a note.
+    other = {**good, "id": "1.1", "points": 2, "earned": 2, "status": "passed",
+             "tests": [{**good["tests"][0], "points": 2, "passed": True}]}
+    notes = []
+    assert list(_rows({"exercises": [good, other]}, {"0.1": 2}, notes)) == ["0.1"] and notes == []

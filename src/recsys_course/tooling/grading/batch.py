@@ -328,9 +328,13 @@ class Grader:
 def _rows(report: dict, expected: dict[str, int] | None = None,
           notes: list[str] | None = None) -> dict[str, ExerciseResult]:
     """Validated exercise rows of a plugin report; a malformed or unexpected row becomes
-    a note and is left out (the exercise is then graded again on its own, or scores 0)."""
+    a note and is left out (the exercise is then graded again on its own, or scores 0).
+    With ``expected`` (one lesson's maxima), rows of other lessons are not this lesson's
+    to judge: a run grades every lesson of a submission."""
     rows: dict[str, ExerciseResult] = {}
     for raw in report.get("exercises", []) if isinstance(report, dict) else []:
+        if isinstance(raw, dict) and expected is not None and raw.get("id") not in expected:
+            continue  # another lesson's exercise
         if isinstance(raw, dict) and raw.get("status") == "not run" and expected is not None:
             continue  # outside this run's --exercise selection
         try:
