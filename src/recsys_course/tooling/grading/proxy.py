@@ -49,6 +49,11 @@ from recsys_course.tooling.grading.sandbox import (
     LESSON_MOUNT, Budget, Channel, Limits, Sandbox, SandboxCrashed, SandboxError, SandboxTimeout,
 )
 
+# pytest leaves this module's frames out of failure tracebacks (``--fulltrace`` shows them):
+# a learner reads their test and their code, and pytest need not parse this file for each
+# failing call (it walks the AST of every file in a traceback, per entry).
+__tracebackhide__ = True
+
 MAX_NOTES = 40  # notes kept per session; the rest are counted
 MAX_NOTE_CHARS = 300
 MAX_TEST_BYTES = 512 * 1024 * 1024  # bytes a worker may send during one test

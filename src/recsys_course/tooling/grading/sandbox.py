@@ -53,6 +53,11 @@ from recsys_course.paths import PACKAGE_DIR
 from recsys_course.tooling.grading import wire
 from recsys_course.tooling.grading.guard import SubmissionMisbehaved, SubmissionTimeout
 
+# pytest leaves this module's frames out of failure tracebacks (``--fulltrace`` shows them):
+# a learner reads their test and their code, and pytest need not parse this file for each
+# failing call (it walks the AST of every file in a traceback, per entry).
+__tracebackhide__ = True
+
 LESSON_MOUNT = "/course/lessons"
 PACKAGE_MOUNT = "/course/src"
 MB = 1024 * 1024
