@@ -3,10 +3,12 @@ exercise on a tiny, hand-checkable fixture; the points add up to the exercise's 
 solutions/01_matrix_factorization.yml. Expected values are written out with the arithmetic
 that produces them, so a learner can redo it by hand."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from recsys_course.tooling.grading import exercise
+from recsys_course.tooling.grading import exercise, sandboxed
 from recsys_course.tooling.grading.messages import expect_arity, expect_shape, expect_type
 
 
@@ -86,6 +88,21 @@ def test_predict_adds_mean_biases_and_dot_product(lesson):
     )
 
 
+def huge_catalogue(lesson):
+    """Parameters of 2**32 users and 2**32 movies that take no memory: every table is a
+    read-only broadcast view of one row. Any users x movies matrix of them has more bytes
+    than a 64-bit machine can address, so NumPy refuses to create it at once (no allocation
+    is attempted), while per-pair arithmetic reads three rows of each table. Built where
+    ``predict`` runs (``sandboxed``): a view is not sent by value."""
+    import numpy as np
+
+    rows = 2**32
+    return lesson.MFParams(
+        3.0, np.broadcast_to(np.array(0.5), (rows,)), np.broadcast_to(np.array(-0.25), (rows,)),
+        np.broadcast_to(np.array([1.0, 2.0]), (rows, 2)), np.broadcast_to(np.array([0.5, -1.0]), (rows, 2)),
+    )
+
+
 @exercise("1.2", points=1)
 def test_predict_bias_only_model_and_unknown_rows(lesson):
     params = lesson.MFParams(3.0, np.array([0.0, 0.4]), np.array([0.0, -0.3, 0.6]), np.zeros((2, 0)), np.zeros((3, 0)))
@@ -96,6 +113,20 @@ def test_predict_bias_only_model_and_unknown_rows(lesson):
         err_msg="with k = 0 factors the prediction is global mean + user bias + movie bias "
         "(row 0, the unknown id, contributes zeros)",
     )
+    # One dot product per pair, never the whole users x movies matrix (the prose's contract).
+    params = sandboxed(lesson, huge_catalogue)(lesson)
+    pairs = (np.array([0, 2**32 - 1, 123_456_789]), np.array([7, 0, 2**32 - 1]))
+    try:
+        result = np.asarray(lesson.predict(params, *pairs))
+    except (ValueError, MemoryError) as error:
+        raise AssertionError(
+            "predict must compute one dot product per (user, movie) pair, without building the "
+            "users x movies matrix: with 2**32 users and movies that matrix cannot exist, and "
+            f"predict raised {type(error).__name__} ({str(error)[:80]})"
+        ) from None
+    # 3 + 0.5 - 0.25 + (1.0 * 0.5 + 2.0 * -1.0) = 1.75 for every pair
+    np.testing.assert_allclose(result, [1.75, 1.75, 1.75], atol=1e-9,
+                               err_msg="three pairs of the 2**32 x 2**32 catalogue")
 
 
 # ---------------------------------------------------------------- 1.3 loss
@@ -184,8 +215,72 @@ def test_sgd_user_twice_in_one_batch_gets_both_updates(lesson):
     )
 
 
+def reference_epoch(params, data, lr, reg, batch_size, order):
+    """Exercise 1.4's update rule, written independently of the lesson, visiting the
+    ratings in ``order`` (arrays are updated in place)."""
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        u, i, r = data.users[batch], data.items[batch], data.ratings[batch]
+        b_u, b_i = params.user_bias[u].copy(), params.item_bias[i].copy()
+        p, q = params.user_factors[u].copy(), params.item_factors[i].copy()
+        e = r - (params.global_mean + b_u + b_i + (p * q).sum(axis=1))
+        np.add.at(params.user_bias, u, lr * (e - reg * b_u))
+        np.add.at(params.item_bias, i, lr * (e - reg * b_i))
+        np.add.at(params.user_factors, u, lr * (e[:, None] * q - reg * p))
+        np.add.at(params.item_factors, i, lr * (e[:, None] * p - reg * q))
+
+
+# Eight ratings of two users and two movies and a k = 1 start; with one rating per step, each
+# step's error depends on the steps before it, so the visiting order shows in the result.
+ORDER_DATA = (np.array([1, 2, 1, 2, 1, 2, 1, 2]), np.array([1, 1, 2, 2, 1, 2, 2, 1]),
+              np.array([5.0, 1.0, 4.0, 2.0, 3.0, 5.0, 1.0, 4.0]))
+
+
+def order_start():
+    return SimpleNamespace(global_mean=3.0, user_bias=np.zeros(3), item_bias=np.zeros(3),
+                           user_factors=np.array([[0.0], [0.5], [-0.5]]),
+                           item_factors=np.array([[0.0], [1.0], [0.5]]))
+
+
+def flat(params) -> np.ndarray:
+    return np.concatenate([np.asarray(params.user_bias), np.asarray(params.item_bias),
+                           np.asarray(params.user_factors).ravel(), np.asarray(params.item_factors).ravel()])
+
+
+def check_permutation_order(lesson):
+    # The contract fixes the order: rng.permutation(len(data.ratings)), then consecutive
+    # batches. The expected result replays that order with the same seed, on this side.
+    seed, lr = 11, 0.3
+    start = order_start()
+    params = lesson.MFParams(start.global_mean, start.user_bias, start.item_bias, start.user_factors,
+                             start.item_factors)
+    lesson.sgd_epoch(params, lesson.Interactions(*ORDER_DATA), lr=lr, reg=0.0, batch_size=1,
+                     rng=np.random.default_rng(seed))
+    data = SimpleNamespace(users=ORDER_DATA[0], items=ORDER_DATA[1], ratings=ORDER_DATA[2])
+    outcomes = {}
+    for name, visit in (("shuffled", np.random.default_rng(seed).permutation(8)), ("in order", np.arange(8)),
+                        ("reversed", np.arange(8)[::-1])):
+        reference = order_start()
+        reference_epoch(reference, data, lr, 0.0, 1, visit)
+        outcomes[name] = flat(reference)
+    # Guard the fixture: the orders must give clearly different parameters.
+    assert min(np.abs(outcomes["shuffled"] - outcomes[o]).max() for o in ("in order", "reversed")) > 1e-2, (
+        "the test's fixture does not separate the orders (a bug in the test, not in your code)"
+    )
+    got = flat(params)
+    if np.allclose(got, outcomes["in order"], atol=1e-9):
+        raise AssertionError("the ratings were visited in their stored order: shuffle them first with "
+                             "order = rng.permutation(len(data.ratings))")
+    np.testing.assert_allclose(
+        got, outcomes["shuffled"], atol=1e-9,
+        err_msg="with batch_size=1 each rating's step depends on the steps before it: visit the ratings "
+        "in the order rng.permutation(len(data.ratings)) (one draw from the rng you are given)",
+    )
+
+
 @exercise("1.4", points=1)
-def test_sgd_epochs_lower_the_regularised_loss(lesson):
+def test_sgd_follows_the_permutation_and_lowers_the_loss(lesson):
+    check_permutation_order(lesson)
     rng = np.random.default_rng(7)
     users, items = rng.integers(1, 7, 60), rng.integers(1, 6, 60)
     taste, appeal = rng.normal(size=(7, 2)), rng.normal(size=(6, 2))  # ratings with a rank-2 structure

@@ -109,6 +109,15 @@ def test_bpr_loss_values(lesson):
         f"positive scores [2, 0], negative scores [0, 1]: expected the mean of -log sigmoid(2) and "
         f"-log sigmoid(-1) = {expected:.4f}; got {got:.4f}"
     )
+    # Margins of +1000 and -1000: -log sigmoid(1000) = softplus(-1000) ~ 0 and
+    # -log sigmoid(-1000) = softplus(1000) = 1000 (to float32 precision), mean 500. Computed as
+    # -log(sigmoid(d)), sigmoid(-1000) underflows to 0 and the loss becomes inf.
+    wide = float(lesson.bpr_loss(tf.constant([1000.0, 0.0]), tf.constant([0.0, 1000.0])))
+    assert math.isfinite(wide) and wide == pytest.approx(500.0, rel=1e-5), (
+        "positive scores [1000, 0], negative scores [0, 1000]: expected a finite loss of 500 (the mean "
+        f"of about 0 and 1000); got {wide}. -log(sigmoid(d)) overflows for large margins: "
+        "-log sigmoid(d) = softplus(-d) is the stable form"
+    )
 
 
 @exercise("6.2", points=1)

@@ -2,7 +2,8 @@
 
 Each hostile submission must earn exactly the points its honest code earns, must not change
 anyone else's grade, and the batch must finish. One batch run (lesson 00 only, short time
-limits) is shared by the tests below. The corpus covers every attack of issue 14: forged
+limits) is shared by the tests below; a few of its submissions are graded a second time with
+two CPU-bound processes running beside the grader, and must get the same grades. The corpus covers every attack of issue 14: forged
 reports, patched test machinery, value tricks, frame peeking, processes that outlive the
 run, killing the grader, escaping the network namespace, interrupts, cancelled alarms,
 reading the instructor's files.
@@ -12,7 +13,10 @@ import csv
 import json
 import os
 import re
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -165,10 +169,27 @@ except OSError:
 """
 CANCELLED_ALARM = """
 import signal
-signal.setitimer(signal.ITIMER_REAL, 0)
-signal.signal(signal.SIGALRM, signal.SIG_IGN)
+for timer, number in ((signal.ITIMER_REAL, signal.SIGALRM), (signal.ITIMER_PROF, signal.SIGPROF),
+                      (signal.ITIMER_VIRTUAL, signal.SIGVTALRM)):
+    signal.setitimer(timer, 0)
+    signal.signal(number, signal.SIG_IGN)
 while True:
     pass
+"""
+# 4 s of CPU time on its first call (the limit is 8): within the limit on any machine, but
+# past 8 s of wall-clock time when the sandbox gets less than half a core.
+SLOW_ONCE = """import time
+    if not globals().get("_slow_done"):
+        globals()["_slow_done"] = True
+        start = time.process_time()
+        while time.process_time() - start < 4.0:
+            pass"""
+CRASH_EVERY_CALL = """
+import os as _os, signal as _signal
+def _crashing(*args, **kwargs):
+    _os.kill(_os.getpid(), _signal.SIGKILL)
+for _name in ("sparsity", "user_activity", "temporal_split", "recommend_popular", "hit_rate_at_k"):
+    globals()[_name] = _crashing
 """
 READ_SOLUTIONS = """
 import sys, pathlib
@@ -211,6 +232,8 @@ LESSON_SUBMISSIONS = {
     "keyboard_interrupt": (in_function(SOLUTION, "0.2", "raise KeyboardInterrupt"), {"0.2"}),
     "cancelled_alarm_loop": (after_cell(SOLUTION, "0.3", CANCELLED_ALARM), {"0.3"}),
     "reads_solutions": (after_cell(STUB, "0.1", READ_SOLUTIONS), set(POINTS)),
+    "crashes_every_call": (after_cell(SOLUTION, "0.5", CRASH_EVERY_CALL), set(POINTS)),
+    "slow_but_within_limits": (in_function(SOLUTION, "0.2", SLOW_ONCE), set()),
     "zz_correct_after_hostiles": (SOLUTION, set()),
 }
 
@@ -297,9 +320,7 @@ def batch(tmp_path_factory):
         "    assert lesson.sparsity(r) == 0.0, 'SECRET-CASE-MESSAGE'\n"
     )
     out = tmp_path_factory.mktemp("out")
-    # Cell and test limits leave room for a busy machine (a sandbox imports pandas afresh).
-    options = Options(out=out, timeout=90, test_timeout=15, cell_timeout=10, memory_mb=3000,
-                      jobs=2, extra_tests=hidden, junit=True)
+    options = hostile_options(out, hidden)
     grader = Grader(options, Catalog(CATALOG.root, (LESSON,)))
     try:
         grades, warnings = grader.grade([root])
@@ -309,7 +330,46 @@ def batch(tmp_path_factory):
         stop.set()
         server.close()
     return {"grades": {g.submission.name: g for g in grades}, "warnings": warnings, "out": out,
-            "connections": list(connections), "survivors": _marked_processes()}
+            "connections": list(connections), "survivors": _marked_processes(), "class": root, "hidden": hidden}
+
+
+def hostile_options(out, hidden) -> Options:
+    # Limits in CPU seconds: the same verdicts on a busy machine as on an idle one. (Lesson
+    # 00's honest cells and calls take well under a second each.)
+    return Options(out=out, timeout=60, test_timeout=8, cell_timeout=5, memory_mb=3000,
+                   jobs=2, extra_tests=hidden, junit=True)
+
+
+LOAD_CLASS = ["correct", "empty", "loop_in_exercise", "slow_but_within_limits"]
+
+
+@pytest.fixture(scope="module")
+def loaded_batch(batch, tmp_path_factory):
+    """Part of the class graded again with two CPU-bound processes beside the grader."""
+    root = tmp_path_factory.mktemp("loaded-class")
+    for name in LOAD_CLASS:
+        shutil.copytree(batch["class"] / name, root / name)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        grader = Grader(hostile_options(tmp_path_factory.mktemp("loaded-out"), batch["hidden"]),
+                        Catalog(CATALOG.root, (LESSON,)))
+        try:
+            grades, _ = grader.grade([root])
+        finally:
+            grader.cleanup()
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    return {g.submission.name: g for g in grades}
+
+
+def test_grades_do_not_depend_on_load(batch, loaded_batch):
+    def points(grade):
+        return {e.id: (e.earned, [t.passed for t in e.tests]) for e in grade.exercises.values()}
+
+    for name in LOAD_CLASS:
+        assert points(loaded_batch[name]) == points(batch["grades"][name]), f"{name} graded differently under load"
 
 
 def expected_total(lost: set[str]) -> int:
@@ -345,6 +405,19 @@ def test_nothing_outlives_the_sandbox_or_reaches_the_network(batch):
     assert batch["connections"] == [], "a submission reached a loopback server from the sandbox"
     loop = batch["grades"]["loop_in_exercise"].exercises["0.4"]
     assert "time limit" in loop.first_failure
+
+
+def test_a_hang_or_a_crash_costs_one_test_per_exercise(batch):
+    """After a test of an exercise ran out of time or crashed its worker, the exercise's
+    other tests are not run: a hang costs one time limit, a crash one restart."""
+    loop = batch["grades"]["loop_in_exercise"].exercises["0.4"]
+    failures = [t.failure for t in loop.tests if not t.hidden]
+    assert "time limit" in failures[0]
+    assert all(f.startswith("not run: an earlier test of exercise 0.4 ran past its time limit") for f in failures[1:])
+    for exercise in batch["grades"]["crashes_every_call"].exercises.values():
+        failures = [t.failure for t in exercise.tests if not t.hidden]
+        assert "crashed the sandbox" in failures[0], failures
+        assert all(f.startswith(f"not run: an earlier test of exercise {exercise.id} crashed") for f in failures[1:])
 
 
 def test_crashes_and_hangs_are_notes_on_their_exercise(batch):

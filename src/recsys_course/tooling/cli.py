@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="I/N",
                    help="grade only shard I of N (0 <= I < N) of the class, for a scheduler's array "
                         "job; combine the shard outputs with course merge")
+    p.add_argument("--allow-imperfect-reference", action="store_true",
+                   help="write the reports even if the reference solutions miss points (they are refused otherwise)")
     p.set_defaults(func=instructor.cmd_grade)
 
     p = sub.add_parser("merge")

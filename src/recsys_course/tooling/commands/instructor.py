@@ -43,6 +43,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
         memory_mb=args.memory_mb or None, jobs=args.jobs,
         extra_tests=Path(args.extra_tests) if args.extra_tests else None, junit=args.junit,
         hidden_summary=not args.no_hidden_summary, shard=shard,
+        allow_imperfect_reference=args.allow_imperfect_reference,
     )
     sources = [Path(p) for p in args.submissions]
     try:

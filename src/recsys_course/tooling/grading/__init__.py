@@ -6,7 +6,8 @@ Test modules use :data:`exercise` to mark a test with the exercise it grades and
     def test_counts_unique_users(lesson00): ...
 
 pytest is imported on first use of :data:`exercise`, not with this package: ``course check``
-reads reports and talks to the warm worker through its modules without loading pytest.
+reads reports and talks to the warm worker through its modules, and the sandbox worker
+imports it (for ``wire``), all without loading pytest.
 """
 
 

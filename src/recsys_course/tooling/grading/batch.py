@@ -3,21 +3,29 @@
 The principle (docs/instructors.md says the same to instructors): **the code that decides a
 grade never runs in a process that untrusted code can touch.**
 
+* Calibration grades the reference solutions exactly as a submission is graded; unless the
+  instructor allows it (``allow_imperfect_reference``), a reference that misses any point
+  stops the batch before anything is written (:class:`ImperfectReference`).
 * Intake (``intake.py``) copies only lesson files out of each folder or zip.
-* For each lesson of each submission, a trusted pytest process runs the course's tests
-  (from the grader's private copy, hidden tests included) with ``--sandbox``: the
-  ``lesson`` fixture is a proxy (``proxy.py``) and the learner's code runs in a bubblewrap
-  sandbox (``sandbox.py``, ``worker.py``) that sees only that one lesson file, the package
-  and the Python environment, read-only, and answers with plain data (``wire.py``).
-  Assertions, expected values, the plugin and the report file stay in the trusted process.
-* A sandbox that crashes, hangs or is killed costs the test that was running (the next test
-  gets a fresh sandbox); a cell that crashes it while loading costs that cell's exercise.
+* Submissions are graded in chunks: one trusted pytest process runs the course's tests for
+  every lesson of a chunk of submissions (from the grader's private copy, hidden tests
+  included) with ``--sandbox``. The ``lesson`` fixture is a proxy (``proxy.py``); each
+  submission gets one bubblewrap sandbox (``sandbox.py``) that sees only its lesson files,
+  the package and the Python environment, read-only, and a zygote in it (``worker.py``)
+  forks a worker per lesson that answers with plain data (``wire.py``). Hidden tests get a
+  second sandbox. Assertions, expected values, the plugin and the report file stay in the
+  trusted process.
+* Time limits count CPU seconds of the sandbox, so grades do not depend on the machine's
+  load; a worker that crashes or runs out of time costs the test that was running and the
+  exercise's other tests; a cell that crashes it while loading costs that cell's exercise.
 * Results are validated (``results.py``) and the reports (``reports.py``) are written
   atomically by this process, which no sandbox can signal (PID namespaces) or write to.
 """
 
 from __future__ import annotations
 
+import compileall
+import math
 import shutil
 import tempfile
 import time
@@ -28,10 +36,18 @@ from pathlib import Path
 from recsys_course.tooling.catalog import Catalog, Lesson, load_catalog
 from recsys_course.tooling.grading import similarity
 from recsys_course.tooling.grading.intake import Submission, stage_all
+from recsys_course.tooling.grading.proxy import preload_modules
 from recsys_course.tooling.grading.results import ExerciseResult, ResultError
 from recsys_course.tooling.grading.runner import GradingRun, SandboxSettings, run_tests
 from recsys_course.tooling.grading.sandbox import Limits, SandboxUnavailable, isolation_summary, problem
+from recsys_course.errors import CourseError, Refused
 from recsys_course.paths import PACKAGE_DIR
+
+REFERENCE = "reference-solutions"
+
+
+class ImperfectReference(Refused):
+    """The reference solutions do not earn full marks, so every grade would be wrong."""
 
 
 @dataclass
@@ -73,6 +89,8 @@ class Options:
     hidden_summary: bool = True  # learners see "hidden checks: passed/failed" per exercise
     chunk: int = 8  # submissions graded per trusted pytest run (each still has its own sandboxes)
     shard: object | None = None  # a shards.Shard: grade only that part of the class
+    wall_factor: float = 4.0  # wall-clock backstop of the CPU-time limits (sandbox.Limits)
+    allow_imperfect_reference: bool = False  # grade even if the reference misses points
 
 
 class Grader:
@@ -83,6 +101,10 @@ class Grader:
         if reason:
             raise SandboxUnavailable(reason)
         self.options = options
+        try:
+            self.limits = Limits(memory_mb=options.memory_mb, wall_factor=options.wall_factor)
+        except ValueError as error:  # e.g. --memory-mb too small for the sandbox's tmpfs
+            raise CourseError(f"{error}: raise --memory-mb (0 means no limit)") from None
         self.catalog = catalog or load_catalog()
         self.work = Path(tempfile.mkdtemp(prefix="course-batch-"))
         # The trusted pytest runs the grader's own copy of the tests, definitions and
@@ -98,45 +120,71 @@ class Grader:
         package = PACKAGE_DIR
         self.package = self.private / "src" / package.name
         shutil.copytree(package, self.package, ignore=shutil.ignore_patterns("__pycache__"))
+        # Compiled once here: the sandboxes see the copy read-only and would compile it anew.
+        compileall.compile_dir(self.package, quiet=1)
         self.hidden = None
         if options.extra_tests:
             self.hidden = self.tests / "_instructor"
             shutil.copytree(options.extra_tests, self.hidden, ignore=shutil.ignore_patterns("__pycache__"))
         self.expected: dict[str, dict[str, int]] = {}  # lesson -> exercise -> max points
-        self.limits = Limits(memory_mb=options.memory_mb)
+        self.runs = 0  # trusted pytest processes started
+        # What the zygote of every sandbox imports before graded code exists: the modules the
+        # reference solutions import (from the clone, not from any submission).
+        self.preload = preload_modules([self.catalog.root / "solutions" / lesson.filename
+                                        for lesson in self.catalog.lessons])
+        self.reference_totals: dict[str, tuple[int, int]] = {}  # lesson -> (earned, possible)
 
     def extra_for(self, lesson: Lesson) -> list[Path]:
         if self.hidden is None:
             return []
         return sorted(self.hidden.glob(f"test_lesson_{lesson.id}*.py"))
 
-    def _run(self, lessons_dir: Path, lesson: Lesson, exercises: list[str] | None = None,
+    def _run(self, lessons_dir: Path, lessons: Lesson | list[Lesson], exercises: list[str] | None = None,
              submissions: dict[str, Path] | None = None) -> GradingRun:
+        lessons = [lessons] if isinstance(lessons, Lesson) else lessons
+        self.runs += 1
+        # A backstop for the trusted process only: every test and cell has its own limits.
+        backstop = self.limits.wall(self.options.timeout) * len(lessons) * max(1, len(submissions or {}))
         return run_tests(
-            lessons_dir, [lesson.id], catalog=self.catalog, exercises=exercises, submissions=submissions,
-            timeout=self.options.timeout * 2 * max(1, len(submissions or {})), tests_dir=self.tests,
-            extra_tests=self.extra_for(lesson), hidden_dir=self.hidden,
+            lessons_dir, [lesson.id for lesson in lessons], catalog=self.catalog, exercises=exercises,
+            submissions=submissions, timeout=backstop, tests_dir=self.tests,
+            extra_tests=[p for lesson in lessons for p in self.extra_for(lesson)], hidden_dir=self.hidden,
             test_timeout=self.options.test_timeout, cell_timeout=self.options.cell_timeout,
             sandbox=SandboxSettings(memory_mb=self.options.memory_mb, lesson_timeout=self.options.timeout,
-                                    package_dir=self.package),
+                                    package_dir=self.package, wall_factor=self.options.wall_factor,
+                                    preload=self.preload),
             env={"PYTHONPATH": str(self.private / "src"), "COURSE_ROOT": str(self.private),
                  "COURSE_SANDBOX_CHECKED": "1"},
         )
 
     def calibrate(self) -> list[str]:
-        """Grade the reference solutions: the maximum points per exercise (hidden tests
-        included), and a warning for every exercise the solutions do not pass."""
+        """Grade the reference solutions as a submission, through the same path as every
+        submission: the maximum points per exercise (hidden tests included), and a warning
+        for every exercise the solutions do not pass."""
+        reference = Submission(REFERENCE, self.catalog.root / "solutions", self.work / "reference")
+        reference.lessons_dir.mkdir(parents=True)
+        for lesson in self.catalog.lessons:  # the lesson files only, as intake takes them
+            shutil.copy2(self.catalog.root / "solutions" / lesson.filename, reference.lessons_dir / lesson.filename)
+            reference.found[lesson.filename] = f"solutions/{lesson.filename}"
+        run = self._run(reference.lessons_dir, list(self.catalog.lessons),
+                        submissions={reference.name: reference.lessons_dir})
+        parts = run.report.get("submissions", {}) if isinstance(run.report, dict) else {}
+        rows = _rows(parts.get(reference.name, {}) if isinstance(parts, dict) else {})
         warnings = []
         for lesson in self.catalog.lessons:
-            run = self._run(self.catalog.root / "solutions", lesson)
-            rows = _rows(run.report)
             self.expected[lesson.id] = {
                 e.id: rows[e.id].points if e.id in rows else e.points for e in lesson.exercises
             }
+            earned = sum(rows[e.id].earned for e in lesson.exercises if e.id in rows)
+            self.reference_totals[lesson.id] = (earned, sum(self.expected[lesson.id].values()))
             for ex in lesson.exercises:
                 row = rows.get(ex.id)
-                if row is None or row.earned != row.points:
-                    warnings.append(f"the reference solution of {ex.id} does not get full marks: check the tests")
+                if row is None:
+                    warnings.append(f"the reference solution of {ex.id} could not be graded: check the tests")
+                elif row.earned != row.points:
+                    why = f" ({row.first_failure[:200]})" if row.first_failure else ""
+                    warnings.append(f"the reference solution of {ex.id} gets {row.earned} of {row.points} "
+                                    f"points{why}: check the tests")
         return warnings
 
     def _missing(self, lesson: Lesson) -> dict[str, ExerciseResult]:
@@ -155,23 +203,30 @@ class Grader:
         exercises = self._missing(lesson)
         if not all(e in rows for e in exercises):
             return None
-        exercises.update(rows)
-        notes += [_clean(n, sub) for n in report.get("notes", []) if isinstance(n, str)]
+        exercises = {e: rows[e] for e in exercises}
+        notes += [_clean(n, sub) for n in report.get("notes", [])
+                  if isinstance(n, str) and n.startswith((f"{lesson.filename}:", f"hidden checks of {lesson.filename}:",
+                                                          "replaced"))][:50]
         self._flag_provenance(sub, report)
         return exercises, LessonRun(seconds, "whole", notes)
 
-    def grade_chunk(self, lesson: Lesson, subs: list[Submission]) -> list[tuple]:
-        """Grade one lesson of several submissions in one trusted pytest run (its imports
-        are paid once); each submission still gets sandboxes of its own. A submission
-        whose part of the report is missing or invalid is graded again alone."""
+    def grade_chunk(self, lessons: list[Lesson], subs: list[Submission]) -> list[tuple]:
+        """Grade every lesson of several submissions in one trusted pytest run (its imports
+        are paid once); each submission still gets a sandbox of its own. A lesson whose
+        part of the report is missing or invalid is graded again alone."""
         started = time.perf_counter()
-        run = self._run(subs[0].lessons_dir, lesson, submissions={s.name: s.lessons_dir for s in subs})
+        run = self._run(subs[0].lessons_dir, lessons, submissions={s.name: s.lessons_dir for s in subs})
         parts = run.report.get("submissions", {}) if isinstance(run.report, dict) else {}
-        seconds = (time.perf_counter() - started) / len(subs)
+        seconds = (time.perf_counter() - started) / len(subs) / max(1, len(lessons))
         graded = []
         for sub in subs:
-            accepted = self._accept(sub, lesson, parts.get(sub.name) if isinstance(parts, dict) else None, seconds)
-            graded.append((sub, *(accepted or self.grade_lesson(sub, lesson))))
+            part = parts.get(sub.name) if isinstance(parts, dict) else None
+            for lesson in lessons:
+                if lesson.filename not in sub.found:
+                    graded.append((sub, lesson, self._missing(lesson), LessonRun(0.0, "missing", [])))
+                    continue
+                accepted = self._accept(sub, lesson, part, seconds)
+                graded.append((sub, lesson, *(accepted or self.grade_lesson(sub, lesson))))
         return graded
 
     def grade_lesson(self, sub: Submission, lesson: Lesson) -> tuple[dict[str, ExerciseResult], LessonRun]:
@@ -210,35 +265,49 @@ class Grader:
                 if flag not in sub.flags:
                     sub.flags.append(flag)
 
+    def chunks(self, subs: list[Submission]) -> list[list[Submission]]:
+        """Even chunks of at most ``options.chunk`` submissions, a multiple of ``jobs`` of
+        them, so that the parallel runs finish together."""
+        jobs, size = max(1, self.options.jobs), max(1, self.options.chunk)
+        count = min(len(subs), jobs * math.ceil(len(subs) / (jobs * size))) if subs else 0
+        return [subs[i::count] for i in range(count)]
+
     def grade(self, sources: list[Path], progress=None) -> tuple[list[SubmissionGrade], list[str]]:
         warnings = self.calibrate()
+        if warnings and not self.options.allow_imperfect_reference:
+            raise ImperfectReference(
+                "the reference solutions do not earn full marks, so no grade would be right:\n  "
+                + "\n  ".join(warnings) + "\nFix the tests (or the solutions) and grade again; to write the "
+                "reports anyway, pass --allow-imperfect-reference."
+            )
         subs = stage_all(sources, self.work / "submissions", self.catalog)
         similarity.flag(subs, self.catalog, self.catalog.root / "solutions")
         if self.options.shard is not None:  # intake and flags saw the whole class; grade a part
             subs = self.options.shard.select(subs)
         grades = {s.name: SubmissionGrade(s) for s in subs}
-        tasks = []
-        for lesson in self.catalog.lessons:
-            present = [s for s in subs if lesson.filename in s.found]
-            for sub in subs:
-                if lesson.filename not in sub.found:
+        lessons = list(self.catalog.lessons)
+        graded_any = [s for s in subs if s.found]
+        for sub in subs:
+            if not sub.found:
+                for lesson in lessons:
                     grades[sub.name].exercises.update(self._missing(lesson))
                     grades[sub.name].lessons[lesson.id] = LessonRun(0.0, "missing", [])
-            size = max(1, self.options.chunk)
-            tasks += [(lesson, present[i:i + size]) for i in range(0, len(present), size)]
         with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
-            futures = {pool.submit(self.grade_chunk, lesson, chunk): (lesson, chunk) for lesson, chunk in tasks}
+            futures = {pool.submit(self.grade_chunk, lessons, chunk): chunk for chunk in self.chunks(graded_any)}
             for future in as_completed(futures):
-                lesson, chunk = futures[future]
+                chunk = futures[future]
                 try:
                     graded = future.result()
-                except Exception as error:  # one lesson never stops the batch
-                    failed = {e.id: ExerciseResult(e.id, e.title, self.expected[lesson.id][e.id], 0, "failed",
-                                                   "this lesson could not be graded") for e in lesson.exercises}
-                    run = LessonRun(0.0, "failed", [f"{lesson.filename}: grading failed ({type(error).__name__})"])
-                    graded = [(sub, {k: ExerciseResult.from_json(v.to_json()) for k, v in failed.items()}, run)
-                              for sub in chunk]
-                for sub, exercises, run in graded:
+                except Exception as error:  # one chunk never stops the batch
+                    graded = []
+                    for sub in chunk:
+                        for lesson in lessons:
+                            failed = {e.id: ExerciseResult(e.id, e.title, self.expected[lesson.id][e.id], 0,
+                                                           "failed", "this lesson could not be graded")
+                                      for e in lesson.exercises}
+                            note = f"{lesson.filename}: grading failed ({type(error).__name__})"
+                            graded.append((sub, lesson, failed, LessonRun(0.0, "failed", [note])))
+                for sub, lesson, exercises, run in graded:
                     grades[sub.name].exercises.update(exercises)
                     grades[sub.name].lessons[lesson.id] = run
                     if progress:
@@ -261,9 +330,13 @@ class Grader:
 def _rows(report: dict, expected: dict[str, int] | None = None,
           notes: list[str] | None = None) -> dict[str, ExerciseResult]:
     """Validated exercise rows of a plugin report; a malformed or unexpected row becomes
-    a note and is left out (the exercise is then graded again on its own, or scores 0)."""
+    a note and is left out (the exercise is then graded again on its own, or scores 0).
+    With ``expected`` (one lesson's maxima), rows of other lessons are not this lesson's
+    to judge: a run grades every lesson of a submission."""
     rows: dict[str, ExerciseResult] = {}
     for raw in report.get("exercises", []) if isinstance(report, dict) else []:
+        if isinstance(raw, dict) and expected is not None and raw.get("id") not in expected:
+            continue  # another lesson's exercise
         if isinstance(raw, dict) and raw.get("status") == "not run" and expected is not None:
             continue  # outside this run's --exercise selection
         try:

@@ -1,18 +1,22 @@
-"""The pytest plugin behind every graded test run. Enable it with
-``pytest_plugins = ["recsys_course.tooling.grading.plugin"]`` in ``tests/conftest.py``.
+"""The pytest plugin behind every graded test run.
+
+It is registered through the ``pytest11`` entry point of the installed package (so a plain
+``pytest`` finds it), by ``tests/conftest.py`` in a clone that is not installed, and with an
+explicit ``-p recsys_course.tooling.grading.plugin`` by the runner, which turns plugin
+autoloading off. Its state lives in ``config.stash`` (:data:`COLLECTOR`), and its settings
+are read in :func:`pytest_configure`, never at import.
 
 Which tree is graded: ``--lessons-dir PATH`` (or ``$COURSE_LESSONS_DIR``) names a folder of
 lesson files; otherwise ``--tree lessons|solutions`` (or ``$COURSE_TREE``, default
-``lessons``) picks one of the clone's trees.
+``lessons``) picks one of the clone's trees. ``$COURSE_GRADE_REPORT`` (set by the runner)
+is where the JSON report goes; it is read and removed from the environment before any
+graded code can run.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -20,10 +24,9 @@ from recsys_course.tooling.catalog import Catalog, load_catalog
 from recsys_course.tooling.grading.guard import Guard, SubmissionMisbehaved, SubmissionTimeout, contained
 from recsys_course.tooling.grading.messages import NotRun, apply_failure, failure_properties
 from recsys_course.tooling.grading.results import TestOutcome, format_table, report_json, score, write_json
-from recsys_course.tooling.grading.loader import LessonLoadError, load_lesson
+from recsys_course.tooling.grading.loader import LessonLoadError, defer_import, load_lesson
 
-# Read once, before any graded code runs, and removed from the environment it can see.
-_REPORT_FROM_ENV = os.environ.pop("COURSE_GRADE_REPORT", None)
+REPORT_ENV = "COURSE_GRADE_REPORT"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("course", "course grading")
@@ -35,9 +38,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--exercise", action="append", default=[],
                     help="run only the tests of this exercise id (repeatable)")
     group.addoption("--test-timeout", type=float, default=120.0,
-                    help="seconds one graded test may run (0: no limit)")
+                    help="seconds one graded test may run (0: no limit); CPU seconds with --sandbox")
     group.addoption("--cell-timeout", type=float, default=60.0,
-                    help="seconds one setup or exercise cell may run while loading")
+                    help="seconds one setup or exercise cell may run while loading; CPU seconds with --sandbox")
     group.addoption("--hidden-tests", default=None,
                     help="tests under this folder are instructor-only: counted, not shown")
     group.addoption("--sandbox", action="store_true", default=False,
@@ -50,6 +53,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="batch grading: a JSON object {name: lessons folder}; each test runs per submission")
     group.addoption("--lesson-timeout", type=float, default=900.0,
                     help="seconds a sandboxed lesson may take to load, all cells together")
+    group.addoption("--sandbox-preload", default=None,
+                    help="modules (comma-separated) the sandbox imports before any graded code "
+                         "(default: those the reference solutions of the graded lessons import)")
+    group.addoption("--sandbox-wall-factor", type=float, default=4.0,
+                    help="sandbox limits count CPU seconds; a request is also stopped after this many "
+                         "times its limit in wall-clock seconds (code that sleeps)")
 
 
 def lessons_dir(config: pytest.Config, catalog: Catalog) -> Path:
@@ -62,14 +71,24 @@ def lessons_dir(config: pytest.Config, catalog: Catalog) -> Path:
     return catalog.root / tree
 
 
+COLLECTOR = pytest.StashKey["GradeCollector"]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "exercise(id, points): graded test of exercise `id`")
-    config.pluginmanager.register(GradeCollector(config), "course-grades")
+    # Read once, before any graded code runs, and removed from the environment it can see.
+    report = os.environ.pop(REPORT_ENV, None)
+    collector = config.stash[COLLECTOR] = GradeCollector(config, report)
+    config.pluginmanager.register(collector, "course-grades")
+
+
+def collector_of(config: pytest.Config) -> GradeCollector | None:
+    return config.stash.get(COLLECTOR, None)
 
 
 @pytest.fixture(scope="session")
 def grader_guard(pytestconfig: pytest.Config) -> Guard:
-    return pytestconfig.pluginmanager.get_plugin("course-grades").guard
+    return collector_of(pytestconfig).guard
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +99,7 @@ def course_catalog() -> Catalog:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Batch grading of several submissions in one run (``--submissions-file``): every test
     that grades a lesson runs once per submission, grouped by submission."""
-    collector = metafunc.config.pluginmanager.get_plugin("course-grades")
+    collector = collector_of(metafunc.config)
     if collector is not None and collector.submissions and "graded_submission" in metafunc.fixturenames:
         names = list(collector.submissions)
         metafunc.parametrize("graded_submission", names, indirect=True, scope="session", ids=names)
@@ -92,14 +111,13 @@ def graded_submission(request: pytest.FixtureRequest, pytestconfig: pytest.Confi
     name = getattr(request, "param", None)
     yield name
     if name is not None:  # its sandboxes are not needed by the next submission's tests
-        pytestconfig.pluginmanager.get_plugin("course-grades").close_sessions(name)
+        collector_of(pytestconfig).close_sessions(name)
 
 
 @pytest.fixture(scope="session")
 def graded_dir(pytestconfig: pytest.Config, course_catalog: Catalog, graded_submission) -> Path:
     if graded_submission is not None:
-        collector = pytestconfig.pluginmanager.get_plugin("course-grades")
-        return Path(collector.submissions[graded_submission])
+        return Path(collector_of(pytestconfig).submissions[graded_submission])
     return lessons_dir(pytestconfig, course_catalog)
 
 
@@ -113,11 +131,12 @@ def lesson_loader(
     In-process (``course check``, ``make test``): a module; whatever the lesson's code
     replaced in the grader while loading is put back at once. With ``--sandbox`` (batch
     grading): a :class:`~recsys_course.tooling.grading.proxy.RemoteLesson` whose code runs in a
-    bubblewrap sandbox; hidden tests get a sandbox of their own, so nothing the learner's
-    code sees during them can reach the feedback of a visible test.
+    bubblewrap sandbox (one per submission, shared by its lessons); hidden tests get a
+    sandbox of their own, so nothing the learner's code sees during them can reach the
+    feedback of a visible test.
     """
-    _defer_import("matplotlib.pyplot")  # lessons import it for plots that grading never draws
-    collector: GradeCollector = pytestconfig.pluginmanager.get_plugin("course-grades")
+    defer_import("matplotlib.pyplot")  # lessons import it for plots that grading never draws
+    collector = collector_of(pytestconfig)
     hidden = collector.is_hidden(Path(str(request.path)))
 
     def load(key: str):
@@ -153,42 +172,24 @@ def lesson_loader(
     return load
 
 
-class _DeferredModule(ModuleType):
-    """Stands in ``sys.modules`` for a module not imported yet; the first attribute use
-    imports the real one (which then replaces it) and answers from it."""
-
-    def __getattr__(self, attribute: str):
-        if attribute.startswith("__") and attribute.endswith("__"):
-            # Tools that walk sys.modules (inspect, when pytest formats a failure) probe
-            # dunders such as __file__: not a use of the module, so do not import it.
-            raise AttributeError(attribute)
-        if sys.modules.get(self.__name__) is self:
-            del sys.modules[self.__name__]
-        return getattr(importlib.import_module(self.__name__), attribute)
-
-
-def _defer_import(name: str) -> None:
-    """Make ``import name`` free until the module is used. Setup cells import pyplot for
-    plots that grading never draws, and it costs about 0.3 s of a check meant to take under
-    two seconds. (``importlib.util.LazyLoader`` does not help here: the import statement
-    itself reads the module's ``__spec__``, which loads it.)"""
-    if name not in sys.modules:
-        sys.modules[name] = _DeferredModule(name)
-
-
 class GradeCollector:
     """Records which exercise each test grades and whether it passed; reports at the end."""
 
-    def __init__(self, config: pytest.Config) -> None:
+    def __init__(self, config: pytest.Config, report: str | None = None) -> None:
         self.config = config
+        self.report = report  # where the JSON report goes (from the environment)
         self.results: dict[str, TestOutcome] = {}
         self.guard = Guard()  # before any graded code can run
-        self.timed_out: set[str] = set()  # exercises whose test ran past its limit
+        # Exercises whose test ran past its limit or crashed the sandbox, per submission:
+        # their other tests fail at once, so a hang or a crash costs one test, not one each.
+        self.stopped: dict[tuple[str, str], str] = {}
+        self.lesson_ids: set[str] = set()  # lessons of the collected tests (the zygote's imports)
         hidden = config.getoption("--hidden-tests")
         self.hidden_dir = Path(hidden).resolve() if hidden else None
         self.sandboxed = bool(config.getoption("--sandbox"))
         self.modules: dict[str, object] = {}  # in-process lessons, by lesson id
         self.sessions: dict[tuple[str, str, bool], object] = {}  # (submission, lesson, hidden)
+        self.hosts: dict[tuple[str, bool], object] = {}  # (submission, hidden) -> its sandbox
         self.submissions: dict[str, str] = {}  # --submissions-file: name -> lessons folder
         self.submission_of: dict[str, str] = {}  # test node id -> submission name
         listing = config.getoption("--submissions-file")
@@ -204,34 +205,52 @@ class GradeCollector:
         for (name, _, _), session in self.sessions.items():
             if name == submission:
                 session.close()
+        for (name, _), host in self.hosts.items():
+            if name == submission:
+                host.close()
+
+    def _host(self, submission: str, hidden: bool, lessons_dir: Path):
+        from recsys_course.tooling.grading.proxy import SandboxHost, preload_modules
+        from recsys_course.tooling.grading.sandbox import Limits
+
+        key = (submission, hidden)
+        if key not in self.hosts:
+            option = self.config.getoption
+            package = option("--sandbox-package")
+            preload = option("--sandbox-preload")
+            if preload is None:  # what the reference solutions of the collected lessons import
+                catalog = load_catalog()
+                preload = ",".join(preload_modules(
+                    [catalog.root / "solutions" / catalog.lesson(i).filename for i in sorted(self.lesson_ids)]))
+            self.hosts[key] = SandboxHost(
+                lessons_dir, limits=Limits(memory_mb=option("--sandbox-memory-mb") or None,
+                                           wall_factor=option("--sandbox-wall-factor")),
+                package_dir=Path(package) if package else None, preload=tuple(n for n in preload.split(",") if n),
+            )
+        return self.hosts[key]
 
     def remote_lesson(self, lesson_id: str, path: Path, hidden: bool, submission: str = ""):
         from recsys_course.tooling.grading.proxy import Session
-        from recsys_course.tooling.grading.sandbox import Limits
 
         key = (submission, lesson_id, hidden)
         if key not in self.sessions:
             option = self.config.getoption
-            memory = option("--sandbox-memory-mb")
-            package = option("--sandbox-package")
             self.sessions[key] = Session(
-                path, f"lesson_{lesson_id}", limits=Limits(memory_mb=memory or None),
+                path, f"lesson_{lesson_id}", self._host(submission, hidden, path.parent),
                 call_timeout=option("--test-timeout") or 120.0, cell_timeout=option("--cell-timeout") or 60.0,
                 load_timeout=option("--lesson-timeout") or 900.0,
-                package_dir=Path(package) if package else None,
             )
         return self.sessions[key].lesson
 
-    def _set_deadlines(self) -> None:
-        import time
-
-        limit = self.config.getoption("--test-timeout") or 120.0
+    def _begin_tests(self) -> None:
         for session in self.sessions.values():
-            session.deadline = time.monotonic() + limit
+            session.begin_test()
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         for remote in self.sessions.values():
             remote.close()
+        for host in self.hosts.values():
+            host.close()
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         catalog = load_catalog()
@@ -253,6 +272,7 @@ class GradeCollector:
             hidden = self.is_hidden(Path(item.path))
             points = int(marker.kwargs.get("points", 1))
             self.results[item.nodeid] = TestOutcome(item.nodeid, exercise_id, points, hidden=hidden)
+            self.lesson_ids.add(catalog.exercise(exercise_id).lesson_id)
             callspec = getattr(item, "callspec", None)
             if callspec is not None and "graded_submission" in callspec.params:
                 self.submission_of[item.nodeid] = callspec.params["graded_submission"]
@@ -260,15 +280,21 @@ class GradeCollector:
             # nothing itself) can still build the score table.
             item.user_properties.append(("course_exercise", (exercise_id, points, hidden)))
 
+    def _exercise_key(self, item: pytest.Item) -> tuple[str, str] | None:
+        marker = item.get_closest_marker("exercise")
+        if marker is None:
+            return None
+        return self.submission_of.get(item.nodeid, ""), str(marker.args[0])
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         """Start each sandbox's clock for this test. After one test of an exercise timed
-        out, its other tests fail at once: an endless loop costs one time limit, not one
-        per test."""
-        self._set_deadlines()
-        marker = item.get_closest_marker("exercise")
-        if marker is not None and str(marker.args[0]) in self.timed_out:
-            raise NotRun(f"not run: an earlier test of exercise {marker.args[0]} ran past its time limit")
+        out or crashed its sandbox, the exercise's other tests fail at once: an endless loop
+        or a crash costs one time limit or one restart, not one per test."""
+        self._begin_tests()
+        key = self._exercise_key(item)
+        if key is not None and key in self.stopped:
+            raise NotRun(f"not run: an earlier test of exercise {key[1]} {self.stopped[key]}")
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
@@ -276,8 +302,13 @@ class GradeCollector:
         report = yield
         marker = item.get_closest_marker("exercise")
         if marker is not None and call.excinfo is not None and report.failed:
-            if call.excinfo.errisinstance(SubmissionTimeout):
-                self.timed_out.add(str(marker.args[0]))
+            from recsys_course.tooling.grading.sandbox import SandboxCrashed, SandboxTimeout
+
+            key = self._exercise_key(item)
+            if call.when == "call" and call.excinfo.errisinstance((SubmissionTimeout, SandboxTimeout)):
+                self.stopped.setdefault(key, "ran past its time limit")
+            elif call.when == "call" and call.excinfo.errisinstance(SandboxCrashed):
+                self.stopped.setdefault(key, "crashed the sandbox")
             graded = lessons_dir(self.config, load_catalog())
             report.user_properties.extend(failure_properties(call.excinfo.value, call.excinfo.tb, graded))
         return report
@@ -286,7 +317,7 @@ class GradeCollector:
     def pytest_runtest_call(self, item: pytest.Item):
         """Run the test with exits and hangs contained; fail it if it rewrote the grader."""
         if self.sandboxed:  # no graded code runs in this process: nothing to contain
-            self._set_deadlines()
+            self._begin_tests()
             return (yield)
         limit = self.config.getoption("--test-timeout") or None
         try:
@@ -323,7 +354,7 @@ class GradeCollector:
             return
         catalog = load_catalog()
         lesson_ids = {catalog.exercise(r.exercise_id).lesson_id for r in results}
-        json_path = self.config.getoption("--grade-json") or _REPORT_FROM_ENV
+        json_path = self.config.getoption("--grade-json") or self.report
         if self.submissions:  # one report per submission
             payloads = {}
             for name, folder in self.submissions.items():
@@ -346,7 +377,7 @@ class GradeCollector:
         notes = list(self.guard.notes)
         for (name, _lesson_id, hidden), session in sorted(self.sessions.items(), key=lambda kv: kv[0]):
             if name == submission:
-                where = "hidden checks" if hidden else session.lesson_file.name
+                where = f"hidden checks of {session.lesson_file.name}" if hidden else session.lesson_file.name
                 notes += [f"{where}: {note}" for note in session.notes]
         return notes
 

@@ -20,6 +20,8 @@ from pathlib import Path
 from recsys_course.tooling.catalog import Catalog, load_catalog
 from recsys_course.paths import SRC_DIR
 
+PLUGIN = "recsys_course.tooling.grading.plugin"
+
 
 @dataclass
 class GradingRun:
@@ -35,8 +37,10 @@ class SandboxSettings:
     pytest process only runs the course's tests, which call into them."""
 
     memory_mb: int | None = 6144
-    lesson_timeout: float = 900.0  # loading one lesson (all its cells) in a sandbox
+    lesson_timeout: float = 900.0  # loading one lesson (all its cells) in a sandbox, CPU seconds
     package_dir: Path | None = None  # the package copy the sandbox imports
+    wall_factor: float = 4.0  # wall-clock backstop of every CPU-time limit (sandbox.Limits)
+    preload: tuple[str, ...] | None = None  # modules the zygote imports (None: the plugin's default)
 
 
 def test_file(tests_dir: Path, lesson_id: str) -> Path:
@@ -78,7 +82,8 @@ def run_tests(
         command = [
             sys.executable, "-m", "pytest", *files,
             f"--lessons-dir={lessons_dir}", f"--rootdir={tests_dir.parent}",
-            "-p", "no:cacheprovider", "-q", "--tb=short",
+            # Plugin autoloading is off (below): the grading plugin is named explicitly.
+            "-p", PLUGIN, "-p", "no:cacheprovider", "-q", "--tb=short",
         ]
         command += [f"--exercise={e}" for e in exercises or []]
         if hidden_dir is not None:
@@ -93,9 +98,11 @@ def run_tests(
             command.append(f"--submissions-file={listing}")
         if sandbox is not None:
             command += ["--sandbox", f"--sandbox-memory-mb={sandbox.memory_mb or 0}",
-                        f"--lesson-timeout={sandbox.lesson_timeout}"]
+                        f"--lesson-timeout={sandbox.lesson_timeout}", f"--sandbox-wall-factor={sandbox.wall_factor}"]
             if sandbox.package_dir is not None:
                 command.append(f"--sandbox-package={sandbox.package_dir}")
+            if sandbox.preload is not None:
+                command.append(f"--sandbox-preload={','.join(sandbox.preload)}")
         env = {
             **os.environ, "COURSE_ROOT": str(catalog.root), "TF_USE_LEGACY_KERAS": "1",
             "COURSE_GRADE_REPORT": str(report_path), "PYTHONDONTWRITEBYTECODE": "1",

@@ -4,6 +4,10 @@ A message is a JSON header followed by zero or more byte buffers, each length-pr
 
     [4-byte header length][header JSON][4-byte buffer count]([8-byte length][bytes])*
 
+:func:`frame` writes it and :class:`FrameReader` reads it, on both sides of the boundary,
+with limits on the header, every buffer, the number of buffers and the whole message that
+are checked before any announced byte is awaited.
+
 Values are encoded as JSON trees. Plain JSON covers ``None``, ``bool``, ``int``, ``float``
 and ``str``; everything else is a one-key object whose key starts with ``$``:
 
@@ -13,30 +17,36 @@ and ``str``; everything else is a one-key object whose key starts with ``$``:
 ``$a``      NumPy array with a whitelisted fixed-width dtype (buffer index)
 ``$ao``     NumPy object array of plain elements (usually ``str`` or ``bytes``)
 ``$s``      NumPy scalar; ``$df`` pandas DataFrame; ``$ser`` Series; ``$ix`` Index
-``$tf``     a TensorFlow tensor or variable, sent as its array
+``$tf``     a TensorFlow tensor or variable, sent as its array; ``h`` (optional) is the
+            handle of the original in the sandbox, so that the same tensor goes back
 ``$rng``    a NumPy ``Generator``, sent as its bit generator's state
+``$path``   a ``pathlib`` path (a name in the file system of the side that reads it)
 ``$h``      a handle: an object that stays in the sandbox, named by number
-``$cb``     a callback: a function that stays on the trusted side, named by number
+``$cb``     a callback: a function or test double that stays on the trusted side, by number
 ==========  ================================================================
 
 Decoding never calls code chosen by the sender: it builds exact built-in types, arrays with
 ``np.frombuffer`` (never pickle), and DataFrames from those. Whatever the sandbox sends,
 the trusted side ends up with plain data or an opaque handle number, so a subclass with an
 always-true ``__eq__`` cannot cross: it arrives as its plain base value or not at all.
+docs/authoring.md ("Tests that work in the sandbox") states the rule for test writers.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import pathlib
 import struct
 from typing import Any, BinaryIO
 from collections.abc import Callable
 
 import numpy as np
 
-MAX_HEADER = 64 * 1024 * 1024  # bytes of JSON in one message
-MAX_BUFFER = 256 * 1024 * 1024  # bytes in one array
+MAX_HEADER = 8 * 1024 * 1024  # bytes of JSON in one message (its parsed form is several times that)
+MAX_BUFFER = 128 * 1024 * 1024  # bytes in one array
+MAX_BUFFERS = 10_000  # buffers in one message
+MAX_MESSAGE = 160 * 1024 * 1024  # bytes of one whole message
 MAX_DEPTH = 64  # nesting of containers
 
 # Fixed-width dtype kinds that np.frombuffer rebuilds exactly: bool, ints, floats,
@@ -53,48 +63,129 @@ class Unsendable(TypeError):
 
 
 # --------------------------------------------------------------------------- framing
+#
+# The one implementation of the frame format. The worker reads with read_message (blocking);
+# the trusted side feeds whatever bytes arrived into a FrameReader (non-blocking, with its
+# own deadlines). Both enforce the same limits before they allocate anything.
 
 
-def write_message(stream: BinaryIO, header: dict, buffers: list[bytes] | None = None) -> None:
+def frame(header: dict, buffers: list[bytes] | None = None) -> bytes:
+    """One message as bytes: ``[4: header length][header JSON][4: count]([8: length][bytes])*``."""
     data = json.dumps(header, allow_nan=True).encode()
     parts = [struct.pack(">I", len(data)), data, struct.pack(">I", len(buffers or []))]
     for buffer in buffers or []:
         parts += [struct.pack(">Q", len(buffer)), buffer]
-    stream.write(b"".join(parts))
+    return b"".join(parts)
+
+
+def write_message(stream: BinaryIO, header: dict, buffers: list[bytes] | None = None) -> None:
+    stream.write(frame(header, buffers))
     stream.flush()
 
 
-def _read_exact(stream: BinaryIO, size: int) -> bytes:
-    chunks, left = [], size
-    while left:
-        chunk = stream.read(left)
+class FrameReader:
+    """Incremental reader of messages from bytes that arrive in any pieces.
+
+    Every length is checked against the limits *before* the bytes it announces are awaited,
+    so a forged length costs nothing: ``max_header`` bytes of JSON, ``max_buffers`` buffers,
+    ``max_buffer`` bytes in one buffer and ``max_message`` bytes in the whole message.
+    :meth:`wanted` says how many bytes complete the next piece (for a blocking reader that
+    must not read past the message it waits for).
+    """
+
+    def __init__(self, max_header: int = MAX_HEADER, max_buffer: int = MAX_BUFFER,
+                 max_buffers: int = MAX_BUFFERS, max_message: int = MAX_MESSAGE) -> None:
+        self.max_header, self.max_buffer = max_header, max_buffer
+        self.max_buffers, self.max_message = max_buffers, max_message
+        self._data = bytearray()
+        self._pos = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._stage = "size"  # size -> header -> count -> (length -> buffer)* -> done
+        self._header: dict | None = None
+        self._buffers: list[bytes] = []
+        self._left = 0  # buffers still to read
+        self._need = 4
+        self._total = 0  # bytes of the message so far
+
+    def wanted(self) -> int:
+        """Bytes still missing for the piece being read (at least 1)."""
+        return max(1, self._need - (len(self._data) - self._pos))
+
+    def feed(self, data: bytes) -> None:
+        self._data += data
+
+    def _take(self, size: int) -> bytes | None:
+        if len(self._data) - self._pos < size:
+            return None
+        piece = bytes(self._data[self._pos:self._pos + size])
+        self._pos += size
+        if self._pos > 1 << 20 and self._pos * 2 > len(self._data):  # compact, amortised O(n)
+            del self._data[:self._pos]
+            self._pos = 0
+        return piece
+
+    def _count(self, size: int) -> None:
+        self._total += size
+        if self._total > self.max_message:
+            raise WireError(f"a message of more than {self.max_message} bytes")
+
+    def next(self) -> tuple[dict, list[bytes]] | None:
+        """The next complete message, or None until more bytes arrive."""
+        while True:
+            piece = self._take(self._need)
+            if piece is None:
+                return None
+            if self._stage == "size":
+                (size,) = struct.unpack(">I", piece)
+                if size > self.max_header:
+                    raise WireError(f"message header of {size} bytes is over the {self.max_header} limit")
+                self._count(4 + size)
+                self._stage, self._need = "header", size
+            elif self._stage == "header":
+                try:
+                    header = json.loads(piece)
+                except (ValueError, RecursionError) as error:
+                    raise WireError(f"message header is not valid JSON ({str(error)[:100]})") from None
+                if not isinstance(header, dict):
+                    raise WireError("message header is not a JSON object")
+                self._header = header
+                self._stage, self._need = "count", 4
+            elif self._stage == "count":
+                (count,) = struct.unpack(">I", piece)
+                if count > self.max_buffers:
+                    raise WireError(f"{count} buffers in one message (limit {self.max_buffers})")
+                self._count(4)
+                self._left = count
+                self._stage, self._need = "length", 8
+            elif self._stage == "length":
+                (length,) = struct.unpack(">Q", piece)
+                if length > self.max_buffer:
+                    raise WireError(f"a buffer of {length} bytes is over the {self.max_buffer} limit")
+                self._count(8 + length)
+                self._stage, self._need = "buffer", length
+            else:  # buffer
+                self._buffers.append(piece)
+                self._left -= 1
+                self._stage, self._need = "length", 8
+            if self._stage in ("length",) and self._left == 0:
+                message = (self._header, self._buffers)
+                self._reset()
+                return message
+
+
+def read_message(stream: BinaryIO, reader: FrameReader | None = None) -> tuple[dict, list[bytes]]:
+    """The next message from a blocking stream (``EOFError`` when it closes first)."""
+    reader = reader or FrameReader()
+    while True:
+        message = reader.next()
+        if message is not None:
+            return message
+        chunk = stream.read(reader.wanted())
         if not chunk:
             raise EOFError("the other side closed the channel")
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
-
-
-def read_message(stream: BinaryIO) -> tuple[dict, list[bytes]]:
-    (size,) = struct.unpack(">I", _read_exact(stream, 4))
-    if size > MAX_HEADER:
-        raise WireError(f"message header of {size} bytes is over the {MAX_HEADER} limit")
-    try:
-        header = json.loads(_read_exact(stream, size))
-    except (ValueError, RecursionError) as error:
-        raise WireError(f"message header is not valid JSON ({error})") from None
-    if not isinstance(header, dict):
-        raise WireError("message header is not a JSON object")
-    (count,) = struct.unpack(">I", _read_exact(stream, 4))
-    if count > 100_000:
-        raise WireError(f"{count} buffers in one message")
-    buffers = []
-    for _ in range(count):
-        (length,) = struct.unpack(">Q", _read_exact(stream, 8))
-        if length > MAX_BUFFER:
-            raise WireError(f"a buffer of {length} bytes is over the {MAX_BUFFER} limit")
-        buffers.append(_read_exact(stream, length))
-    return header, buffers
+        reader.feed(chunk)
 
 
 # --------------------------------------------------------------------------- encoding
@@ -109,8 +200,9 @@ class Encoder:
     ``__float__``/``__iter__``/``__eq__`` is never consulted.
     """
 
-    def __init__(self, opaque: Callable[[Any], Any]) -> None:
+    def __init__(self, opaque: Callable[[Any], Any], origin: Callable[[Any], int | None] | None = None) -> None:
         self.opaque = opaque
+        self.origin = origin  # tensor -> handle number to send with its value (sandbox side)
         self.buffers: list[bytes] = []
 
     def _buffer(self, data: bytes) -> int:
@@ -139,6 +231,8 @@ class Encoder:
             return {"$d": [[self.encode(k, depth + 1), self.encode(v, depth + 1)] for k, v in value.items()]}
         if kind is np.ndarray:
             return self._array(value, depth)
+        if kind is pathlib.PosixPath or kind is pathlib.PurePosixPath:
+            return {"$path": str(value)}
         if isinstance(value, np.generic):
             return self._numpy_scalar(value)
         special = self._library_value(value, depth)
@@ -202,9 +296,13 @@ class Encoder:
 
             if isinstance(value, (tf.Tensor, tf.Variable)) and not isinstance(value, tf.RaggedTensor):
                 try:
-                    return {"$tf": self._array(np.asarray(value.numpy()), depth)}
+                    tree = {"$tf": self._array(np.asarray(value.numpy()), depth)}
                 except (AttributeError, ValueError, TypeError):  # a symbolic tensor: no value
                     return None
+                number = self.origin(value) if self.origin is not None else None
+                if number is not None:
+                    tree["h"] = number
+                return tree
         if module == "numpy" and isinstance(value, np.random.Generator):
             state = value.bit_generator.state
             return {"$rng": self.encode(state, depth + 1)}
@@ -225,8 +323,9 @@ class Encoder:
         return {"$ix": {"values": self._series_values(index, depth), "name": self.encode(index.name, depth + 1)}}
 
 
-def encode(value: Any, opaque: Callable[[Any], Any]) -> tuple[Any, list[bytes]]:
-    encoder = Encoder(opaque)
+def encode(value: Any, opaque: Callable[[Any], Any],
+           origin: Callable[[Any], int | None] | None = None) -> tuple[Any, list[bytes]]:
+    encoder = Encoder(opaque, origin)
     return encoder.encode(value), encoder.buffers
 
 
@@ -237,12 +336,14 @@ class Decoder:
     """Rebuilds values from a JSON tree and buffers.
 
     ``handle(number)`` and ``callback(number)`` turn references into objects (a proxy on the
-    trusted side; the real object or a calling stub in the sandbox). ``tensor(array)``
-    rebuilds a tensor (``tf.constant``); without it, tensors arrive as arrays.
+    trusted side; the real object or a calling stub in the sandbox). ``tensor(array, number)``
+    rebuilds a tensor (``tf.constant``; ``number`` is its origin handle or None); without
+    it, tensors arrive as arrays.
     """
 
     def __init__(self, buffers: list[bytes], handle: Callable[[int], Any] | None = None,
-                 callback: Callable[[int], Any] | None = None, tensor: Callable[[np.ndarray], Any] | None = None,
+                 callback: Callable[[int], Any] | None = None,
+                 tensor: Callable[[np.ndarray, int | None], Any] | None = None,
                  rng: Callable[[dict], Any] | None = None) -> None:
         self.buffers = buffers
         self.handle, self.callback, self.tensor, self.rng = handle, callback, tensor, rng
@@ -306,9 +407,14 @@ class Decoder:
             return self._index(body, depth)
         if tag == "$tf":
             array = self.decode(body, depth + 1)
-            if type(array) is not np.ndarray:
+            number = tree.get("h")
+            if type(array) is not np.ndarray or (number is not None and type(number) is not int):
                 raise WireError("bad tensor")
-            return self.tensor(array) if self.tensor else array
+            return self.tensor(array, number) if self.tensor else array
+        if tag == "$path":
+            if type(body) is not str or len(body) > 4096 or "\x00" in body:
+                raise WireError("bad path")
+            return pathlib.Path(body)
         if tag == "$rng":
             state = self.decode(body, depth + 1)
             if type(state) is not dict:

@@ -1,22 +1,32 @@
-"""The sandbox side of batch grading: loads one submitted lesson and serves calls into it.
+"""The sandbox side of batch grading: a zygote that forks one worker per lesson, and the
+worker that loads a submitted lesson and serves calls into it.
 
 Started by :mod:`recsys_course.tooling.grading.sandbox` inside bubblewrap as
-``python -m recsys_course.tooling.grading.worker``. It reads requests on stdin and answers on the
-original stdout (the learner's ``print`` goes to stderr). Everything here is untrusted the
-moment the lesson's first cell runs: the learner's code can rewrite this module, forge
-answers or exit. That is fine, because this process decides nothing. Its answers are data
-(``wire.py``) that the trusted side checks; its lifetime and resources are bounded from
-outside.
+``python -m recsys_course.tooling.grading.worker``. The **zygote** imports the libraries
+named in ``$COURSE_SANDBOX_PRELOAD`` (NumPy, pandas, TensorFlow... before any graded code
+exists), says ``ready`` on its control socket (its stdin), then answers two requests:
+``fork`` (with a socket passed alongside: the new worker's channel) and ``reset`` (end every
+other process in the sandbox). It never runs graded code itself.
 
-Requests (``op``): ``load``, ``getattr``, ``setattr``, ``getitem``, ``call``, ``str``,
-``repr``, ``len``, ``iter``, ``define``. Replies: ``result`` (``value``, ``rngs``,
-``notes``) or ``error`` (``type``, ``message``). During a call, the worker may send
-``callback`` requests for functions that live on the trusted side and waits for their reply.
+A **worker** reads requests on its socket and answers each with exactly one ``result``
+(``value``, ``rngs``, ``notes``) or ``error`` (``type``, ``message``) message. Requests
+(``op``): ``load``, ``getattr``, ``setattr``, ``getitem``, ``call``, ``str``, ``repr``,
+``type``, ``len``, ``iter``, ``next``, ``enter``, ``exit``, ``define``. While loading it
+sends ``cell`` messages (the index of the graded cell about to run); during a call it may
+send ``callback`` requests for functions and test doubles that live on the trusted side.
+
+Everything here is untrusted the moment the lesson's first cell runs: the learner's code
+can rewrite this module, forge answers or exit. That is fine, because this process decides
+nothing. Its answers are data (``wire.py``) that the trusted side checks; its lifetime,
+time and resources are bounded from outside. pytest is never imported here.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import signal
+import socket
 import sys
 import traceback
 from typing import Any
@@ -24,11 +34,48 @@ from typing import Any
 from recsys_course.tooling.grading import wire
 
 HANDLE_LIMIT = 200_000
+MAX_ITEMS = 64  # items of an iterator sent in one answer
+
+
+class TrustedObject:
+    """A function or test double that lives on the trusted side: calls, attribute reads,
+    items and ``len`` are sent there, with plain data or handles as arguments."""
+
+    __slots__ = ("_channel", "_number")
+
+    def __init__(self, channel: Channel, number: int) -> None:
+        object.__setattr__(self, "_channel", channel)
+        object.__setattr__(self, "_number", number)
+
+    def _ask(self, action: str, **fields: Any) -> Any:
+        return object.__getattribute__(self, "_channel").callback(
+            object.__getattribute__(self, "_number"), action, fields)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._ask("call", args=list(args), kwargs=kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._ask("getattr", name=name)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._ask("getitem", key=key)
+
+    def __len__(self) -> int:
+        return self._ask("len")
+
+    def __iter__(self):
+        return iter(self._ask("list"))
+
+    def __repr__(self) -> str:
+        return "<object of the grader's tests>"
 
 
 class Channel:
     def __init__(self, incoming, outgoing) -> None:
         self.incoming, self.outgoing = incoming, outgoing
+        self.reader = wire.FrameReader()
         self.objects: dict[int, Any] = {}
         self.numbers: dict[int, int] = {}  # id(object) -> handle number, so identity survives
         self.notes: list[str] = []
@@ -44,19 +91,23 @@ class Channel:
             self.numbers[id(obj)] = number
         return {"$h": number}
 
+    def origin(self, tensor: Any) -> int | None:
+        """A tensor is sent as its value and kept here, so that the trusted side can name
+        the same tensor in a later request (``tape.gradient(loss, variable)``)."""
+        if len(self.objects) >= HANDLE_LIMIT // 2:
+            return None
+        return self.handle(tensor)["$h"]
+
     def resolve(self, number: int) -> Any:
         if number not in self.objects:
             raise wire.WireError(f"no object number {number} in this sandbox")
         return self.objects[number]
 
-    def stub(self, number: int):
-        def call_trusted(*args: Any, **kwargs: Any) -> Any:
-            return self.callback(number, args, kwargs)
-
-        return call_trusted
+    def trusted(self, number: int) -> TrustedObject:
+        return TrustedObject(self, number)
 
     def encode(self, value: Any) -> tuple[Any, list[bytes]]:
-        return wire.encode(value, self.handle)
+        return wire.encode(value, self.handle, self.origin)
 
     def decode(self, tree: Any, buffers: list[bytes], rngs: list | None = None) -> Any:
         import numpy as np
@@ -72,18 +123,20 @@ class Channel:
                 rngs.append(generator)
             return generator
 
-        return wire.decode(tree, buffers, handle=self.resolve, callback=self.stub, tensor=_tensor, rng=make_rng)
+        return wire.decode(tree, buffers, handle=self.resolve, callback=self.trusted, tensor=_tensor, rng=make_rng)
 
     # ------------------------------------------------------------------ messages
     def send(self, header: dict, buffers: list[bytes] | None = None) -> None:
         wire.write_message(self.outgoing, header, buffers)
 
+    def receive(self) -> tuple[dict, list[bytes]]:
+        return wire.read_message(self.incoming, self.reader)
+
     def reply(self, value: Any, rngs: list | None = None) -> None:
         tree, buffers = self.encode(value)
         states, more = self.encode([g.bit_generator.state for g in rngs or []])
         # Buffers of the generator states follow the value's: renumber them.
-        offset = len(buffers)
-        states = _shift(states, offset)
+        states = _shift(states, len(buffers))
         notes, self.notes = self.notes[:20], []
         self.send({"op": "result", "value": tree, "rngs": states, "notes": notes}, buffers + more)
 
@@ -98,16 +151,30 @@ class Channel:
         self.send({"op": "error", "type": kind.__name__ if builtin else "RemoteError",
                    "message": message[:2000], "detail": text[:2000]})
 
-    def callback(self, number: int, args: tuple, kwargs: dict) -> Any:
-        tree, buffers = self.encode({"args": list(args), "kwargs": kwargs})
-        self.send({"op": "callback", "id": number, "payload": tree}, buffers)
+    def callback(self, number: int, action: str, fields: dict) -> Any:
+        tree, buffers = self.encode(fields)
+        self.send({"op": "callback", "id": number, "action": action, "payload": tree}, buffers)
         while True:  # the grader's function may itself make requests before it answers
-            header, buffers = wire.read_message(self.incoming)
+            header, buffers = self.receive()
             if header.get("op") == "result":
                 return self.decode(header.get("value"), buffers)
             if header.get("op") == "error":
-                raise RuntimeError(f"the grader's function raised {header.get('type')}: {header.get('message')}")
+                raise _callback_error(header)
             handle_request(self, header, buffers)
+
+
+def _callback_error(header: dict) -> Exception:
+    """The grader's function raised: the same built-in exception type here, when there is one."""
+    import builtins
+
+    kind = getattr(builtins, str(header.get("type")), None)
+    message = str(header.get("message"))
+    if isinstance(kind, type) and issubclass(kind, Exception):
+        try:
+            return kind(message)
+        except Exception:
+            pass
+    return RuntimeError(f"the grader's function raised {header.get('type')}: {message}")
 
 
 def _shift(tree: Any, offset: int) -> Any:
@@ -119,7 +186,7 @@ def _shift(tree: Any, offset: int) -> Any:
     return tree
 
 
-def _tensor(array: Any) -> Any:
+def _tensor(array: Any, number: int | None = None) -> Any:
     import tensorflow as tf
 
     return tf.constant(array)
@@ -128,7 +195,7 @@ def _tensor(array: Any) -> Any:
 def serve(channel: Channel) -> None:
     while True:
         try:
-            header, buffers = wire.read_message(channel.incoming)
+            header, buffers = channel.receive()
         except EOFError:
             return
         handle_request(channel, header, buffers)
@@ -144,12 +211,13 @@ def handle_request(channel: Channel, header: dict, buffers: list[bytes]) -> None
     try:
         with contained(None, "the graded code"):
             if op == "load":
-                def progress(label: str) -> None:
-                    channel.send({"op": "cell", "label": label})
+                def progress(index: int, label: str) -> None:
+                    channel.send({"op": "cell", "index": index})
 
+                skip = {int(k): str(v) for k, v in (header.get("skip") or {}).items()}
                 try:
-                    module = load_lesson(header["path"], header["module"], header.get("cell_timeout"), on_cell=progress,
-                                         skip=header.get("skip") or {}, interrupts_are_errors=True)
+                    module = load_lesson(header["path"], header["module"], header.get("cell_timeout"),
+                                         on_cell=progress, skip=skip, interrupts_are_errors=True, cpu_clock=True)
                 except LessonLoadError as error:
                     channel.send({"op": "error", "type": "LessonLoadError", "message": str(error)[:2000]})
                     return
@@ -180,7 +248,16 @@ def handle_request(channel: Channel, header: dict, buffers: list[bytes]) -> None
             elif op == "len":
                 value = len(target)
             elif op == "iter":
-                value = list(target)[:1_000_000]
+                value = iter(target)  # an iterator is never data: the answer is its handle
+            elif op == "next":
+                value = _next_items(target, header.get("count"))
+            elif op == "enter":  # looked up on the type, as the `with` statement does
+                value = type(target).__enter__(target)
+            elif op == "exit":
+                error = payload.get("error") if isinstance(payload, dict) else None
+                raised = RuntimeError(": ".join(map(str, error))) if error else None
+                type(target).__exit__(target, type(raised) if raised else None, raised, None)
+                value = None  # whatever __exit__ returns, the grader's exception is never suppressed
             elif op == "define":
                 value = _define(header, payload, channel)
             else:
@@ -193,6 +270,18 @@ def handle_request(channel: Channel, header: dict, buffers: list[bytes]) -> None
             channel.send({"op": "error", "type": "RemoteError", "message": "the graded code failed"})
 
 
+def _next_items(iterator: Any, count: Any) -> dict:
+    """Up to ``count`` items of ``iterator`` and whether it is exhausted."""
+    count = count if type(count) is int and 0 < count <= MAX_ITEMS else 1
+    items = []
+    for _ in range(count):
+        try:
+            items.append(next(iterator))
+        except StopIteration:
+            return {"items": items, "done": True}
+    return {"items": items, "done": False}
+
+
 def _define(header: dict, payload: dict, channel: Channel) -> Any:
     """Run a test helper's source here and return the function it defines (as a handle).
 
@@ -200,8 +289,6 @@ def _define(header: dict, payload: dict, channel: Channel) -> Any:
     framework objects the learner's code needs, such as a Keras model subclass defined in a
     test file.
     """
-    import importlib
-
     namespace: dict[str, Any] = {"__name__": "grader_helpers", "lesson": channel.objects[0]}
     for alias, module in payload.get("modules", {}).items():
         namespace[alias] = importlib.import_module(module)
@@ -238,25 +325,92 @@ def _audit(allowed: tuple[str, ...], channel: Channel):
     return hook
 
 
-def main() -> None:
-    # The protocol keeps the original stdout; whatever graded code prints goes to stderr.
-    outgoing = os.fdopen(os.dup(1), "wb", buffering=0)
-    incoming = os.fdopen(os.dup(0), "rb", buffering=0)
-    os.dup2(2, 1)
+# --------------------------------------------------------------------------- processes
+
+
+def work(fd: int) -> None:
+    """A forked worker: serve requests on socket ``fd`` until it closes."""
+    import gc
+
+    gc.enable()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # subprocess must be able to wait
     devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    sys.stdout = sys.stderr
-    channel = Channel(incoming, outgoing)
+    os.dup2(devnull, 0)  # the zygote's control socket is not the worker's to use
+    sock = socket.socket(fileno=fd)
+    channel = Channel(sock.makefile("rb", buffering=0), sock.makefile("wb", buffering=0))
     allowed = tuple(p for p in os.environ.get("COURSE_SANDBOX_VISIBLE", "").split(":") if p)
     if allowed:
         sys.addaudithook(_audit(allowed, channel))
-    # Libraries every lesson imports, loaded before any deadline runs, so that a slow
-    # import on a busy machine is not charged to the learner's first cell.
-    import numpy  # noqa: F401
-    import pandas  # noqa: F401
+    from recsys_course.tooling.grading.loader import DEFERRED, defer_import
 
-    channel.send({"op": "ready", "pid": os.getpid()})
+    for name in DEFERRED:
+        defer_import(name)
     serve(channel)
+
+
+def preload(names: list[str]) -> None:
+    """Import what the lessons will import, before any graded code exists."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:  # a lesson that needs it will report the error itself
+            pass
+
+
+def zygote() -> None:
+    import gc
+
+    control = socket.socket(fileno=os.dup(0))
+    gc.disable()
+    preload([n for n in os.environ.get("COURSE_SANDBOX_PRELOAD", "").split(",") if n])
+    # Everything imported so far is never collected: a worker's garbage collector then does
+    # not walk (and so copy, page by page) the zygote's objects it shares copy-on-write.
+    gc.freeze()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # finished workers are reaped by the kernel
+    reader = wire.FrameReader(max_message=1 << 20, max_buffers=0)
+    control.sendall(wire.frame({"op": "ready", "pid": os.getpid(),
+                                "threads": len(os.listdir("/proc/self/task"))}))
+    pending: list[int] = []
+    while True:
+        data, fds, _, _ = socket.recv_fds(control, 65536, 4)
+        pending += fds
+        if not data:
+            return
+        reader.feed(data)
+        while (message := reader.next()) is not None:
+            op = message[0].get("op")
+            if op == "fork" and pending:
+                fd = pending.pop(0)
+                _end_others()
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        control.close()
+                        for other in pending:
+                            os.close(other)
+                        work(fd)
+                    finally:
+                        os._exit(0)
+                os.close(fd)
+                control.sendall(wire.frame({"op": "forked", "pid": pid}))
+            elif op == "reset":
+                _end_others()
+                control.sendall(wire.frame({"op": "reset"}))
+            else:
+                return
+
+
+def _end_others() -> None:
+    """SIGKILL to every process of the sandbox but this one (and its init, which the
+    kernel spares): the previous worker and anything it started."""
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def main() -> None:
+    zygote()
 
 
 if __name__ == "__main__":
