@@ -13,8 +13,10 @@ softmax: the other candidates of a batch are each query's negatives). Options:
 * ``temperature``: logits divided by it before the softmax.
 
 :func:`build_two_tower` builds the id-only version (one :func:`~recsys_course.models.towers.id_tower`
-per side) and :func:`train_two_tower` trains it on a ratings frame and returns a
-:class:`TwoTower` with the towers and every movie's vector. :class:`AccidentalHitsRetrieval`
+per side) and :func:`train_two_tower` trains it on a ratings frame for a fixed number of
+epochs and returns a :class:`TwoTower` with the towers and every movie's vector.
+:func:`train_retrieval` trains it with lesson 02's recipe (:data:`RETRIEVAL_RECIPE`, the
+epoch chosen on validation): the retrieval model of every later lesson. :class:`AccidentalHitsRetrieval`
 gives accidental-hit removal to a model whose ``compute_loss`` does not pass ids (lesson
 02's ``RetrievalModel``, whose ``compute_loss`` the learner writes;
 ``tests/dev/test_models_match_lessons.py`` proves that model and this one give the same loss).
@@ -57,6 +59,8 @@ class TwoTowerModel(tfrs.Model):
         remove_accidental_hits: mask in-batch negatives that are the row's own candidate,
             matched on ``features[candidate_id_feature]``.
         temperature: divide the logits by it (``None``: 1).
+        num_hard_negatives: keep only this many highest-scoring negatives per row
+            (``None``: every negative of the batch).
         metrics: TFRS factorized metrics (e.g. ``tfrs.metrics.FactorizedTopK``), computed
             by ``evaluate`` and never while training.
 
@@ -76,6 +80,7 @@ class TwoTowerModel(tfrs.Model):
         remove_accidental_hits: bool = False,
         candidate_id_feature: str = "movie_id",
         temperature: float | None = None,
+        num_hard_negatives: int | None = None,
         metrics=None,
     ) -> None:
         super().__init__()
@@ -88,7 +93,8 @@ class TwoTowerModel(tfrs.Model):
         self.correction = bool(correction)
         self.remove_accidental_hits = bool(remove_accidental_hits)
         self.candidate_id_feature = candidate_id_feature
-        self.task = tfrs.tasks.Retrieval(metrics=metrics, temperature=temperature)
+        self.task = tfrs.tasks.Retrieval(metrics=metrics, temperature=temperature,
+                                         num_hard_negatives=num_hard_negatives)
 
     def query_embeddings(self, features: dict) -> tf.Tensor:
         """``float32 [batch, dim]``: the query tower on its feature (or on all of them)."""
@@ -128,7 +134,7 @@ class TwoTowerModel(tfrs.Model):
 def build_two_tower(
     user_vocabulary, movie_ids, embedding_dim: int = 32, learning_rate: float = 0.1, *,
     correction: bool = False, remove_accidental_hits: bool = False, temperature: float | None = None,
-    model_class: type[TwoTowerModel] | None = None,
+    num_hard_negatives: int | None = None, metrics=None, model_class: type[TwoTowerModel] | None = None,
 ) -> TwoTowerModel:
     """A compiled, untrained id-only :class:`TwoTowerModel` (Adagrad with ``learning_rate``).
 
@@ -136,13 +142,18 @@ def build_two_tower(
     ``candidate_model`` ``id_tower(movie_ids)`` reading ``movie_id``. Build it inside
     ``strategy.scope()`` to get distributed variables (lesson 09 does). ``model_class`` may
     be a subclass of :class:`TwoTowerModel` (same constructor) with another ``compute_loss``.
+    ``metrics`` is passed to the task, or called with the movie tower first when it is a
+    function (a ``FactorizedTopK`` over the catalogue needs the tower it ranks with).
     """
     user_model = id_tower(np.asarray(user_vocabulary).astype(str), embedding_dim, "user_model")
     movie_model = id_tower(np.asarray(movie_ids).astype(str), embedding_dim, "movie_model")
-    model = (model_class or TwoTowerModel)(
-        user_model, movie_model, correction=correction,
-        remove_accidental_hits=remove_accidental_hits, temperature=temperature,
-    )
+    options = dict(correction=correction, remove_accidental_hits=remove_accidental_hits,
+                   temperature=temperature)
+    if num_hard_negatives is not None:
+        options["num_hard_negatives"] = num_hard_negatives
+    if metrics is not None:
+        options["metrics"] = metrics(movie_model) if callable(metrics) else metrics
+    model = (model_class or TwoTowerModel)(user_model, movie_model, **options)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=learning_rate))
     return model
 
@@ -163,7 +174,9 @@ class TwoTower:
         history: Keras ``History.history`` (one value per epoch per key) plus
             ``"loss_per_example"``: the epoch's mean in-batch softmax loss per training pair.
             Follow that key: TFRS reports as ``"loss"`` only the summed loss of each epoch's
-            last batch.
+            last batch. From :func:`train_retrieval`: ``"epoch"``, ``"validation_loss"`` (per
+            pair) and ``"validation_top_100"`` (factorized top-100 accuracy), one per epoch.
+        best_epoch: the epoch whose weights the model holds (:func:`train_retrieval`).
     """
 
     model: TwoTowerModel
@@ -172,6 +185,7 @@ class TwoTower:
     movie_ids: np.ndarray
     movie_embeddings: np.ndarray
     history: dict
+    best_epoch: int | None = None  #: the epoch kept (``train_retrieval``: chosen on validation)
 
     @property
     def dim(self) -> int:
@@ -257,6 +271,93 @@ def train_two_tower(
         movie_ids=movie_ids,
         movie_embeddings=np.asarray(embeddings, dtype=np.float32),
         history=history,
+    )
+
+
+#: Lesson 02's retrieval recipe, the one every later lesson trains its retrieval model with
+#: (:func:`train_retrieval`): id-only towers of 32 numbers, Adagrad, in-batch softmax, the
+#: epoch chosen on a validation split (factorized top-100, as lesson 02's curves show it) and
+#: training stopped after ``patience`` epochs without improvement. Batch size and learning
+#: rate were chosen offline on validation (``RECIPE_SEARCH`` below).
+RETRIEVAL_RECIPE = {"embedding_dim": 32, "batch_size": 1024, "learning_rate": 0.1,
+                    "max_epochs": 10, "patience": 2}
+#: Where the recipe's batch size and learning rate come from: validation masked recall@10 of
+#: the id-only towers, per (batch size, Adagrad learning rate), each at its best epoch.
+RECIPE_SEARCH = "tooling/benchmarks/lesson_02_recipe.json"
+
+
+def train_retrieval(
+    train: pd.DataFrame,
+    movies: pd.DataFrame,
+    *,
+    validation: pd.DataFrame | None = None,
+    validation_fraction: float = 0.1,
+    seed: int = 42,
+    correction: bool = True,
+    remove_accidental_hits: bool = False,
+    temperature: float | None = None,
+    num_hard_negatives: int | None = None,
+    **recipe,
+) -> TwoTower:
+    """Train an id-only two-tower model with lesson 02's recipe (:data:`RETRIEVAL_RECIPE`).
+
+    The model learns from ``train`` minus a seeded ``validation_fraction`` of its rows (the
+    *fit* rows), or from all of ``train`` when a ``validation`` frame is given; after every
+    epoch it is measured on the validation rows, and it ends with the weights of the epoch
+    with the best validation factorized top-100 accuracy. ``correction`` is lesson 03's logQ
+    correction (on by default: lesson 03 shows it is the better tower at the same recipe);
+    the other options change how in-batch negatives count (:class:`TwoTowerModel`);
+    ``recipe`` overrides entries of :data:`RETRIEVAL_RECIPE`. Seeded: the same call gives the
+    same towers (op determinism is on after ``recsys_course.seed_everything``).
+
+    Returns:
+        A :class:`TwoTower` over every movie of ``movies`` (sorted ids) whose ``history``
+        holds the validation curves and ``best_epoch`` the epoch kept.
+    """
+    from recsys_course import evaluation as ev
+    from recsys_course.models.training import train_with_curves
+
+    unknown = set(recipe) - set(RETRIEVAL_RECIPE)
+    if unknown:
+        raise ValueError(f"unknown recipe entries {sorted(unknown)}; the recipe has {sorted(RETRIEVAL_RECIPE)}")
+    settings = {**RETRIEVAL_RECIPE, **recipe}
+    _require(train, ("user_id", "movie_id"), "train")
+    _require(movies, ("movie_id",), "movies")
+    if validation is None:
+        fit, validation = ev.random_split(train, validation_fraction, seed=seed)
+    else:
+        fit = train
+        _require(validation, ("user_id", "movie_id"), "validation")
+    if fit.empty or validation.empty:
+        raise ValueError(f"train_retrieval needs fit and validation rows; got {len(fit)} and {len(validation)}")
+    tf.keras.utils.set_random_seed(seed)
+    user_vocabulary = np.unique(fit["user_id"].astype(str).to_numpy()).astype(str)
+    movie_ids = np.unique(movies["movie_id"].astype(str).to_numpy()).astype(str)
+    catalogue = tf.data.Dataset.from_tensor_slices(movie_ids).batch(4096)
+
+    def factorized_top_k(movie_model: tf.keras.Model):
+        return tfrs.metrics.FactorizedTopK(candidates=catalogue.map(movie_model), ks=(100,))
+
+    model = build_two_tower(
+        user_vocabulary, movie_ids, settings["embedding_dim"], settings["learning_rate"],
+        correction=correction, remove_accidental_hits=remove_accidental_hits, temperature=temperature,
+        num_hard_negatives=num_hard_negatives, metrics=factorized_top_k,
+    )
+    probability = candidate_probability(fit) if correction else None
+    batches = (tf.data.Dataset.from_tensor_slices(pair_features(fit, probability=probability))
+               .shuffle(len(fit), seed=seed, reshuffle_each_iteration=True).batch(settings["batch_size"]))
+    run = train_with_curves(
+        model, batches, {"validation": pair_features(validation, probability=probability)},
+        epochs=settings["max_epochs"], ks=(100,), patience=settings["patience"],
+    )
+    embeddings = model.candidate_model.predict(tf.constant(movie_ids), batch_size=8192, verbose=0)
+    curve = run.curves[run.curves["split"] == "validation"]
+    return TwoTower(
+        model=model, user_model=model.query_model, movie_model=model.candidate_model,
+        movie_ids=movie_ids, movie_embeddings=np.asarray(embeddings, dtype=np.float32),
+        history={"epoch": curve["epoch"].tolist(), "validation_loss": curve["loss"].tolist(),
+                 "validation_top_100": curve["top_100"].tolist()},
+        best_epoch=run.best_epoch,
     )
 
 
