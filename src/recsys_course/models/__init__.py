@@ -15,6 +15,7 @@ module         what it holds
 ``training``   the training loop that reports loss per example (``LossPerExample``,
                ``fit_with_loss_per_example``), ``loss_per_example``, ``train_with_curves``
 ``ranking``    the id-based ranker: ``Ranker``, ``build_ranker``, ``train_ranker``
+``recorded``   searches run offline on validation, which lessons state: ``recorded_search``
 ``history``    the two-tower model whose query is a bag of the user's movies, trained per
                user with a full softmax: ``HistoryRetrievalModel``, ``train_history_model``
 =============  ==========================================================================
@@ -35,10 +36,10 @@ from recsys_course.models.history import (
     history_config_label,
     train_history_model,
 )
+from recsys_course.models.recorded import recorded_search
 from recsys_course.models.ranking import Ranker, build_ranker, train_ranker
 from recsys_course.models.retrieval import (
     RETRIEVAL_RECIPE,
-    AccidentalHitsRetrieval,
     TwoTower,
     TwoTowerModel,
     accidental_hits_mask,
@@ -56,12 +57,13 @@ from recsys_course.models.training import (
 )
 
 __all__ = [
-    "PROBABILITY", "RETRIEVAL_RECIPE", "AccidentalHitsRetrieval", "CandidateTower", "HISTORY_GRID",
+    "PROBABILITY", "RETRIEVAL_RECIPE", "CandidateTower", "HISTORY_GRID",
     "ConcatenatedTowers",
     "concatenate_towers", "HistoryQueryTower",
     "HistoryRetrievalModel", "HistoryRun", "build_history_model", "history_candidate_tower", "history_config_label",
     "train_history_model", "LossPerExample", "QueryTower",
     "Ranker", "TrainingRun", "TwoTower", "TwoTowerModel", "accidental_hits_mask", "build_ranker",
     "build_two_tower", "candidate_probability", "fit_with_loss_per_example", "id_tower",
-    "loss_per_example", "title_tower", "train_ranker", "train_retrieval", "train_two_tower", "train_with_curves",
+    "loss_per_example", "recorded_search", "title_tower", "train_ranker", "train_retrieval", "train_two_tower",
+    "train_with_curves",
 ]

@@ -16,10 +16,10 @@ softmax: the other candidates of a batch are each query's negatives). Options:
 per side) and :func:`train_two_tower` trains it on a ratings frame for a fixed number of
 epochs and returns a :class:`TwoTower` with the towers and every movie's vector.
 :func:`train_retrieval` trains it with lesson 02's recipe (:data:`RETRIEVAL_RECIPE`, the
-epoch chosen on validation): the retrieval model of every later lesson. :class:`AccidentalHitsRetrieval`
-gives accidental-hit removal to a model whose ``compute_loss`` does not pass ids (lesson
-02's ``RetrievalModel``, whose ``compute_loss`` the learner writes;
-``tests/dev/test_models_match_lessons.py`` proves that model and this one give the same loss).
+epoch chosen on validation): the retrieval model of every later lesson.
+``tests/dev/test_models_match_lessons.py`` proves that the lessons' exercises (lesson 02's
+``RetrievalModel``, lesson 03's hand-written logQ-corrected softmax) and this model give
+the same loss.
 """
 
 from __future__ import annotations
@@ -281,9 +281,9 @@ def train_two_tower(
 #: rate were chosen offline on validation (``RECIPE_SEARCH`` below).
 RETRIEVAL_RECIPE = {"embedding_dim": 32, "batch_size": 1024, "learning_rate": 0.1,
                     "max_epochs": 10, "patience": 2}
-#: Where the recipe's batch size and learning rate come from: validation masked recall@10 of
+#: The recorded search behind the batch size and learning rate: validation masked recall@10 of
 #: the id-only towers, per (batch size, Adagrad learning rate), each at its best epoch.
-RECIPE_SEARCH = "tooling/benchmarks/lesson_02_recipe.json"
+RECIPE_SEARCH = "retrieval_recipe"  # recsys_course.models.recorded.recorded_search(RECIPE_SEARCH)
 
 
 def train_retrieval(
@@ -359,57 +359,3 @@ def train_retrieval(
                  "validation_top_100": curve["top_100"].tolist()},
         best_epoch=run.best_epoch,
     )
-
-
-class _Slot:
-    """Holds the current batch's candidate ids between the candidate tower and the task
-    (a plain object, so Keras does not try to track the tensor as a weight)."""
-
-    ids: tf.Tensor | None = None
-
-
-class _IdRecordingTower(tf.keras.Model):
-    def __init__(self, tower: tf.keras.Model, slot: _Slot, key: str):
-        super().__init__()
-        self.tower, self._slot, self._key = tower, slot, key
-
-    def call(self, features: dict) -> tf.Tensor:
-        self._slot.ids = features[self._key]
-        return self.tower(features)
-
-
-class AccidentalHitsRetrieval(tfrs.tasks.Retrieval):
-    """``tfrs.tasks.Retrieval(remove_accidental_hits=True)`` for a model whose
-    ``compute_loss`` does not pass ``candidate_ids``.
-
-    Wrap the candidate tower with :meth:`recording` and give the model the wrapped tower:
-    each time it embeds a training batch it records the batch's ``movie_id`` column, and
-    the task hands it to TFRS, which then drops the logits of in-batch negatives that are
-    the query's own movie. During evaluation (``compute_metrics=True``) the ids are not
-    passed and no hit is removed: TFRS's factorized top-K metric would otherwise switch to
-    id-based matching, which needs an index with ids. Other arguments as ``Retrieval``.
-    """
-
-    def __init__(self, **kwargs):
-        super().__init__(remove_accidental_hits=True, **kwargs)
-        self._slot = _Slot()
-
-    def recording(self, candidate_model: tf.keras.Model, key: str = "movie_id") -> tf.keras.Model:
-        """``candidate_model``, recording ``features[key]`` for the task at every call."""
-        return _IdRecordingTower(candidate_model, self._slot, key)
-
-    def call(self, query_embeddings, candidate_embeddings, *args, compute_metrics: bool = True, **kwargs):
-        kwargs.pop("training", None)  # Keras adds it; Retrieval.call does not take it
-        if compute_metrics:
-            self._remove_accidental_hits = False
-            try:
-                return super().call(query_embeddings, candidate_embeddings, *args,
-                                    compute_metrics=compute_metrics, **kwargs)
-            finally:
-                self._remove_accidental_hits = True
-        if self._slot.ids is None:
-            raise ValueError("AccidentalHitsRetrieval needs the candidate tower wrapped with "
-                             "task.recording(tower) so that it sees the batch's candidate ids")
-        kwargs["candidate_ids"] = self._slot.ids
-        return super().call(query_embeddings, candidate_embeddings, *args,
-                            compute_metrics=compute_metrics, **kwargs)
