@@ -13,7 +13,8 @@ A model is evaluated in three steps, each a function here:
    so the order never depends on NumPy's build, the CPU or ``argpartition``.
 3. **Measure** the ranked lists against a relevance matrix (``relevant[u, i] > 0`` when
    item ``i`` is a held-out item of user ``u``; graded values for graded NDCG):
-   :func:`recall_at_k` (per user: :func:`recall_by_user`), :func:`pair_recall_at_k`, :func:`precision_at_k`, :func:`ndcg_at_k`, :func:`hit_rate_at_k`,
+   :func:`recall_at_k` (per user: :func:`recall_by_user`), :func:`pair_recall_at_k`,
+   :func:`precision_at_k`, :func:`ndcg_at_k`, :func:`hit_rate_at_k`,
    :func:`mrr_at_k`, :func:`precision_by_user` (precision@k of each user), :func:`coverage_at_k`, :func:`novelty_at_k`,
    :func:`intra_list_diversity_at_k`; :func:`evaluate` computes the usual set at once.
 
