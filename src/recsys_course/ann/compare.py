@@ -284,7 +284,7 @@ def compare_libraries(
     """Every family on the same items, queries and ground truth, in one run.
 
     ``lesson`` provides ``exact_top_k``, ``augment_for_mips``, ``build_annoy_index``,
-    ``mips_search`` and ``recall_at_k`` (the reference solutions or a learner's).
+    ``mips_search`` and ``recall_against_exact`` (the reference solutions or a learner's).
 
     Returns:
         ``(table, truth, skipped)``: one row per (library, setting) with columns
@@ -304,7 +304,7 @@ def compare_libraries(
     log("Annoy")
     with one_thread():  # Annoy's queries are single-threaded anyway; its build too (n_jobs=1)
         parts.append(annoy_rows(augmented, queries, truth, build_index=lesson.build_annoy_index,
-                                search=lesson.mips_search, recall_at_k=lesson.recall_at_k, k=k,
+                                search=lesson.mips_search, recall_at_k=lesson.recall_against_exact, k=k,
                                 n_trees_grid=annoy_trees, search_k_grid=annoy_search_k, repeats=repeats,
                                 seed=seed))
     del augmented
