@@ -442,7 +442,7 @@ training = pd.DataFrame({
     }
     for label, run in runs.items()
 }).T
-display(training.round(4))
+display(training.astype({"per-replica batch": int}).round(4))
 
 # %%
 one, local, gathered = (training.loc[label] for label in runs)

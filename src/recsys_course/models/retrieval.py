@@ -24,7 +24,11 @@ the same loss.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -186,6 +190,7 @@ class TwoTower:
     movie_embeddings: np.ndarray
     history: dict
     best_epoch: int | None = None  #: the epoch kept (``train_retrieval``: chosen on validation)
+    from_cache: bool = False  #: ``train_retrieval`` loaded these weights instead of training
 
     @property
     def dim(self) -> int:
@@ -297,6 +302,7 @@ def train_retrieval(
     remove_accidental_hits: bool = False,
     temperature: float | None = None,
     num_hard_negatives: int | None = None,
+    cache: bool = True,
     **recipe,
 ) -> TwoTower:
     """Train an id-only two-tower model with lesson 02's recipe (:data:`RETRIEVAL_RECIPE`).
@@ -309,6 +315,13 @@ def train_retrieval(
     the other options change how in-batch negatives count (:class:`TwoTowerModel`);
     ``recipe`` overrides entries of :data:`RETRIEVAL_RECIPE`. Seeded: the same call gives the
     same towers (op determinism is on after ``recsys_course.seed_everything``).
+
+    Trained once, reused: with ``cache`` the towers' weights, curves and chosen epoch are kept
+    in the course's cache folder (``$COURSE_CACHE_DIR`` or ``~/.cache/recsys-course``, under
+    ``retrieval/``), keyed by the training and validation pairs, the catalogue, every option,
+    the seed, the TensorFlow and TFRS versions and the source of the modules that train it, so
+    the next call with the same inputs (another lesson on the same data) loads them instead
+    of training again (``from_cache`` is then True). Delete the folder to retrain.
 
     Returns:
         A :class:`TwoTower` over every movie of ``movies`` (sorted ids) whose ``history``
@@ -334,6 +347,11 @@ def train_retrieval(
     user_vocabulary = np.unique(fit["user_id"].astype(str).to_numpy()).astype(str)
     movie_ids = np.unique(movies["movie_id"].astype(str).to_numpy()).astype(str)
     catalogue = tf.data.Dataset.from_tensor_slices(movie_ids).batch(4096)
+    options = dict(correction=correction, remove_accidental_hits=remove_accidental_hits, temperature=temperature,
+                   num_hard_negatives=num_hard_negatives)
+    key = _cache_key(fit, validation, movie_ids, {**settings, **options, "seed": seed})
+    if cache and (cached := _load_cached(key, user_vocabulary, movie_ids, settings, options)) is not None:
+        return cached
 
     def factorized_top_k(movie_model: tf.keras.Model):
         return tfrs.metrics.FactorizedTopK(candidates=catalogue.map(movie_model), ks=(100,))
@@ -352,10 +370,76 @@ def train_retrieval(
     )
     embeddings = model.candidate_model.predict(tf.constant(movie_ids), batch_size=8192, verbose=0)
     curve = run.curves[run.curves["split"] == "validation"]
-    return TwoTower(
+    trained = TwoTower(
         model=model, user_model=model.query_model, movie_model=model.candidate_model,
         movie_ids=movie_ids, movie_embeddings=np.asarray(embeddings, dtype=np.float32),
         history={"epoch": curve["epoch"].tolist(), "validation_loss": curve["loss"].tolist(),
                  "validation_top_100": curve["top_100"].tolist()},
         best_epoch=run.best_epoch,
     )
+    if cache:
+        _store(key, trained)
+    return trained
+
+
+def _cache_folder() -> Path:
+    from recsys_course.data.sources import cache_dir
+
+    return cache_dir() / "retrieval"
+
+
+def _cache_key(fit: pd.DataFrame, validation: pd.DataFrame, movie_ids: np.ndarray, settings: dict) -> str:
+    """A digest of everything :func:`train_retrieval`'s result depends on."""
+    from recsys_course.models import features, towers, training
+
+    digest = hashlib.sha256()
+    for frame in (fit, validation):
+        pairs = frame[["user_id", "movie_id"]].astype(str)
+        digest.update(pd.util.hash_pandas_object(pairs, index=False).to_numpy().tobytes())
+    digest.update("\n".join(movie_ids).encode())
+    digest.update(json.dumps({**settings, "tensorflow": tf.__version__, "tfrs": tfrs.__version__},
+                             sort_keys=True, default=str).encode())
+    for module in (__file__, towers.__file__, training.__file__, features.__file__):
+        digest.update(Path(module).read_bytes())
+    return digest.hexdigest()[:32]
+
+
+def _store(key: str, trained: TwoTower) -> None:
+    """Write the towers' weights and the curves, each file renamed into place when complete."""
+    folder = _cache_folder()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        weights = {f"query_{i}": w for i, w in enumerate(trained.user_model.get_weights())}
+        weights.update({f"candidate_{i}": w for i, w in enumerate(trained.movie_model.get_weights())})
+        partial = folder / f"{key}.{os.getpid()}.partial.npz"
+        np.savez(partial, **weights)
+        os.replace(partial, folder / f"{key}.npz")
+        meta = folder / f"{key}.{os.getpid()}.partial.json"
+        meta.write_text(json.dumps({"history": trained.history, "best_epoch": trained.best_epoch}))
+        os.replace(meta, folder / f"{key}.json")
+    except OSError:  # a read-only or full disk: the model is still returned, only not kept
+        pass
+
+
+def _load_cached(key: str, user_vocabulary, movie_ids, settings: dict, options: dict) -> TwoTower | None:
+    folder = _cache_folder()
+    weights_file, meta_file = folder / f"{key}.npz", folder / f"{key}.json"
+    if not (weights_file.is_file() and meta_file.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_file.read_text())
+        with np.load(weights_file) as stored:
+            query = [stored[f"query_{i}"] for i in range(sum(k.startswith("query_") for k in stored.files))]
+            candidate = [stored[f"candidate_{i}"] for i in range(sum(k.startswith("candidate_") for k in stored.files))]
+    except (OSError, ValueError, KeyError):
+        return None  # a damaged entry: train again
+    model = build_two_tower(user_vocabulary, movie_ids, settings["embedding_dim"], settings["learning_rate"],
+                            **options)
+    model.query_model(tf.constant(user_vocabulary[:1]))  # create the weights
+    model.candidate_model(tf.constant(movie_ids[:1]))
+    model.query_model.set_weights(query)
+    model.candidate_model.set_weights(candidate)
+    embeddings = model.candidate_model.predict(tf.constant(movie_ids), batch_size=8192, verbose=0)
+    return TwoTower(model=model, user_model=model.query_model, movie_model=model.candidate_model,
+                    movie_ids=movie_ids, movie_embeddings=np.asarray(embeddings, dtype=np.float32),
+                    history=meta["history"], best_epoch=meta["best_epoch"], from_cache=True)

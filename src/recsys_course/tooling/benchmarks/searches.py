@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -185,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("search", choices=sorted(SEARCHES))
     parser.add_argument("--data", required=True, help="the dataset (COURSE_DATA syntax), e.g. PATH/ml-100k")
+    parser.add_argument("--name", default=None,
+                        help="the dataset's name as pages show it, e.g. 'MovieLens 100K (GroupLens)' (default: its "
+                             "description without the folder)")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: models/recorded/)")
     parser.add_argument("--only", nargs="*", default=None, metavar="CORRECTION:BATCH:RATE",
                         help="retrieval_recipe: run these settings only (e.g. 1:2048:0.05) and merge their rows "
@@ -201,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.search != "retrieval_recipe":
             parser.error("--only applies to retrieval_recipe")
         options["grid"] = [(c == "1", int(b), float(lr)) for c, b, lr in (item.split(":") for item in args.only)]
-    result = {"search": args.search, "dataset": data.summary(), **SEARCHES[args.search](data, **options),
-              "produced_by": f"python -m recsys_course.tooling.benchmarks.searches {args.search} --data PATH",
+    name = args.name or re.sub(r" from \S+", "", data.description)  # a page never shows a machine's path
+    result = {"search": args.search, "dataset": name, **SEARCHES[args.search](data, **options),
+              "produced_by": f"python -m recsys_course.tooling.benchmarks.searches {args.search} --data PATH "
+                             f"--name {name!r}",
               "search_seconds": round(time.perf_counter() - started)}
     if args.only and out.is_file():  # merge: the new rows replace the same settings
         recorded = json.loads(out.read_text(encoding="utf-8"))
