@@ -162,19 +162,28 @@ def ranking_recipe(data) -> dict:
     runs += [(f"improved, {'with' if n else 'no'} cross layer", l2,
               lambda l2=l2, n=n: lesson.CrossScorer(vocab, l2=l2, n_cross=n))
              for n in (1, 0) for l2 in lesson.L2_GRID]
+    truth = valid["user_rating"].to_numpy(float)
     rows = []
     for name, l2, scorer in runs:
         started = time.perf_counter()
-        _, curves = lesson.train_rating_model(scorer(), fit_features, valid_features, lesson.IMPROVED_RECIPE)
+        model, curves = lesson.train_rating_model(scorer(), fit_features, valid_features, lesson.IMPROVED_RECIPE)
         best = int(curves["valid_rmse"].idxmin())
+        # One-standard-error rule, as for lesson 03's epochs: the fewest epochs whose validation
+        # RMSE is within one standard error of the best (the model holds the best epoch's
+        # weights; RMSE's standard error from the squared errors' by the delta method).
+        squared = (lesson.predict_ratings(model, valid_features) - truth) ** 2
+        se = ev.standard_error(squared) / (2 * float(np.sqrt(squared.mean())))
+        within = curves.index[curves["valid_rmse"] <= curves["valid_rmse"][best] + se]
         rows.append({"model": name, "L2": l2, "validation_rmse": round(float(curves["valid_rmse"][best]), 4),
-                     "best_epoch": best + 1, "epochs_run": len(curves),
+                     "epochs": int(within.min()) + 1, "best_epoch": best + 1, "standard_error": round(se, 4),
+                     "curve": [round(float(v), 4) for v in curves["valid_rmse"]], "epochs_run": len(curves),
                      "seconds": round(time.perf_counter() - started, 1)})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return {
         "what": "L2 strength and epochs of lesson 04's rating models trained with the Adam recipe",
         "protocol": PROTOCOL,
-        "metric": "lowest validation RMSE (early stopping after 2 epochs without improvement, at most 20 epochs)",
+        "metric": "lowest validation RMSE (early stopping after 2 epochs without improvement, at most 20 epochs); "
+                  "epochs = the fewest whose validation RMSE is within one standard error of the best",
         "rows": rows,
     }
 
