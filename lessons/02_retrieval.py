@@ -21,23 +21,23 @@
 #   `Embedding` for ids, `Normalization` and `Discretization` for timestamps,
 #   `TextVectorization` and pooling for titles;
 # - build query and candidate towers and train them with TFRS's `Retrieval` task, and say
-#   what its in-batch softmax does to popular movies and how to correct it;
+#   what its in-batch softmax computes;
 # - read factorized top-K accuracy correctly, choose the number of epochs on a validation
 #   split, and recognise overfitting in the curves;
-# - count the negatives a batch really holds, and serve recommendations from a brute-force
-#   index with the movies a user has already rated excluded;
-# - measure recall@k with seen movies masked, over the full catalogue, and compare the towers
-#   with strong simple baselines (item-kNN and EASE, which you implement) on a random and a
-#   temporal split;
-# - make the query a function of the user's history, so that a new rating changes the
-#   recommendations without retraining, and train it with a full softmax over the catalogue.
+# - measure what side features (time, demographics, titles, genres) add, above all for
+#   movies with few ratings;
+# - serve recommendations from a brute-force index with the movies a user has already rated
+#   excluded, and measure recall@k with those movies masked, over the full catalogue.
+#
+# Lesson 03 takes the towers of this lesson and asks how good they are: against strong
+# simple baselines, with corrected negatives, with a query that reads the user's history,
+# and on other evaluation protocols.
 #
 # **Runtime:** measured each time the course site is built, and shown at the top of this
-# lesson's page and in the site's lesson table, with the data it was measured on
-# (ml-latest-small takes longest: its 9,742 movies make every evaluation six times larger).
+# lesson's page and in the site's lesson table, with the data it was measured on.
 #
 # **How to work through it:** run the cells top to bottom (`# %%` cells run in VS Code,
-# PyCharm and Spyder, or run `python lessons/02_retrieval.py`). The six exercises are
+# PyCharm and Spyder, or run `python lessons/02_retrieval.py`). The five exercises are
 # functions whose body raises `NotImplementedError`; implement them, then check with
 # `course check 2.1` (or `course check 02` for the whole lesson), and ask
 # `course hint 2.1` when stuck.
@@ -49,8 +49,6 @@ import recsys_course
 from recsys_course import claims, evaluation as ev, models
 from recsys_course.models import features as mf
 
-import time
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -58,7 +56,10 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 SEED = recsys_course.seed_everything(42)
-EMBEDDING_DIM = 32  # the size of every query and candidate vector in this lesson
+# The course's one retrieval recipe (batch size, learning rate, epochs, vector size), chosen
+# on validation data and reused by every later lesson through models.train_retrieval.
+RECIPE = models.RETRIEVAL_RECIPE
+EMBEDDING_DIM = RECIPE["embedding_dim"]  # the size of every query and candidate vector here
 TOP_KS = (10, 50, 100)  # the K of the factorized top-K metrics we report
 
 # %% [markdown]
@@ -203,10 +204,9 @@ print("trainable weights:", user_tower.count_params(), "=", len(user_ids) + 1, "
 #
 # !!! note "Why not `Discretization(num_bins=20).adapt(...)`?"
 #     `adapt()` estimates the quantiles approximately (tolerance `epsilon=0.01`), and the
-#     estimate can be poor: on ml-latest-small (rows sorted by user) we measured it putting
-#     49 % of the training ratings into one of 20 buckets, and with `num_bins=1000` it
-#     used only 92 distinct buckets. `np.quantile` on the training timestamps is exact;
-#     `mf.quantile_boundaries` wraps it.
+#     estimate can be poor when the rows arrive in an order that is not random (MovieLens
+#     files are sorted by user or by time). `np.quantile` on the training timestamps is exact;
+#     `mf.quantile_boundaries` wraps it. The cell after the table measures both on this data.
 
 # %%
 fit_times = fit["timestamp"].to_numpy(dtype="float64")
@@ -217,11 +217,22 @@ shown = fit.head(4)
 shown_times = shown["timestamp"].to_numpy(dtype="float64")
 pd.DataFrame(
     {
-        "timestamp": shown["timestamp"],
+        "timestamp": shown["timestamp"].astype(str),
         "date": pd.to_datetime(shown["timestamp"], unit="s").dt.strftime("%Y-%m-%d %H:%M"),
         "normalized": time_normalization(shown_times).numpy().round(3),
         "bucket of 20": time_buckets(shown_times).numpy(),
     }
+)
+
+# %%
+adapted = tf.keras.layers.Discretization(num_bins=20)
+adapted.adapt(np.sort(fit_times))  # rows in time order, as a log file holds them
+fullest = {name: float(np.bincount(layer(fit_times).numpy()).max() / len(fit_times))
+           for name, layer in (("adapt()", adapted), ("exact quantiles", time_buckets))}
+claims.say(
+    f"On this data the fullest of the 20 buckets holds {claims.fmt(fullest['exact quantiles'], 'percent')} "
+    f"of the training ratings with exact quantiles (an even split would be 5 %) and "
+    f"{claims.fmt(fullest['adapt()'], 'percent')} with `adapt()` on the same timestamps in time order."
 )
 
 # %% [markdown]
@@ -251,23 +262,22 @@ def bucket_sharing(train_frame: pd.DataFrame, test_frame: pd.DataFrame, n_bucket
 
 sharing = pd.DataFrame([bucket_sharing(fit, test, n) for n in (20, 100, 1000)])
 sharing
-
 # %%
 own_share = float(sharing.iloc[-1]["test rows in their own user's bucket"].rstrip("%")) / 100
 claims.say(
-    f"On this page's data, 1,000 buckets put {own_share:.0%} of the test ratings in a bucket "
-    "that their own user dominates: "
-    + claims.pick(own_share >= 0.3, "a large leak.", "a small leak, but do not count on that.")
-    + " For comparison, on ml-latest-small (users who rate dozens of movies in one sitting) "
-    "it is 72 %."
+    f"On this page's data, 1,000 buckets put {claims.fmt(own_share, 'percent')} of the test ratings in a "
+    "bucket that their own user dominates: "
+    + claims.pick(own_share >= 0.3, "a large leak.", "a small leak here, but do not count on that on other data.")
 )
 
 # %% [markdown]
-# What does a model make of the leak? The lesson's benchmark (`course bench 02`) measured it
-# on ml-latest-small: with 1,000 buckets instead of 20, factorized top-100 accuracy on test
-# rose from 0.217 to 0.257, while recall@10 for users queried at the time of their latest
-# training rating, as a live system would, *fell* from 0.121 to 0.114. We use **20
-# buckets**, coarse enough to describe *periods* rather than sessions.
+# What does a model make of the leak? The lesson's benchmark (`course bench 02`) trains the
+# side-feature model of section 7 with 1,000 buckets as well as with 20
+# (`side_1000_time_buckets` against `side`) and measures both ways of asking: the factorized
+# metric, which queries each test rating with its own timestamp and so hands the model the
+# session, and recall for users queried at the time of their latest training rating, as a
+# live system would. We use **20 buckets**, coarse enough to describe *periods* rather than
+# sessions.
 #
 # ### 3.3 Titles: `TextVectorization`, `Embedding`, pooling
 #
@@ -396,22 +406,14 @@ def CandidateTower(movie_ids: list[str], embedding_dim: int, **side_features) ->
 # as the negatives of each query: **in-batch negatives**, free because their vectors are
 # already computed. The task sums the $B$ cross-entropies.
 #
-# ### What in-batch negatives do to popular movies
+# ### The negatives come from the batch
 #
-# The negatives are not drawn uniformly: a movie appears in a batch as often as it is
-# rated, so a popular movie is a negative far more often than a rare one. The model learns
-# to push popular movies down: with sampled negatives drawn with probability $q_j$, the
-# learned score tends towards $\log p(j \mid u) - \log q_j$ (plus a per-query constant), a
-# measure of how much *more* the user likes $j$ than an average user would. That is a fine
-# notion of "interesting", but retrieval is judged on whether the movie the user actually
-# rated is in the top K, and a large share of ratings go to popular movies.
-#
-# The classic remedy comes from sampled softmax (Bengio and Senécal, 2008) and was adapted
-# to in-batch negatives by Yi et al. (2019): subtract $\log q_j$ from each logit during
-# training, $s_{bj} \leftarrow s_{bj} - \log q_j$, so that the dot product itself learns
-# $\log p(j \mid u)$. TFRS does it when `Retrieval` receives
-# `candidate_sampling_probability`; we estimate $q_j$ as movie $j$'s share of the training
-# rows (`mf.candidate_probability`). At serving time the plain dot product is used.
+# The negatives of a query are the other candidates of its batch, and a movie appears in a
+# batch as often as it is rated: a popular movie is a negative far more often than a rare
+# one. The softmax then pushes popular movies down for everybody, which the metric (did the
+# user's movie make the top K?) does not reward, since many ratings go to popular movies.
+# Lesson 03 measures how strong the push is and corrects it (the logQ correction); here we
+# train the plain in-batch softmax, as TFRS's basic retrieval tutorial does.
 #
 # ### How retrieval is measured: factorized top-K categorical accuracy
 #
@@ -431,10 +433,8 @@ def CandidateTower(movie_ids: list[str], embedding_dim: int, **side_features) ->
 #
 # A `tfrs.Model` only needs `compute_loss(features, training)`; TFRS supplies `fit` and
 # `evaluate` around it. Implement it for the class below: run both towers on the same
-# feature dictionary, and hand the two batches of vectors to the task. When the model was
-# built with `popularity_correction=True`, pass the batch's `candidate_probability`
-# feature as the task's `candidate_sampling_probability`. Skip the (expensive) top-K
-# metrics while training: `compute_metrics=not training`.
+# feature dictionary, and hand the two batches of vectors to the task, queries first. Skip
+# the (expensive) top-K metrics while training: `compute_metrics=not training`.
 
 # %% tags=["exercise"] exercise="2.3"
 class RetrievalModel(tfrs.Model):
@@ -445,27 +445,23 @@ class RetrievalModel(tfrs.Model):
     """
 
     def __init__(self, query_model: tf.keras.Model, candidate_model: tf.keras.Model,
-                 task: tfrs.tasks.Retrieval, popularity_correction: bool = False):
+                 task: tfrs.tasks.Retrieval):
         super().__init__()
         self.query_model = query_model
         self.candidate_model = candidate_model
         self.task = task
-        self.popularity_correction = popularity_correction
 
     def compute_loss(self, features: dict, training: bool = False) -> tf.Tensor:
         """The in-batch softmax loss of one batch.
 
         Args:
-            features: a batch of feature tensors; row ``b`` is one (query, candidate)
-                pair. With ``popularity_correction`` it must hold ``candidate_probability``
-                (``float32 [batch]``): each row's candidate's share of the training pairs.
+            features: a batch of feature tensors; row ``b`` is one (query, candidate) pair.
             training: True inside ``fit``; top-K metrics are only computed when False.
 
         Returns:
             The scalar loss the task returns for the queries ``query_model(features)`` and
             candidates ``candidate_model(features)``: the sum over rows of the softmax
-            cross-entropy of each row of the score matrix, the logits reduced by
-            ``log(candidate_probability)`` of their column when ``popularity_correction``.
+            cross-entropy of each row of the score matrix, with the diagonal as labels.
         """
         raise NotImplementedError(
             "Exercise 2.3 (The retrieval model's compute_loss): not solved yet. Stuck? Run: course hint 2.3"
@@ -475,66 +471,57 @@ class RetrievalModel(tfrs.Model):
 # %% [markdown]
 # ## 6. The classic model, and overfitting
 #
-# First the baseline of the TFRS basic retrieval tutorial: id-only towers of 32 numbers,
-# Adagrad with learning rate 0.1, batches of 8,192 pairs, no popularity correction, and the
-# factorized metric over the whole catalogue. (The tutorial trains on all 80 % for exactly
-# 3 epochs; here the model trains on the fit split so that validation can pick the epoch.
-# The benchmark runs the exact tutorial setting too.) The candidates for the metric are a
-# `tf.data.Dataset` of movie features mapped through the candidate tower, so the metric
-# always uses the current weights.
+# First the model of the TFRS basic retrieval tutorial: id-only towers of 32 numbers, the
+# in-batch softmax and Adagrad. The tutorial trains on batches of 8,192 pairs for exactly 3
+# epochs; the course uses one recipe for every retrieval model instead, `RECIPE`
+# (`recsys_course.models.RETRIEVAL_RECIPE`): smaller batches, more updates, and the number
+# of epochs chosen on the validation split. (The benchmark, `course bench 02`, runs the
+# tutorial's exact setting too.) The candidates for the metric are a `tf.data.Dataset` of
+# movie features mapped through the candidate tower, so the metric always uses the current
+# weights.
 #
 # `models.train_with_curves` trains one epoch at a time and after each epoch measures, on a
 # sample of the training pairs, on the validation split and on the test split, the loss
 # per pair and the factorized top-K accuracy. It keeps the weights of the epoch with the
-# best validation top-100. (We plot the test curve only to *see* overfitting; decisions are
-# made on validation.)
+# best validation top-100 and stops after `patience` epochs without improvement. (We plot
+# the test curve only to *see* overfitting; decisions are made on validation.)
 
 # %%
+print("the recipe:", RECIPE)
 movie_ids = movies["movie_id"].astype(str).tolist()
 has_demographics = data.has_demographics
-popularity = mf.candidate_probability(fit)
-
-
-def features_of(frame: pd.DataFrame) -> dict:
-    """Feature dictionary of a rating frame, with each row's candidate probability."""
-    return mf.rating_features(
-        frame, genre_width, demographics=has_demographics, probability=popularity
-    )
-
-
-fit_features = features_of(fit)
+fit_features = mf.rating_features(fit, genre_width, demographics=has_demographics)
 train_sample = mf.take(fit_features, np.random.default_rng(SEED).permutation(len(fit))[:3000])
-splits = {"train": train_sample, "validation": features_of(validation), "test": features_of(test)}
+test_features = mf.rating_features(test, genre_width, demographics=has_demographics)
+splits = {"train": train_sample,
+          "validation": mf.rating_features(validation, genre_width, demographics=has_demographics),
+          "test": test_features}
 candidate_features = tf.data.Dataset.from_tensor_slices(mf.movie_features(movies, genre_width))
 
 
-def make_model(
-    query_model, candidate_model, *, correction: bool, learning_rate: float
-) -> RetrievalModel:
-    """A compiled RetrievalModel whose metric ranks the test movie among all movies."""
-    all_candidates = candidate_features.batch(4096).map(candidate_model)
-    metric = tfrs.metrics.FactorizedTopK(candidates=all_candidates, ks=TOP_KS)
-    task = tfrs.tasks.Retrieval(metrics=metric)
-    model = RetrievalModel(query_model, candidate_model, task, correction)
-    model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate))
-    return model
+def train_towers(query_model, candidate_model) -> tuple[RetrievalModel, models.TrainingRun]:
+    """A RetrievalModel around the two towers, trained with the recipe; its metric ranks
+    each pair's movie among all movies."""
+    metric = tfrs.metrics.FactorizedTopK(candidates=candidate_features.batch(4096).map(candidate_model),
+                                         ks=TOP_KS)
+    model = RetrievalModel(query_model, candidate_model, tfrs.tasks.Retrieval(metrics=metric))
+    model.compile(optimizer=tf.keras.optimizers.Adagrad(RECIPE["learning_rate"]))
+    run = models.train_with_curves(
+        model, mf.to_dataset(fit_features, RECIPE["batch_size"], shuffle_seed=SEED), splits,
+        epochs=RECIPE["max_epochs"], ks=TOP_KS, patience=RECIPE["patience"],
+    )
+    return model, run
 
 
-started = time.perf_counter()
-classic = make_model(
-    QueryTower(user_ids, EMBEDDING_DIM), CandidateTower(movie_ids, EMBEDDING_DIM),
-    correction=False, learning_rate=0.1,
-)
-classic_run = models.train_with_curves(
-    classic, mf.to_dataset(fit_features, 8192, shuffle_seed=SEED), splits, epochs=6, ks=TOP_KS
-)
-print(f"trained {classic_run.curves['epoch'].max()} epochs, {time.perf_counter() - started:.0f} s")
+recsys_course.seed_everything(SEED)
+classic, classic_run = train_towers(QueryTower(user_ids, EMBEDDING_DIM), CandidateTower(movie_ids, EMBEDDING_DIM))
+print(f"trained {classic_run.curves['epoch'].max()} epochs in {claims.fmt(classic_run.seconds, 'seconds')}")
 classic_run.curves.pivot(index="epoch", columns="split", values="top_100").round(3)
 
 # %%
 def plot_curves(run: models.TrainingRun, title: str) -> None:
-    """Loss per pair and top-100 accuracy per epoch on every split; the selected epoch dashed."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    """Loss per pair and top-100 accuracy per epoch on every split, stacked; the kept epoch dashed."""
+    fig, axes = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
     colors = {"train": "#3f51b5", "validation": "#ff9800", "test": "#009688"}
     for split, rows in run.curves.groupby("split", sort=False):
         style = dict(marker="o", color=colors.get(split), label=split)
@@ -542,15 +529,16 @@ def plot_curves(run: models.TrainingRun, title: str) -> None:
         axes[1].plot(rows["epoch"], rows["top_100"], **style)
     for ax, label in zip(axes, ["loss per pair (batches of 1,024)", "factorized top-100 accuracy"]):
         ax.axvline(run.best_epoch, color="grey", linestyle="--", linewidth=1)
-        ax.set(xlabel="epoch", ylabel=label)
+        ax.set(ylabel=label)
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    axes[1].legend()
-    fig.suptitle(title)
+    axes[1].set(xlabel="epoch")
+    axes[0].legend()
+    axes[0].set_title(title)
     fig.tight_layout()
     plt.show()
 
 
-plot_curves(classic_run, "Classic id-only model (TFRS tutorial recipe)")
+plot_curves(classic_run, "Classic id-only model")
 
 # %% [markdown]
 # Read the two panels together: the training curves say how well the model fits the pairs
@@ -563,21 +551,21 @@ def describe_curves(run: models.TrainingRun) -> str:
     by_split = {split: rows.set_index("epoch")["top_100"] for split, rows in run.curves.groupby("split")}
     train_curve, val = by_split["train"], by_split["validation"]
     last, peak = int(val.index.max()), int(val.idxmax())
+    f = claims.fmt
     text = claims.pick(
         train_curve.is_monotonic_increasing,
-        f"On the training pairs top-100 rises at every epoch ({train_curve.iloc[0]:.3f} to "
-        f"{train_curve.iloc[-1]:.3f}). ",
-        f"On the training pairs top-100 goes from {train_curve.iloc[0]:.3f} to {train_curve.iloc[-1]:.3f}. ",
+        f"On the training pairs top-100 rises at every epoch ({f(train_curve.iloc[0])} to {f(train_curve.iloc[-1])}). ",
+        f"On the training pairs top-100 goes from {f(train_curve.iloc[0])} to {f(train_curve.iloc[-1])}. ",
     )
     if peak == last:
-        text += (f"On validation it is still rising at the last epoch ({val.iloc[-1]:.3f}): "
+        text += (f"On validation it is still rising at the last epoch ({f(val.iloc[-1])}): "
                  "this run stopped before the model overfitted.")
     elif peak == 1:
-        text += (f"On validation it is best after the very first epoch ({val.loc[1]:.3f}) and falls "
-                 f"to {val.iloc[-1]:.3f} by epoch {last}: overfitting starts at once.")
+        text += (f"On validation it is best after the very first epoch ({f(val.loc[1])}) and falls "
+                 f"to {f(val.iloc[-1])} by epoch {last}: overfitting starts at once.")
     else:
-        text += (f"On validation it rises until epoch {peak} ({val.loc[peak]:.3f}) and then falls "
-                 f"to {val.iloc[-1]:.3f} by epoch {last}.")
+        text += (f"On validation it rises until epoch {peak} ({f(val.loc[peak])}) and then falls "
+                 f"to {f(val.iloc[-1])} by epoch {last}.")
     if "test" in by_split:
         test_peak = int(by_split["test"].idxmax())
         text += claims.pick(
@@ -607,151 +595,126 @@ claims.say(describe_curves(classic_run))
 #   without improvement (`patience`).
 # - **The remedies are the usual ones:** fewer epochs (early stopping), a smaller learning
 #   rate, L2 regularisation of the embeddings, or features that generalise better than ids.
+#
+# ### Where the recipe comes from
+#
+# Batch size and learning rate are hyperparameters too. Searching them on the page would
+# train a model per grid point, so the search ran once, offline, on MovieLens 100K's
+# validation split (`python -m recsys_course.tooling.benchmarks.searches retrieval_recipe`),
+# and its result is stored with the course. Every setting of the grid, with and without the
+# popularity correction that lesson 03 introduces:
 
 # %%
-tutorial_epoch = min(3, int(classic_run.curves["epoch"].max()))
-print(
-    f"test top-100 after {tutorial_epoch} epochs (the tutorial's recipe): "
-    f"{classic_run.at('test', tutorial_epoch)['top_100']:.3f}; "
-    f"at the epoch chosen on validation ({classic_run.best_epoch}): "
-    f"{classic_run.at('test')['top_100']:.3f}"
+search = models.recorded_search("retrieval_recipe")
+grid = pd.DataFrame(search["rows"]).pivot_table(
+    index=["batch_size", "learning_rate"], columns="correction",
+    values=["validation_recall@10", "best_epoch"]).sort_index()
+grid.columns = [f"{'with' if corrected else 'without'} correction: {name.replace('_', ' ')}"
+                for name, corrected in grid.columns]
+grid
+
+# %%
+rows = pd.DataFrame(search["rows"])
+plain, corrected_rows = rows[~rows["correction"]], rows[rows["correction"]]
+at = corrected_rows.set_index(["batch_size", "learning_rate"])
+at_recipe = at.loc[(RECIPE["batch_size"], RECIPE["learning_rate"])]
+lower_rates = corrected_rows[(corrected_rows["batch_size"] == RECIPE["batch_size"])
+                             & (corrected_rows["learning_rate"] < RECIPE["learning_rate"])]
+claims.say(
+    f"On {search['dataset']} ({search['metric']}), the model without the correction is best after "
+    f"{claims.fmt(int(plain['best_epoch'].min()))} to {claims.fmt(int(plain['best_epoch'].max()))} epochs, at most "
+    f"{claims.fmt(plain['validation_recall@10'].max())}, where recommending the most popular movies reaches "
+    f"{claims.fmt(search['popularity_validation_recall@10'])}. With the correction the best setting reaches "
+    f"{claims.fmt(corrected_rows['validation_recall@10'].max())}; the recipe's batch of "
+    f"{claims.fmt(RECIPE['batch_size'])} and rate {RECIPE['learning_rate']:g} reach "
+    f"{claims.fmt(at_recipe['validation_recall@10'])} in {claims.fmt(int(at_recipe['best_epoch']))} epochs"
+    + claims.pick(len(lower_rates) > 0 and (lower_rates["best_epoch"] > at_recipe["best_epoch"]).all(),
+                  ", fewer than the lower rates need", "")
+    + ". That is the recipe, for both models, so that a comparison between them changes one thing."
 )
 
 # %% [markdown]
-# ## 7. A better model: popularity correction and side features
+# ## 7. Side features: one change
 #
-# We change two things, one at a time so that we can tell which one helps:
-#
-# 1. **popularity correction** (the $\log q$ of section 5), with the id-only towers;
-# 2. **side features** on top: time and (when the data has them) demographics in the query
-#    tower, title words and genres in the candidate tower.
-#
-# Both use smaller batches (1,024 pairs: more updates per epoch) and a learning rate of
-# 0.05, and both stop on validation.
-#
-# ### How many negatives does a query really get?
-#
-# A batch of 1,024 pairs has 1,024 candidate columns, but not 1,024 *different* movies:
-# popular movies are rated by many users, so they turn up several times in one batch. Each
-# query then has fewer distinct negatives than 1,023, and worse, when its own movie appears
-# again in another row, the softmax treats that copy as a *negative* of its own positive
-# (an **accidental hit**). Count it on the batches we train on:
+# Now one change to the classic model, and only one: **side features**. The query tower
+# adds the time of the request (normalised, and as one of 20 period buckets) and, when the
+# data has them, the user's age and occupation; the candidate tower adds the title's words
+# and the genres. Same recipe, same seed, same batches, epochs chosen on validation.
 
 # %%
-def batch_duplicates(features: dict, batch_size: int, seed: int) -> pd.DataFrame:
-    """Per training batch (shuffled as in training, full batches only): how many distinct
-    movies it holds, how often its most repeated movie appears, and the share of rows whose
-    movie appears in another row of the same batch (an accidental hit for that query)."""
-    rows = []
-    movie_batches = mf.to_dataset({"movie_id": features["movie_id"]}, batch_size,
-                                  shuffle_seed=seed, drop_remainder=True)
-    for batch in movie_batches:
-        _, counts = np.unique(batch["movie_id"].numpy(), return_counts=True)
-        rows.append({"distinct movies": len(counts), "most repeated movie": int(counts.max()),
-                     "rows with an accidental hit": counts[counts > 1].sum() / batch_size})
-    return pd.DataFrame(rows)
-
-
-duplicates = batch_duplicates(fit_features, 1024, SEED)
-duplicates.describe().loc[["mean", "min", "max"]].round(3)
-
-# %%
-distinct = duplicates["distinct movies"].mean()
-claims.say(
-    f"A batch of 1,024 pairs holds on average {distinct:,.0f} distinct movies, so a query meets "
-    f"at most about {distinct - 1:,.0f} distinct negatives, not 1,023; in "
-    f"{duplicates['rows with an accidental hit'].mean():.0%} of the rows the query's own movie "
-    "sits in another row too and is pushed down as a negative. TFRS can drop those logits "
-    "(`Retrieval(remove_accidental_hits=True)`, given the candidate ids); section 12 measures "
-    "whether it helps."
-)
-
-# %%
-def train_improved(query_model, candidate_model) -> tuple[RetrievalModel, models.TrainingRun]:
-    """Train with popularity correction, batches of 1,024 and early stopping on validation."""
-    model = make_model(query_model, candidate_model, correction=True, learning_rate=0.05)
-    run = models.train_with_curves(
-        model, mf.to_dataset(fit_features, 1024, shuffle_seed=SEED), splits,
-        epochs=10, ks=TOP_KS, patience=2,
-    )
-    return model, run
-
-
-started = time.perf_counter()
-recsys_course.seed_everything(SEED)  # section 12 retrains variants of this model from the same start
-corrected, corrected_run = train_improved(
-    QueryTower(user_ids, EMBEDDING_DIM), CandidateTower(movie_ids, EMBEDDING_DIM)
-)
-print(f"id-only + correction: best epoch {corrected_run.best_epoch}, "
-      f"{time.perf_counter() - started:.0f} s")
-
-started = time.perf_counter()
+recsys_course.seed_everything(SEED)
 side_query = QueryTower(
     user_ids, EMBEDDING_DIM, timestamps=fit_times, time_buckets=20,
     occupations=sorted(fit["user_occupation_text"].unique()) if has_demographics else None,
     ages=fit["raw_user_age"].to_numpy() if has_demographics else None,
 )
 side_candidate = CandidateTower(movie_ids, EMBEDDING_DIM, titles=titles, genres=genre_names)
-improved, improved_run = train_improved(side_query, side_candidate)
-print(f"side features + correction: best epoch {improved_run.best_epoch}, "
-      f"{time.perf_counter() - started:.0f} s")
-plot_curves(improved_run, "Side features + popularity correction")
+side, side_run = train_towers(side_query, side_candidate)
+print(f"side features: best epoch {side_run.best_epoch}, {claims.fmt(side_run.seconds, 'seconds')}")
+plot_curves(side_run, "Side features")
 
 # %% [markdown]
-# How does each model compare with the simplest possible retriever, the same top-K list of
-# the most-rated movies for everybody? On the factorized metric that baseline is easy to
-# compute: a test pair is a hit when its movie is among the K most-rated training movies.
+# How do the two models compare with the simplest possible retriever, the same top-K list of
+# the most-rated movies for everybody? Each test pair is a hit or a miss for each model, so
+# the comparison is paired: the standard error of a difference comes from the pair-by-pair
+# differences (`ev.paired_standard_error`), and a difference within two standard errors is
+# reported as "about the same".
 
 # %%
-def popularity_top_k(fit_frame: pd.DataFrame, test_frame: pd.DataFrame, k: int) -> float:
-    """Factorized top-K accuracy of recommending the K most-rated movies to everybody: the
-    share of test pairs whose movie is in that list (``ev.pair_recall_at_k``)."""
-    fit_counts = ev.interaction_matrix(fit_frame, sorted(fit_frame["user_id"].unique()), movie_ids).sum(axis=0)
-    test_users = sorted(test_frame["user_id"].unique())
-    ranked = ev.top_k(np.tile(fit_counts, (len(test_users), 1)), k)
-    return ev.pair_recall_at_k(ranked, ev.interaction_matrix(test_frame, test_users, movie_ids), k)
+def catalogue_vectors(model: RetrievalModel) -> np.ndarray:
+    """``float32 [n_movies, dim]``: the candidate vector of every movie, in ``movie_ids`` order."""
+    return np.concatenate([model.candidate_model(batch).numpy() for batch in candidate_features.batch(1024)])
 
 
-def test_row(name: str, run: models.TrainingRun, epoch: int | None = None) -> dict:
-    """One comparison row: the test metrics of ``run`` at ``epoch`` (default: the chosen one)."""
-    row = run.at("test", epoch)
-    scores = {f"top_{k}": row[f"top_{k}"] for k in TOP_KS}
-    return {"model": name, "epochs": int(row["epoch"]), **scores}
+def pair_hits(model: RetrievalModel, features: dict, k: int) -> np.ndarray:
+    """``bool [pairs]``: whether each pair's movie is among the ``k`` best-scored movies of
+    the catalogue for the pair's query (factorized top-k accuracy, pair by pair)."""
+    vectors = catalogue_vectors(model)
+    hits = []
+    for rows in np.array_split(np.arange(len(features["user_id"])), max(1, len(features["user_id"]) // 4096)):
+        part = mf.take(features, rows)
+        queries = model.query_model(part).numpy()
+        true_score = np.sum(queries * model.candidate_model(part).numpy(), axis=1, keepdims=True)
+        hits.append((queries @ vectors.T > true_score).sum(axis=1) < k)
+    return np.concatenate(hits)
 
 
-comparison = pd.DataFrame(
-    [
-        {"model": "most popular (same list for all)", "epochs": 0,
-         **{f"top_{k}": popularity_top_k(fit, test, k) for k in TOP_KS}},
-        test_row(f"classic id-only, {tutorial_epoch} epochs (tutorial recipe)",
-                 classic_run, tutorial_epoch),
-        test_row("classic id-only, epochs chosen on validation", classic_run),
-        test_row("id-only + popularity correction", corrected_run),
-        test_row("side features + popularity correction", improved_run),
-    ]
-)
+fit_counts = fit["movie_id"].value_counts()
+most_rated = set(fit_counts.index[:100])
+hits_100 = {
+    "most popular (same list for all)": test["movie_id"].isin(most_rated).to_numpy(),
+    "classic id-only": pair_hits(classic, test_features, 100),
+    "side features": pair_hits(side, test_features, 100),
+}
+comparison = pd.DataFrame({
+    "test top-100 (factorized)": {name: h.mean() for name, h in hits_100.items()},
+    "epochs": {"most popular (same list for all)": 0, "classic id-only": classic_run.best_epoch,
+               "side features": side_run.best_epoch},
+})
 comparison.round(3)
 
-# %% [markdown]
-# What to look for in this table (the numbers are from the dataset printed at the top;
-# the lesson's benchmark, `course bench 02`, runs the same comparison on MovieLens). A
-# classic model *can* lose to the popularity list: its in-batch softmax learns to push
-# popular movies down, while the metric rewards finding the movies people actually rate,
-# many of them popular. The popularity correction removes that push. On this run:
-
 # %%
-top_100 = comparison.set_index("model")["top_100"]
-popular_100, classic_100, corrected_100, side_100 = top_100.iloc[[0, 2, 3, 4]]
+def versus(new: str, old: str) -> claims.Comparison:
+    """``new`` against ``old`` on the test pairs' top-100 hits, with the paired standard error."""
+    return claims.compare(hits_100[new].mean(), hits_100[old].mean(),
+                          se=ev.paired_standard_error(hits_100[new], hits_100[old]))
+
+
+popular_name = "most popular (same list for all)"
+classic_vs_popular, side_vs_classic = versus("classic id-only", popular_name), versus("side features", "classic id-only")
 claims.say(
-    "- The classic model (epochs on validation) "
-    + claims.pick(classic_100 < popular_100, "**loses to the popularity list**", "beats the popularity list")
-    + f" on top-100 ({classic_100:.3f} against {popular_100:.3f}).\n"
-    + f"- The popularity correction moves it from {classic_100:.3f} to {corrected_100:.3f}"
-    + claims.pick(corrected_100 - classic_100 > abs(side_100 - corrected_100),
-                  ", the largest single change in the table, for three lines of code.\n", ".\n")
-    + "- Side features "
-    + claims.pick(side_100 > corrected_100, f"add on top ({side_100:.3f})", f"do not add on top here ({side_100:.3f})")
-    + "; where they should matter most is movies with few ratings (next section)."
+    f"- The classic model's top-100, {claims.fmt(classic_vs_popular.value)}, is {classic_vs_popular.word()} the "
+    f"popularity list's {claims.fmt(classic_vs_popular.reference)} ({classic_vs_popular.change()}; two standard "
+    f"errors of the difference: {claims.fmt(classic_vs_popular.noise)}).\n"
+    f"- Side features move it from {claims.fmt(side_vs_classic.reference)} to {claims.fmt(side_vs_classic.value)} "
+    f"({side_vs_classic.change()}): "
+    + {"higher": "they add on top.", "lower": "they cost accuracy here.",
+       "about the same": "within the noise of this test set."}[side_vs_classic.direction]
+    + " Where they should matter most is movies with few ratings (next section). "
+    + claims.pick(classic_vs_popular.worse or not classic_vs_popular.distinct,
+                  "And a trained model that does no better than a list of popular movies needs explaining: "
+                  "lesson 03 finds the reason in the in-batch negatives.",
+                  "Lesson 03 asks how far above the popularity list a model can get.")
 )
 
 # %% [markdown]
@@ -767,12 +730,6 @@ claims.say(
 # separates "knows the movie is rare" from "knows which rare movie this user picks".
 
 # %%
-def catalogue_vectors(model: RetrievalModel) -> np.ndarray:
-    """``float32 [n_movies, dim]``: the candidate vector of every movie, in ``movie_ids`` order."""
-    batches = candidate_features.batch(1024)
-    return np.concatenate([model.candidate_model(batch).numpy() for batch in batches])
-
-
 def share_ranked_above(model: RetrievalModel, features: dict, among: np.ndarray) -> np.ndarray:
     """For each pair of ``features``: the share of the movies selected by the boolean mask
     ``among`` (over ``movie_ids``) that the model scores strictly above the pair's movie."""
@@ -782,42 +739,51 @@ def share_ranked_above(model: RetrievalModel, features: dict, among: np.ndarray)
     return (scores > true_score).mean(axis=1)
 
 
-catalogue_counts = pd.Series(movie_ids).map(fit["movie_id"].value_counts()).fillna(0).to_numpy()
+catalogue_counts = pd.Series(movie_ids).map(fit_counts).fillna(0).to_numpy()
 rare_movie = catalogue_counts <= 5
-rare_pair = test["movie_id"].map(fit["movie_id"].value_counts()).fillna(0).to_numpy() <= 5
-rare_features = mf.take(splits["test"], rare_pair)
+rare_pair = test["movie_id"].map(fit_counts).fillna(0).to_numpy() <= 5
+rare_features = mf.take(test_features, rare_pair)
 everything = np.ones(len(movie_ids), dtype=bool)
 print(f"{rare_movie.sum():,} of {len(movie_ids):,} movies have at most 5 training ratings; "
-      f"they appear in {rare_pair.sum():,} test pairs ({rare_pair.mean():.1%})")
-cold_models = {
-    "classic id-only": classic,
-    "id-only + correction": corrected,
-    "side features + correction": improved,
+      f"they appear in {rare_pair.sum():,} test pairs ({claims.fmt(rare_pair.mean(), 'percent')})")
+ranked_above = {
+    name: {"vs all movies": share_ranked_above(model, rare_features, everything),
+           "vs rare movies only": share_ranked_above(model, rare_features, rare_movie)}
+    for name, model in (("classic id-only", classic), ("side features", side))
 }
-cold_rows = [
-    {"model": name,
-     "vs all movies": np.median(share_ranked_above(model, rare_features, everything)),
-     "vs rare movies only": np.median(share_ranked_above(model, rare_features, rare_movie))}
-    for name, model in cold_models.items()
-]
 print("median share of movies ranked above the true (rare) movie, lower is better:")
-pd.DataFrame(cold_rows).round(3)
+pd.DataFrame({name: {column: np.median(values) for column, values in shares.items()}
+              for name, shares in ranked_above.items()}).T.round(3)
+
+# %%
+if rare_pair.sum() < 2:
+    claims.say("This dataset has too few test pairs of rare movies to compare the two models on them.")
+else:
+    rare_gain = claims.compare(
+        ranked_above["side features"]["vs rare movies only"].mean(),
+        ranked_above["classic id-only"]["vs rare movies only"].mean(),
+        se=ev.paired_standard_error(ranked_above["side features"]["vs rare movies only"],
+                                    ranked_above["classic id-only"]["vs rare movies only"]),
+        higher_is_better=False,
+    )
+    claims.say(
+        f"Against the other rare movies, side features rank on average {claims.fmt(rare_gain.value, 'percent')} "
+        f"of them above the true one, the id-only model {claims.fmt(rare_gain.reference, 'percent')} "
+        f"({rare_gain.word('more than', 'fewer than', 'about as many as')} the id-only model, over "
+        f"{claims.fmt(int(rare_pair.sum()))} test pairs). "
+        + claims.pick(rare_gain.better,
+                      "Ids with at most five ratings have hardly been trained, and an unrated movie has only the "
+                      "shared OOV vector; the title words and genres are what let the side-feature model find the "
+                      "rare movie this user picked. That is the cold-start value of content features.",
+                      "On this data the content features do not find rare movies better than the ids do: titles "
+                      "and genres only help when they say something about who watches a movie.")
+    )
 
 # %% [markdown]
-# Read the two columns separately.
-#
-# - **Against the whole catalogue**, the popularity correction pulls rare movies down: it
-#   restores the prior that a rarely rated movie is rarely the answer, which the classic
-#   model never learned. Whether the corrected models rank a rare test movie above or below
-#   the classic model depends on how strong that prior is in the data.
-# - **Against the other rare movies**, the prior is the same for all candidates and only
-#   knowledge of the movie itself helps. Ids with at most five ratings have hardly been
-#   trained (an unrated movie has only the shared OOV vector), so the id-only models know
-#   little about them; the title words and genres are what let the side-feature model
-#   find the rare movie this user picked. That is the cold-start value of content
-#   features. On ml-latest-small, where 73 % of the movies have at most five training
-#   ratings, we measured a median of 10 % of the rare movies ranked above the true one
-#   with side features, against 22 % for id-only + correction.
+# The first column mixes two things: a model that has learned that rarely rated movies are
+# rarely the answer ranks every rare movie low, whatever the user. The second column holds
+# that prior fixed, since every candidate in it is rare, and leaves only knowledge of the
+# movie itself.
 
 # %% [markdown]
 # ## 9. Serving: a brute-force index
@@ -829,9 +795,9 @@ pd.DataFrame(cold_rows).round(3)
 # exact; lesson 07 replaces it with an approximate index for large catalogues.
 
 # %%
-index = tfrs.layers.factorized_top_k.BruteForce(improved.query_model, k=10)
+index = tfrs.layers.factorized_top_k.BruteForce(side.query_model, k=10)
 index.index_from_dataset(
-    candidate_features.batch(512).map(lambda f: (f["movie_id"], improved.candidate_model(f)))
+    candidate_features.batch(512).map(lambda f: (f["movie_id"], side.candidate_model(f)))
 )
 users_in_test = sorted(set(test["user_id"]) & set(train["user_id"]))
 queries = mf.user_features(train, users_in_test, demographics=has_demographics)
@@ -884,8 +850,8 @@ claims.say(
     f"{repeats[featured]} of this user's top 10 "
     + claims.pick(repeats[featured] == 1, "is a movie", "are movies")
     + " they have already rated; over all test users, "
-    f"{np.mean(np.array(repeats) > 0):.0%} have at least one in their top 10 "
-    f"(on average {np.mean(repeats):.1f} of 10). The index does not know a user's history."
+    f"{claims.fmt(np.mean(np.array(repeats) > 0), 'percent')} have at least one in their top 10 "
+    f"(on average {claims.fmt(np.mean(repeats))} of 10). The index does not know a user's history."
 )
 
 # %% [markdown]
@@ -949,8 +915,7 @@ seen = ev.interaction_matrix(train, users_in_test, movie_ids)
 relevant = ev.interaction_matrix(test, users_in_test, movie_ids)
 nobody_seen = np.zeros_like(seen)
 recall_rows = []
-for name, model, run in [("classic id-only", classic, classic_run),
-                         ("side features + correction", improved, improved_run)]:
+for name, model, run in [("classic id-only", classic, classic_run), ("side features", side, side_run)]:
     user_scores = model.query_model(queries).numpy() @ catalogue_vectors(model).T  # [users, movies]
     for k in (10, 50):
         recall_rows.append({
@@ -987,587 +952,6 @@ claims.claim(
 )
 
 # %% [markdown]
-# ## 11. How good is good? Strong simple baselines
-#
-# So far the towers have only been compared with each other and with a popularity list. A
-# fair verdict needs the strongest *simple* models too: research on recommenders has
-# repeatedly found that tuned classic baselines match or beat newer neural models
-# (Dacrema et al. 2019; Rendle et al. 2022). Two item-to-item models, both reading the
-# user's history $\mathbf{x}_u$ (a 0/1 row of the user × movie matrix $X$ of the fit split)
-# and scoring every movie as $\mathbf{x}_u W$ for an item × item matrix $W$:
-#
-# - **item-kNN**: $W_{ij}$ is the cosine similarity of the columns $i$ and $j$ of $X$ (how
-#   much the audiences of two movies overlap), with $W_{jj} = 0$.
-# - **EASE** (Steck 2019, "Embarrassingly Shallow Autoencoders"): *learn* $W = B$ by ridge
-#   regression of $X$ on itself, forbidding an item to predict itself:
-#   $$\min_B \lVert X - XB \rVert_F^2 + \lambda \lVert B \rVert_F^2
-#   \quad \text{subject to } \operatorname{diag}(B) = 0.$$
-#   Without the constraint the answer would drift towards $B = I$ (copy the input). With
-#   it, the solution has a closed form: with $P = (X^\top X + \lambda I)^{-1}$,
-#   $$B = I - P \,\operatorname{diag}(1 / \operatorname{diag}(P)),
-#   \qquad\text{that is}\quad B_{ij} = -P_{ij} / P_{jj}\ (i \ne j),\quad B_{jj} = 0.$$
-#   One matrix inverse of size (movies × movies) and one hyper-parameter $\lambda$, which we
-#   choose on the validation split.
-#
-# Both score the whole catalogue, so they are measured exactly like the towers: masked
-# recall with the `recsys_course.evaluation` module, always over the **full catalogue**.
-# Many papers rank the held-out movie among only 100 sampled negatives instead; Krichene
-# and Rendle (2020) showed that such sampled metrics can put two models in the wrong order
-# and drift towards measuring popularity, so the course never samples.
-
-# %% tags=["setup"]
-def popularity_scores(interactions: np.ndarray, n_users: int) -> np.ndarray:
-    """``float [n_users, n_movies]``: every user gets each movie's number of fit users."""
-    return np.tile(np.asarray(interactions, dtype=np.float64).sum(axis=0), (n_users, 1))
-
-
-def item_knn_weights(interactions: np.ndarray) -> np.ndarray:
-    """Cosine similarity between the movie columns of the ``bool [users, movies]`` matrix,
-    with a zero diagonal (a movie does not vote for itself); unrated movies get zeros."""
-    x = np.asarray(interactions, dtype=np.float64)
-    gram = x.T @ x
-    norms = np.sqrt(np.diag(gram))
-    similarity = gram / np.maximum(np.outer(norms, norms), 1e-12)
-    np.fill_diagonal(similarity, 0.0)
-    return similarity
-
-
-# %% [markdown]
-# ### Exercise 2.6 · EASE in closed form
-#
-# Implement `ease_weights(interactions, l2)` with NumPy: the Gram matrix $G = X^\top X$,
-# $P = (G + \lambda I)^{-1}$, then $B = I - P\,\operatorname{diag}(1/\operatorname{diag}(P))$.
-# Check on paper with two movies: if $G = \begin{pmatrix}2 & 1\\ 1 & 2\end{pmatrix}$ and
-# $\lambda = 1$, each off-diagonal weight is $1/3$ (the one-variable ridge regression
-# $x_0 \cdot x_1 / (x_0 \cdot x_0 + \lambda)$).
-
-# %% tags=["exercise"] exercise="2.6"
-def ease_weights(interactions: np.ndarray, l2: float) -> np.ndarray:
-    """EASE item-to-item weights (Steck 2019).
-
-    Args:
-        interactions: ``[n_users, n_items]`` 0/1 matrix (bool, int or float) of who
-            interacted with what in training.
-        l2: the ridge penalty lambda, a number > 0 (raise ``ValueError`` otherwise).
-
-    Returns:
-        ``float64 [n_items, n_items]`` matrix B minimising ||X - X B||^2 + l2 ||B||^2 with
-        diag(B) = 0: with P = inverse(X^T X + l2 I), B[i, j] = -P[i, j] / P[j, j] for
-        i != j and B[j, j] = 0. A user's scores are their interaction row times B.
-    """
-    raise NotImplementedError(
-        "Exercise 2.6 (EASE in closed form): not solved yet. Stuck? Run: course hint 2.6"
-    )
-
-
-# %% [markdown]
-# Now all the models on the same split, with the same metrics: masked recall@10 and @50,
-# NDCG@10, the share of the catalogue that appears in someone's top 10 (coverage) and the
-# factorized top-100 of section 7 (the test pair's movie among the user's 100 best,
-# unmasked; here every model queries each user once, at their latest training rating).
-# EASE's $\lambda$ is chosen on the validation split first. Read the unmasked column with
-# care: it lets the movies a user already rated take slots, so a model that scores a
-# user's own history highly (EASE and item-kNN reconstruct it) can look worse there than
-# it is.
-
-# %%
-fit_users = sorted(fit["user_id"].unique())
-fit_matrix = ev.interaction_matrix(fit, fit_users, movie_ids)
-row_of = pd.Index(fit_users)
-
-
-def history_rows(users: list[str]) -> np.ndarray:
-    """The fit-split interaction rows of ``users`` (all zeros for a user absent from fit)."""
-    rows = row_of.get_indexer(users)
-    return np.where(rows[:, None] >= 0, fit_matrix[np.maximum(rows, 0)], False)
-
-
-validation_users = sorted(set(validation["user_id"]) & set(fit["user_id"]))
-validation_history = history_rows(validation_users)
-validation_relevant = ev.interaction_matrix(validation, validation_users, movie_ids)
-started = time.perf_counter()
-ease_grid = {}
-for l2 in (10.0, 50.0, 200.0, 500.0, 2000.0):
-    ranked = ev.top_k(validation_history @ ease_weights(fit_matrix, l2), 10, exclude=validation_history)
-    ease_grid[l2] = ev.recall_at_k(ranked, validation_relevant, 10)
-best_l2 = max(ease_grid, key=ease_grid.get)
-ease = ease_weights(fit_matrix, best_l2)
-print(f"EASE validation recall@10 by lambda: { {k: round(v, 4) for k, v in ease_grid.items()} }; "
-      f"chosen lambda = {best_l2:g} ({time.perf_counter() - started:.1f} s for the whole grid)")
-
-# %%
-test_history = history_rows(users_in_test)
-
-
-def report(name: str, user_scores: np.ndarray) -> dict:
-    """The comparison row of a ``[users_in_test, movies]`` score matrix."""
-    metrics = ev.evaluate(user_scores, relevant, seen=seen, ks=(10, 50))
-    unmasked = ev.top_k(user_scores, 100)
-    return {"model": name, **{key: metrics[key] for key in
-                              ("recall@10_masked", "recall@50_masked", "ndcg@10", "coverage@10")},
-            "test_top_100": ev.pair_recall_at_k(unmasked, relevant, 100)}
-
-
-def tower_scores(model: RetrievalModel) -> np.ndarray:
-    """Scores of every test user (queried at their latest training rating) for every movie."""
-    return model.query_model(queries).numpy() @ catalogue_vectors(model).T
-
-
-full_comparison = pd.DataFrame([
-    report("popularity", popularity_scores(fit_matrix, len(users_in_test))),
-    report("item-kNN (cosine)", test_history @ item_knn_weights(fit_matrix)),
-    report(f"EASE (lambda {best_l2:g})", test_history @ ease),
-    report("two-tower: classic id-only", tower_scores(classic)),
-    report("two-tower: id-only + correction", tower_scores(corrected)),
-    report("two-tower: side features + correction", tower_scores(improved)),
-]).set_index("model")
-full_comparison.round(3)
-
-# %%
-recall_10 = full_comparison["recall@10_masked"]
-best_tower = recall_10.filter(like="two-tower").idxmax()
-ease_name = recall_10.filter(like="EASE").index[0]
-ranking = " > ".join(f"{name} ({value:.3f})" for name, value in recall_10.sort_values(ascending=False).items())
-claims.say(
-    f"Ranked by masked recall@10: {ranking}. "
-    + claims.pick(
-        recall_10[best_tower] >= recall_10[ease_name],
-        f"The best tower, {best_tower}, is at or above EASE on this data.",
-        f"The best tower, {best_tower}, stays {1 - recall_10[best_tower] / recall_10[ease_name]:.0%} "
-        "below EASE: a closed-form linear model, fitted in a fraction of a second, is the "
-        "model to beat.",
-    )
-)
-
-# %% [markdown]
-# Why is a linear item-to-item model so strong on MovieLens? The data is small and dense: a few
-# thousand movies, and every user has rated at least 20 of them, so the co-occurrence
-# counts in $X^\top X$ are well estimated, and a user's whole history is a rich query.
-# EASE reads that history directly and combines it with a full (movies × movies) weight
-# matrix found at the global optimum of its objective, with one hyper-parameter. The towers
-# must squeeze each user into 32 numbers, learned by stochastic gradient descent for a few
-# epochs from a sampled softmax that sees each (user, movie) pair once per epoch. The
-# towers' strengths lie elsewhere: they read features (cold start, section 8), their cost
-# per request does not grow with the catalogue squared (EASE stores $n^2$ weights: 10¹² for
-# a million items), and they take context such as the time of the request.
-#
-# ## 12. Negatives: accidental hits, temperature, hard negatives
-#
-# Section 7 counted the duplicates in a batch. TFRS's `Retrieval` task has three options
-# that change how the in-batch negatives enter the loss:
-#
-# - `remove_accidental_hits=True` drops the logits of negatives that are the query's own
-#   movie (a duplicate in the batch). TFRS needs the batch's candidate ids for that; our
-#   `RetrievalModel` does not pass them, so `models.AccidentalHitsRetrieval` records them in the
-#   candidate tower and hands them to the task.
-# - `temperature` $\tau$ divides every logit by $\tau$ before the softmax: $\tau < 1$
-#   sharpens it, so the loss concentrates on the negatives that score close to the positive.
-# - `num_hard_negatives=n` keeps, for each query, only the $n$ negatives with the highest
-#   scores (the hardest ones) and ignores the rest of the batch.
-#
-# Each variant below changes one option of the id-only + correction model of section 7 and
-# starts from the same seed and the same batches; the epoch is chosen on validation. We
-# report masked recall@10 on validation (what we may choose on) and on test.
-
-# %%
-def train_variant(**options) -> tuple[RetrievalModel, models.TrainingRun]:
-    """The id-only + correction model of section 7, with ``options`` for the Retrieval task
-    (``remove_accidental_hits``, ``temperature``, ``num_hard_negatives``)."""
-    recsys_course.seed_everything(SEED)
-    query, candidate = QueryTower(user_ids, EMBEDDING_DIM), CandidateTower(movie_ids, EMBEDDING_DIM)
-    metric = tfrs.metrics.FactorizedTopK(candidates=candidate_features.batch(4096).map(candidate), ks=TOP_KS)
-    if options.pop("remove_accidental_hits", False):
-        task = models.AccidentalHitsRetrieval(metrics=metric, **options)
-        candidate = task.recording(candidate)
-    else:
-        task = tfrs.tasks.Retrieval(metrics=metric, **options)
-    model = RetrievalModel(query, candidate, task, popularity_correction=True)
-    model.compile(optimizer=tf.keras.optimizers.Adagrad(0.05))
-    run = models.train_with_curves(model, mf.to_dataset(fit_features, 1024, shuffle_seed=SEED),
-                               {"validation": splits["validation"]}, epochs=10, ks=TOP_KS, patience=2)
-    return model, run
-
-
-validation_queries = mf.user_features(fit, validation_users, demographics=has_demographics)
-
-
-def validation_recall(model: RetrievalModel) -> float:
-    """Masked recall@10 on the validation split (users queried at their latest fit rating)."""
-    user_scores = model.query_model(validation_queries).numpy() @ catalogue_vectors(model).T
-    ranked = ev.top_k(user_scores, 10, exclude=validation_history)
-    return ev.recall_at_k(ranked, validation_relevant, 10)
-
-
-started = time.perf_counter()
-towers = {
-    "two-tower: classic id-only": classic,
-    "two-tower: id-only + correction": corrected,
-    "two-tower: side features + correction": improved,
-}
-variants = {
-    "id-only + correction, remove_accidental_hits": dict(remove_accidental_hits=True),
-    "id-only + correction, temperature 0.5": dict(temperature=0.5),
-    "id-only + correction, 100 hardest negatives": dict(num_hard_negatives=100),
-}
-for name, options in variants.items():
-    towers[f"two-tower: {name}"], _ = train_variant(**options)
-ablation = pd.DataFrame([
-    {"model": name, "validation recall@10": validation_recall(model),
-     "test recall@10": report(name, tower_scores(model))["recall@10_masked"]}
-    for name, model in towers.items()
-]).set_index("model")
-print(f"{len(variants)} variants trained and every tower measured in {time.perf_counter() - started:.0f} s")
-ablation.round(3)
-
-# %%
-base = ablation.loc["two-tower: id-only + correction", "validation recall@10"]
-changes = [
-    f"{name.split(', ', 1)[1]} {claims.pick(row['validation recall@10'] > base, 'raises', 'does not raise')} it "
-    f"({base:.3f} to {row['validation recall@10']:.3f})"
-    for name, row in ablation.iloc[3:].iterrows()
-]
-id_final_name = ablation["validation recall@10"].idxmax()
-id_final_test = ablation.loc[id_final_name, "test recall@10"]
-ease_test = full_comparison.loc[ease_name, "recall@10_masked"]
-claims.say(
-    "On validation recall@10, " + "; ".join(changes) + ". "
-    f"The id tower with the best validation recall@10 is **{id_final_name}**; on test it "
-    f"reaches {id_final_test:.3f} against EASE's {ease_test:.3f}: "
-    + claims.pick(id_final_test >= ease_test,
-                  f"{id_final_test / ease_test - 1:.1%} above it.",
-                  f"{1 - id_final_test / ease_test:.1%} below it. Tuning the negatives does not "
-                  "close the gap: the next section changes what the query tower reads.")
-)
-
-# %% [markdown]
-# ## 13. A query tower that reads the history
-#
-# Compare what each model knows about a user when it scores, and EASE's strength is plain.
-# The towers so far know a **user id** (plus, with side features, the time and
-# demographics): the user's vector is a free row of 32 numbers, learned from that user's own
-# pairs only. A rating made after training cannot change it, and a new user gets the shared
-# OOV row. EASE reads the **history** itself: its score $\mathbf{x}_u B$ is a function of the
-# movies the user rated, through weights shared by every user, so a new rating changes the
-# list at once.
-#
-# A query tower can do the same. Make the query vector a function of the history, as
-# YouTube's candidate generator (Covington et al. 2016) and Mult-DAE (Liang et al. 2018) do:
-#
-# $$\mathbf{q}_u = \frac{1}{\sqrt{|\mathbf{x}_u|}} \sum_{j \,\in\, \mathbf{x}_u} \mathbf{e}_j .$$
-#
-# It is a bag of learned movie vectors, a `Dense` layer without bias on the 0/1 history row
-# (the genre bag of section 3.4, over movies), divided by the square root of the history's
-# length so that heavy and light users get vectors of similar size. The candidate tower is
-# still the movie id embedding, plus one number, the movie's bias, which meets a constant 1
-# in the query: the score stays one dot product, served by `BruteForce` or Annoy. A user who
-# rated five movies this morning gets a query vector now, **without retraining**.
-#
-# Training changes too, because its unit is now a user, not a pair:
-#
-# - **Hide, then predict.** At each step a random half of every user's history is hidden
-#   from the query and becomes the target. A movie the query can see is never a target, or
-#   the model would learn to copy its input.
-# - **A full softmax over the catalogue.** With a few thousand movies, scoring every movie
-#   is one matrix product per batch: no sampled negatives, no duplicates, no correction.
-#   The movies the query was shown are left out of the softmax: the user rated them, so
-#   they are not negatives, and a masked list never shows them anyway. This is the
-#   two-tower counterpart of EASE's zero diagonal.
-#   (With millions of items one samples again, and section 12's questions return.)
-# - **Regularisation.** The movie vectors are shared by every user: an L2 penalty keeps
-#   them small, and the epoch is chosen on validation as before.
-# - **Dot product or cosine.** A dot product rewards long vectors, so a movie can rise in
-#   everyone's list by growing its vector. The alternative scales both vectors to length 1
-#   and divides their cosine by a temperature $\tau$, as YouTube's two-tower model does
-#   (Yi et al. 2019): the score is $\cos(\mathbf{q}_u, \mathbf{v}_j)/\tau + b_j$, so
-#   popularity lives in the bias $b_j$ alone and $\tau$ sets how sharp the softmax is
-#   (section 12's knob, here on a bounded score). The towers do the scaling, so the score
-#   is still one dot product for `BruteForce` or Annoy. An L2 penalty has nothing to hold
-#   on a cosine, so these runs have none.
-#
-# The model is `recsys_course.models.HistoryRetrievalModel`, a `tfrs.Model` whose
-# `compute_loss` hides, scores and takes the softmax (`src/recsys_course/models/history.py`).
-# We choose between the dot product and the cosine at two temperatures on the validation
-# split, 512 numbers a movie (`models.HISTORY_GRID`). The other settings (hide half, Adam
-# with learning rate 0.003 for the dot product and 0.01 for the cosine, which learns more
-# slowly, batches of 128 users) were chosen on validation splits of ml-latest-small, MovieLens
-# 100K and synthetic data when this lesson was written.
-
-# %%
-print("the grid:", models.HISTORY_GRID)
-started = time.perf_counter()
-history_configs = {models.history_config_label(config): config for config in models.HISTORY_GRID}
-history_runs = {
-    label: models.train_history_model(
-        fit_matrix, movie_ids, validation_history, validation_relevant, seed=SEED, **config)
-    for label, config in history_configs.items()
-}
-best_history = max(history_runs, key=lambda label: history_runs[label].validation_recall)
-history_run = history_runs[best_history]
-best_history_config = history_configs[best_history]
-print(f"{len(models.HISTORY_GRID)} configurations trained in {time.perf_counter() - started:.0f} s; "
-      f"chosen on validation: {best_history}")
-pd.DataFrame([
-    {"configuration": label, "epoch chosen": run.best_epoch, "validation recall@10": run.validation_recall}
-    for label, run in history_runs.items()
-])
-
-# %% [markdown]
-# ### Three towers make one tower
-#
-# Keeping only the best configuration throws two trained models away. Their scores can be
-# added instead, and the sum is still a two-tower model: lay the three query vectors end to
-# end, each multiplied by a weight $w_i$, and the three movie vectors end to end; the dot
-# product of the long vectors is $\sum_i w_i\, \mathbf{q}^{(i)}_u \cdot \mathbf{v}^{(i)}_j$,
-# the weighted sum of the three scores. One index still serves it, with vectors three
-# times as long. Models that make different mistakes partly cancel them in a sum, which is
-# why blends of many models won the Netflix Prize. `models.concatenate_towers` weighs each
-# tower by one over the standard deviation of its validation scores, so that none dominates
-# by the scale of its scores alone, and validation decides between the best single
-# configuration and the three joined.
-
-# %%
-joined = models.concatenate_towers([run.model for run in history_runs.values()], validation_history)
-weighted_sum = sum(weight * run.model.scores(validation_history)
-                   for weight, run in zip(joined.weights, history_runs.values()))
-joined_scores = joined.scores(validation_history)
-joined_gap = float(np.abs(joined_scores - weighted_sum).max() / np.abs(weighted_sum).max())
-joined_validation = ev.recall_at_k(ev.top_k(joined_scores, 10, exclude=validation_history), validation_relevant, 10)
-use_joined = joined_validation > history_run.validation_recall
-history_model = joined if use_joined else history_run.model
-history_validation = max(joined_validation, history_run.validation_recall)
-print(f"the long dot product against the weighted sum of the three scores: largest difference "
-      f"{joined_gap:.1e} of the largest score; query vectors of {joined.query_vectors(validation_history[:1]).shape[1]} numbers")
-claims.say(
-    f"On validation the three joined reach a masked recall@10 of {joined_validation:.3f}, the best single "
-    f"configuration ({best_history}) {history_run.validation_recall:.3f}: we keep "
-    + claims.pick(use_joined, "**the three joined**.", f"**{best_history}** alone.")
-)
-
-# %% tags=["check"]
-claims.claim(joined_gap < 1e-5, "the long dot product is the weighted sum of the three scores")
-
-# %% [markdown]
-# The history tower joins the comparison table of section 11, measured on the same test
-# users with the same fit histories as EASE and item-kNN:
-
-# %%
-history_name = "two-tower: history bag" + (" (3 joined)" if use_joined else "")
-history_row = report(history_name, history_model.scores(test_history))
-full_comparison.loc[history_name] = {key: value for key, value in history_row.items() if key != "model"}
-full_comparison.round(3)
-
-# %%
-validation_by_tower = pd.concat([ablation["validation recall@10"],
-                                 pd.Series({history_name: history_validation})])
-test_by_tower = pd.concat([ablation["test recall@10"],
-                           pd.Series({history_name: history_row["recall@10_masked"]})])
-final_name = validation_by_tower.idxmax()
-final_test = test_by_tower[final_name]
-claims.say(
-    f"The lesson's final model is the tower with the best validation recall@10: **{final_name}** "
-    f"({validation_by_tower[final_name]:.3f} on validation). On test it reaches {final_test:.3f}, "
-    f"EASE {ease_test:.3f}: "
-    + claims.pick(final_test >= ease_test, f"{final_test / ease_test - 1:.1%} above it",
-                  f"{1 - final_test / ease_test:.1%} below it")
-    + f"; the best id tower reaches {id_final_test:.3f}. "
-    + claims.pick(history_row["recall@10_masked"] > id_final_test,
-                  "Reading the history instead of an id is worth more than any change to the negatives.",
-                  "On this data, reading the history does not beat the best id tower.")
-)
-
-# %% [markdown]
-# What a query computed from the history buys: give the model only **five** of a user's
-# movies, as if they had just signed up, and ask again, with no retraining. Below, every test
-# user is queried with five of their fit movies drawn at random (seeded), and one of them is
-# shown with titles.
-
-# %%
-draw = np.random.default_rng(SEED)
-five_movies = np.zeros_like(test_history)
-for row, user_history in enumerate(test_history):
-    rated = np.flatnonzero(user_history)
-    five_movies[row, draw.choice(rated, size=min(5, len(rated)), replace=False)] = True
-five_scores = history_model.scores(five_movies)
-five_recall = ev.recall_at_k(ev.top_k(five_scores, 10, exclude=seen), relevant, 10)
-newcomer = int(np.argmax(test_history.sum(axis=1) >= 5))
-print("a newcomer's five movies:", ids_to_titles(np.asarray(movie_ids)[five_movies[newcomer]], movies))
-print("their top 5:", ids_to_titles(np.asarray(movie_ids)[ev.top_k(five_scores, 5, exclude=five_movies)[newcomer]], movies))
-popularity_recall = full_comparison.loc["popularity", "recall@10_masked"]
-claims.say(
-    f"With five movies per user, the history tower's masked recall@10 is {five_recall:.3f}, against "
-    f"{history_row['recall@10_masked']:.3f} with the whole fit history and {popularity_recall:.3f} for "
-    "the popularity list: "
-    + claims.pick(five_recall > popularity_recall,
-                  "five ratings already personalise the list, and no weight was retrained.",
-                  "five ratings are not yet enough to beat the popularity list here.")
-)
-
-# %% [markdown]
-# ### EASE is a two-tower model too
-#
-# Could the two-tower *form* do what EASE does? Yes: EASE's ranking is itself a dot
-# product of a linear history tower and a movie tower. Write the fit matrix's thin singular
-# value decomposition $X = U\,\mathrm{diag}(s)\,V^\top$ and $P = (X^\top X + \lambda I)^{-1}
-# = V\,\mathrm{diag}\big(1/(s^2+\lambda)\big)V^\top + (I - VV^\top)/\lambda$. EASE's
-# weights are $B = I - P\,\mathrm{diag}(1/P_{jj})$, so for a movie $j$ that is not in the
-# history $\mathbf{x}$ (the only movies a masked list can show)
-#
-# $$(\mathbf{x}B)_j = \underbrace{\mathbf{x}\,V\,\mathrm{diag}\!\Big(\frac{s^2}{s^2+\lambda}\Big)}_{\text{query: a bag of movie rows}}
-# \cdot \underbrace{\frac{V_{j}}{\lambda P_{jj}}}_{\text{candidate } j}.$$
-#
-# The query is a bag of movie vectors, like the history tower's, and the candidate is one
-# vector per movie; their size is the rank of $X$, at most the number of users or movies.
-# The cell below builds both towers from the SVD and checks that they give EASE's scores on
-# every movie outside each test user's history.
-
-# %%
-_, singular, right = np.linalg.svd(fit_matrix.astype(np.float64), full_matrices=False)
-v = right.T  # movies x rank
-p_diagonal = (v**2 / (singular**2 + best_l2)).sum(axis=1) + (1.0 - (v**2).sum(axis=1)) / best_l2
-ease_query_bag = v * (singular**2 / (singular**2 + best_l2))  # history row @ this = query
-ease_candidates = v / (best_l2 * p_diagonal)[:, None]          # one row per movie
-two_tower_ease = (test_history @ ease_query_bag) @ ease_candidates.T
-direct_ease = test_history @ ease
-outside_history = ~test_history.astype(bool)
-gap = np.abs(two_tower_ease - direct_ease)[outside_history].max() / np.abs(direct_ease).max()
-tower_ease_recall = report("EASE as two towers", two_tower_ease)["recall@10_masked"]
-print(f"tower size: {v.shape[1]} numbers; largest score difference outside the histories: "
-      f"{gap:.1e} of the largest score; masked recall@10 {tower_ease_recall:.3f} "
-      f"(EASE directly: {ease_test:.3f})")
-
-# %% tags=["check"]
-claims.claim(gap < 1e-6 and abs(tower_ease_recall - ease_test) < 1e-3,
-             "checks that they give EASE's scores on every movie outside each test user's history")
-
-# %% [markdown]
-# So a two-tower model with towers this wide holds EASE exactly. What separates the two is
-# how the weights are found: EASE solves its least-squares objective exactly, with one
-# hyper-parameter, while our towers are narrower than the catalogue and trained by stochastic
-# gradient descent on a softmax objective. On dense data with a few thousand movies the
-# exact solution is hard to beat; the towers earn their place where EASE cannot go: features
-# of new movies (cold start), catalogues whose $n^2$ weights do not fit in memory, and context at
-# request time.
-
-# %% [markdown]
-# ## 14. A second protocol: the latest ratings of each user
-#
-# The random split asks "given a random 80 % of everything, find the other 20 %". A
-# deployed recommender faces another question: given everything *up to now*, what will
-# each user watch *next*? The per-user temporal split (`ev.leave_last_k`) holds out each
-# user's latest ratings (here 5) as test, and the 5 before them as validation. It removes
-# the random split's gift to history-based models: test movies no longer sit in the middle
-# of a training session. We rerun the baselines, the best id tower's recipe and the history
-# tower on it: EASE's lambda and every tower's epoch are chosen again on this protocol's own
-# validation split (the history tower keeps the configuration, or the joining, chosen in section 13).
-
-# %%
-HOLDOUT = 5
-t_train, t_test = ev.leave_last_k(ratings, HOLDOUT)
-t_fit, t_validation = ev.leave_last_k(t_train, HOLDOUT)
-t_fit_users = sorted(t_fit["user_id"].unique())
-t_fit_matrix = ev.interaction_matrix(t_fit, t_fit_users, movie_ids)
-
-
-def t_history(users: list[str]) -> np.ndarray:
-    """Temporal fit-split interaction rows of ``users`` (zeros for users absent from it)."""
-    rows = pd.Index(t_fit_users).get_indexer(users)
-    return np.where(rows[:, None] >= 0, t_fit_matrix[np.maximum(rows, 0)], False)
-
-
-t_val_users = sorted(set(t_validation["user_id"]) & set(t_fit["user_id"]))
-t_val_history = t_history(t_val_users)
-t_val_relevant = ev.interaction_matrix(t_validation, t_val_users, movie_ids)
-t_grid = {}
-for l2 in (10.0, 50.0, 200.0, 500.0, 2000.0):
-    ranked = ev.top_k(t_val_history @ ease_weights(t_fit_matrix, l2), 10, exclude=t_val_history)
-    t_grid[l2] = ev.recall_at_k(ranked, t_val_relevant, 10)
-t_l2 = max(t_grid, key=t_grid.get)
-
-t_users = sorted(set(t_test["user_id"]) & set(t_train["user_id"]))
-t_seen = ev.interaction_matrix(t_train, t_users, movie_ids)
-t_relevant = ev.interaction_matrix(t_test, t_users, movie_ids)
-t_test_history = t_history(t_users)
-
-# the final tower's recipe, retrained on the temporal fit split with its own validation
-recsys_course.seed_everything(SEED)
-t_probability = mf.candidate_probability(t_fit)
-
-
-def t_features(frame: pd.DataFrame) -> dict:
-    return mf.rating_features(frame, genre_width, demographics=has_demographics, probability=t_probability)
-
-
-side = "side features" in id_final_name
-t_query = QueryTower(
-    sorted(t_fit["user_id"].unique()), EMBEDDING_DIM,
-    timestamps=t_fit["timestamp"].to_numpy(dtype="float64") if side else None,
-    occupations=sorted(t_fit["user_occupation_text"].unique()) if side and has_demographics else None,
-    ages=t_fit["raw_user_age"].to_numpy() if side and has_demographics else None,
-)
-t_candidate = CandidateTower(movie_ids, EMBEDDING_DIM, titles=titles if side else None,
-                             genres=genre_names if side else None)
-final_options = next((o for n, o in variants.items() if n in id_final_name), {})
-metric = tfrs.metrics.FactorizedTopK(candidates=candidate_features.batch(4096).map(t_candidate), ks=TOP_KS)
-if final_options.get("remove_accidental_hits"):
-    t_task = models.AccidentalHitsRetrieval(metrics=metric)
-    t_candidate = t_task.recording(t_candidate)
-else:
-    t_task = tfrs.tasks.Retrieval(metrics=metric, **final_options)
-t_model = RetrievalModel(t_query, t_candidate, t_task,
-                         popularity_correction="correction" in id_final_name)
-t_model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1 if "classic" in id_final_name else 0.05))
-t_run = models.train_with_curves(
-    t_model, mf.to_dataset(t_features(t_fit), 8192 if "classic" in id_final_name else 1024, shuffle_seed=SEED),
-    {"validation": t_features(t_validation)}, epochs=10, ks=TOP_KS, patience=2,
-)
-# the history tower in the form chosen in section 13 (one configuration, or the grid joined),
-# its epochs and weights chosen on this validation split
-t_history_runs = [
-    models.train_history_model(t_fit_matrix, movie_ids, t_val_history, t_val_relevant, seed=SEED, **config)
-    for config in (models.HISTORY_GRID if use_joined else (best_history_config,))
-]
-t_history_model = (models.concatenate_towers([run.model for run in t_history_runs], t_val_history)
-                   if use_joined else t_history_runs[0].model)
-t_queries = mf.user_features(t_train, t_users, demographics=has_demographics)
-t_scores = {
-    "popularity": popularity_scores(t_fit_matrix, len(t_users)),
-    "item-kNN (cosine)": t_test_history @ item_knn_weights(t_fit_matrix),
-    f"EASE (lambda {t_l2:g})": t_test_history @ ease_weights(t_fit_matrix, t_l2),
-    id_final_name: t_model.query_model(t_queries).numpy() @ catalogue_vectors(t_model).T,
-    history_name: t_history_model.scores(t_test_history),
-}
-temporal = pd.DataFrame([
-    {"model": name, **ev.evaluate(user_scores, t_relevant, seen=t_seen, ks=(10,))}
-    for name, user_scores in t_scores.items()
-]).set_index("model")[["recall@10_masked", "ndcg@10", "coverage@10"]]
-both = pd.DataFrame({
-    "random split": full_comparison["recall@10_masked"].rename(lambda n: "EASE" if n.startswith("EASE") else n),
-    "temporal split": temporal["recall@10_masked"].rename(lambda n: "EASE" if n.startswith("EASE") else n),
-})
-both.loc[id_final_name, "random split"] = id_final_test
-both = both.dropna()
-both.round(3)
-
-# %%
-def order(column: pd.Series) -> str:
-    return " > ".join(column.sort_values(ascending=False).index)
-
-
-same_order = order(both["random split"]) == order(both["temporal split"])
-claims.say(
-    f"Masked recall@10, random split: {order(both['random split'])}. Temporal split: "
-    f"{order(both['temporal split'])}. "
-    + claims.pick(same_order, "The order of the models is the same on both protocols. ",
-                  "The order of the models changes between the protocols. ")
-    + claims.pick((both["temporal split"] < both["random split"]).all(),
-                  "Every model scores lower on the temporal split: the next movies of a user are "
-                  "harder to guess than random holes in their history.",
-                  "Not every model scores lower on the temporal split: which protocol is harder "
-                  "depends on the model and the data.")
-    + " Report the protocol that matches how the model will be used."
-)
-
-# %% [markdown]
 # ## Summary
 #
 # - Retrieval scores the whole catalogue per request, so its score must factorise: a
@@ -1576,58 +960,34 @@ claims.say(
 # - **Keras preprocessing layers** put feature encoding inside the model: `StringLookup` +
 #   `Embedding` for ids (with an OOV row), `Normalization` and `Discretization` for
 #   numbers, `TextVectorization` + masked average pooling for text, multi-hot for sets.
-# - TFRS trains towers with an **in-batch softmax**; its implicit negatives are drawn by
-#   popularity, which pushes popular items down, and popular movies repeat within a batch
-#   (accidental hits). The **logQ correction** removes the popularity bias.
+# - TFRS trains towers with an **in-batch softmax**: the other candidates of a batch are
+#   each query's negatives, so negatives are drawn in proportion to popularity (lesson 03
+#   corrects for it).
 # - **Factorized top-K accuracy** counts test ratings whose movie is in the top K of the
 #   whole catalogue; it does not mask seen movies. Compare it with the popularity list,
-#   and with **masked recall@k** per user.
+#   pair by pair, with a standard error, and with **masked recall@k** per user.
 # - Free id embeddings can **overfit within a few epochs**: pick the epoch on a validation
-#   split, never on test.
-# - On a random split, very fine **time buckets leak** the session of the test rating.
+#   split, never on test. Batch size and learning rate are chosen on validation too; the
+#   course keeps one recipe (`models.RETRIEVAL_RECIPE`) so that comparisons change one
+#   thing at a time.
+# - **Side features** matter most where ids know little: movies with few ratings. On a
+#   random split, very fine **time buckets leak** the session of the test rating.
 # - `BruteForce` serves exact top-K lists; `query_with_exclusions` removes seen items.
-# - Always compare with **strong simple baselines** measured in the same run, over the full
-#   catalogue (`recsys_course.evaluation`): item-kNN and above all EASE, one matrix inverse,
-#   are hard to beat on MovieLens-sized data.
-# - A batch of $B$ pairs does not hold $B - 1$ distinct negatives: popular movies repeat,
-#   and their copies are accidental hits. `remove_accidental_hits`, `temperature` and
-#   `num_hard_negatives` change how negatives count; measure each on validation.
-# - A **history query tower** (a bag of the user's movies instead of a user id), trained per
-#   user to predict hidden movies with a full softmax over the catalogue, reads what EASE
-#   reads, serves new users without retraining, and is still one dot product at serving time.
-#   A **cosine with a temperature** keeps popularity in the movie's bias instead of its
-#   vector's length; towers **laid end to end** add their scores and stay one dot product.
-# - Evaluate on the protocol that matches use: a random split (comparable with the TFRS
-#   tutorials) and a per-user temporal split (`leave_last_k`, what production looks like)
-#   can rank models differently.
 #
 # ## Further reading
 #
-# - Harald Steck. *Embarrassingly Shallow Autoencoders for Sparse Data.* WWW 2019.
-#   <https://arxiv.org/abs/1905.03375>
-# - Maurizio Ferrari Dacrema, Paolo Cremonesi, Dietmar Jannach. *Are We Really Making Much
-#   Progress? A Worrying Analysis of Recent Neural Recommendation Approaches.* RecSys 2019.
-#   <https://arxiv.org/abs/1907.06902>
-# - Steffen Rendle, Walid Krichene, Li Zhang, Yehuda Koren. *Revisiting the Performance of
-#   iALS on Item Recommendation Benchmarks.* RecSys 2022. <https://arxiv.org/abs/2110.14037>
-# - Walid Krichene, Steffen Rendle. *On Sampled Metrics for Item Recommendation.* KDD 2020
-#   (why every metric here ranks the full catalogue). <https://doi.org/10.1145/3394486.3403226>
-#
-# - Xinyang Yi, Ji Yang, Lichan Hong, Derek Zhiyuan Cheng, Lukasz Heldt, Aditee Kumthekar,
-#   Zhe Zhao, Li Wei, Ed Chi. *Sampling-Bias-Corrected Neural Modeling for Large Corpus
-#   Item Recommendations.* RecSys 2019. <https://doi.org/10.1145/3298689.3346996>
-# - Yoshua Bengio, Jean-Sébastien Senécal. *Adaptive Importance Sampling to Accelerate
-#   Training of a Neural Probabilistic Language Model.* IEEE Transactions on Neural
-#   Networks 19(4), 2008. <https://doi.org/10.1109/TNN.2007.912312>
-# - Dawen Liang, Rahul G. Krishnan, Matthew D. Hoffman, Tony Jebara. *Variational
-#   Autoencoders for Collaborative Filtering.* WWW 2018 (Mult-DAE and Mult-VAE: a user's
-#   history in, a multinomial over the catalogue out). <https://arxiv.org/abs/1802.05814>
-# - Paul Covington, Jay Adams, Emre Sargin. *Deep Neural Networks for YouTube
-#   Recommendations.* RecSys 2016. <https://doi.org/10.1145/2959100.2959190>
 # - TensorFlow Recommenders: retrieval, features and deep retrieval tutorials,
 #   <https://www.tensorflow.org/recommenders/examples/basic_retrieval>
 # - Keras preprocessing layers guide:
 #   <https://www.tensorflow.org/guide/keras/preprocessing_layers>
+# - Paul Covington, Jay Adams, Emre Sargin. *Deep Neural Networks for YouTube
+#   Recommendations.* RecSys 2016. <https://doi.org/10.1145/2959100.2959190>
+# - Xinyang Yi, Ji Yang, Lichan Hong, Derek Zhiyuan Cheng, Lukasz Heldt, Aditee Kumthekar,
+#   Zhe Zhao, Li Wei, Ed Chi. *Sampling-Bias-Corrected Neural Modeling for Large Corpus
+#   Item Recommendations.* RecSys 2019. <https://doi.org/10.1145/3298689.3346996>
+# - Walid Krichene, Steffen Rendle. *On Sampled Metrics for Item Recommendation.* KDD 2020
+#   (why every metric here ranks the full catalogue). <https://doi.org/10.1145/3394486.3403226>
 #
-# Next: lesson 04 re-ranks the candidates this model retrieves; lesson 07 replaces the
+# Next: lesson 03 measures these towers against strong simple baselines and improves them;
+# lesson 04 re-ranks the candidates a retrieval model returns; lesson 07 replaces the
 # brute-force index with Annoy.

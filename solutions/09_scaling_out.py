@@ -18,11 +18,12 @@
 # - find the input pipeline's share of training time, and speed a `tf.data` pipeline over
 #   TFRecord shards up with `interleave`, parallel and vectorised parsing, `cache` and
 #   `prefetch`;
-# - write the `TF_CONFIG` that turns separate processes into one TensorFlow cluster, and
+# - read the `TF_CONFIG` that turns separate processes into one TensorFlow cluster, and
 #   train the course's two-tower model on two worker processes with
 #   `MultiWorkerMirroredStrategy`;
-# - compute global and per-replica batch sizes, and explain what splitting a batch across
-#   replicas does to the in-batch softmax, and how gathering negatives undoes it;
+# - explain what splitting a batch across replicas does to the in-batch softmax, and write
+#   the loss that gathers every replica's candidates with `ReplicaContext.all_gather`, run
+#   on a `MirroredStrategy` of logical CPU devices in this one process;
 # - explain what `ParameterServerStrategy` and sharded variables are for, and run a small
 #   job with a chief, a parameter server and a worker;
 # - write and check the files of a TF Serving fleet: several models with version labels,
@@ -55,9 +56,14 @@ import pandas as pd
 import tensorflow as tf
 from google.protobuf import text_format
 
-from recsys_course import claims
+from recsys_course import claims, models
+from recsys_course.cluster.replicas import logical_cpus, mirrored_strategy, per_replica
 from recsys_course.cluster.tfrecords import FEATURES
 
+# Split this process's CPU into logical devices before TensorFlow starts its runtime, so that
+# section 3 can run several replicas here (a MirroredStrategy needs one device per replica).
+REPLICAS = 3
+logical_cpus(REPLICAS)
 SEED = recsys_course.seed_everything(42)
 K = 10
 
@@ -128,13 +134,12 @@ print({name: (spec.dtype.name, spec.shape) for name, spec in FEATURES.items()})
 # Order matters: `cache` goes after the expensive steps and before anything that must
 # change every epoch (a shuffle), and `prefetch` goes last.
 #
-# ### Exercise 9.2 · A fast ratings pipeline
+# ### Exercise 9.1 · A fast ratings pipeline
 #
 # Implement `ratings_dataset(files, batch_size)` with interleaved reading, batched
-# vectorised parsing and prefetching. (The exercise numbers follow the course's order of
-# skills, not the sections: 9.1 comes with the cluster in section 3.)
+# vectorised parsing and prefetching.
 
-# %% tags=["exercise"] exercise="9.2"
+# %% tags=["exercise"] exercise="9.1"
 def ratings_dataset(files, batch_size: int) -> tf.data.Dataset:
     """One pass over every record of every TFRecord file in ``files``, in batches.
 
@@ -188,10 +193,11 @@ plt.show()
 # %%
 speedup = pipelines["speed-up"]
 claims.say(
-    f"Parsing whole batches with one op made the pipeline {speedup['+ vectorised parse']:.1f}x as fast as "
-    f"the naive one, and serving the second epoch from the cache {speedup['+ cache + prefetch']:.0f}x. "
-    + f"With interleaving alone the pipeline ran at {speedup['+ interleave']:.1f}x the naive speed, and with "
-    f"single records parsed on parallel threads at {speedup['+ parallel map']:.1f}x: threads help only "
+    f"Parsing whole batches with one op made the pipeline {claims.fmt(speedup['+ vectorised parse'], 'ratio')} as "
+    f"fast as the naive one, and serving the second epoch from the cache "
+    f"{claims.fmt(speedup['+ cache + prefetch'], 'ratio')}. With interleaving alone the pipeline ran at "
+    f"{claims.fmt(speedup['+ interleave'], 'ratio')} the naive speed, and with single records parsed on parallel "
+    f"threads at {claims.fmt(speedup['+ parallel map'], 'ratio')}: threads help only "
     "as far as there are idle cores, and the per-record overhead stays."
 )
 
@@ -240,36 +246,8 @@ claims.say(
 # tasks *this* process is: `{"type": "worker", "index": 1}`. Worker 0 plays the chief's
 # part (it saves checkpoints and writes summaries) when there is no explicit chief.
 #
-# ### Exercise 9.1 · TF_CONFIG for one task
-#
-# Implement `tf_config_for(cluster, task_type, task_index)`.
-
-# %% tags=["exercise"] exercise="9.1"
-def tf_config_for(cluster: dict, task_type: str, task_index: int) -> str:
-    """The ``TF_CONFIG`` value (a JSON string) for one task of ``cluster``.
-
-    Args:
-        cluster: role -> list of ``"host:port"`` addresses, e.g.
-            ``{"worker": ["127.0.0.1:2222", "127.0.0.1:2223"]}``.
-        task_type: this process's role; must be a key of ``cluster``.
-        task_index: this process's position in ``cluster[task_type]``.
-
-    Returns:
-        ``json.dumps({"cluster": cluster, "task": {"type": task_type, "index": task_index}})``
-        with the whole cluster (every role), so every process sees the same cluster.
-
-    Raises:
-        ValueError: when ``task_type`` is not a role of ``cluster`` or ``task_index`` is not
-            a valid index of its list (negative or too large).
-    """
-    # BEGIN SOLUTION
-    if task_type not in cluster:
-        raise ValueError(f"role {task_type!r} is not in the cluster: {sorted(cluster)}")
-    if not 0 <= task_index < len(cluster[task_type]):
-        raise ValueError(f"{task_type} has {len(cluster[task_type])} tasks; index {task_index} is out of range")
-    return json.dumps({"cluster": cluster, "task": {"type": task_type, "index": int(task_index)}})
-    # END SOLUTION
-
+# The course's helper `recsys_course.cluster.launch.tf_config` writes it; the cell below
+# shows what worker 1 of a two-worker cluster reads.
 
 # %% [markdown]
 # The course's helper module `recsys_course.cluster.launch` starts clusters for this lesson.
@@ -288,9 +266,8 @@ from recsys_course.cluster.launch import (
 
 ports = free_ports(2)
 cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-print("TF_CONFIG of worker 1:", tf_config_for(cluster, "worker", 1))
-same = json.loads(tf_config_for(cluster, "worker", 1)) == json.loads(tf_config(cluster, "worker", 1))
-print("same as the course's helper:", same)
+print("TF_CONFIG of worker 1:", json.dumps(json.loads(tf_config(cluster, "worker", 1)), indent=1)
+      .replace(str(ports[0]), "<port 0>").replace(str(ports[1]), "<port 1>"))
 
 with socket.socket() as squatter:  # take a port, then ask for a cluster on it
     squatter.bind(("127.0.0.1", 0))
@@ -310,10 +287,21 @@ with socket.socket() as squatter:  # take a port, then ask for a cluster on it
 # applies one update computed from the whole global batch, so with the same global batch
 # size, the same learning rate and the same number of epochs, the optimisation is the same
 # as on one worker, only the work of each step is split, with one exception that matters
-# for retrieval (next). (Keeping the per-replica size
-# fixed instead grows the global batch with the cluster; the learning rate then usually
-# needs retuning.)
-#
+# for retrieval (next). (Keeping the per-replica size fixed instead grows the global batch
+# with the cluster; the learning rate then usually needs retuning.) For the global batch of
+# lesson 02's recipe:
+
+# %%
+GLOBAL_BATCH, EPOCHS = models.RETRIEVAL_RECIPE["batch_size"], 3
+pd.DataFrame({
+    f"{r} replica(s)": {"per-replica batch": GLOBAL_BATCH // r,
+                        "steps per epoch": math.ceil(len(train) / GLOBAL_BATCH),
+                        "negatives per pair, softmax per replica": GLOBAL_BATCH // r - 1,
+                        "negatives per pair, gathered": GLOBAL_BATCH - 1}
+    for r in (1, 2, 4, 8)
+})
+
+# %% [markdown]
 # ### What happens to the in-batch softmax
 #
 # Our retrieval loss is a softmax over the batch: for a user $u_i$ and their movie $m_i$,
@@ -325,56 +313,105 @@ with socket.socket() as squatter:  # take a port, then ask for a cluster on it
 # is contrasted with only $B/R - 1$ negatives instead of $B - 1$. The loss is a different
 # (easier) one: fewer, and on average less hard, negatives, which usually costs retrieval
 # quality as $R$ grows. The fix is to **gather** the movie vectors of all replicas before the
-# softmax (an all-gather collective): every user again sees the whole global batch, and the
-# loss is the single-worker loss exactly. Gathering costs one extra collective of
-# $B \times d$ floats per step.
+# softmax: each replica scores its own users against the movies of *every* replica, so
+# every user again sees the whole global batch, and the sum of the replicas' losses is the
+# single-worker loss exactly. Gathering costs one extra collective of $B \times d$ floats
+# per step.
 #
-# ### Exercise 9.3 · Batch arithmetic
+# Inside a replica, `tf.distribute.get_replica_context()` gives the collectives:
+# `context.all_gather(x, axis=0)` concatenates every replica's `x` in replica order, and
+# `context.replica_id_in_sync_group` says which replica this is. After the gather, replica
+# $r$'s positives are no longer on the diagonal of its score matrix: with $b$ rows per
+# replica, row $i$'s own movie sits in column $r \cdot b + i$.
 #
-# Implement `batch_plan(n_examples, global_batch_size, num_replicas)`.
+# ### Exercise 9.2 · Gathered negatives across replicas
+#
+# Implement `gathered_softmax_loss(queries, candidates)`, the loss one replica computes
+# inside `strategy.run`.
 
-# %% tags=["exercise"] exercise="9.3"
-def batch_plan(n_examples: int, global_batch_size: int, num_replicas: int) -> dict:
-    """How one epoch is split across replicas with in-batch negatives computed per replica.
+# %% tags=["exercise"] exercise="9.2"
+def gathered_softmax_loss(queries: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
+    """This replica's in-batch softmax loss against the candidates of *all* replicas.
+
+    Called inside ``strategy.run`` on every replica with that replica's slice of the global
+    batch; every replica has the same number of rows ``b``.
 
     Args:
-        n_examples: training pairs in one epoch, ``>= 1``.
-        global_batch_size: examples per step over all replicas, ``>= 1``.
-        num_replicas: replicas in sync (workers times devices per worker), ``>= 1``.
+        queries: ``float32 [b, d]``, this replica's query vectors.
+        candidates: ``float32 [b, d]``, this replica's candidate vectors (row ``i`` is the
+            positive of query ``i``).
 
     Returns:
-        ``{"per_replica_batch_size": global / replicas, "steps_per_epoch": steps to see every
-        example once (the last step may be partial), "negatives_per_example": the negatives
-        each positive pair is contrasted with when the softmax is computed per replica on a
-        full batch (not gathered)}``, all ``int``.
-
-    Raises:
-        ValueError: when ``global_batch_size`` is not divisible by ``num_replicas`` (the
-            replicas would get different batch sizes).
+        A scalar: the sum over this replica's rows ``i`` of the softmax cross-entropy of
+        ``queries[i] @ all_candidates.T`` with label ``r * b + i``, where
+        ``all_candidates`` (``[R * b, d]``) is every replica's ``candidates`` gathered in
+        replica order and ``r`` this replica's position. Summed over the replicas, it is
+        the in-batch softmax loss of the global batch on one device.
     """
     # BEGIN SOLUTION
-    if global_batch_size % num_replicas:
-        raise ValueError(f"global batch {global_batch_size} does not divide among {num_replicas} replicas")
-    per_replica = global_batch_size // num_replicas
-    return {
-        "per_replica_batch_size": per_replica,
-        "steps_per_epoch": math.ceil(n_examples / global_batch_size),
-        "negatives_per_example": per_replica - 1,
-    }
+    context = tf.distribute.get_replica_context()
+    everyone = context.all_gather(candidates, axis=0)
+    logits = tf.matmul(queries, everyone, transpose_b=True)
+    rows = tf.shape(queries)[0]
+    labels = tf.cast(context.replica_id_in_sync_group, tf.int32) * rows + tf.range(rows)
+    return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
     # END SOLUTION
 
 
+# %% [markdown]
+# Three replicas on this one machine: the process split its CPU into logical devices at the
+# start (`recsys_course.cluster.replicas.logical_cpus`), and a `MirroredStrategy` runs one
+# replica on each, with the same collectives a multi-GPU or multi-machine job uses. One
+# global batch of training pairs, embedded by an untrained id-only two-tower model, gives the
+# loss three ways:
+
 # %%
-GLOBAL_BATCH, EPOCHS = 4096, 3
-plans = pd.DataFrame({f"{r} replica(s)": batch_plan(len(train), GLOBAL_BATCH, r) for r in (1, 2, 4, 8)})
-display(plans)
+strategy = mirrored_strategy(REPLICAS)
+recsys_course.seed_everything(SEED)
+towers = models.build_two_tower(sorted(train["user_id"].unique()), sorted(data.movies["movie_id"].unique()))
+pairs = train.sample(n=REPLICAS * 256, random_state=SEED)
+user_vectors = towers.query_model(tf.constant(pairs["user_id"].to_numpy(str)))
+movie_vectors = towers.candidate_model(tf.constant(pairs["movie_id"].to_numpy(str)))
+
+
+def local_softmax_loss(queries: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
+    """The in-batch softmax over this replica's own rows only: what `fit` computes by default."""
+    rows = tf.shape(queries)[0]
+    logits = tf.matmul(queries, candidates, transpose_b=True)
+    return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.range(rows), logits=logits))
+
+
+single_device = float(local_softmax_loss(user_vectors, movie_vectors))
+by_replica = {}
+for name, loss in (("softmax per replica", local_softmax_loss), ("gathered negatives (yours)", gathered_softmax_loss)):
+    result = strategy.run(loss, args=(per_replica(strategy, user_vectors), per_replica(strategy, movie_vectors)))
+    by_replica[name] = [float(v) for v in strategy.experimental_local_results(result)]
+losses = pd.DataFrame({name: {**{f"replica {r}": v for r, v in enumerate(values)}, "sum": sum(values)}
+                       for name, values in by_replica.items()}).T
+losses["one device, whole batch"] = single_device
+losses.round(3)
+
+# %%
+gathered_sum, local_sum = sum(by_replica["gathered negatives (yours)"]), sum(by_replica["softmax per replica"])
+claims.say(
+    f"Gathered, the three replicas' losses add up to {claims.fmt(gathered_sum, 'error')}, the one-device loss of the "
+    f"whole batch ({claims.fmt(single_device, 'error')}); each replica alone, with its {claims.fmt(len(pairs) // REPLICAS)} "
+    f"rows as the only negatives, gives {claims.fmt(local_sum, 'error')}: "
+    + claims.pick(local_sum < single_device, "a smaller loss, because fewer negatives make an easier softmax.",
+                  "a different loss, the objective of a smaller batch.")
+)
+
+# %% tags=["check"]
+claims.claim(abs(gathered_sum - single_device) < 1e-3 * abs(single_device),
+             "the three replicas' losses add up to the one-device loss of the whole batch")
 
 # %% [markdown]
 # ### Training on two workers, for real
 #
-# We train the course's id-only two-tower model (`recsys_course.models`, the settings
-# of lessons 07 and 08: embeddings of 32, Adagrad 0.1, 3 epochs, global batch 4096) three
-# ways, each in fresh processes started by `run_multiworker_training`:
+# We train the course's id-only two-tower model (`recsys_course.models`, embeddings of 32,
+# Adagrad 0.1 and a global batch of 1,024 as in lesson 02's recipe, 3 epochs, without the
+# logQ correction) three ways, each in fresh processes started by
+# `run_multiworker_training`:
 #
 # 1. one worker (the baseline);
 # 2. two workers, softmax per replica (what `fit` does by default);
@@ -405,27 +442,29 @@ training = pd.DataFrame({
     }
     for label, run in runs.items()
 }).T
-display(training.round(4))
+display(training.astype({"per-replica batch": int}).round(4))
 
 # %%
 one, local, gathered = (training.loc[label] for label in runs)
 loss_gap = abs(gathered["loss per example, last epoch"] - one["loss per example, last epoch"])
+speed = claims.compare(local["examples/s"], one["examples/s"], noise=0.1 * one["examples/s"], kind="count")
 claims.say(
-    f"With gathered negatives, two workers optimise the single-worker loss: the last epoch's loss "
-    f"per example differs by {loss_gap:.1e}, and recall@{K} is {gathered[f'recall@{K}']:.4f} against "
-    f"{one[f'recall@{K}']:.4f} on one worker. With the softmax per replica, the loss is a different "
-    f"number ({local['loss per example, last epoch']:.3f} against {one['loss per example, last epoch']:.3f}"
+    f"With gathered negatives, two workers optimise the single-worker loss: the last epoch's loss per example "
+    f"differs by {loss_gap:.1e}, and recall@{K} is {claims.fmt(gathered[f'recall@{K}'])} against "
+    f"{claims.fmt(one[f'recall@{K}'])} on one worker. With the softmax per replica, the loss is a different "
+    f"number ({claims.fmt(local['loss per example, last epoch'], 'error')} against "
+    f"{claims.fmt(one['loss per example, last epoch'], 'error')}"
     + claims.pick(local["loss per example, last epoch"] < one["loss per example, last epoch"],
                   ": a softmax over fewer negatives is easier", "")
-    + f") and recall@{K} is {local[f'recall@{K}']:.4f}. "
-    + claims.pick(
-        local["examples/s"] > one["examples/s"],
-        f"Two workers trained at {local['examples/s'] / one['examples/s']:.1f}x the single worker's "
-        "examples per second, on the same two cores.",
-        f"Two workers were not faster here ({local['examples/s']:,.0f} against {one['examples/s']:,.0f} "
-        "examples per second): both share this machine's two cores, and each step waits for a "
-        "gradient exchange over the network stack.",
-    )
+    + f") and recall@{K} is {claims.fmt(local[f'recall@{K}'])}. "
+    + {"higher": f"Two workers trained at {claims.fmt(speed.value / speed.reference, 'ratio')} the single worker's "
+                 "examples per second, on the same two cores.",
+       "about the same": f"Two workers were about as fast as one ({claims.fmt(speed.value, 'count')} against "
+                         f"{claims.fmt(speed.reference, 'count')} examples per second, within 10 %): both share this "
+                         "machine's two cores, and each step waits for a gradient exchange.",
+       "lower": f"Two workers were slower here ({claims.fmt(speed.value, 'count')} against "
+                f"{claims.fmt(speed.reference, 'count')} examples per second): both share this machine's two cores, "
+                "and each step waits for a gradient exchange over the network stack."}[speed.direction]
 )
 
 # %% tags=["check"]
@@ -560,15 +599,15 @@ parsed = text_format.Parse((workdir / "models.config").read_text(), model_server
 print("models:", [(m.name, dict(m.version_labels)) for m in parsed.model_config_list.config])
 
 # %% [markdown]
-# ### Exercise 9.4 · A batching parameters file
+# ### The batching parameters file
 #
 # TF Serving reads `--batching_parameters_file` as a text-format `BatchingParameters`
 # message. Its scalar settings are *wrapped* numbers, written `max_batch_size { value: 64 }`,
 # while `allowed_batch_sizes` is a plain repeated number (one line per size). The
 # server requires the allowed sizes to increase and the last one to equal
-# `max_batch_size`. Implement `batching_parameters_text(...)`.
+# `max_batch_size`, and its timeout is in microseconds.
 
-# %% tags=["exercise"] exercise="9.4"
+# %%
 def batching_parameters_text(max_batch_size: int, timeout_ms: float, num_batch_threads: int,
                              max_enqueued_batches: int, allowed_batch_sizes=()) -> str:
     """The text of a TF Serving batching parameters file.
@@ -591,7 +630,6 @@ def batching_parameters_text(max_batch_size: int, timeout_ms: float, num_batch_t
         ValueError: when ``allowed_batch_sizes`` is given but not strictly increasing or its
             last entry is not ``max_batch_size``.
     """
-    # BEGIN SOLUTION
     sizes = [int(s) for s in allowed_batch_sizes]
     if sizes and (sizes[-1] != max_batch_size or any(a >= b for a, b in zip(sizes, sizes[1:]))):
         raise ValueError(f"allowed_batch_sizes {sizes} must increase strictly and end with max_batch_size={max_batch_size}")
@@ -603,7 +641,6 @@ def batching_parameters_text(max_batch_size: int, timeout_ms: float, num_batch_t
     ]
     lines += [f"allowed_batch_sizes: {s}" for s in sizes]
     return "\n".join(lines) + "\n"
-    # END SOLUTION
 
 
 # %%

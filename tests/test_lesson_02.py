@@ -134,7 +134,6 @@ def test_title_vector_is_the_mean_of_word_vectors(title_tower, tf):
 QUERY_TABLE = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, -0.5], [0.5, 0.5, 0.0], [-1.0, 0.3, 0.2]], "float32")
 CANDIDATE_TABLE = np.array([[0.2, 1.0, 0.0], [1.0, -0.4, 0.3], [0.0, 0.1, 1.0], [0.7, 0.7, -0.2]], "float32")
 USERS, MOVIES = [0, 1, 2, 3], [2, 0, 3, 1]
-PROBABILITY = np.array([0.4, 0.1, 0.2, 0.3], "float32")
 
 
 def softmax_loss(logits):
@@ -143,14 +142,12 @@ def softmax_loss(logits):
     return float(-np.trace(log_p))
 
 
-def expected_loss(correction):
+def expected_loss():
     scores = QUERY_TABLE[USERS] @ CANDIDATE_TABLE[MOVIES].T  # row b: query b, column j: movie of row j
-    if correction:
-        scores = scores - np.log(PROBABILITY)[None, :]
     return softmax_loss(scores)
 
 
-def build_retrieval_model(lesson, correction, ks=None):
+def build_retrieval_model(lesson, ks=None):
     """The learner's RetrievalModel around two fixed lookup towers and a TFRS task. Runs
     where the lesson lives (the sandbox, in batch grading): the towers are Keras models."""
     import tensorflow as tf
@@ -173,29 +170,25 @@ def build_retrieval_model(lesson, correction, ks=None):
         index = tfrs.layers.factorized_top_k.BruteForce().index(tf.constant(CANDIDATE_TABLE))
         metrics = tfrs.metrics.FactorizedTopK(candidates=index, ks=ks)
     task = tfrs.tasks.Retrieval(metrics=metrics)
-    return lesson.RetrievalModel(query, candidate, task, correction)
+    return lesson.RetrievalModel(query, candidate, task)
 
 
-def make_retrieval_model(lesson, tf, correction, ks=None):
+def make_retrieval_model(lesson, tf, ks=None):
     return call_or_fail(
-        "RetrievalModel(query_model, candidate_model, task, popularity_correction)",
-        sandboxed(lesson, build_retrieval_model), lesson, correction, ks,
+        "RetrievalModel(query_model, candidate_model, task)",
+        sandboxed(lesson, build_retrieval_model), lesson, ks,
     )
 
 
 def batch(tf):
-    return {
-        "user": tf.constant(USERS),
-        "movie": tf.constant(MOVIES),
-        "candidate_probability": tf.constant(PROBABILITY),
-    }
+    return {"user": tf.constant(USERS), "movie": tf.constant(MOVIES)}
 
 
 @exercise("2.3", points=1)
 def test_loss_is_the_in_batch_softmax(lesson, tf):
-    model = make_retrieval_model(lesson, tf, correction=False)
+    model = make_retrieval_model(lesson, tf)
     loss = call_or_fail("compute_loss(batch, training=True)", lambda: float(model.compute_loss(batch(tf), training=True)))
-    expected = expected_loss(correction=False)
+    expected = expected_loss()
     assert loss == pytest.approx(expected, rel=1e-4), (
         "for 4 pairs, the loss is the sum over rows of the softmax cross-entropy of the "
         f"query x candidate score matrix, diagonal as labels: expected {expected:.4f}, got {loss:.4f}"
@@ -203,20 +196,8 @@ def test_loss_is_the_in_batch_softmax(lesson, tf):
 
 
 @exercise("2.3", points=1)
-def test_loss_applies_the_popularity_correction(lesson, tf):
-    model = make_retrieval_model(lesson, tf, correction=True)
-    loss = call_or_fail("compute_loss with popularity_correction=True", lambda: float(model.compute_loss(batch(tf), training=True)))
-    expected = expected_loss(correction=True)
-    assert loss == pytest.approx(expected, rel=1e-4), (
-        "with popularity_correction=True each logit is reduced by log(candidate_probability) "
-        f"of its column: expected {expected:.4f}, got {loss:.4f} (without correction it would "
-        f"be {expected_loss(correction=False):.4f})"
-    )
-
-
-@exercise("2.3", points=1)
 def test_training_lowers_the_loss(lesson, tf):
-    model = make_retrieval_model(lesson, tf, correction=False)
+    model = make_retrieval_model(lesson, tf)
     ltf = lesson.tf  # optimizer and dataset live where the model lives (the sandbox, in batch grading)
     model.compile(optimizer=ltf.keras.optimizers.SGD(0.1))
     dataset = ltf.data.Dataset.from_tensor_slices(batch(tf)).batch(4)
@@ -230,7 +211,7 @@ def test_training_lowers_the_loss(lesson, tf):
 
 @exercise("2.3", points=1)
 def test_top_k_metrics_only_outside_training(lesson, tf):
-    model = make_retrieval_model(lesson, tf, correction=False, ks=(4,))
+    model = make_retrieval_model(lesson, tf, ks=(4,))
     metric = model.task.factorized_metrics[0]
     call_or_fail("compute_loss(batch, training=True)", lambda: model.compute_loss(batch(tf), training=True))
     during_training = float(metric.result()[0])
@@ -305,55 +286,3 @@ def test_recall_averages_over_users_with_relevant_movies(lesson):
         "user 1 has no test movies and is left out; user 0 finds its movie (1.0), user 2 does "
         f"not (0.0): expected 0.5, got {result}"
     )
-
-
-# ----------------------------------------------------------------------------- 2.6
-# Two movies watched by three users: G = [[2, 1], [1, 2]]. With lambda = 1 the constrained
-# ridge regression of one column on the other is x0.x1 / (x0.x0 + 1) = 1 / 3.
-TWO_MOVIES = np.array([[1, 1], [1, 0], [0, 1]], dtype=bool)
-RANDOM_X = (np.random.default_rng(7).random((12, 6)) < 0.4).astype(float)
-
-
-def ease_or_fail(lesson, interactions, l2):
-    weights = call_or_fail(f"ease_weights(X, {l2})", lesson.ease_weights, interactions, l2)
-    weights = np.asarray(weights, dtype=float)
-    n = interactions.shape[1]
-    assert weights.shape == (n, n), f"expected an item x item matrix of shape {(n, n)}, got {weights.shape}"
-    return weights
-
-
-@exercise("2.6", points=1)
-def test_ease_on_two_movies_by_hand(lesson):
-    weights = ease_or_fail(lesson, TWO_MOVIES, 1.0)
-    expected = np.array([[0.0, 1 / 3], [1 / 3, 0.0]])
-    assert np.allclose(weights, expected, atol=1e-9), (
-        "with G = X^T X = [[2, 1], [1, 2]] and l2 = 1, P = inverse(G + I) = [[3, -1], [-1, 3]] / 8 "
-        f"and B = [[0, 1/3], [1/3, 0]]; got {np.round(weights, 4).tolist()}"
-    )
-
-
-@exercise("2.6", points=1)
-def test_ease_solves_the_constrained_ridge_regression(lesson):
-    l2 = 2.0
-    weights = ease_or_fail(lesson, RANDOM_X, l2)
-    assert np.allclose(np.diag(weights), 0.0, atol=1e-9), (
-        f"an item must not predict itself: the diagonal of B must be 0, got {np.round(np.diag(weights), 4).tolist()}"
-    )
-    # Optimality (Lagrange conditions): (G + l2 I) B - G is zero off the diagonal.
-    gram = RANDOM_X.T @ RANDOM_X
-    residual = (gram + l2 * np.eye(6)) @ weights - gram
-    off = residual - np.diag(np.diag(residual))
-    assert np.abs(off).max() < 1e-8, (
-        "B does not minimise ||X - XB||^2 + l2 ||B||^2 under diag(B) = 0: (X^T X + l2 I) B - X^T X "
-        f"should be zero off its diagonal, its largest off-diagonal entry is {np.abs(off).max():.4f}. "
-        "Add l2 to the diagonal of the Gram matrix before inverting"
-    )
-
-
-@exercise("2.6", points=1)
-def test_ease_rejects_a_non_positive_penalty_and_accepts_bool_input(lesson):
-    as_float = ease_or_fail(lesson, RANDOM_X, 5.0)
-    as_bool = ease_or_fail(lesson, RANDOM_X.astype(bool), 5.0)
-    assert np.allclose(as_float, as_bool), "a bool interaction matrix must give the same weights as 0/1 floats"
-    with pytest.raises(ValueError):
-        lesson.ease_weights(RANDOM_X, 0.0)

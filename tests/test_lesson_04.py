@@ -14,6 +14,14 @@ def lesson(lesson_loader):
     return lesson_loader("04")
 
 
+def call_or_fail(what, function, *args):
+    """Run ``function(*args)``; an exception becomes a failure message a learner can read."""
+    try:
+        return function(*args)
+    except Exception as error:  # the learner's code may raise anything
+        pytest.fail(f"{what} raised {type(error).__name__}: {str(error).splitlines()[0][:300]}", pytrace=False)
+
+
 # ---------------------------------------------------------------- 4.1 RatingModel.compute_loss
 
 
@@ -230,7 +238,100 @@ def test_cross_tower_matches_tfrs_cross_layers(lesson):
     )
 
 
-# ---------------------------------------------------------------- 4.4 rerank
+# ---------------------------------------------------------------- 4.4 build_deep_cross
+
+
+def deep_cross_facts(lesson, input_dim, n_cross, deep_units, x0):
+    """Build the learner's network where the lesson runs and report plain facts about it: the
+    class of every layer, the weights of the Cross and Dense layers in order, each Dense
+    layer's activation, and the network's output on ``x0``. (Instructors' helper: it only
+    collects, the test decides.)"""
+    import numpy as np
+    import tensorflow as tf
+
+    model = lesson.build_deep_cross(input_dim, n_cross, deep_units)
+    output = np.asarray(model(tf.constant(x0)))
+    layers = [layer for layer in model.layers if layer.weights]
+    return {
+        "is_model": isinstance(model, tf.keras.Model),
+        "classes": [type(layer).__name__ for layer in layers],
+        "weights": [[np.asarray(w) for w in layer.get_weights()] for layer in layers],
+        "activations": [getattr(getattr(layer, "activation", None), "__name__", "") for layer in layers],
+        "output": output,
+    }
+
+
+def expected_output(facts, x0):
+    """The stacked DCN's output recomputed in NumPy from the layers' own weights."""
+    x0 = np.asarray(x0, dtype=np.float64)
+    x = x0
+    for cls, weights, activation in zip(facts["classes"], facts["weights"], facts["activations"]):
+        if cls == "Cross":
+            kernel, bias = weights[0], weights[1]
+            x = x0 * (x @ kernel + bias) + x
+        else:
+            x = x @ weights[0] + weights[1]
+            if activation == "relu":
+                x = np.maximum(x, 0.0)
+    return x
+
+
+X0 = np.array([[1.0, -2.0, 0.5], [0.3, 0.8, -1.2], [-0.7, 0.1, 2.0], [1.5, 1.0, 1.0]], np.float32)
+
+
+def facts_or_fail(lesson, n_cross, deep_units):
+    return call_or_fail(f"build_deep_cross(3, n_cross={n_cross}, deep_units={deep_units}) on a batch of 4",
+                        sandboxed(lesson, deep_cross_facts), lesson, 3, n_cross, deep_units, X0)
+
+
+@exercise("4.4", points=1)
+def test_deep_cross_has_the_layers_asked_for(lesson):
+    facts = facts_or_fail(lesson, 2, (5, 4))
+    assert facts["is_model"], "build_deep_cross must return a tf.keras.Model"
+    assert facts["classes"] == ["Cross", "Cross", "Dense", "Dense", "Dense"], (
+        "n_cross=2 and deep_units=(5, 4): expected the layers Cross, Cross, Dense(5), Dense(4), Dense(1) in "
+        f"that order, got {facts['classes']}"
+    )
+    widths = [w[0].shape[1] for cls, w in zip(facts["classes"], facts["weights"]) if cls == "Dense"]
+    assert widths == [5, 4, 1], f"the Dense layers should have 5, 4 and 1 units, got {widths}"
+    assert np.asarray(facts["output"]).shape == (4, 1), (
+        f"a batch of 4 should give predictions of shape (4, 1), got {np.asarray(facts['output']).shape}"
+    )
+    none = facts_or_fail(lesson, 0, (4,))
+    assert none["classes"] == ["Dense", "Dense"], (
+        f"n_cross=0 means no cross layer: expected Dense(4), Dense(1), got {none['classes']}"
+    )
+
+
+@exercise("4.4", points=1)
+def test_deep_cross_stacks_every_layer_on_x0(lesson):
+    facts = facts_or_fail(lesson, 2, (5,))
+    if facts["classes"][:2] != ["Cross", "Cross"]:
+        pytest.fail(f"expected two Cross layers first, got {facts['classes']}", pytrace=False)
+    expected = expected_output(facts, X0)
+    got = np.asarray(facts["output"], dtype=np.float64)
+    assert np.allclose(got, expected, rtol=1e-4, atol=1e-4), (
+        "with the network's own weights, x1 = x0 * (x0 W1 + b1) + x0, x2 = x0 * (x1 W2 + b2) + x1, then the "
+        f"MLP on x2 gives {np.round(expected.ravel(), 4).tolist()}; your network gives "
+        f"{np.round(got.ravel(), 4).tolist()}. Each Cross layer takes (x0, x), and the MLP reads the last one"
+    )
+
+
+@exercise("4.4", points=1)
+def test_deep_cross_output_layer_is_linear(lesson):
+    facts = facts_or_fail(lesson, 1, (3,))
+    expected = expected_output(facts, X0)
+    got = np.asarray(facts["output"], dtype=np.float64)
+    assert facts["activations"][-1] in ("linear", ""), (
+        f"the last Dense(1) must have no activation (a rating can be any number); it has {facts['activations'][-1]!r}"
+    )
+    assert np.allclose(got, expected, rtol=1e-4, atol=1e-4), (
+        f"one Cross layer, Dense(3, relu), Dense(1): expected {np.round(expected.ravel(), 4).tolist()}, got "
+        f"{np.round(got.ravel(), 4).tolist()}"
+    )
+
+
+# ---------------------------------------------------------------- 4.5 rerank
 
 SCORES = {"m1": 3.0, "m2": 4.5, "m3": 1.0, "m4": 4.5, "m5": 2.0}
 CANDIDATES = ["m1", "m2", "m3", "m4", "m5"]  # retrieval order
@@ -241,7 +342,7 @@ def keras_like_scores(ids):
     return np.array([[SCORES[i]] for i in ids], dtype=np.float32)
 
 
-@exercise("4.4", points=1)
+@exercise("4.5", points=1)
 def test_rerank_orders_by_score(lesson):
     try:
         result = lesson.rerank(CANDIDATES, keras_like_scores, k=3)
@@ -257,7 +358,7 @@ def test_rerank_orders_by_score(lesson):
     )
 
 
-@exercise("4.4", points=1)
+@exercise("4.5", points=1)
 def test_rerank_drops_excluded_movies(lesson):
     result = lesson.rerank(CANDIDATES, keras_like_scores, k=2, exclude={"m2", "m3"})
     assert list(result) == ["m4", "m1"], (
@@ -265,7 +366,7 @@ def test_rerank_drops_excluded_movies(lesson):
     )
 
 
-@exercise("4.4", points=1)
+@exercise("4.5", points=1)
 def test_rerank_returns_a_list_of_at_most_k_ids(lesson):
     result = lesson.rerank(["m3", "m5", "m1"], lambda ids: np.array([SCORES[i] for i in ids]), k=10)
     assert isinstance(result, list), f"expected a list of ids, got {type(result).__name__}"

@@ -1,8 +1,8 @@
 """Graded tests for lesson 09 (scaling out). Each test checks one behaviour of one exercise
 on a tiny fixture; the points add up to the exercise's points in
-solutions/09_scaling_out.yml. No cluster is started here (see tests/dev/test_distributed.py)."""
+solutions/09_scaling_out.yml. No cluster is started here (see tests/dev/test_distributed.py);
+9.2 runs on a MirroredStrategy of logical CPU devices in one process."""
 
-import json
 from collections import Counter
 
 import numpy as np
@@ -17,39 +17,7 @@ def lesson(lesson_loader):
     return lesson_loader("09")
 
 
-# ---------------------------------------------------------------- 9.1 TF_CONFIG
-
-CLUSTER = {
-    "chief": ["127.0.0.1:3000"],
-    "worker": ["127.0.0.1:3001", "127.0.0.1:3002", "127.0.0.1:3003"],
-    "ps": ["127.0.0.1:3004"],
-}
-
-
-@exercise("9.1", points=1)
-def test_tf_config_holds_the_whole_cluster_and_the_task(lesson):
-    text = lesson.tf_config_for(CLUSTER, "worker", 2)
-    assert isinstance(text, str), f"TF_CONFIG is an environment variable: expected a JSON string, got {type(text).__name__}"
-    config = json.loads(text)
-    expected = {"cluster": CLUSTER, "task": {"type": "worker", "index": 2}}
-    assert config == expected, f"expected {expected}, got {config}"
-
-
-@exercise("9.1", points=1)
-def test_tf_config_rejects_an_unknown_role(lesson):
-    with pytest.raises(ValueError):
-        lesson.tf_config_for(CLUSTER, "evaluator", 0)
-
-
-@exercise("9.1", points=1)
-def test_tf_config_rejects_an_index_out_of_range(lesson):
-    for index in (3, -1):
-        with pytest.raises(ValueError):
-            lesson.tf_config_for(CLUSTER, "worker", index)
-    assert json.loads(lesson.tf_config_for(CLUSTER, "ps", 0))["task"] == {"type": "ps", "index": 0}
-
-
-# ---------------------------------------------------------------- 9.2 tf.data pipeline
+# ---------------------------------------------------------------- 9.1 tf.data pipeline
 
 def write_shard_files(ratings, folder=None):
     """The four TFRecord files, written where the learner's code reads them (``sandboxed``:
@@ -78,7 +46,7 @@ def _read_all(dataset):
     return batches
 
 
-@exercise("9.2", points=1)
+@exercise("9.1", points=1)
 def test_pipeline_yields_every_record_once(lesson, shards):
     ratings, files = shards
     batches = _read_all(lesson.ratings_dataset(files, 10))
@@ -90,14 +58,14 @@ def test_pipeline_yields_every_record_once(lesson, shards):
     )
 
 
-@exercise("9.2", points=1)
+@exercise("9.1", points=1)
 def test_pipeline_batches_keep_the_remainder(lesson, shards):
     _, files = shards
     sizes = sorted(len(b["user_id"]) for b in _read_all(lesson.ratings_dataset(files, 10)))
     assert sizes == [3] + [10] * 10, f"103 records in batches of 10: expected ten of 10 and one of 3, got {sizes}"
 
 
-@exercise("9.2", points=1)
+@exercise("9.1", points=1)
 def test_pipeline_parses_types_and_values(lesson, shards):
     ratings, files = shards
     dataset = lesson.ratings_dataset([str(f) for f in files], 64)
@@ -113,60 +81,106 @@ def test_pipeline_parses_types_and_values(lesson, shards):
     assert not wrong, f"ratings differ from the files for {len(wrong)} pairs, e.g. {wrong[:3]}"
 
 
-# ---------------------------------------------------------------- 9.3 batch arithmetic
+# ---------------------------------------------------------------- 9.2 gathered negatives
+# A global batch of 6 pairs in 2 dimensions, split over 3 replicas (2 rows each) and, in the
+# last test, of 9 pairs over the same 3 replicas (one process keeps one set of replicas:
+# TensorFlow's collectives refuse a second strategy of another size). Every expected number
+# is recomputed below in NumPy.
+QUERIES = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.5], [0.5, -0.5], [2.0, 0.0]], "float32")
+CANDIDATES = np.array([[1.5, 0.0], [0.0, 2.0], [0.5, 0.5], [-1.0, 1.0], [0.2, -0.8], [1.0, -1.0]], "float32")
 
-@exercise("9.3", points=1)
-def test_batch_plan_splits_the_global_batch(lesson):
-    plan = lesson.batch_plan(10_000, 256, 4)
-    expected = {"per_replica_batch_size": 64, "steps_per_epoch": 40, "negatives_per_example": 63}
-    assert plan == expected, f"10,000 examples, global batch 256 on 4 replicas: expected {expected}, got {plan}"
+# Run where the lesson lives. TensorFlow can split the CPU into logical devices only before
+# its runtime starts; a process in which it already started (another lesson's tests ran
+# first) computes in a fresh interpreter instead, with the same code.
+REPLICA_SCRIPT = """
+import json, sys
+import recsys_course
+import numpy as np
+from recsys_course.cluster.replicas import logical_cpus, mirrored_strategy, per_replica
+args = json.loads(sys.argv[2])
+logical_cpus(args["replicas"])
+from recsys_course.tooling.grading.loader import load_lesson
+lesson = load_lesson(sys.argv[1], "lesson_09_replicas")
+strategy = mirrored_strategy(args["replicas"])
+result = strategy.run(lesson.gathered_softmax_loss, args=(
+    per_replica(strategy, np.asarray(args["queries"], "float32")),
+    per_replica(strategy, np.asarray(args["candidates"], "float32"))))
+print(json.dumps([float(v) for v in strategy.experimental_local_results(result)]))
+"""
 
 
-@exercise("9.3", points=1)
-def test_batch_plan_counts_a_partial_last_step(lesson):
-    plan = lesson.batch_plan(1001, 250, 2)
-    assert plan["steps_per_epoch"] == 5, f"1,001 examples in global batches of 250 take 5 steps (the last one partial), got {plan['steps_per_epoch']}"
-    assert plan["per_replica_batch_size"] == 125 and plan["negatives_per_example"] == 124, (
-        f"global batch 250 on 2 replicas: expected 125 per replica and 124 negatives, got {plan}"
+def losses_by_replica(lesson, queries, candidates, replicas):
+    """Each replica's value of the learner's loss under a MirroredStrategy of ``replicas``
+    logical CPUs (an instructors' helper: it only runs the function)."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+    from recsys_course.cluster.replicas import logical_cpus, mirrored_strategy, per_replica
+
+    if logical_cpus(replicas) >= replicas:
+        strategy = mirrored_strategy(replicas)
+        result = strategy.run(lesson.gathered_softmax_loss, args=(
+            per_replica(strategy, np.asarray(queries, "float32")), per_replica(strategy, np.asarray(candidates, "float32"))))
+        return [float(v) for v in strategy.experimental_local_results(result)]
+    payload = json.dumps({"replicas": replicas, "queries": np.asarray(queries).tolist(),
+                          "candidates": np.asarray(candidates).tolist()})
+    done = subprocess.run([sys.executable, "-c", REPLICA_SCRIPT, lesson.__file__, payload],
+                          capture_output=True, text=True, timeout=240)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "the replica run failed")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def expected_by_replica(queries, candidates, replicas):
+    """Replica r's rows against every candidate, labels r * b + i, summed per replica."""
+    logits = queries.astype(np.float64) @ candidates.T.astype(np.float64)
+    top = logits.max(axis=1, keepdims=True)
+    log_p = logits - top - np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
+    per_row = -np.diag(log_p)
+    return per_row.reshape(replicas, -1).sum(axis=1)
+
+
+def run_or_fail(lesson, queries, candidates, replicas):
+    try:
+        values = sandboxed(lesson, losses_by_replica)(lesson, queries, candidates, replicas)
+    except Exception as error:  # the learner's code may raise anything
+        pytest.fail(f"gathered_softmax_loss under a MirroredStrategy of {replicas} replicas raised "
+                    f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}", pytrace=False)
+    return np.asarray(values, dtype=np.float64)
+
+
+@exercise("9.2", points=1)
+def test_gathered_losses_add_up_to_the_one_device_loss(lesson):
+    got = run_or_fail(lesson, QUERIES, CANDIDATES, 3)
+    expected = expected_by_replica(QUERIES, CANDIDATES, 3).sum()
+    assert got.shape == (3,), f"expected one scalar loss per replica (3), got {got.shape}"
+    assert got.sum() == pytest.approx(expected, rel=1e-4), (
+        f"summed over the 3 replicas, the loss should be the one-device in-batch softmax loss of all 6 pairs, "
+        f"{expected:.4f}; got {got.sum():.4f} (per replica {np.round(got, 4).tolist()}). Each replica must score "
+        "its queries against the candidates of every replica (all_gather), and sum, not average"
     )
 
 
-@exercise("9.3", points=1)
-def test_batch_plan_rejects_an_uneven_split(lesson):
-    with pytest.raises(ValueError):
-        lesson.batch_plan(1000, 100, 3)
-    assert lesson.batch_plan(1000, 100, 1) == {"per_replica_batch_size": 100, "steps_per_epoch": 10, "negatives_per_example": 99}
-
-
-# ---------------------------------------------------------------- 9.4 batching parameters
-
-def _parse(text):
-    from recsys_course.serving.batching_proto import parse_batching_parameters
-
-    return parse_batching_parameters(text)
-
-
-@exercise("9.4", points=1)
-def test_batching_text_parses_with_the_scalar_settings(lesson):
-    text = lesson.batching_parameters_text(128, timeout_ms=2.5, num_batch_threads=6, max_enqueued_batches=40)
-    parsed = _parse(text)
-    got = (parsed.max_batch_size.value, parsed.batch_timeout_micros.value, parsed.num_batch_threads.value,
-           parsed.max_enqueued_batches.value)
-    assert got == (128, 2500, 6, 40), (
-        f"expected max_batch_size 128, batch_timeout_micros 2500 (2.5 ms), 6 threads, 40 batches; got {got}"
+@exercise("9.2", points=1)
+def test_each_replica_labels_its_own_columns(lesson):
+    got = run_or_fail(lesson, QUERIES, CANDIDATES, 3)
+    expected = expected_by_replica(QUERIES, CANDIDATES, 3)
+    assert np.allclose(got, expected, rtol=1e-4), (
+        f"replica r's row i has its positive in column r * 2 + i of the gathered candidates: expected the "
+        f"replicas' losses {np.round(expected, 4).tolist()}, got {np.round(got, 4).tolist()}"
     )
-    assert list(parsed.allowed_batch_sizes) == [], f"no allowed sizes were given, got {list(parsed.allowed_batch_sizes)}"
 
 
-@exercise("9.4", points=1)
-def test_batching_text_lists_the_allowed_sizes(lesson):
-    parsed = _parse(lesson.batching_parameters_text(32, 1, 2, 10, allowed_batch_sizes=(4, 8, 32)))
-    assert list(parsed.allowed_batch_sizes) == [4, 8, 32], f"expected allowed sizes [4, 8, 32], got {list(parsed.allowed_batch_sizes)}"
-    assert parsed.max_batch_size.value == 32 and parsed.batch_timeout_micros.value == 1000
-
-
-@exercise("9.4", points=1)
-def test_batching_text_rejects_bad_allowed_sizes(lesson):
-    for sizes in ((4, 8, 16), (8, 4, 32), (4, 4, 32)):
-        with pytest.raises(ValueError):
-            lesson.batching_parameters_text(32, 1, 2, 10, allowed_batch_sizes=sizes)
+@exercise("9.2", points=1)
+def test_gathered_loss_with_three_rows_per_replica(lesson):
+    rng = np.random.default_rng(5)
+    queries = rng.normal(size=(9, 3)).astype("float32")
+    candidates = rng.normal(size=(9, 3)).astype("float32")
+    got = run_or_fail(lesson, queries, candidates, 3)
+    expected = expected_by_replica(queries, candidates, 3)
+    assert np.allclose(got, expected, rtol=1e-4), (
+        f"9 random pairs over 3 replicas of 3 rows: expected {np.round(expected, 4).tolist()}, "
+        f"got {np.round(got, 4).tolist()} (the number of rows comes from the inputs, the replica from the context)"
+    )

@@ -13,7 +13,8 @@ A model is evaluated in three steps, each a function here:
    so the order never depends on NumPy's build, the CPU or ``argpartition``.
 3. **Measure** the ranked lists against a relevance matrix (``relevant[u, i] > 0`` when
    item ``i`` is a held-out item of user ``u``; graded values for graded NDCG):
-   :func:`recall_at_k`, :func:`pair_recall_at_k`, :func:`precision_at_k`, :func:`ndcg_at_k`, :func:`hit_rate_at_k`,
+   :func:`recall_at_k` (per user: :func:`recall_by_user`), :func:`pair_recall_at_k`,
+   :func:`precision_at_k`, :func:`ndcg_at_k`, :func:`hit_rate_at_k`,
    :func:`mrr_at_k`, :func:`precision_by_user` (precision@k of each user), :func:`coverage_at_k`, :func:`novelty_at_k`,
    :func:`intra_list_diversity_at_k`; :func:`evaluate` computes the usual set at once.
 
@@ -68,6 +69,7 @@ __all__ = [
     "paired_standard_error",
     "random_split",
     "recall_at_k",
+    "recall_by_user",
     "rolling_time_splits",
     "standard_error",
     "top_k",
@@ -171,12 +173,19 @@ def _mean(values: np.ndarray, users: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------- accuracy
-def recall_at_k(ranked: np.ndarray, relevant: np.ndarray, k: int) -> float:
-    """Mean over users with relevant items of |top k ∩ relevant| / |relevant|."""
+def recall_by_user(ranked: np.ndarray, relevant: np.ndarray, k: int) -> np.ndarray:
+    """``float [n_users]``: each user's |top k ∩ relevant| / |relevant|, ``nan`` for a user
+    without relevant items (the users :func:`recall_at_k` leaves out). Two models' values on
+    the same users give the paired standard error of their difference
+    (:func:`paired_standard_error`)."""
     hit = _hits(ranked, relevant, k) > 0
     counts = (np.asarray(relevant) > 0).sum(axis=1)
-    users = counts > 0
-    return _mean(hit.sum(axis=1) / np.maximum(counts, 1), users)
+    return np.where(counts > 0, hit.sum(axis=1) / np.maximum(counts, 1), np.nan)
+
+
+def recall_at_k(ranked: np.ndarray, relevant: np.ndarray, k: int) -> float:
+    """Mean over users with relevant items of |top k ∩ relevant| / |relevant|."""
+    return _mean(recall_by_user(ranked, relevant, k), _users_with_relevant(relevant))
 
 
 def pair_recall_at_k(ranked: np.ndarray, relevant: np.ndarray, k: int) -> float:

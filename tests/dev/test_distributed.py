@@ -1,4 +1,4 @@
-"""The local-cluster helper of lesson 09 (recsys_course.cluster.launch): ports, deadlines and,
+"""The local-cluster helpers of lesson 09 (recsys_course.cluster.launch, .replicas): ports, deadlines and,
 above all, that no process survives a failed or timed-out run. Every process binds
 127.0.0.1 only and every wait has a hard limit. Only one test starts TensorFlow workers."""
 
@@ -128,3 +128,54 @@ def test_a_failing_tensorflow_worker_leaves_no_process(marker):
         run_multiworker_training(pairs, pd.DataFrame({"movie_id": ["1", "2"]}), n_workers=2,
                                  global_batch_size=2, epochs=1, fail_worker=1, timeout=240)
     assert wait_gone(marker) == [], "a worker survived the failed run"
+
+
+# ---- several replicas in one process (recsys_course.cluster.replicas) ---------------------------
+REPLICAS_SCRIPT = """
+import json
+import recsys_course
+import numpy as np
+import tensorflow as tf
+from recsys_course.cluster.replicas import logical_cpus, mirrored_strategy, per_replica
+
+found = logical_cpus(3)
+strategy = mirrored_strategy(3)
+
+
+def gathered_rows(x):
+    return tf.distribute.get_replica_context().all_gather(x, axis=0)
+
+
+out = {"devices": found, "replicas": strategy.num_replicas_in_sync, "gathered": []}
+for rows in (6, 9):  # a second gather of another shape must work in the same process
+    values = np.arange(rows * 2, dtype="float32").reshape(rows, 2)
+    result = strategy.run(gathered_rows, args=(per_replica(strategy, values),))
+    out["gathered"].append([np.asarray(v).tolist() for v in strategy.experimental_local_results(result)])
+try:
+    per_replica(strategy, np.zeros((4, 2), "float32"))
+except ValueError as error:
+    out["uneven"] = str(error)
+print(json.dumps(out))
+"""
+
+
+def test_logical_cpus_give_a_mirrored_strategy_whose_gathers_change_shape():
+    done = subprocess.run([sys.executable, "-c", REPLICAS_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = __import__("json").loads(done.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 3 and out["replicas"] == 3
+    for rows, gathered in zip((6, 9), out["gathered"]):
+        everything = [[float(2 * r), float(2 * r + 1)] for r in range(rows)]
+        assert gathered == [everything] * 3, f"every replica must see all {rows} rows in replica order"
+    assert "do not split evenly" in out["uneven"]
+
+
+def test_mirrored_strategy_explains_missing_devices():
+    script = ("import recsys_course, tensorflow as tf\n"
+              "tf.constant(1.0)  # starts the runtime: too late to split the CPU\n"
+              "from recsys_course.cluster.replicas import logical_cpus, mirrored_strategy\n"
+              "assert logical_cpus(3) == 1\n"
+              "try:\n    mirrored_strategy(3)\nexcept RuntimeError as error:\n    print(error)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "logical_cpus(3)" in done.stdout and "restart" in done.stdout

@@ -84,6 +84,14 @@ def test_recall(ranked):
     assert ev.recall_at_k(ranked, RELEVANT, 1) == pytest.approx(0.0)
 
 
+def test_recall_by_user(ranked):
+    # u0 finds 3 of {1, 3} in its top 3 (1/2), u1 finds 0 (1/1); u2 has nothing relevant: nan
+    got = ev.recall_by_user(ranked, RELEVANT, 3)
+    np.testing.assert_allclose(got[:2], [1 / 2, 1.0])
+    assert math.isnan(got[2])
+    assert np.nanmean(got) == pytest.approx(ev.recall_at_k(ranked, RELEVANT, 3))
+
+
 def test_pair_recall_weighs_pairs_not_users(ranked):
     # three relevant pairs (u0: 1, 3; u1: 0), two found in the top 3
     assert ev.pair_recall_at_k(ranked, RELEVANT, 3) == pytest.approx(2 / 3)

@@ -241,6 +241,39 @@ def test_same_seed_same_embeddings(options):
     np.testing.assert_allclose(a.history["loss_per_example"], b.history["loss_per_example"], rtol=1e-5)
 
 
+def test_train_retrieval_keeps_the_best_validation_epoch_and_is_seeded():
+    """Lesson 02's recipe: the epoch is chosen on the validation rows, never on anything else,
+    and the same call gives the same towers."""
+    fit, validation = TRAIN.iloc[:256], TRAIN.iloc[256:]
+    options = dict(validation=validation, seed=3, embedding_dim=4, batch_size=64, max_epochs=4, patience=1)
+    a = models.train_retrieval(fit, CATALOGUE, cache=False, **options)
+    b = models.train_retrieval(fit, CATALOGUE, cache=False, **options)
+    np.testing.assert_allclose(a.movie_embeddings, b.movie_embeddings, rtol=1e-5, atol=1e-6)
+    assert not a.from_cache and not b.from_cache
+    curve = a.history["validation_top_100"]
+    assert a.history["epoch"] == list(range(1, len(curve) + 1))
+    assert curve[a.best_epoch - 1] == max(curve), f"best epoch {a.best_epoch} is not the best of {curve}"
+    assert a.movie_embeddings.shape == (32, 4) and a.movie_ids.tolist() == sorted(CATALOGUE["movie_id"])
+    with pytest.raises(ValueError, match="unknown recipe"):
+        models.train_retrieval(fit, CATALOGUE, validation=validation, epochs=3)
+
+
+def test_train_retrieval_is_trained_once_and_reused(tmp_path, monkeypatch):
+    """The second call with the same inputs loads the first call's towers from the cache;
+    any change to the inputs (here one option) trains again."""
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path))
+    fit, validation = TRAIN.iloc[:256], TRAIN.iloc[256:]
+    options = dict(validation=validation, seed=3, embedding_dim=4, batch_size=64, max_epochs=2, patience=1)
+    first = models.train_retrieval(fit, CATALOGUE, **options)
+    again = models.train_retrieval(fit, CATALOGUE, **options)
+    assert not first.from_cache and again.from_cache
+    np.testing.assert_allclose(again.movie_embeddings, first.movie_embeddings, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(again.scores(["u0", "u5"]), first.scores(["u0", "u5"]), rtol=1e-5, atol=1e-6)
+    assert again.best_epoch == first.best_epoch and repr(again.history) == repr(first.history)
+    other = models.train_retrieval(fit, CATALOGUE, correction=False, **options)
+    assert not other.from_cache
+
+
 def test_train_two_tower_names_missing_columns():
     with pytest.raises(ValueError, match="movie_id"):
         models.train_two_tower(TRAIN[["user_id"]], CATALOGUE)

@@ -1,10 +1,11 @@
 """The package's models do not drift from the lessons' exercises.
 
 Lesson 02 has learners write the id tower (2.1), the title tower (2.2) and the retrieval
-model's ``compute_loss`` (2.3); the package has its own versions, used by every other
-lesson, the benchmarks and serving. Here the *reference solutions* of those exercises
-(always ``solutions/``, whatever tree is graded) and the package's versions get identical
-weights and a fixed batch, and must give the same vectors and the same loss.
+model's ``compute_loss`` (2.3); lesson 03 the in-batch softmax with the logQ correction by
+hand (3.2). The package has its own versions, used by every other lesson, the benchmarks and
+serving. Here the *reference solutions* of those exercises (always ``solutions/``, whatever
+tree is graded) and the package's versions get identical weights and a fixed batch, and
+must give the same vectors and the same loss.
 """
 
 import numpy as np
@@ -83,15 +84,13 @@ def feature_towers(id_builder=None, title_builder=None):
     return query, candidate
 
 
-@pytest.mark.parametrize("correction", [False, True])
-def test_two_tower_model_matches_exercise_2_3(reference, correction):
+def test_two_tower_model_matches_exercise_2_3(reference):
     tf.keras.utils.set_random_seed(3)
     lesson_query, lesson_candidate = feature_towers(reference.build_id_tower, reference.build_title_tower)
-    lesson_model = reference.RetrievalModel(lesson_query, lesson_candidate, tfrs.tasks.Retrieval(),
-                                            popularity_correction=correction)
+    lesson_model = reference.RetrievalModel(lesson_query, lesson_candidate, tfrs.tasks.Retrieval())
     package_query, package_candidate = feature_towers()
     package_model = models.TwoTowerModel(package_query, package_candidate, query_feature=None,
-                                         candidate_feature=None, correction=correction)
+                                         candidate_feature=None)
     features = batch()
     lesson_loss = float(lesson_model.compute_loss(features, training=True))
     package_model.compute_loss(features, training=True)  # builds the towers' weights
@@ -119,3 +118,25 @@ def test_lesson_feature_towers_match_the_package(reference):
         package_tower(features)
         copy_weights(lesson_tower, package_tower)
         np.testing.assert_allclose(package_tower(features).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def reference_03():
+    """Lesson 03 of solutions/, loaded up to exercise 3.2."""
+    catalog = load_catalog()
+    lesson = catalog.lesson("03")
+    return load_lesson(catalog.root / "solutions" / lesson.filename, "reference_lesson_03", exercises={"3.1", "3.2"})
+
+
+@pytest.mark.parametrize("correction", [False, True])
+def test_package_logq_correction_matches_exercise_3_2(reference_03, correction):
+    """The package's TwoTowerModel (``correction=True``: TFRS's candidate_sampling_probability)
+    computes the loss lesson 03's learners write by hand."""
+    tf.keras.utils.set_random_seed(5)
+    query, candidate = feature_towers()
+    model = models.TwoTowerModel(query, candidate, query_feature=None, candidate_feature=None, correction=correction)
+    features = batch()
+    package_loss = float(model.compute_loss(features, training=True))
+    by_hand = float(reference_03.in_batch_softmax_loss(
+        query(features), candidate(features), features[models.PROBABILITY] if correction else None))
+    assert package_loss == pytest.approx(by_hand, rel=1e-5)

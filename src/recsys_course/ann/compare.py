@@ -284,7 +284,7 @@ def compare_libraries(
     """Every family on the same items, queries and ground truth, in one run.
 
     ``lesson`` provides ``exact_top_k``, ``augment_for_mips``, ``build_annoy_index``,
-    ``mips_search`` and ``recall_at_k`` (the reference solutions or a learner's).
+    ``mips_search`` and ``recall_against_exact`` (the reference solutions or a learner's).
 
     Returns:
         ``(table, truth, skipped)``: one row per (library, setting) with columns
@@ -304,7 +304,7 @@ def compare_libraries(
     log("Annoy")
     with one_thread():  # Annoy's queries are single-threaded anyway; its build too (n_jobs=1)
         parts.append(annoy_rows(augmented, queries, truth, build_index=lesson.build_annoy_index,
-                                search=lesson.mips_search, recall_at_k=lesson.recall_at_k, k=k,
+                                search=lesson.mips_search, recall_at_k=lesson.recall_against_exact, k=k,
                                 n_trees_grid=annoy_trees, search_k_grid=annoy_search_k, repeats=repeats,
                                 seed=seed))
     del augmented
@@ -397,9 +397,10 @@ def recorded_benchmark(path: str | os.PathLike = RECORDED) -> dict | None:
     """The recorded run of ``course bench 07`` that lesson 07 shows, or ``None`` if absent.
 
     Returns:
-        ``{"caption": str, "best": DataFrame}``: one sentence on what was measured (size,
-        queries; not the machine, which pages do not describe), and per library its fastest setting at recall@10 >= 0.95
-        with QPS, speed-up over single-query exact search, build seconds and size.
+        ``{"caption": str, "best": DataFrame}``: what was measured (size, queries; never the
+        machine or its load, which a page does not show), and per library its fastest setting
+        at recall@10 >= 0.95 against exact search, with QPS, speed-up over single-query exact
+        search, build seconds and size.
     """
     path = Path(path)
     if not path.exists():
@@ -418,12 +419,10 @@ def recorded_benchmark(path: str | os.PathLike = RECORDED) -> dict | None:
                      "build_seconds": chosen.get("build_seconds"), "index_mb": chosen.get("index_mb")})
     for library, reason in sweep.get("skipped", {}).items():
         rows.append({"library": library, "setting": "skipped: " + reason.split(".")[0]})
-    crossover = sweep.get("exact_batched_overtakes_annoy_at_batch")
-    caption = (  # the machine and its load stay in the JSON: pages name no machine
-        f"`course bench 07`, {sweep['n_items']:,} items x {sweep['dim']}, {sweep['n_queries']} queries, "
-        "recorded in one run; queries per second differ from machine to machine. "
-        + ("Batched exact search overtook Annoy's fastest setting at recall 0.95 from batches of "
-           f"{crossover} queries." if crossover else
-           "No measured batch size of exact search overtook Annoy's fastest setting at recall 0.95.")
+    # No machine or load on a page: queries per second are this run's, recall is not.
+    caption = (
+        f"`course bench 07`: {sweep['n_items']:,} items of {sweep['dim']} numbers, {sweep['n_queries']} queries, one "
+        "run. Queries per second depend on the machine and on what else it was doing; recall against exact "
+        "search, build sizes and the order of the libraries carry over."
     )
     return {"caption": caption, "best": pd.DataFrame(rows).set_index("library")}

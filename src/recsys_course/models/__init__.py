@@ -9,10 +9,13 @@ module         what it holds
 ``towers``     the one id tower (``id_tower``), the title tower, lesson 02's feature
                towers ``QueryTower`` / ``CandidateTower`` (tower builders injectable)
 ``retrieval``  ``TwoTowerModel`` (optional logQ correction, accidental-hit removal,
-               temperature), ``build_two_tower``, ``train_two_tower`` -> ``TwoTower``
+               temperature), ``build_two_tower``, ``train_two_tower`` -> ``TwoTower``;
+               ``train_retrieval``: lesson 02's recipe (``RETRIEVAL_RECIPE``), epochs on
+               validation, the retrieval model of every later lesson
 ``training``   the training loop that reports loss per example (``LossPerExample``,
                ``fit_with_loss_per_example``), ``loss_per_example``, ``train_with_curves``
 ``ranking``    the id-based ranker: ``Ranker``, ``build_ranker``, ``train_ranker``
+``recorded``   searches run offline on validation, which lessons state: ``recorded_search``
 ``history``    the two-tower model whose query is a bag of the user's movies, trained per
                user with a full softmax: ``HistoryRetrievalModel``, ``train_history_model``
 =============  ==========================================================================
@@ -33,13 +36,15 @@ from recsys_course.models.history import (
     history_config_label,
     train_history_model,
 )
+from recsys_course.models.recorded import recorded_search
 from recsys_course.models.ranking import Ranker, build_ranker, train_ranker
 from recsys_course.models.retrieval import (
-    AccidentalHitsRetrieval,
+    RETRIEVAL_RECIPE,
     TwoTower,
     TwoTowerModel,
     accidental_hits_mask,
     build_two_tower,
+    train_retrieval,
     train_two_tower,
 )
 from recsys_course.models.towers import CandidateTower, QueryTower, id_tower, title_tower
@@ -52,11 +57,13 @@ from recsys_course.models.training import (
 )
 
 __all__ = [
-    "PROBABILITY", "AccidentalHitsRetrieval", "CandidateTower", "HISTORY_GRID", "ConcatenatedTowers",
+    "PROBABILITY", "RETRIEVAL_RECIPE", "CandidateTower", "HISTORY_GRID",
+    "ConcatenatedTowers",
     "concatenate_towers", "HistoryQueryTower",
     "HistoryRetrievalModel", "HistoryRun", "build_history_model", "history_candidate_tower", "history_config_label",
     "train_history_model", "LossPerExample", "QueryTower",
     "Ranker", "TrainingRun", "TwoTower", "TwoTowerModel", "accidental_hits_mask", "build_ranker",
     "build_two_tower", "candidate_probability", "fit_with_loss_per_example", "id_tower",
-    "loss_per_example", "title_tower", "train_ranker", "train_two_tower", "train_with_curves",
+    "loss_per_example", "recorded_search", "title_tower", "train_ranker", "train_retrieval", "train_two_tower",
+    "train_with_curves",
 ]

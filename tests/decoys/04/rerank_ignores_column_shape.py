@@ -1,4 +1,4 @@
-"""4.4: sorts the scores without flattening them, so it breaks on the (m, 1) arrays that
+"""4.5: sorts the scores without flattening them, so it breaks on the (m, 1) arrays that
 model.predict returns."""
 
 import numpy as np

@@ -3,7 +3,7 @@
 import numpy as np
 
 
-def recall_at_k(approx_ids, exact_ids, k):
+def recall_against_exact(approx_ids, exact_ids, k):
     shares = []
     for approx, exact in zip(approx_ids, exact_ids):
         found = list(approx)[:k]

@@ -1,4 +1,4 @@
-"""9.2: batches with drop_remainder=True, so the last partial batch of records is lost."""
+"""9.1: batches with drop_remainder=True, so the last partial batch of records is lost."""
 
 import tensorflow as tf
 

@@ -1,4 +1,4 @@
-"""9.2: reads only the first file of the list, so most records are missing."""
+"""9.1: reads only the first file of the list, so most records are missing."""
 
 import tensorflow as tf
 

@@ -3,10 +3,11 @@
 Two measurements, both with the lesson's reference functions:
 
 1. **Movie agreement**: train the id-only two-tower model on the dataset (80/20 split, seed
-   42, 3 epochs), index its movie embeddings with the inner-product-to-angular reduction,
-   and report how much of TFRS ``BruteForce``'s top-10 Annoy returns for every training
-   user, for several ``search_k``; and how much of the exact cosine top-10 of every movie
-   ``similar_items`` (Annoy's ``get_nns_by_item``) returns.
+   42, the course's retrieval recipe ``models.train_retrieval``), index its movie embeddings
+   with the inner-product-to-angular reduction, and report how much of TFRS
+   ``BruteForce``'s top-10 Annoy returns for every training user (recall against exact
+   search), for several ``search_k``; and how much of the exact cosine top-10 of every
+   movie Annoy's ``get_nns_by_item`` returns.
 2. **Libraries at scale**: ``COURSE_BENCH_04_ITEMS`` (default 1,000,000) synthetic clustered
    item embeddings of 32 dimensions and 200 queries, one ground truth, in one run:
    ``exact_single`` (NumPy, one query at a time), ``exact_batched`` (matrix product +
@@ -53,16 +54,19 @@ LIBRARIES = ("annoy", "scann", "hnsw", "exact_single", "exact_batched")
 
 
 def movie_agreement(data: MovieLens, lesson) -> dict:
-    """Annoy against exact search on the trained movie embeddings: user-to-movie (inner
-    product, reduction, 10 trees) and movie-to-movie (angular, ``similar_items``)."""
+    """Annoy against exact search on the trained movie embeddings (the course's retrieval
+    recipe, ``models.train_retrieval``): user-to-movie (inner product, reduction, 10 trees)
+    and movie-to-movie (angular, ``get_nns_by_item``)."""
     import tensorflow as tf
     import tensorflow_recommenders as tfrs
 
-    from recsys_course.models import train_two_tower
+    from recsys_course.env import seed_everything
+    from recsys_course.models import train_retrieval
 
     train, _ = split_ratings(data.ratings, 0.2, seed=SEED)
     started = time.perf_counter()
-    towers = train_two_tower(train, data.movies, embedding_dim=32, epochs=3, seed=SEED)
+    seed_everything(SEED)
+    towers = train_retrieval(train, data.movies, seed=SEED)
     train_seconds = time.perf_counter() - started
 
     users = np.array(sorted(train["user_id"].unique()))
@@ -77,7 +81,7 @@ def movie_agreement(data: MovieLens, lesson) -> dict:
     agreement = {}
     for search_k in (-1, 200, 500, 2000):
         found = [lesson.mips_search(index, q, K, search_k) for q in vectors]
-        agreement[str(search_k)] = round(lesson.recall_at_k(found, exact, K), 4)
+        agreement[str(search_k)] = round(lesson.recall_against_exact(found, exact, K), 4)
     index.unload()
 
     unit = towers.movie_embeddings / np.linalg.norm(towers.movie_embeddings, axis=1, keepdims=True)
@@ -85,14 +89,16 @@ def movie_agreement(data: MovieLens, lesson) -> dict:
     exact_similar = [[i for i in lesson.exact_top_k(unit, unit[m], K + 1) if i != m][:K] for m in range(len(unit))]
     similar = {}
     for search_k in (-1, 200, 1000):
-        found = [lesson.similar_items(similar_index, m, K, search_k) for m in range(len(unit))]
-        similar[str(search_k)] = round(lesson.recall_at_k(found, exact_similar, K), 4)
+        found = [[i for i in similar_index.get_nns_by_item(m, K + 1, search_k=search_k) if i != m][:K]
+                 for m in range(len(unit))]
+        similar[str(search_k)] = round(lesson.recall_against_exact(found, exact_similar, K), 4)
     similar_index.unload()
     return {
         "n_movies": int(len(towers.movie_ids)),
         "n_users": int(len(users)),
         "train_seconds": round(train_seconds, 1),
-        "loss_per_example_by_epoch": [round(float(v), 3) for v in towers.history["loss_per_example"]],
+        "best_epoch_on_validation": towers.best_epoch,
+        "validation_top_100_by_epoch": [round(float(v), 4) for v in towers.history["validation_top_100"]],
         "n_trees": 10,
         f"agreement@{K}_by_search_k": agreement,
         f"similar_items_recall@{K}_by_search_k": similar,
@@ -134,7 +140,7 @@ def libraries_at_scale(lesson, n_items: int) -> dict:
         items, queries, truth,
         build_index=lesson.build_annoy_index,
         search=lambda index, q, k, search_k: index.get_nns_by_vector(q, k, search_k=search_k),
-        recall_at_k=lesson.recall_at_k, n_trees_grid=(DOT_N_TREES,), search_k_grid=SEARCH_K_GRID,
+        recall_at_k=lesson.recall_against_exact, n_trees_grid=(DOT_N_TREES,), search_k_grid=SEARCH_K_GRID,
         metric="dot", exact_qps=single_qps, k=K, repeats=REPEATS, seed=SEED,
     )
     return {
@@ -152,7 +158,7 @@ def libraries_at_scale(lesson, n_items: int) -> dict:
         "target_recall_0.95_at_50x_met": bool(any(r["speedup_vs_exact_single"] >= 50 for r in indexes.values())),
         "exact_batched_overtakes_annoy_at_batch": ann_compare.crossover_batch_size(table, "annoy", 0.95, K),
         "exact_qps_tfrs_bruteforce_single": round(brute_qps, 1),
-        "tfrs_bruteforce_recall_vs_numpy": round(lesson.recall_at_k(brute_answers, truth, K), 4),
+        "tfrs_bruteforce_recall_vs_numpy": round(lesson.recall_against_exact(brute_answers, truth, K), 4),
         "annoy_dot_metric": dot_table.drop(columns="index_bytes").to_dict(orient="records"),
         "annoy_dot_best_at_recall_0.95": best_setting(dot_table, 0.95, K),
     }

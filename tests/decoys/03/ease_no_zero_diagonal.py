@@ -1,4 +1,4 @@
-"""2.6: plain ridge regression of X on itself, without the zero-diagonal constraint."""
+"""3.1: plain ridge regression of X on itself, without the zero-diagonal constraint."""
 
 import numpy as np
 
