@@ -188,6 +188,7 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
         "ranker_chosen": {"variant": choice.variant, "epochs": choice.epochs},
         "mmr_chosen": {"relevance": best_relevance, "redundancy": best_redundancy, "lambda": best_lambda,
                        "validation": _rounded(mmr_table.loc[(best_relevance, best_redundancy)])},
-        "mmr": {"against_funnel": mmr_against("funnel"), "against_most_precise_undiversified": mmr_against(undiversified)},
+        "mmr": {"against_funnel": mmr_against("funnel"),
+                "against_most_precise_undiversified": mmr_against(undiversified)},
         "seconds": {key: round(value, 2) for key, value in seconds.items()},
     }
