@@ -73,6 +73,7 @@ RETRIEVAL_PATIENCE = 2  # stop after this many epochs without a better validatio
 TASK_WEIGHTS = ((1.0, 0.0), (1.0, 1.0), (0.0, 1.0))
 EASE_L2 = (100.0, 500.0, 2000.0)  # EASE's ridge penalty, chosen on validation
 RANKER_MAX_EPOCHS = 12  # the funnel ranker's epochs are chosen on validation, up to this
+RANKER_MEMBERS = 3  # the funnel's ranker averages this many rankers trained from different seeds
 MMR_LAMBDAS = (1.0, 0.98, 0.96, 0.94, 0.92, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5, 0.4, 0.3)
 MAX_PRECISION_LOSS = 0.05  # MMR may cost at most this share of precision@10 on validation
 COST_SE = 1.0  # ... counting the cost as this many standard errors above its validation estimate
@@ -667,12 +668,12 @@ say(f"On validation the implicit ranker's order of the retrieval candidates reac
 #
 # So far every re-ranker ordered the *retrieval model's* 100 candidates, so it could only
 # find what that one model proposed, and it knew little the retrieval model did not. Lesson
-# 03 showed that simple item models are strong: EASE, a closed-form linear model over each
-# user's history, is a hard baseline for any two-tower model. Production systems do not
-# choose one: several **candidate sources** each propose a few hundred items, their lists
-# are merged, and a ranker with richer features orders the union (Covington et al., 2016,
-# describe YouTube's; Eksombatchai et al., 2018, Pinterest's). Our sources, each proposing
-# its 100 best unseen movies:
+# 03 met simple item models that are hard to beat: EASE, a closed-form linear model over each
+# user's history, rivals much larger neural models on such data (Steck, 2019). Production
+# systems do not choose one: several **candidate sources** each propose a few hundred items,
+# their lists are merged, and a ranker with richer features orders the union (Covington et
+# al., 2016, describe YouTube's; Eksombatchai et al., 2018, Pinterest's). Our sources, each
+# proposing its 100 best unseen movies:
 #
 # | source | score of a movie for a user | knows |
 # |---|---|---|
@@ -754,14 +755,19 @@ say(f"On validation each source finds part of what users rate next: the {widest}
 #   that uses the rating values, which every source ignores.
 #
 # The labels are implicit: a candidate is a positive when the user rated it in the
-# validation split. Here are a few candidates of one user:
+# validation split. Each positive weighs its gain $2^r - 1$ for a rating of $r$ stars (the
+# gain of this course's NDCG), so the ranker learns what users pick *and* like: this uses the
+# rating values a second time, where every source ignores them. (We settled on these weights
+# and on the three-seed average below offline, on a development split carved from the
+# training data, before running this page; the test split played no part.) Here are a few
+# candidates of one user:
 
 # %%
 started = time.perf_counter()
 val_features = val_funnel.feature_lists(val_stage.users, val_union)
-val_labels = fn.list_labels(val_union, val_stage.rated)
+val_labels = fn.list_labels(val_union, val_stage.gains)
 print(f"{int((val_union >= 0).sum()):,} candidate features computed in {time.perf_counter() - started:.1f} s")
-example = int(np.argmax(val_labels.sum(axis=1) >= 2))  # the first user with two positives
+example = int(np.argmax((val_labels > 0).sum(axis=1) >= 2))  # the first user with two positives
 pd.DataFrame(val_features[example, :6], columns=fn.FEATURES,
              index=pd.Index(movie_ids[val_union[example, :6]], name="movie")).assign(
                  label=val_labels[example, :6]).T.round(3)
@@ -814,15 +820,17 @@ def listwise_loss(labels: tf.Tensor, scores: tf.Tensor, mask: tf.Tensor) -> tf.T
 # train on: the validation users are split into two random halves, the ranker trains on the
 # first for up to 12 epochs, with and without the cross layer, and the precision@10 of the
 # second half after each epoch picks the variant and the number of epochs. The chosen
-# variant is then trained on all validation users. Your `listwise_loss` is the loss.
+# variant is then trained on all validation users, three times from different seeds, and the
+# funnel's ranker averages the three scores: with so few labels, one training run's luck
+# shows in its order, and the average evens it out. Your `listwise_loss` is the loss.
 
 # %%
 started = time.perf_counter()
 train_rows, check_rows = fn.split_rows(len(val_stage.users), SEED)
 choice = fn.choose_ranker(val_features, val_labels, val_union, val_stage.rated, train_rows=train_rows,
                           check_rows=check_rows, k=K, max_epochs=RANKER_MAX_EPOCHS, seed=SEED, loss=listwise_loss)
-ranker, _ = fn.train_ranker(val_features, val_labels, val_union >= 0, cross=choice.cross, epochs=choice.epochs,
-                            seed=SEED, loss=listwise_loss)
+ranker = fn.train_ensemble(val_features, val_labels, val_union >= 0, members=RANKER_MEMBERS, cross=choice.cross,
+                           epochs=choice.epochs, seed=SEED, loss=listwise_loss)
 print(f"ranker variants compared and the chosen one trained in {time.perf_counter() - started:.1f} s")
 
 # %%
@@ -901,8 +909,9 @@ def mmr_rerank(relevance: np.ndarray, similarity: np.ndarray, k: int, lam: float
 
 
 # %% [markdown]
-# MMR diversifies the funnel's order, the most precise list of this lesson on validation, and
-# its cost and gain are counted against that list. Three choices are made on the second half
+# MMR diversifies the funnel's order, and its cost and gain are counted against that list:
+# the order MMR starts from, and the one the lesson built to be precise (section 7 checks on
+# test whether another list is more precise). Three choices are made on the second half
 # of the validation users, with the ranker trained on the first half (so the order is as good
 # as on new users, no better):
 #
@@ -1242,8 +1251,8 @@ say(
 
 # %% [markdown]
 # Finally, MMR on the funnel's list, with the relevance, redundancy and λ chosen on
-# validation, counted against the funnel's own list, the most precise undiversified list of
-# the lesson on validation.
+# validation, counted against the funnel's own list and, if another list is more precise on
+# test, against that one too.
 
 # %%
 plain, diverse = results.loc["funnel"], results.loc["funnel + MMR"]

@@ -216,10 +216,12 @@ tf.get_logger().setLevel("ERROR")  # hide Keras' "non-serializable __init__ argu
 # include a rating model's predicted stars (`train_ranker`, lesson 04's baseline). Its
 # ranker learns from *held-out* ratings, which candidates users went on to rate, so a tenth
 # of the training ratings is set aside as validation: the sources and the rating model are
-# trained on the rest (*fit*), the ranker on the validation users' candidate lists. Lesson 06
-# chooses EASE's penalty and the ranker's epochs on validation and then retrains the sources
-# on all training data; here we fix them (`EASE_L2`, `RANKER_EPOCHS`) and serve the models
-# as trained on *fit*: this lesson is about serving, not about squeezing out precision.
+# trained on the rest (*fit*), the ranker on the validation users' candidate lists (each
+# rated candidate weighted by its gain $2^r - 1$, as in lesson 06). Lesson 06 chooses EASE's
+# penalty and the ranker's epochs on validation, averages three rankers and retrains the
+# sources on all training data; here we fix the settings (`EASE_L2`, `RANKER_EPOCHS`), train
+# one ranker and serve the models as trained on *fit*: this lesson is about serving, not
+# about squeezing out precision.
 
 # %%
 from recsys_course import evaluation
@@ -243,7 +245,8 @@ funnel = fn.Funnel(fn.FunnelFeatures(fn.build_sources(fit, movies, towers, ease_
 val_users = np.array(sorted(set(valid["user_id"]) & set(fit["user_id"])))
 val_candidates = funnel.candidates(val_users)
 val_features = funnel.feature_lists(val_users, val_candidates)
-val_labels = fn.list_labels(val_candidates, evaluation.interaction_matrix(valid, val_users, funnel.movie_ids) > 0)
+stars = evaluation.interaction_matrix(valid, val_users, funnel.movie_ids, value_col="user_rating")
+val_labels = fn.list_labels(val_candidates, np.where(stars > 0, 2.0**stars - 1.0, 0.0))  # lesson 06's gains
 funnel.ranker, listwise_losses = fn.train_ranker(
     val_features, val_labels, val_candidates >= 0, epochs=RANKER_EPOCHS, seed=SEED,
     after_epoch=lambda model: float(fn.listwise_softmax_loss(val_labels, model(val_features), val_candidates >= 0)))

@@ -219,12 +219,13 @@ def test_listwise_loss_ignores_padding_and_lists_without_positives(lesson):
 
 @exercise("6.4", points=1)
 def test_listwise_loss_shares_the_weight_of_positives_and_stays_finite(lesson):
-    # Two positives share the list's weight: the loss is the mean of their -log p.
+    # Graded positives share the list's weight in proportion to their labels: 3/4 and 1/4.
     scores = [0.5, 1.5, -1.0, 3.0]
-    expected = -(log_softmax(scores)[1] + log_softmax(scores)[2]) / 2
-    got = listwise(lesson, [[0.0, 1.0, 1.0, 0.0]], [scores], [[True] * 4])
+    expected = -(0.75 * log_softmax(scores)[1] + 0.25 * log_softmax(scores)[2])
+    got = listwise(lesson, [[0.0, 3.0, 1.0, 0.0]], [scores], [[True] * 4])
     assert got == pytest.approx(expected, rel=1e-5), (
-        f"labels [0, 1, 1, 0]: each positive weighs 1/2, expected {expected:.4f}; got {got:.4f}"
+        f"labels [0, 3, 1, 0]: the positives weigh 3/4 and 1/4 (labels over their sum), expected "
+        f"{expected:.4f}; got {got:.4f}"
     )
     # The rated movie scores 2000 below the other: the loss is 2000, finite. A softmax
     # computed first underflows to 0 and its log is -inf.

@@ -59,6 +59,9 @@ def test_list_labels():
     relevant = np.array([[False, True, False, True], [True, False, False, False]])
     got = fn.list_labels(np.array([[3, 0, -1], [0, 2, 1]]), relevant)
     np.testing.assert_array_equal(got, [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    gains = np.array([[0.0, 3.0, 0.0, 31.0], [7.0, 0.0, 0.0, 0.0]])  # graded labels pass through
+    got = fn.list_labels(np.array([[3, 1, -1], [0, 2, -1]]), gains)
+    np.testing.assert_array_equal(got, [[31.0, 3.0, 0.0], [7.0, 0.0, 0.0]])
 
 
 # ---------------------------------------------------------------- baselines
@@ -235,6 +238,16 @@ def test_train_ranker_learns_a_planted_cross():
     top = np.argmax(model(tf.constant(test_features)).numpy(), axis=1)
     hit = test_labels[np.arange(len(top)), top].mean()
     assert hit > 0.3, f"the top candidate should often be the planted positive (chance 1/12), got {hit:.2f}"
+
+
+def test_ensemble_averages_its_members():
+    features, labels = planted_lists(n_users=40)
+    mask = np.ones(labels.shape, bool)
+    ensemble = fn.train_ensemble(features, labels, mask, members=2, epochs=1, seed=3)
+    x = tf.constant(features[:4])
+    members = [m(x).numpy() for m in ensemble.members]
+    np.testing.assert_allclose(ensemble(x).numpy(), (members[0] + members[1]) / 2, rtol=1e-6)
+    assert not np.allclose(members[0], members[1]), "members trained from different seeds should differ"
 
 
 def test_train_ranker_rejects_bad_shapes():

@@ -325,6 +325,20 @@ class FunnelRanker(tf.keras.Model):
         return tf.squeeze(self.deep(x), axis=-1)
 
 
+class RankerEnsemble(tf.keras.Model):
+    """The mean score of several rankers (the same features in, one score out): averaging
+    rankers trained from different seeds evens out the noise of training on few labels."""
+
+    def __init__(self, members: Sequence[tf.keras.Model]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("RankerEnsemble needs at least one ranker")
+        self.members = list(members)
+
+    def call(self, features: tf.Tensor) -> tf.Tensor:
+        return tf.add_n([member(features) for member in self.members]) / float(len(self.members))
+
+
 LossFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
 
 
@@ -359,7 +373,10 @@ def train_ranker(features: np.ndarray, labels: np.ndarray, mask: np.ndarray, *, 
     data = tf.data.Dataset.from_tensor_slices((features, np.asarray(labels, np.float32), mask))
     batches = data.shuffle(len(features), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
 
-    @tf.function
+    # One trace for every batch (the last one is smaller): the shapes say only the list width.
+    @tf.function(input_signature=[tf.TensorSpec([None, *features.shape[1:]], tf.float32),
+                                  tf.TensorSpec([None, features.shape[1]], tf.float32),
+                                  tf.TensorSpec([None, features.shape[1]], tf.bool)])
     def step(x, y, m):
         with tf.GradientTape() as tape:
             value = loss(y, model(x, training=True), m)
@@ -376,6 +393,14 @@ def train_ranker(features: np.ndarray, labels: np.ndarray, mask: np.ndarray, *, 
     return model, history
 
 
+def train_ensemble(features: np.ndarray, labels: np.ndarray, mask: np.ndarray, *, members: int = 3,
+                   seed: int = 42, **training) -> RankerEnsemble:
+    """:func:`train_ranker` ``members`` times, with seeds ``seed``, ``seed + 1``, ..., averaged
+    in a :class:`RankerEnsemble`; ``training`` goes to :func:`train_ranker`."""
+    return RankerEnsemble([train_ranker(features, labels, mask, seed=seed + i, **training)[0]
+                           for i in range(members)])
+
+
 # ----------------------------------------------------------------------------- the funnel
 def _chunks(n: int, size: int) -> Iterable[slice]:
     return (slice(i, min(i + size, n)) for i in range(0, n, size))
@@ -390,7 +415,7 @@ class Funnel:
     """
 
     features: FunnelFeatures
-    ranker: FunnelRanker | None = None
+    ranker: tf.keras.Model | None = None  # a FunnelRanker or a RankerEnsemble
     users_per_call: int = 64  # users per TensorFlow call: bounds the [U, 4, n_items] scores
 
     @property
@@ -452,11 +477,11 @@ def order_by(candidates: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def list_labels(candidates: np.ndarray, relevant: np.ndarray) -> np.ndarray:
-    """``float32 [U, L]``: 1 where a candidate is ``relevant`` (``bool [U, n_items]``), 0
-    elsewhere and for padding."""
+    """``float32 [U, L]``: each candidate's value in ``relevant`` (``[U, n_items]``: bool for
+    1/0 labels, or graded gains such as ``2**rating - 1``), 0 for padding."""
     candidates = np.asarray(candidates)
-    hits = np.take_along_axis(np.asarray(relevant, bool), np.maximum(candidates, 0), axis=1)
-    return (hits & (candidates >= 0)).astype(np.float32)
+    values = np.take_along_axis(np.asarray(relevant, np.float32), np.maximum(candidates, 0), axis=1)
+    return np.where(candidates >= 0, values, 0.0).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- choices

@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_course.models.funnel import SOURCES, FunnelFeatures, FunnelRanker
+from recsys_course.models.funnel import SOURCES, FunnelFeatures
 
 USER_ID = tf.TensorSpec(shape=[None], dtype=tf.string, name="user_id")
 MOVIE_ID = tf.TensorSpec(shape=[None], dtype=tf.string, name="movie_id")
@@ -117,11 +117,13 @@ class CandidatesServable(tf.Module):
 
 class FunnelRankerServable(tf.Module):
     """(user id, movie id) pairs -> the funnel ranker's score, one per pair (higher first).
+    ``ranker`` maps features ``[n, d]`` to scores ``[n]`` (a ``FunnelRanker`` or a
+    ``RankerEnsemble`` of :mod:`recsys_course.models.funnel`).
 
     A movie outside the funnel's catalogue is refused (``InvalidArgumentError``: a 400 answer
     naming the problem), not scored."""
 
-    def __init__(self, features: FunnelFeatures, ranker: FunnelRanker):
+    def __init__(self, features: FunnelFeatures, ranker: tf.keras.Model):
         super().__init__(name="funnel_ranker")
         self.features = features
         self.ranker = ranker

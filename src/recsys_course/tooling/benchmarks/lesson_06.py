@@ -83,13 +83,14 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
     sources_validation = lesson.source_table(val_lists, val_union, val_stage)
     best_source = str(sources_validation["precision@10 of its top 10"].idxmax())
     val_features = val_funnel.feature_lists(val_stage.users, val_union)
-    val_labels = fn.list_labels(val_union, val_stage.rated)
+    val_labels = fn.list_labels(val_union, val_stage.gains)
     train_rows, check_rows = fn.split_rows(len(val_stage.users), lesson.SEED)
     choice = fn.choose_ranker(val_features, val_labels, val_union, val_stage.rated, train_rows=train_rows,
                               check_rows=check_rows, k=K, max_epochs=2 if quick() else lesson.RANKER_MAX_EPOCHS,
                               seed=lesson.SEED, loss=lesson.listwise_loss)
-    ranker, _ = fn.train_ranker(val_features, val_labels, val_union >= 0, cross=choice.cross, epochs=choice.epochs,
-                                seed=lesson.SEED, loss=lesson.listwise_loss)
+    ranker = fn.train_ensemble(val_features, val_labels, val_union >= 0,
+                               members=1 if quick() else lesson.RANKER_MEMBERS, cross=choice.cross,
+                               epochs=choice.epochs, seed=lesson.SEED, loss=lesson.listwise_loss)
     seconds["funnel (fit): sources, features, ranker choice and training"] = time.perf_counter() - t0
 
     # MMR on the validation users the ranker did not train on.
@@ -175,7 +176,7 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
         "funnel_target_met": bool(all(results["funnel"][m] > results["ease_full_catalogue"][m]
                                       for m in ACCURACY[:2])),
         "all_lists_test": results,
-        "sources_validation": {name: _rounded(row) for name, row in sources_validation.iterrows()},
+        "sources_validation": {name: _rounded(row.dropna()) for name, row in sources_validation.iterrows()},
         "sources_test_recall@100": {
             **{name: round(evaluation.recall_at_k(test_lists[name], test_stage.rated, N), 4) for name in fn.SOURCES},
             "union": round(evaluation.recall_at_k(test_union, test_stage.rated, test_union.shape[1]), 4),
