@@ -874,10 +874,10 @@ print(json.dumps(rest.status("retrieval")["model_version_status"]))
 #
 # Annoy (lesson 07) is a C++ library, not a TensorFlow op, so no SavedModel can contain it.
 # The application loads it next to its own code, and asks the model server only for what
-# needs TensorFlow: the user's embedding and the ranking scores. One rule keeps the two in
-# step: **the index and the query tower must come from the same training run**, because
-# vectors from different runs live in unrelated spaces. We store the index under the query
-# tower's version number and ask the server for that exact version.
+# needs TensorFlow: the user's embedding, the other sources' lists and the ranking scores.
+# One rule keeps the index and the query tower in step: **they must come from the same
+# training run**, because vectors from different runs live in unrelated spaces. We store the
+# index under the query tower's version number and ask the server for that exact version.
 #
 # Two-tower models score by dot product; the index uses the inner-product-to-angular
 # reduction from lesson 07 (`recsys_course.serving.ann.AnnoyCandidates`).
