@@ -11,26 +11,33 @@
 # ---
 
 # %% [markdown]
-# # Lesson 06 · Multitask, implicit and diverse ranking
+# # Lesson 06 · Multitask, implicit ranking, the funnel and diversity
 #
 # **You will learn to**
 #
-# - tell pointwise, pairwise and listwise objectives apart, and explicit from implicit
-#   feedback, and explain why a model of *how many stars* is a poor guide to *what to
-#   watch next*;
+# - tell explicit from implicit feedback, and explain why a model of *how many stars* is a
+#   poor guide to *what to watch next*;
 # - train one TensorFlow Recommenders (TFRS) model on two tasks at once (retrieval and
 #   rating) with shared embeddings, and read the loss weights as a knob;
 # - train an implicit-feedback ranker with a pairwise BPR loss on rated vs sampled unrated
-#   movies, with shallow and deeper towers;
-# - re-rank for diversity with maximal marginal relevance (MMR), and measure what it costs
-#   in precision and buys in intra-list diversity, coverage and novelty.
+#   movies;
+# - build a **funnel**: candidates from several sources (the two-tower model, EASE, item-kNN,
+#   popularity) merged into one list, and a deep & cross ranker trained with a **listwise**
+#   loss on which candidates users went on to rate, compared like for like with the
+#   strongest single model;
+# - re-rank the funnel's list for diversity with maximal marginal relevance (MMR), and
+#   measure what it costs in precision and buys in intra-list diversity, coverage and
+#   novelty.
 #
-# **How to work through it:** run the cells top to bottom. The four exercises (6.1 to 6.4)
+# **Runtime:** measured each time the course site is built, and shown at the top of this
+# lesson's page and in the site's lesson table, with the data it was measured on.
+#
+# **How to work through it:** run the cells top to bottom. The five exercises (6.1 to 6.5)
 # are a method or function whose body raises `NotImplementedError`; implement it, then run
-# `course check 6.1` (or `course check 06`). Lesson 04 (ranking) is the starting point:
-# it ended with a puzzle, a rating model that predicts stars well can still *lower*
-# precision@10 when it re-ranks the retrieval candidates. This lesson explains why and
-# tries three remedies, measured side by side.
+# `course check 6.1` (or `course check 06`). Lesson 04 (ranking) is the starting point: it
+# ended with a puzzle, a rating model that predicts stars well can still *lower*
+# precision@10 when it re-ranks the retrieval candidates. This lesson explains why, tries
+# two remedies, then builds the funnel that production systems use.
 
 # %% tags=["setup"]
 # recsys_course first: it sets TF_USE_LEGACY_KERAS=1, so that tf.keras is Keras 2 (tf-keras),
@@ -48,12 +55,13 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from recsys_course import evaluation, models
-from recsys_course.claims import pick, say
-from recsys_course.models import id_tower
+from recsys_course.claims import compare, fmt, pick, say, signed
+from recsys_course.models import baselines, id_tower
+from recsys_course.models import funnel as fn
 
 SEED = recsys_course.seed_everything(42)
 K = 10  # the cutoff of every top-k metric in this lesson
-N_CANDIDATES = 100  # how many movies retrieval hands to the re-rankers per user
+N_CANDIDATES = 100  # how many movies each candidate source proposes per user
 LIKED = 4.0  # a held-out rating of at least this many stars counts as "liked"
 VALIDATION_FRACTION = 0.1  # of the training ratings, held out for every choice
 EMBEDDING_DIM = 32
@@ -62,11 +70,13 @@ RETRIEVAL_MAX_EPOCHS = 10  # the retrieval stage's epochs are chosen on validati
 RETRIEVAL_PATIENCE = 2  # stop after this many epochs without a better validation recall
 # (rating weight, retrieval weight) pairs tried for the multitask model; (1, 0) is a pure
 # rating model, (0, 1) a pure retrieval model.
-TASK_WEIGHTS = ((1.0, 0.0), (1.0, 0.1), (1.0, 1.0), (0.1, 1.0), (0.0, 1.0))
-MMR_LAMBDAS = (1.0, 0.98, 0.96, 0.94, 0.92) + tuple(round(0.9 - 0.05 * i, 2) for i in range(18))  # ..., 0.05
+TASK_WEIGHTS = ((1.0, 0.0), (1.0, 1.0), (0.0, 1.0))
+EASE_L2 = (100.0, 500.0, 2000.0)  # EASE's ridge penalty, chosen on validation
+RANKER_MAX_EPOCHS = 12  # the funnel ranker's epochs are chosen on validation, up to this
+RANKER_MEMBERS = 3  # the funnel's ranker averages this many rankers trained from different seeds
+MMR_LAMBDAS = (1.0, 0.98, 0.96, 0.94, 0.92, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5, 0.4, 0.3)
 MAX_PRECISION_LOSS = 0.05  # MMR may cost at most this share of precision@10 on validation
 COST_SE = 1.0  # ... counting the cost as this many standard errors above its validation estimate
-BLEND_WEIGHTS = (0.5, 0.6, 0.7, 0.8, 0.9)  # weights of the retrieval rank tried in the blends
 
 # %% [markdown]
 # ## 1. Why a rating model is a poor ranker for "what to watch next"
@@ -89,34 +99,32 @@ BLEND_WEIGHTS = (0.5, 0.6, 0.7, 0.8, 0.9)  # weights of the retrieval rank tried
 # ratings are missing not at random, and Cremonesi, Koren and Turrin (2010) that models
 # tuned for rating error are weak at top-N recommendation.
 #
-# What to optimise then? Learning to rank offers three families (Liu, 2009):
-#
-# | objective | one training example | loss, for a score $s$ | examples |
-# |---|---|---|---|
-# | **pointwise** | one (user, movie) | squared error on the rating, or log loss on "rated or not" | lesson 04's rating model |
-# | **pairwise** | a user and two movies, one preferred | $-\log \sigma(s_i - s_j)$ when $i$ beats $j$ | RankNet (Burges et al., 2005), BPR (Rendle et al., 2009) |
-# | **listwise** | a user's whole list | softmax cross-entropy over the list | ListNet (Cao et al., 2007), TFRS's retrieval task |
-#
-# The retrieval model of lesson 02 is in fact listwise on implicit data: its in-batch
+# Lesson 04 (section 2) sorted training objectives into **pointwise** (one example at a
+# time), **pairwise** (two movies of one user) and **listwise** (a user's whole list). This
+# lesson uses all three: the rating task is pointwise, BPR (section 4) is pairwise, and the
+# funnel's ranker (section 5) is trained with a softmax over each user's candidate list,
+# listwise. The retrieval model of lesson 02 is listwise on implicit data too: its in-batch
 # softmax asks "which of these movies did the user pick?". That is why its order is a hard
-# baseline for a rating model. This lesson tries three ways to do better:
+# baseline for a rating model. The lesson goes in four steps:
 #
 # 1. **multitask**: train the rating model *and* the retrieval model at once, sharing the
 #    embeddings, so the rating head sees what users pick;
 # 2. **implicit**: drop the stars and train a ranker on "rated beats not rated", pairwise;
-# 3. **diverse**: once the order is good, trade a little accuracy for lists that are not ten
-#    variations of one movie.
+# 3. **the funnel**: let several models propose candidates and train a ranker that weighs
+#    all their opinions, on what users rated next;
+# 4. **diverse**: once the order is good, trade a little precision for lists that are not
+#    ten variations of one movie.
 
 # %% [markdown]
 # ## 2. Data, split and the retrieval stage
 #
 # The split is lesson 04's: a seeded random 80/20 split into train and test, and a tenth of
 # train held out again for validation. Every model below is trained on the *fit* part;
-# every choice (loss weights and scoring head, tower depth, MMR's λ) is made on validation;
-# then every model is trained again on the whole training split, and the test split is used
-# once, at the end. A random split lets models peek at the future (lesson 00), so
-# compare models with each other rather than reading the absolute numbers as production
-# numbers.
+# every choice (loss weights and scoring head, EASE's penalty, the funnel ranker's
+# architecture and epochs, MMR's settings) is made on validation; then every model is
+# trained again on the whole training split, and the test split is used once, at the end.
+# A random split lets models peek at the future (lesson 00), so compare models with each
+# other rather than reading the absolute numbers as production numbers.
 
 # %%
 data = recsys_course.load_movielens()
@@ -226,15 +234,10 @@ def measure(ranked: np.ndarray, stage: Stage, genres: np.ndarray, probability: n
     }
 
 
-def genre_matrix(movies: pd.DataFrame, movie_ids: np.ndarray) -> np.ndarray:
-    """float [n_items, n_genres] multi-hot genres, rows in the order of ``movie_ids``."""
-    names = sorted({g for gs in movies["movie_genres"] for g in gs})
-    column = {g: j for j, g in enumerate(names)}
-    by_id = movies.assign(movie_id=movies["movie_id"].astype(str)).set_index("movie_id")["movie_genres"]
-    out = np.zeros((len(movie_ids), len(names)))
-    for i, movie in enumerate(movie_ids):
-        out[i, [column[g] for g in by_id.get(movie, [])]] = 1.0
-    return out
+def subset(stage: Stage, rows: np.ndarray) -> Stage:
+    """The same stage restricted to the users at ``rows`` (int indices)."""
+    return stage._replace(users=stage.users[rows], seen=stage.seen[rows], rated=stage.rated[rows],
+                          liked=stage.liked[rows], gains=stage.gains[rows])
 
 
 def candidate_ranks(scores: np.ndarray) -> np.ndarray:
@@ -267,7 +270,7 @@ val_stage = make_stage(fit, valid, movie_ids)
 retrieval, retrieval_curve = retrieval_on_validation(fit, data.movies, val_stage)
 retrieval_epochs = int(retrieval_curve.idxmax())
 assert (retrieval.movie_ids == movie_ids).all(), "the catalogue must be the sorted movie ids"
-genres = genre_matrix(data.movies, movie_ids)
+genres = fn.genre_matrix(data.movies, movie_ids)
 probability = evaluation.item_probability(  # popularity among the fit users, for novelty
     evaluation.interaction_matrix(fit, np.unique(fit["user_id"].astype(str)), movie_ids))
 val_candidates, val_retrieval_scores = candidates_for(retrieval, val_stage)
@@ -277,7 +280,7 @@ retrieval_curve.to_frame().T.round(4)
 
 # %%
 say(f"Validation recall@{N_CANDIDATES} peaks after **{retrieval_epochs} epochs** "
-    f"({retrieval_curve.max():.3f}): that many epochs train the retrieval stage from now on.")
+    f"({fmt(retrieval_curve.max())}): that many epochs train the retrieval stage from now on.")
 
 # %% [markdown]
 # ## 3. One model, two tasks
@@ -490,19 +493,27 @@ plt.show()
 options = [(w, head) for w in TASK_WEIGHTS for head in usable_heads(*w)]
 best_weights, best_head = max(
     options, key=lambda o: sweep.loc[f"{o[0][0]:g} / {o[0][1]:g}", f"re-ranked by {o[1]}"])
-pure = sweep.loc["1 / 0"]
-chosen = sweep.loc[f"{best_weights[0]:g} / {best_weights[1]:g}"]
+pure_lists = order_by(val_candidates, multitask_scores(multitask_models[(1.0, 0.0)], val_stage, val_candidates,
+                                                       "rating head"))
+chosen_lists = order_by(val_candidates, multitask_scores(multitask_models[best_weights], val_stage, val_candidates,
+                                                         best_head))
+chosen_vs_pure = compare(
+    evaluation.precision_at_k(chosen_lists, val_stage.rated, K), evaluation.precision_at_k(pure_lists, val_stage.rated, K),
+    se=evaluation.paired_standard_error(evaluation.precision_by_user(chosen_lists, val_stage.rated, K),
+                                        evaluation.precision_by_user(pure_lists, val_stage.rated, K)))
 say(
-    f"The pure rating model (weights 1 / 0) reaches a validation RMSE of {pure['validation RMSE']:.3f} "
-    f"and re-ranked precision@10 of {pure['re-ranked by rating head']:.3f}. Validation picks weights "
-    f"**{best_weights[0]:g} / {best_weights[1]:g}** scored by the **{best_head}**: re-ranked "
-    f"precision@10 {chosen[f're-ranked by {best_head}']:.3f}"
-    + pick(best_head == "rating head",
-           pick(best_weights == (1.0, 0.0), ", so on this data the retrieval task does not help the rating head.",
-                ": the retrieval task, used only in training, makes the rating head a better ranker."),
-           ". The stars alone are not the best guide to the order: the head trained on *which* movies "
-           "users rate " + pick(best_head == "retrieval head", "ranks better on its own.",
-                                 "adds what the rating head misses."))
+    f"The pure rating model (weights 1 / 0) reaches a validation RMSE of "
+    f"{fmt(sweep.loc['1 / 0', 'validation RMSE'], 'error')} and re-ranked precision@10 of "
+    f"{fmt(chosen_vs_pure.reference)}. Validation picks weights **{best_weights[0]:g} / {best_weights[1]:g}** "
+    f"scored by the **{best_head}**"
+    + pick(best_weights == (1.0, 0.0) and best_head == "rating head",
+           ": on this data the retrieval task does not help the rating head.",
+           f": re-ranked precision@10 {fmt(chosen_vs_pure.value)}, {chosen_vs_pure.word()} the pure rating model "
+           f"(difference {chosen_vs_pure.change()}, {pick(chosen_vs_pure.distinct, 'more', 'less')} than twice its "
+           "paired standard error over users)."
+           + pick(chosen_vs_pure.better and best_head != "rating head",
+                  " The stars alone are not the best guide to the order: the head trained on *which* movies users "
+                  "rate adds what the rating head misses.", ""))
 )
 
 # %% [markdown]
@@ -518,14 +529,39 @@ say(
 #
 # which is small when the rated movie scores clearly above the unrated one and grows
 # linearly when the order is wrong. Only the *difference* of scores matters: the model
-# learns an order, not a calibrated value.
+# learns an order, not a probability or a number of stars.
 #
-# ### Exercise 6.4 · Sample unrated movies
+# ### Exercise 6.2 · The BPR pairwise loss
 #
-# Negatives are drawn afresh every epoch. Implement `sample_unrated`: one random unrated
-# movie per (user, positive) row, uniform among that user's unrated movies.
+# Implement `bpr_loss`: the mean over the batch of $-\log\sigma(s_\text{pos} - s_\text{neg})$.
+# Write it so that it stays finite for large score differences: `tf.math.softplus(x)`
+# computes $\log(1 + e^{x})$ without overflow, and $-\log\sigma(d) = \operatorname{softplus}(-d)$.
 
-# %% tags=["exercise"] exercise="6.4"
+# %% tags=["exercise"] exercise="6.2"
+def bpr_loss(positive_scores: tf.Tensor, negative_scores: tf.Tensor) -> tf.Tensor:
+    """Bayesian personalised ranking loss of n (positive, negative) pairs.
+
+    Args:
+        positive_scores: float (n,), the score of each pair's rated movie.
+        negative_scores: float (n,), the score of each pair's sampled unrated movie.
+
+    Returns:
+        A scalar tensor: the mean over the n pairs of -log(sigmoid(positive - negative)).
+    """
+    # BEGIN SOLUTION
+    difference = tf.cast(positive_scores, tf.float32) - tf.cast(negative_scores, tf.float32)
+    return tf.reduce_mean(tf.math.softplus(-difference))
+    # END SOLUTION
+
+
+# %% [markdown]
+# ### Exercise 6.3 · Sample unrated movies
+#
+# Each pair needs an unrated movie, drawn afresh every epoch. Implement `sample_unrated`:
+# one random unrated movie per (user, positive) row, uniform among that user's unrated
+# movies.
+
+# %% tags=["exercise"] exercise="6.3"
 def sample_unrated(rated: np.ndarray, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One negative item per row: an item the row's user has not rated.
 
@@ -559,35 +595,11 @@ def sample_unrated(rated: np.ndarray, users: np.ndarray, rng: np.random.Generato
 
 
 # %% [markdown]
-# ### Exercise 6.2 · The BPR pairwise loss
-#
-# Implement `bpr_loss`: the mean over the batch of $-\log\sigma(s_\text{pos} - s_\text{neg})$.
-# Write it so that it stays finite for large score differences: `tf.math.softplus(x)`
-# computes $\log(1 + e^{x})$ without overflow, and $-\log\sigma(d) = \operatorname{softplus}(-d)$.
-
-# %% tags=["exercise"] exercise="6.2"
-def bpr_loss(positive_scores: tf.Tensor, negative_scores: tf.Tensor) -> tf.Tensor:
-    """Bayesian personalised ranking loss of n (positive, negative) pairs.
-
-    Args:
-        positive_scores: float (n,), the score of each pair's rated movie.
-        negative_scores: float (n,), the score of each pair's sampled unrated movie.
-
-    Returns:
-        A scalar tensor: the mean over the n pairs of -log(sigmoid(positive - negative)).
-    """
-    # BEGIN SOLUTION
-    difference = tf.cast(positive_scores, tf.float32) - tf.cast(negative_scores, tf.float32)
-    return tf.reduce_mean(tf.math.softplus(-difference))
-    # END SOLUTION
-
-
-# %% [markdown]
 # The ranker scores a (user, movie) pair by the dot product of two towers plus a per-movie
-# bias (a movie's general appeal). The *shallow* towers are id embeddings, as in
-# retrieval; the *deeper* ones add a hidden layer on top of each embedding, the "deeper
-# model" the TFRS tutorials suggest as a next step. Deeper is not free: more parameters to
-# fit from the same few ratings per user. We measure both on validation and keep the better.
+# bias (a movie's general appeal); the towers are id embeddings, as in retrieval. (Deeper
+# towers, a hidden layer on top of each embedding, are the next step the TFRS tutorials
+# suggest; with only each user's own ratings to learn from they mostly add parameters to
+# fit, and Rendle et al., 2020, found a well-tuned dot product hard to beat.)
 
 # %% tags=["setup"]
 class ImplicitRanker(tfrs.models.Model):
@@ -647,37 +659,235 @@ def implicit_scores(model: ImplicitRanker, stage: Stage, candidates: np.ndarray)
 
 # %%
 started = time.perf_counter()
-depths = {"shallow (embeddings)": (), "deeper (embedding + 64 relu + linear)": (64,)}
-implicit_models, depth_rows = {}, {}
-for name, hidden in depths.items():
-    t0 = time.perf_counter()
-    implicit_models[name] = train_implicit(fit, movie_ids, hidden)
-    seconds = time.perf_counter() - t0
-    ranked = order_by(val_candidates, implicit_scores(implicit_models[name], val_stage, val_candidates))
-    depth_rows[name] = {**measure(ranked, val_stage, genres, probability), "training seconds": seconds}
-depth_table = pd.DataFrame(depth_rows).T
-best_depth = depth_table["precision@10 rated"].idxmax()
-implicit = implicit_models[best_depth]
-print(f"two implicit rankers trained in {time.perf_counter() - started:.1f} s")
-depth_table[["precision@10 rated", "precision@10 liked", "ndcg@10", "training seconds"]].round(4)
+implicit = train_implicit(fit, movie_ids)
+val_implicit_lists = order_by(val_candidates, implicit_scores(implicit, val_stage, val_candidates))
+val_retrieval_lists = order_by(val_candidates, val_retrieval_scores)
+print(f"implicit ranker trained in {time.perf_counter() - started:.1f} s")
+pd.DataFrame({name: measure(lists, val_stage, genres, probability) for name, lists in
+              {"retrieval order": val_retrieval_lists, "implicit ranker": val_implicit_lists}.items()}).T.round(4)
 
 # %%
-shallow, deeper = depth_table.iloc[0], depth_table.iloc[1]
-say(
-    f"On validation the **{best_depth}** towers re-rank "
-    + pick(depth_table["precision@10 rated"].max() - depth_table["precision@10 rated"].min() >= 0.001,
-           "better", "about as well, and are kept")
-    + f" (precision@10 {depth_table.loc[best_depth, 'precision@10 rated']:.4f} against "
-    f"{depth_table['precision@10 rated'].min():.4f}); the deeper towers took "
-    f"{deeper['training seconds'] / shallow['training seconds']:.1f} times as long to train. "
-    + pick(best_depth.startswith("shallow"),
-           "With only each user's own ratings to learn from, extra layers mostly add parameters to fit; "
-           "Rendle et al. (2020) found a well-tuned dot product hard to beat.",
-           "Here the extra layer pays for itself.")
-)
+implicit_vs_retrieval = compare(
+    evaluation.precision_at_k(val_implicit_lists, val_stage.rated, K),
+    evaluation.precision_at_k(val_retrieval_lists, val_stage.rated, K),
+    se=evaluation.paired_standard_error(evaluation.precision_by_user(val_implicit_lists, val_stage.rated, K),
+                                        evaluation.precision_by_user(val_retrieval_lists, val_stage.rated, K)))
+say(f"On validation the implicit ranker's order of the retrieval candidates reaches precision@10 "
+    f"{fmt(implicit_vs_retrieval.value)}, {implicit_vs_retrieval.word()} the retrieval order's "
+    f"{fmt(implicit_vs_retrieval.reference)} (difference {implicit_vs_retrieval.change()}; "
+    f"{pick(implicit_vs_retrieval.distinct, 'more', 'less')} than twice its standard error over users). "
+    + pick(implicit_vs_retrieval.better, "Trained on what users chose, it improves on the order it re-ranks.",
+           "Both models learned from the same signal, which movies users rated, and the retrieval model "
+           "already optimises a listwise softmax over it: a second model trained on the same signal has "
+           "little to add. The funnel below gives the ranker what the first stage cannot see."))
 
 # %% [markdown]
-# ## 5. Diversity: maximal marginal relevance
+# ## 5. The funnel: several sources, one ranker
+#
+# So far every re-ranker ordered the *retrieval model's* 100 candidates, so it could only
+# find what that one model proposed, and it knew little the retrieval model did not. Lesson
+# 03 met simple item models that are hard to beat: EASE, a closed-form linear model over each
+# user's history, rivals much larger neural models on such data (Steck, 2019). Production
+# systems do not choose one: several **candidate sources** each propose a few hundred items,
+# their lists are merged, and a ranker with richer features orders the union (Covington et
+# al., 2016, describe YouTube's; Eksombatchai et al., 2018, Pinterest's). Our sources, each
+# proposing its 100 best unseen movies:
+#
+# | source | score of a movie for a user | knows |
+# |---|---|---|
+# | two-tower (the retrieval stage above) | dot product of the two vectors | patterns learned from everyone's choices |
+# | EASE (Steck, 2019) | the user's history row times a ridge regression of every movie on all others | which movies go together, in closed form |
+# | item-kNN | the user's history row times the cosine similarity of movie columns | the same, without the regression |
+# | popularity | how many users rated the movie | what everyone watches |
+#
+# EASE, item-kNN and popularity are lesson 03's baselines; their one home is
+# `recsys_course.models.baselines`. EASE's ridge penalty λ is chosen on validation by the
+# precision@10 of its own top 10.
+
+# %% tags=["setup"]
+def choose_ease_l2(frame: pd.DataFrame, stage: Stage, grid: tuple[float, ...] = EASE_L2) -> pd.Series:
+    """Validation precision@K of EASE's own top K (over the whole catalogue) for each λ of
+    ``grid``, EASE fitted on the ratings of ``frame`` (index: λ)."""
+    history = evaluation.interaction_matrix(frame, np.unique(frame["user_id"].astype(str)), stage.movies)
+    precision = {}
+    for l2 in grid:
+        scores = stage.seen @ baselines.ease_weights(history, l2)
+        precision[l2] = evaluation.precision_at_k(evaluation.top_k(scores, K, exclude=stage.seen), stage.rated, K)
+    return pd.Series(precision, name="validation precision@10").rename_axis("λ")
+
+
+def source_table(lists: dict[str, np.ndarray], union: np.ndarray, stage: Stage) -> pd.DataFrame:
+    """Recall of each source's list and of the ``union`` (all [n_users, n] item indices), and
+    the precision@K of each source's own top K, on ``stage``."""
+    rows = {name: {"candidates per user": float((items >= 0).sum(axis=1).mean()),
+                   "recall of the list": evaluation.recall_at_k(items, stage.rated, items.shape[1]),
+                   "precision@10 of its top 10": evaluation.precision_at_k(items, stage.rated, K)}
+            for name, items in lists.items()}
+    rows["union of the four"] = {"candidates per user": float((union >= 0).sum(axis=1).mean()),
+                                 "recall of the list": evaluation.recall_at_k(union, stage.rated, union.shape[1]),
+                                 "precision@10 of its top 10": np.nan}
+    return pd.DataFrame(rows).T
+
+
+# %%
+started = time.perf_counter()
+ease_grid = choose_ease_l2(fit, val_stage)
+ease_l2 = float(ease_grid.idxmax())
+val_sources = fn.build_sources(fit, data.movies, retrieval, ease_l2=ease_l2)
+# The funnel's rating feature is the pure rating model of section 3 (weights 1 / 0).
+val_funnel = fn.Funnel(fn.FunnelFeatures(val_sources, multitask_models[(1.0, 0.0)], N_CANDIDATES))
+val_lists = val_funnel.source_lists(val_stage.users)
+val_union = fn.union_lists([val_lists[name] for name in fn.SOURCES])
+print(f"EASE's λ by validation precision@10: {ease_grid.round(4).to_dict()}; sources built and queried in "
+      f"{time.perf_counter() - started:.1f} s")
+sources_validation = source_table(val_lists, val_union, val_stage)
+sources_validation.round(4)
+
+# %%
+best_source = str(sources_validation["precision@10 of its top 10"].idxmax())
+widest = str(sources_validation.drop(index="union of the four")["recall of the list"].idxmax())
+say(f"On validation each source finds part of what users rate next: the {widest} list has the highest recall "
+    f"({fmt(sources_validation.loc[widest, 'recall of the list'])}), and the union of the four lists, "
+    f"{fmt(sources_validation.loc['union of the four', 'candidates per user'], 'count')} movies per user on "
+    f"average, reaches {fmt(sources_validation.loc['union of the four', 'recall of the list'])}. The best "
+    f"single source by its own top 10 is **{best_source}** (precision@10 "
+    f"{fmt(sources_validation.loc[best_source, 'precision@10 of its top 10'])}): the bar the funnel must clear.")
+
+# %% [markdown]
+# ### Features no single source has
+#
+# The ranker sees every (user, candidate) pair through sixteen numbers
+# (`recsys_course.models.funnel.FEATURES`), computed by one TensorFlow module,
+# `FunnelFeatures`, so that the same code builds the training data here and runs inside the
+# served model of lesson 08:
+#
+# - for each of the two-tower model, EASE and item-kNN: the score as a z-score over the
+#   user's unseen movies (so it survives retraining), the rank discount
+#   $1/\log_2(\text{rank} + 2)$ and whether the source proposed the movie; for popularity
+#   its rank discount and whether it proposed it;
+# - the movie's popularity and its age in the training data (days since its first rating),
+#   both as logs; the user's number of ratings (log); the user's **genre affinity** to the
+#   movie, the cosine between the sum of the genre vectors of the movies they rated and the
+#   movie's genres;
+# - the **rating model's** predicted stars (section 3's pure rating model): the one signal
+#   that uses the rating values, which every source ignores.
+#
+# The labels are implicit: a candidate is a positive when the user rated it in the
+# validation split. Each positive weighs its gain $2^r - 1$ for a rating of $r$ stars (the
+# gain of this course's NDCG), so the ranker learns what users pick *and* like: this uses the
+# rating values a second time, where every source ignores them. (We settled on these weights
+# and on the three-seed average below offline, on a development split carved from the
+# training data, before running this page; the test split played no part.) Here are a few
+# candidates of one user:
+
+# %%
+started = time.perf_counter()
+val_features = val_funnel.feature_lists(val_stage.users, val_union)
+val_labels = fn.list_labels(val_union, val_stage.gains)
+print(f"{int((val_union >= 0).sum()):,} candidate features computed in {time.perf_counter() - started:.1f} s")
+example = int(np.argmax((val_labels > 0).sum(axis=1) >= 2))  # the first user with two positives
+pd.DataFrame(val_features[example, :6], columns=fn.FEATURES,
+             index=pd.Index(movie_ids[val_union[example, :6]], name="movie")).assign(
+                 label=val_labels[example, :6]).T.round(3)
+
+# %% [markdown]
+# ### Exercise 6.4 · A listwise softmax loss
+#
+# The ranker is trained on each user's whole list at once. Its loss is the **softmax
+# cross-entropy over the list** (ListNet's top-one loss, Cao et al., 2007): turn the list's
+# scores into probabilities with a softmax and ask them to put their mass on the movies the
+# user went on to rate. With labels $y_i$ (1 for a rated candidate, 0 otherwise) over a
+# list's candidates,
+#
+# $$L = -\sum_i \frac{y_i}{\sum_j y_j} \log \frac{e^{s_i}}{\sum_j e^{s_j}},$$
+#
+# averaged over the lists that have at least one positive. The lists have different lengths
+# and are padded to one width, so a `mask` says which entries are real candidates: padding
+# must take no part in the softmax. TF-Ranking ships such losses, but it does not install
+# with this course's TensorFlow, and the loss is a few lines of TensorFlow.
+
+# %% tags=["exercise"] exercise="6.4"
+def listwise_loss(labels: tf.Tensor, scores: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """Softmax cross-entropy over each row's list, averaged over the rows with a positive.
+
+    Args:
+        labels: float [B, L], >= 0 (1 where the user rated the candidate).
+        scores: float [B, L], the ranker's scores.
+        mask: bool [B, L], False for padding entries (their labels and scores are ignored).
+
+    Returns:
+        A scalar tensor: the mean, over the rows whose unmasked labels sum to more than 0, of
+        -sum_i (labels_i / sum_j labels_j) * log softmax(scores)_i, the softmax taken over
+        the row's unmasked entries. It stays finite for scores as large as +-1000; 0 when no
+        row has a positive.
+    """
+    # BEGIN SOLUTION
+    labels = tf.cast(labels, tf.float32)
+    scores = tf.cast(scores, tf.float32)
+    mask = tf.cast(mask, tf.bool)
+    log_p = tf.nn.log_softmax(tf.where(mask, scores, tf.float32.min / 2), axis=-1)
+    labels = tf.where(mask, labels, 0.0)
+    totals = tf.reduce_sum(labels, axis=-1)
+    per_row = -tf.reduce_sum(labels * tf.where(mask, log_p, 0.0), axis=-1) / tf.maximum(totals, 1e-12)
+    has_positive = tf.cast(totals > 0, tf.float32)
+    return tf.reduce_sum(per_row * has_positive) / tf.maximum(tf.reduce_sum(has_positive), 1.0)
+    # END SOLUTION
+
+
+# %% [markdown]
+# ### The ranker and its choices
+#
+# The ranker is a **deep & cross network** (DCN, Wang et al., 2017), the architecture of
+# lesson 04: the standardised features go through TFRS's `Cross` layer, which multiplies
+# them with a learned linear map of themselves ($x_0 \odot (W x + b) + x$, explicit pairwise
+# crosses such as "EASE likes it *and* the two-tower model likes it"), then through ReLU
+# layers of 64 and 32 units to one score (`recsys_course.models.funnel.FunnelRanker`). Its
+# training data are the validation users' lists, so its own choices need users it does not
+# train on: the validation users are split into two random halves, the ranker trains on the
+# first for up to 12 epochs, with and without the cross layer, and the precision@10 of the
+# second half after each epoch picks the variant and the number of epochs. The chosen
+# variant is then trained on all validation users, three times from different seeds, and the
+# funnel's ranker averages the three scores: with so few labels, one training run's luck
+# shows in its order, and the average evens it out. Your `listwise_loss` is the loss.
+
+# %%
+started = time.perf_counter()
+train_rows, check_rows = fn.split_rows(len(val_stage.users), SEED)
+choice = fn.choose_ranker(val_features, val_labels, val_union, val_stage.rated, train_rows=train_rows,
+                          check_rows=check_rows, k=K, max_epochs=RANKER_MAX_EPOCHS, seed=SEED, loss=listwise_loss)
+ranker = fn.train_ensemble(val_features, val_labels, val_union >= 0, members=RANKER_MEMBERS, cross=choice.cross,
+                           epochs=choice.epochs, seed=SEED, loss=listwise_loss)
+print(f"ranker variants compared and the chosen one trained in {time.perf_counter() - started:.1f} s")
+
+# %%
+check_stage = subset(val_stage, check_rows)
+check_sources = {name: items[check_rows] for name, items in val_lists.items()}
+check_funnel = fn.order_by(val_union[check_rows], choice.check_model(val_features[check_rows]).numpy(), K)
+fig, ax = plt.subplots(figsize=(5.5, 3.5))
+for name in choice.curves:
+    ax.plot(choice.curves.index, choice.curves[name], "o-", markersize=3, label=f"ranker: {name}")
+for name in ("EASE", "two-tower"):
+    ax.axhline(evaluation.precision_at_k(check_sources[name], check_stage.rated, K), linestyle=":",
+               color="grey" if name == "EASE" else "tab:green", label=f"{name} alone")
+ax.set_xlabel("epoch")
+ax.set_ylabel("precision@10, second half of validation")
+ax.set_title("Funnel ranker trained on the first half")
+ax.legend(fontsize=8)
+plt.show()
+
+# %%
+check_by_user = {name: evaluation.precision_by_user(ranked, check_stage.rated, K)
+                 for name, ranked in (("funnel", check_funnel), (best_source, check_sources[best_source]))}
+check_se = evaluation.paired_standard_error(check_by_user["funnel"], check_by_user[best_source])
+funnel_vs_best = compare(np.nanmean(check_by_user["funnel"]), np.nanmean(check_by_user[best_source]), se=check_se)
+say(f"Validation keeps the **{choice.variant}** after **{choice.epochs} epochs**. On the half of the validation "
+    f"users it did not train on, its top 10 reaches precision@10 {fmt(funnel_vs_best.value)}, "
+    f"{funnel_vs_best.word()} {best_source} alone ({fmt(funnel_vs_best.reference)}; difference "
+    f"{funnel_vs_best.change()}, paired standard error over users {fmt(check_se)}). Each validation user has "
+    "only a handful of held-out ratings, so these are few labels: read the wiggles of the curves as noise.")
+
+# %% [markdown]
+# ## 6. Diversity: maximal marginal relevance on the funnel's list
 #
 # A list ordered by relevance alone tends to repeat itself: if a user likes crime dramas,
 # the ten best-scored candidates may all be crime dramas. Each additional one adds little
@@ -701,9 +911,9 @@ say(
 # where $S$ holds the movies already chosen. With $\lambda = 1$ it is the relevance order;
 # lower $\lambda$ penalises candidates that resemble something already in the list.
 #
-# ### Exercise 6.3 · The MMR re-ranker
+# ### Exercise 6.5 · The MMR re-ranker
 
-# %% tags=["exercise"] exercise="6.3"
+# %% tags=["exercise"] exercise="6.5"
 def mmr_rerank(relevance: np.ndarray, similarity: np.ndarray, k: int, lam: float) -> np.ndarray:
     """Greedy maximal marginal relevance over m candidates.
 
@@ -738,173 +948,34 @@ def mmr_rerank(relevance: np.ndarray, similarity: np.ndarray, k: int, lam: float
 
 
 # %% [markdown]
-# Five details decide how much diversity MMR buys for a given loss of precision.
+# MMR diversifies the funnel's order, and its cost and gain are counted against that list:
+# the order MMR starts from, and the one the lesson built to be precise (section 7 checks on
+# test whether another list is more precise). Three choices are made on the second half
+# of the validation users, with the ranker trained on the first half (so the order is as good
+# as on new users, no better):
 #
-# 1. **Relevance on the scale of the trade.** MMR adds relevance and similarity, so both
-#    must live on fixed, comparable scales. The ranker's raw BPR scores have none: only their
-#    differences were trained, their spread changes from one training run to the next (and we
-#    retrain before the test), and min-max scaling hangs on each user's single best and worst
-#    candidate. The candidate's **rank** is a fixed scale, and the simplest relevance is
-#    $1 - \text{rank}/m$ among $m$ candidates. But that scale says one step down the list always
-#    costs the same, and precision does not work that way: in a ranking worth using, hits crowd
-#    at the top, so swapping the 2nd candidate for the 12th loses more hits than swapping the
-#    52nd for the 62nd.
-#    What precision@10 counts is **expected hits**, so we measure them: on validation, the
-#    share of users whose candidate at rank $r$ was a hit. A few hundred users stand behind
-#    each rank, so the raw shares are noisy; we fit them with a curve of two numbers,
-#    $h(r) = a + b / \log_2(r + 2)$ (the shape of NDCG's position discount), by least squares
-#    weighted by the users at each rank, with $b \ge 0$ so that it never rises. Why not a free
-#    value per rank, say an isotonic (non-increasing) fit? λ is chosen on these same
-#    validation users, and a curve with a value per rank follows their noise: MMR would keep
-#    exactly the ranks that happened to hold hits, and validation would promise a cheaper
-#    trade than new users get. Two numbers fitted on all ranks at once cannot follow single
-#    ranks. MMR's relevance is then $h(\text{rank}) / h(0)$, so λ weighs expected hits against
-#    diversity, the very two numbers the budget compares; the curve is a function of the rank,
-#    so it applies unchanged to the retrained model.
-# 2. **Expected hits differ between users.** Someone who rated 500 movies has more held-out
-#    movies to hit than someone who rated 20, at every rank. A list of a light user costs
-#    fewer expected hits to diversify, so precision averaged over users falls less when the
-#    budget is spent on them. The third relevance scale multiplies $h(\text{rank})$ by the mean
-#    hits in the top 10 of the user's **activity group** (a fifth of the users, by number of
-#    ratings), made non-decreasing in activity by isotonic regression (pool adjacent
-#    violators, the tool Zadrozny and Elkan, 2002, use to turn scores into probabilities):
-#    five numbers, one per group. The fourth scale goes one step further and **calibrates**
-#    each candidate's score: a logistic regression, fitted on the validation candidates, of
-#    "this candidate was a hit" on its rank discount $1/\log_2(r + 2)$, its score as a
-#    z-score among the user's candidates (a candidate far above the user's others is a safer
-#    bet than its rank alone says) and the log of the user's number of ratings (Platt
-#    scaling, 1999, with two more inputs). Four numbers, fitted on tens of thousands of
-#    candidates, so it cannot follow single users either.
-# 3. **Relevance that knows both stages and the user's taste.** MMR's swaps bring in
-#    candidates from below the top 10, and there the implicit ranker's own order is a poor
-#    guide: of two candidates it puts at ranks 15 and 16, the one the *retrieval* stage also
-#    placed high is likely the better bet (the blends of section 6 measure whether the two
-#    ranks together predict hits better than either), and so is the one in genres the user
-#    rates often. The fifth scale, **two-stage calibrated**, gives the calibrated model two
-#    more inputs: the candidate's retrieval rank discount and the user's **genre taste**, the
-#    cosine between the sum of the genre vectors of the movies the user rated and the
-#    candidate's genre vector. Six numbers. Its λ = 1 order is no longer the implicit
-#    ranker's: the table's "start cost" shows how its precision compares (negative: more
-#    precise), and taste pulls it towards the user's usual genres.
-# 4. **A similarity that matches the metric.** Intra-list diversity averages the distance over
-#    *all* pairs of the list. Classic MMR penalises a candidate only for its *nearest* chosen
-#    movie (the max). With the *mean* similarity to the chosen movies instead, each greedy step
-#    adds the candidate that most raises relevance plus intra-list diversity: this is the
-#    greedy algorithm for *max-sum diversification* (Gollapudi and Sharma, 2009).
-# 5. **λ chosen with a budget that allows for noise.** For each variant (five relevance
-#    scales × two redundancies), λ goes down from 1 (in steps of 0.02 to 0.9, then of 0.05)
-#    and stops before the first setting that *could* cost more than 5 % of the implicit
-#    ranker's validation precision@10: its measured cost plus one standard error. The most
-#    diverse setting before that point is kept, and the variant with the most diverse kept setting wins. Why the
-#    margin? A few hundred validation users measure a cost only roughly (the standard error of
-#    the chosen setting is printed below), and the most diverse setting whose measured cost is just under 5 % tends to be
-#    one whose cost validation happened to underestimate: new users then pay more (the
-#    *winner's curse*). The standard error comes from the users themselves: each user's
-#    precision@10 under the implicit ranker minus under MMR at λ, their standard deviation
-#    over $\sqrt{n}$ users. We chose one standard error without looking at any test split,
-#    with the first four scales: on three datasets (synthetic,
-#    MovieLens 100K, MovieLens latest-small) we split the validation users into random halves
-#    six times, chose on one half and measured on the other. Without a margin the cost on the
-#    other half came out above 5 % on average (5.4 to 6.9 %); with 1.645 standard errors (a
-#    one-sided 95 % bound) it came out between 2 and 3 % and bought much less diversity; one
-#    standard error kept it between 3.6 and 4.5 % on average. Cost and gain are measured
-#    against one list for every variant, the **implicit ranker's** order: MMR is the step
-#    after it, and a variant may spend on diversity the precision its better start gains.
+# 1. **Relevance on a fixed scale.** MMR adds relevance and similarity, so both must live on
+#    comparable scales. The ranker's raw scores have none (only their differences were
+#    trained). Two scales are tried: the candidate's **rank**, $1 - \text{rank}/m$ among its
+#    $m$ candidates, and the ranker's own **softmax** over the list divided by its largest
+#    value, $e^{s_i - \max_j s_j}$: the listwise loss trained that softmax to put its mass
+#    on the movies the user picks, so it says how much more likely the top candidate is than
+#    the tenth, where the rank says only that it comes first.
+# 2. **The redundancy.** Classic MMR penalises a candidate for its *nearest* chosen movie
+#    (the max). Intra-list diversity averages over *all* pairs of the list, so a variant
+#    penalises the *mean* similarity to the chosen movies: each step then adds the candidate
+#    that most raises relevance plus the list's average distance.
+# 3. **λ, with a budget that allows for noise.** For each variant, λ goes down from 1 and
+#    stops before the first setting whose precision cost *could* exceed 5 % of the funnel's
+#    precision@10: its measured cost plus one standard error (the users' paired precision
+#    drops). The most diverse setting before that point is kept, and the variant with the
+#    most diverse kept setting wins. The margin guards against the *winner's curse*: among
+#    many settings measured on a few hundred users, the most diverse one whose measured
+#    cost is just under 5 % is likely one whose cost happened to be underestimated.
 
 # %% tags=["setup"]
-REDUNDANCY = ("max", "mean")  # classic MMR; MMR with the mean similarity (max-sum diversification)
-# MMR's relevance scales: the rank; the validation hit rate at that rank; the same times the
-# hit rate of users as active as this one; a hit probability calibrated from rank, score and
-# activity; the same with the retrieval rank and the user's genre taste as two more inputs.
-RELEVANCE = ("rank", "hit rate", "hit rate x activity", "calibrated score", "two-stage calibrated")
-N_ACTIVITY_GROUPS = 5  # users are split into this many groups by their number of ratings
-
-
-def decreasing_fit(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The non-increasing sequence closest to ``values`` in weighted least squares (isotonic
-    regression by pool adjacent violators): float [n] for ``values`` and ``weights`` float
-    [n], weights >= 0. An entry of weight 0 carries no information: it gets the fitted value
-    of the entry before it (of the first weighted entry when it comes first).
-
-    Raises ValueError when the lengths differ, a weight is negative or every weight is 0."""
-    values, weights = np.asarray(values, dtype=float), np.asarray(weights, dtype=float)
-    if values.shape != weights.shape or values.ndim != 1:
-        raise ValueError(f"values and weights must be 1-d of one length, got {values.shape} and {weights.shape}")
-    if (weights < 0).any() or not (weights > 0).any():
-        raise ValueError("weights must be >= 0 with at least one > 0 (e.g. how many users each value averages)")
-    used = np.flatnonzero(weights > 0)
-    blocks: list[list[float]] = []  # [weighted mean, total weight, number of entries], non-increasing
-    for v, w in zip(values[used], weights[used]):
-        blocks.append([v, w, 1])
-        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:  # a rise: pool the two blocks
-            (v2, w2, n2), (v1, w1, n1) = blocks.pop(), blocks.pop()
-            blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
-    fitted = np.repeat([b[0] for b in blocks], [b[2] for b in blocks])
-    # Entries without weight take the value of the last weighted entry at or before them.
-    last_used = np.maximum(np.searchsorted(used, np.arange(len(values)), side="right") - 1, 0)
-    return fitted[last_used]
-
-
-def activity_groups(seen: np.ndarray, n_groups: int = N_ACTIVITY_GROUPS) -> np.ndarray:
-    """int [n_users] in 0 .. n_groups - 1: each user's group by the number of items they have
-    seen (``seen`` bool [n_users, n_items]), cut at the quantiles of that number among these
-    users; 0 holds the least active. Users with equal counts share a group."""
-    counts = np.asarray(seen).sum(axis=1)
-    edges = np.quantile(counts, np.arange(1, n_groups) / n_groups)
-    return np.searchsorted(edges, counts, side="right")
-
-
-class HitRate(NamedTuple):
-    """How likely a candidate is a hit, estimated on validation.
-
-    At base rank r (0 = best) the hit rate is ``max(intercept + slope / log2(r + 2), 0)``
-    (``slope`` >= 0, so it never rises with r); ``by_group`` float [N_ACTIVITY_GROUPS]: the
-    mean hits in the top K of the users of each activity group, made non-decreasing in activity.
-    ``calibration`` float [4]: the weights of a logistic model of "this candidate is a hit" on
-    ``calibration_features`` (None when not fitted); ``calibrated_top``: the largest probability
-    it gave a validation candidate. ``two_stage`` float [6] and ``two_stage_top``: the same for
-    the model that also sees the retrieval rank and the genre taste (None when not fitted).
-    """
-
-    intercept: float
-    slope: float
-    by_group: np.ndarray
-    calibration: np.ndarray | None = None
-    calibrated_top: float = 1.0
-    two_stage: np.ndarray | None = None
-    two_stage_top: float = 1.0
-
-    def at(self, ranks: np.ndarray) -> np.ndarray:
-        """The hit rate at each of ``ranks`` (int, any shape, >= 0)."""
-        return np.maximum(self.intercept + self.slope / np.log2(np.asarray(ranks) + 2.0), 0.0)
-
-
-def hits_by_rank(candidates: np.ndarray, scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
-    """bool [n_users, n]: whether each user's candidate at base rank r (by ``scores``, best
-    first; padding -1 ranks last and is never a hit) is ``relevant`` (bool [n_users, n_items])."""
-    ordered = order_by(candidates, scores, k=candidates.shape[1])
-    return (ordered >= 0) & np.take_along_axis(relevant, np.maximum(ordered, 0), axis=1)
-
-
-def fit_rank_curve(rate: np.ndarray, users: np.ndarray) -> tuple[float, float]:
-    """``(intercept, slope)`` of the curve ``intercept + slope / log2(r + 2)`` closest to the
-    observed hit rate ``rate`` float [n] at ranks r = 0 .. n-1, in least squares weighted by
-    ``users`` [n] (how many users each rate averages; ranks without users drop out). When the
-    best fit rises with the rank, the slope is 0 and the intercept the weighted mean rate.
-
-    Raises ValueError when the lengths differ, a weight is negative or fewer than two ranks
-    have users."""
-    rate, users = np.asarray(rate, dtype=float), np.asarray(users, dtype=float)
-    if rate.shape != users.shape or rate.ndim != 1:
-        raise ValueError(f"rate and users must be 1-d of one length, got {rate.shape} and {users.shape}")
-    if (users < 0).any() or (users > 0).sum() < 2:
-        raise ValueError("users must be >= 0, with users at two ranks at least, to fit a curve")
-    x = 1.0 / np.log2(np.arange(len(rate)) + 2.0)
-    w = users / users.sum()
-    x_mean, y_mean = w @ x, w @ rate
-    slope = (w @ ((x - x_mean) * (rate - y_mean))) / (w @ (x - x_mean) ** 2)
-    slope = max(float(slope), 0.0)
-    return float(y_mean - slope * x_mean), slope
+REDUNDANCY = ("max", "mean")  # classic MMR; MMR with the mean similarity to the chosen movies
+RELEVANCE = ("rank", "ranker softmax")
 
 
 def unit_rows(rows: np.ndarray) -> np.ndarray:
@@ -913,137 +984,6 @@ def unit_rows(rows: np.ndarray) -> np.ndarray:
     rows = np.asarray(rows, dtype=float)
     norms = np.linalg.norm(rows, axis=-1, keepdims=True)
     return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
-
-
-def genre_taste(candidates: np.ndarray, seen: np.ndarray, genres: np.ndarray) -> np.ndarray:
-    """float [n_users, n]: the cosine between each user's genre profile (the sum of the genre
-    rows of the movies they have seen, ``seen`` bool [n_users, n_items]; ``genres`` float
-    [n_items, n_genres]) and the genres of each of their candidates [n_users, n]. 0 for
-    padding (-1), for a user who has seen nothing and for a movie without genres."""
-    profile = unit_rows(np.asarray(seen, dtype=float) @ np.asarray(genres, dtype=float))
-    taste = np.einsum("ug,ung->un", profile, unit_rows(genres)[np.maximum(candidates, 0)])
-    return np.where(candidates >= 0, taste, 0.0)
-
-
-def calibration_features(candidates: np.ndarray, scores: np.ndarray, seen: np.ndarray,
-                         retrieval_scores: np.ndarray | None = None,
-                         genres: np.ndarray | None = None) -> np.ndarray:
-    """float [n_users, n, 4] for each candidate [n_users, n] (padding -1 gets zeros): 1; the
-    rank discount 1 / log2(rank + 2) of its base rank under ``scores``; its score as a z-score
-    among the user's candidates (how far the ranker puts it above or below the user's other
-    candidates, a scale that survives retraining); log(1 + the number of movies the user has
-    seen, ``seen`` bool [n_users, n_items]). With ``retrieval_scores`` [n_users, n] and
-    ``genres`` [n_items, n_genres] (both or neither), two more columns, [n_users, n, 6]: the
-    rank discount of its rank under the retrieval scores, and its ``genre_taste``."""
-    if (retrieval_scores is None) != (genres is None):
-        raise ValueError("pass both retrieval_scores and genres (the two-stage features) or neither")
-    valid = candidates >= 0
-    ranks = candidate_ranks(np.where(valid, scores, -np.inf))
-    masked = np.where(valid, scores, np.nan)
-    with np.errstate(invalid="ignore"):  # a user without candidates has an all-nan row
-        spread = np.nanstd(masked, axis=1, keepdims=True)
-        z = (masked - np.nanmean(masked, axis=1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
-    activity = np.broadcast_to(np.log1p(np.asarray(seen).sum(axis=1))[:, None], z.shape)
-    columns = [np.ones_like(z), 1.0 / np.log2(ranks + 2.0), z, activity]
-    if retrieval_scores is not None:
-        retrieval_ranks = candidate_ranks(np.where(valid, retrieval_scores, -np.inf))
-        columns += [1.0 / np.log2(retrieval_ranks + 2.0), genre_taste(candidates, seen, genres)]
-    out = np.stack(columns, axis=-1)
-    return np.where(valid[..., None], np.nan_to_num(out), 0.0)
-
-
-def logistic_fit(features: np.ndarray, labels: np.ndarray, l2: float = 1e-6, steps: int = 50) -> np.ndarray:
-    """Weights float [d] of a logistic regression of ``labels`` (0/1, [n]) on ``features``
-    [n, d] (include a column of ones for an intercept), minimising the mean log loss plus
-    ``l2`` / 2 |w|² by Newton's method (a handful of steps for a few features)."""
-    x, y = np.asarray(features, dtype=float), np.asarray(labels, dtype=float)
-    if x.ndim != 2 or y.shape != (len(x),):
-        raise ValueError(f"features must be [n, d] and labels [n], got {x.shape} and {y.shape}")
-    w = np.zeros(x.shape[1])
-    for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-(x @ w)))
-        gradient = x.T @ (p - y) / len(y) + l2 * w
-        hessian = (x * (p * (1.0 - p))[:, None]).T @ x / len(y) + l2 * np.eye(len(w))
-        step = np.linalg.solve(hessian, gradient)
-        w = w - step
-        if np.abs(step).max() < 1e-9:
-            break
-    return w
-
-
-def _calibrate(features: np.ndarray, valid: np.ndarray, hits: np.ndarray) -> tuple[np.ndarray, float]:
-    """``logistic_fit`` of ``hits`` on ``features`` over the ``valid`` candidates, and the
-    largest probability it gives one of them."""
-    weights = logistic_fit(features[valid], hits[valid])
-    return weights, float((1.0 / (1.0 + np.exp(-(features[valid] @ weights)))).max())
-
-
-def fit_hit_rate(candidates: np.ndarray, scores: np.ndarray, stage: Stage,
-                 retrieval_scores: np.ndarray | None = None, genres: np.ndarray | None = None) -> HitRate:
-    """Estimate ``HitRate`` from the candidates [n_users, n] of ``stage``'s users (padding -1
-    skipped) ordered by ``scores``; hits are ``stage.rated``. The two-stage model is fitted
-    only when ``retrieval_scores`` and ``genres`` are given (see ``calibration_features``)."""
-    hit = hits_by_rank(candidates, scores, stage.rated)
-    listed = (candidates >= 0).sum(axis=1)
-    users = (listed[:, None] > np.arange(candidates.shape[1])).sum(axis=0)  # users with a candidate at rank r
-    intercept, slope = fit_rank_curve(hit.sum(axis=0) / np.maximum(users, 1), users)
-    if intercept + slope <= 0:
-        raise ValueError("no candidate of any validation user was a hit: the hit rate by rank cannot be "
-                         "estimated; use more validation data")
-    groups = activity_groups(stage.seen)
-    top_hits = hit[:, :K].sum(axis=1)
-    size = np.bincount(groups, minlength=N_ACTIVITY_GROUPS)
-    mean_hits = np.bincount(groups, weights=top_hits, minlength=N_ACTIVITY_GROUPS) / np.maximum(size, 1)
-    by_group = decreasing_fit(mean_hits[::-1], size[::-1].astype(float))[::-1]  # non-decreasing
-    valid = candidates >= 0
-    hits = np.take_along_axis(stage.rated, np.maximum(candidates, 0), axis=1)
-    # The two-stage features extend the four of the plain calibration (same first columns).
-    features = calibration_features(candidates, scores, stage.seen, retrieval_scores, genres)
-    weights, top = _calibrate(features[..., :4], valid, hits)
-    two_stage, two_stage_top = _calibrate(features, valid, hits) if retrieval_scores is not None else (None, 1.0)
-    return HitRate(intercept=intercept, slope=slope, by_group=by_group, calibration=weights, calibrated_top=top,
-                   two_stage=two_stage, two_stage_top=two_stage_top)
-
-
-def mmr_relevance(scale: str, candidates: np.ndarray, scores: np.ndarray, hit_rate: HitRate,
-                  groups: np.ndarray, seen: np.ndarray | None = None,
-                  retrieval_scores: np.ndarray | None = None, genres: np.ndarray | None = None) -> np.ndarray:
-    """MMR's relevance of each candidate [n_users, n] (padding -1 ranks last), float
-    [n_users, n], from its base rank under ``scores`` [n_users, n]:
-
-    - "rank": 1 - rank / n;
-    - "hit rate": ``hit_rate.at(rank)`` over its value at rank 0;
-    - "hit rate x activity": the same times ``hit_rate.by_group`` of the user's group
-      (``groups`` int [n_users]), over its largest value;
-    - "calibrated score": the probability of a hit from ``hit_rate.calibration`` and
-      ``calibration_features`` (needs ``seen`` bool [n_users, n_items]), over
-      ``hit_rate.calibrated_top`` (so about 1 at most on new users too);
-    - "two-stage calibrated": the same with ``hit_rate.two_stage`` and the six features that
-      add the rank under ``retrieval_scores`` [n_users, n] and the genre taste (``genres``).
-    """
-    if scale not in RELEVANCE:
-        raise ValueError(f"scale must be one of {RELEVANCE}, got {scale!r}")
-    if scale in ("calibrated score", "two-stage calibrated"):
-        two_stage = scale == "two-stage calibrated"
-        weights, top = ((hit_rate.two_stage, hit_rate.two_stage_top) if two_stage
-                        else (hit_rate.calibration, hit_rate.calibrated_top))
-        inputs = (retrieval_scores, genres) if two_stage else (None, None)
-        if weights is None or seen is None or (two_stage and (retrieval_scores is None or genres is None)):
-            needs = " with retrieval_scores and genres" if two_stage else ""
-            raise ValueError(f"the {scale!r} scale needs its calibration weights in hit_rate (fit_hit_rate"
-                             f"{needs}), seen" + (", retrieval_scores and genres" if two_stage else ""))
-        features = calibration_features(candidates, scores, seen, *inputs)
-        return np.where(candidates >= 0, 1.0 / (1.0 + np.exp(-(features @ weights))), 0.0) / top
-    ranks = candidate_ranks(np.where(candidates >= 0, scores, -np.inf))
-    if scale == "rank":
-        return 1.0 - ranks / scores.shape[1]
-    by_rank = hit_rate.at(ranks) / hit_rate.at(0)
-    if scale == "hit rate":
-        return by_rank
-    top = hit_rate.by_group.max()
-    if top <= 0:
-        raise ValueError("hit_rate.by_group is 0 everywhere: no activity group had a hit")
-    return by_rank * (hit_rate.by_group[groups] / top)[:, None]
 
 
 def mean_mmr_rerank(relevance: np.ndarray, similarity: np.ndarray, k: int, lam: float) -> np.ndarray:
@@ -1063,21 +1003,45 @@ def mean_mmr_rerank(relevance: np.ndarray, similarity: np.ndarray, k: int, lam: 
     return np.array(chosen, dtype=np.int64)
 
 
+def mmr_relevance(scale: str, candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """MMR's relevance float [n_users, n] of each candidate [n_users, n] (padding -1 gets 0)
+    from the ranker's ``scores`` [n_users, n]: "rank", 1 - rank / m among the user's m
+    candidates (ties keep the candidate order); "ranker softmax", exp(score - the user's
+    best score), the softmax over the list divided by its largest value."""
+    if scale not in RELEVANCE:
+        raise ValueError(f"scale must be one of {RELEVANCE}, got {scale!r}")
+    valid = candidates >= 0
+    scores = np.where(valid, scores, -np.inf)
+    if scale == "rank":
+        relevance = 1.0 - candidate_ranks(scores) / np.maximum(valid.sum(axis=1, keepdims=True), 1)
+    else:
+        best = np.max(scores, axis=1, keepdims=True)
+        relevance = np.exp(scores - np.where(np.isfinite(best), best, 0.0))
+    return np.where(valid, relevance, 0.0)
+
+
 def diversify(candidates: np.ndarray, scores: np.ndarray, relevance: np.ndarray, genres: np.ndarray,
               lam: float, redundancy: str = "max", k: int = K) -> np.ndarray:
     """MMR over each user's candidates [n_users, n] (padding -1 skipped) with MMR relevance
     ``relevance`` [n_users, n] (see ``mmr_relevance``), similarity = cosine of the genre
     vectors, redundancy = "max" (``mmr_rerank``) or "mean" (``mean_mmr_rerank``). Candidates are
-    handed to MMR in the base order of ``scores``, so ties of relevance go to the better base
-    rank and λ = 1 returns the base order. Returns item indices [n_users, k]."""
+    handed to MMR in the order of ``scores``, so ties of relevance go to the better score and
+    λ = 1 returns the order by score. Returns item indices [n_users, k]."""
     rerank = {"max": mmr_rerank, "mean": mean_mmr_rerank}[redundancy]
-    unit = unit_rows(genres)
+    # The similarities of every movie that is anyone's candidate, in one matrix product
+    # (a small product per user would be slower: each pays for starting BLAS).
+    listed = np.unique(candidates[candidates >= 0])
+    position = np.full(len(genres), -1)
+    position[listed] = np.arange(len(listed))
+    unit = unit_rows(genres[listed])
+    similarity = unit @ unit.T
     out = np.full((len(candidates), k), evaluation.PAD, dtype=np.int64)
     for row, (items, s, r) in enumerate(zip(candidates, scores, relevance)):
         keep = items >= 0
         base = np.argsort(-s[keep], kind="stable")
         items, r = items[keep][base], r[keep][base]
-        picked = items[rerank(r, unit[items] @ unit[items].T, k, lam)]
+        at = position[items]
+        picked = items[rerank(r, similarity[np.ix_(at, at)], k, lam)]
         out[row, : len(picked)] = picked
     return out
 
@@ -1086,8 +1050,8 @@ def precision_cost(base: np.ndarray, other: np.ndarray, z: float = COST_SE) -> t
     """``(cost, bound)`` of a list against a base list, from each user's precision@10 under
     both (``base``, ``other`` float [n_users]; users with ``nan`` in ``base``, who had nothing
     to hit, are left out): cost = 1 - mean(other) / mean(base), the share of precision lost;
-    bound = cost + ``z`` standard errors, the standard error of the users' paired drops
-    (base - other) over mean(base). The bound is infinite with fewer than two users.
+    bound = cost + ``z`` standard errors of the users' paired drops (base - other) over
+    mean(base). The bound is infinite with fewer than two users.
 
     Raises ValueError when the lengths differ or no user's base precision is positive."""
     base, other = np.asarray(base, dtype=float), np.asarray(other, dtype=float)
@@ -1097,16 +1061,15 @@ def precision_cost(base: np.ndarray, other: np.ndarray, z: float = COST_SE) -> t
     mean = base[users].mean() if users.any() else 0.0
     if mean <= 0:
         raise ValueError("the base list hits nothing: a share of its precision is undefined")
-    drop = base[users] - other[users]
-    cost = drop.mean() / mean
-    error = drop.std(ddof=1) / np.sqrt(users.sum()) / mean if users.sum() > 1 else np.inf
+    cost = 1.0 - other[users].mean() / mean
+    error = evaluation.paired_standard_error(base[users], other[users]) / mean if users.sum() > 1 else np.inf
     return float(cost), float(cost + z * error)
 
 
 def mmr_curve(candidates: np.ndarray, scores: np.ndarray, relevance: np.ndarray, stage: Stage,
               genres: np.ndarray, probability: np.ndarray, redundancy: str, reference: np.ndarray) -> pd.DataFrame:
     """``measure`` of ``diversify`` for every λ of ``MMR_LAMBDAS`` (rows, in that order; the
-    first is 1, the order by relevance alone), with each λ's "precision cost" and "cost bound"
+    first is 1, the order by score alone), with each λ's "precision cost" and "cost bound"
     against the ``reference`` lists int [n_users, K] (``precision_cost`` of the users'
     precision@10)."""
     rows = {}
@@ -1121,39 +1084,34 @@ def mmr_curve(candidates: np.ndarray, scores: np.ndarray, relevance: np.ndarray,
 def affordable_lambda(curve: pd.DataFrame, max_loss: float = MAX_PRECISION_LOSS) -> float:
     """The most diverse λ among those before the first whose "cost bound" exceeds ``max_loss``
     (``curve`` from ``mmr_curve``: rows in decreasing λ, starting at 1); ``nan`` when λ = 1
-    already exceeds it (the variant's own order is too imprecise)."""
+    already exceeds it."""
     within = curve["cost bound"].to_numpy() <= max_loss
     allowed = curve.iloc[: int(np.argmin(within)) if not within.all() else len(curve)]
     return float(allowed["diversity@10"].idxmax()) if len(allowed) else float("nan")
 
 
 def mmr_on_validation(candidates: np.ndarray, scores: np.ndarray, stage: Stage, genres: np.ndarray,
-                      probability: np.ndarray, retrieval_scores: np.ndarray) -> tuple[HitRate, pd.DataFrame, dict]:
-    """Every MMR variant (relevance scale x redundancy) on validation: the hit rates fitted on
-    ``stage``, a table and each variant's ``mmr_curve`` by (scale, redundancy). Costs and gains
-    are against one reference for all variants, the top K by ``scores`` (the implicit ranker's
-    list). A table row per variant: "start cost", the cost of its λ = 1 order (negative when
-    that order is more precise than the reference); the affordable λ (``nan`` when there is
-    none); and precision@10, diversity@10, diversity gain, precision cost and cost bound there."""
-    hit_rate = fit_hit_rate(candidates, scores, stage, retrieval_scores, genres)
-    groups = activity_groups(stage.seen)
-    reference = order_by(candidates, scores)
+                      probability: np.ndarray) -> tuple[pd.DataFrame, dict]:
+    """Every MMR variant (relevance scale x redundancy) over the candidates [n_users, n] of
+    ``stage``'s users ordered by ``scores``: a table with a row per variant (the affordable
+    λ, ``nan`` when there is none, and precision@10, diversity@10, diversity gain, precision
+    cost and cost bound there, gain and cost against the top K by ``scores``) and each
+    variant's ``mmr_curve`` by (scale, redundancy)."""
+    reference = fn.order_by(candidates, scores, K)
     reference_diversity = evaluation.intra_list_diversity_at_k(reference, genres, K)
     curves, rows = {}, {}
     for scale in RELEVANCE:
-        relevance = mmr_relevance(scale, candidates, scores, hit_rate, groups, stage.seen, retrieval_scores, genres)
+        relevance = mmr_relevance(scale, candidates, scores)
         for how in REDUNDANCY:
             curve = curves[scale, how] = mmr_curve(candidates, scores, relevance, stage, genres, probability, how,
                                                    reference)
             lam = affordable_lambda(curve)
             kept = curve.loc[lam] if not np.isnan(lam) else pd.Series(np.nan, index=curve.columns)
-            rows[scale, how] = {"start cost": curve.iloc[0]["precision cost"], "λ": lam,
-                                "precision@10 rated": kept["precision@10 rated"],
+            rows[scale, how] = {"λ": lam, "precision@10 rated": kept["precision@10 rated"],
                                 "diversity@10": kept["diversity@10"],
                                 "diversity gain": kept["diversity@10"] / reference_diversity - 1,
                                 "precision cost": kept["precision cost"], "cost bound": kept["cost bound"]}
-    table = pd.DataFrame(rows).T.rename_axis(["relevance", "redundancy"])
-    return hit_rate, table, curves
+    return pd.DataFrame(rows).T.rename_axis(["relevance", "redundancy"]), curves
 
 
 def chosen_mmr(table: pd.DataFrame) -> tuple[str, str, float]:
@@ -1164,266 +1122,209 @@ def chosen_mmr(table: pd.DataFrame) -> tuple[str, str, float]:
     return relevance, redundancy, float(table.loc[(relevance, redundancy), "λ"])
 
 
-# %% [markdown]
-# ## 6. All re-rankers
-#
-# Five ways to order the same 100 candidates, a blend, and MMR on top of the implicit
-# ranker. The **blends** are lesson 04's rank fusion: minus the weighted sum of a
-# candidate's retrieval rank and its rank under a learned re-ranker (the rating model, or
-# the implicit ranker), the weight of the retrieval rank chosen on validation among
-# `BLEND_WEIGHTS`. A re-ranker that ignores the retrieval score throws away what the first
-# stage knows; a blend keeps it. The **multitask** re-ranker scores with the weights and head
-# chosen above.
-
-# %% tags=["setup"]
-class Choices(NamedTuple):
-    """Everything chosen on validation that the re-rankers need at test time."""
-
-    multitask_head: str  # one of HEADS
-    rating_blend: float  # weight of the retrieval rank in "blend: retrieval + rating ranks"
-    implicit_blend: float  # weight of the retrieval rank in "blend: retrieval + implicit ranks"
-    lam: float  # MMR's λ
-    redundancy: str  # MMR's redundancy, one of REDUNDANCY
-    relevance: str  # MMR's relevance scale, one of RELEVANCE
-    hit_rate: HitRate  # the hit rates by rank and activity group, fitted on validation
-
-
-def best_blend_weight(candidates: np.ndarray, retrieval_scores: np.ndarray, other: np.ndarray,
-                      stage: Stage) -> float:
-    """The weight of ``BLEND_WEIGHTS`` whose rank blend of retrieval and ``other`` scores has
-    the best precision@10 on ``stage`` (the first of equals)."""
-    precision = [evaluation.precision_at_k(order_by(candidates, rank_blend(retrieval_scores, other, w)),
-                                           stage.rated, K) for w in BLEND_WEIGHTS]
-    return BLEND_WEIGHTS[int(np.argmax(precision))]
-
-
-def mmr_lists(stage: Stage, candidates: np.ndarray, scores: np.ndarray, genres: np.ndarray,
-              choices: Choices, retrieval_scores: np.ndarray) -> np.ndarray:
-    """MMR with the choices made on validation over candidates ordered by ``scores`` (both
-    [n_users, n]; ``retrieval_scores`` too); the activity groups are those of ``stage``'s
-    users. Item indices [n_users, K]."""
-    relevance = mmr_relevance(choices.relevance, candidates, scores, choices.hit_rate,
-                              activity_groups(stage.seen), stage.seen, retrieval_scores, genres)
-    return diversify(candidates, scores, relevance, genres, choices.lam, choices.redundancy)
-
-
-def rerankers(stage: Stage, candidates: np.ndarray, retrieval_scores: np.ndarray,
-              rating_model: MultitaskModel, multitask_model: MultitaskModel,
-              implicit_model: ImplicitRanker, genres: np.ndarray, choices: Choices,
-              only: str | None = None) -> dict[str, np.ndarray]:
-    """The top-K lists [n_users, K] of each re-ranker of the lesson, by name (only the one
-    named ``only`` when given, so that each can be timed on its own)."""
-    by_rating = lambda: rating_scores(rating_model, stage, candidates)  # noqa: E731
-    by_implicit = lambda: implicit_scores(implicit_model, stage, candidates)  # noqa: E731
-    recipes = {
-        "retrieval order": lambda: order_by(candidates, retrieval_scores),
-        "rating ranker": lambda: order_by(candidates, by_rating()),
-        "blend: retrieval + rating ranks": lambda: order_by(
-            candidates, rank_blend(retrieval_scores, by_rating(), choices.rating_blend)),
-        "multitask": lambda: order_by(candidates, multitask_scores(multitask_model, stage, candidates,
-                                                                   choices.multitask_head)),
-        "implicit ranker": lambda: order_by(candidates, by_implicit()),
-        "blend: retrieval + implicit ranks": lambda: order_by(
-            candidates, rank_blend(retrieval_scores, by_implicit(), choices.implicit_blend)),
-        "implicit + MMR": lambda: mmr_lists(stage, candidates, by_implicit(), genres, choices, retrieval_scores),
-    }
-    if only is not None and only not in recipes:
-        raise KeyError(f"no re-ranker named {only!r}; known: {', '.join(recipes)}")
-    return {name: make() for name, make in recipes.items() if only in (None, name)}
-
-
-# %% [markdown]
-# First MMR, on validation: the hit rates by rank and activity, then every variant's λ (the
-# table shows, per variant, the λ kept and what it changes from λ = 1).
-
 # %%
 started = time.perf_counter()
-val_implicit = implicit_scores(implicit, val_stage, val_candidates)
-hit_rate, mmr_table, curves = mmr_on_validation(val_candidates, val_implicit, val_stage, genres, probability,
-                                                val_retrieval_scores)
+check_scores = np.where(val_union[check_rows] >= 0, choice.check_model(val_features[check_rows]).numpy(), -np.inf)
+mmr_table, curves = mmr_on_validation(val_union[check_rows], check_scores, check_stage, genres, probability)
 best_relevance, best_redundancy, best_lambda = chosen_mmr(mmr_table)
 print(f"{len(RELEVANCE) * len(REDUNDANCY) * len(MMR_LAMBDAS)} MMR settings measured in "
       f"{time.perf_counter() - started:.1f} s")
 mmr_table.round(4)
 
 # %%
-raw_hits = hits_by_rank(val_candidates, val_implicit, val_stage.rated).mean(axis=0)
-ranks = np.arange(len(raw_hits))
-fig, axes = plt.subplots(2, 1, figsize=(5.5, 7))
-axes[0].plot(ranks + 1, raw_hits, ".", color="lightgrey", label="share of users with a hit")
-axes[0].plot(ranks + 1, hit_rate.at(ranks), "-", label="fitted h(rank)")
-axes[0].plot(ranks + 1, hit_rate.at(0) * (1 - ranks / len(ranks)), "--", label="1 - rank / m, on the same scale")
-axes[0].set_xscale("log")
-axes[0].set_xlabel("rank of the candidate under the implicit ranker")
-axes[0].set_ylabel("hit rate (validation)")
-axes[0].set_title("Hits crowd at the top of the list")
-axes[0].legend(fontsize=8)
-for scale in RELEVANCE:
-    curve = curves[scale, best_redundancy]
-    axes[1].plot(curve["diversity@10"], curve["precision@10 rated"], "o-", markersize=3,
-                 label=f"relevance: {scale}")
-reference = curves["rank", best_redundancy].iloc[0]  # λ = 1 on the rank scale: the implicit ranker's list
-axes[1].plot(reference["diversity@10"], reference["precision@10 rated"], "k*", markersize=10,
-             label="implicit ranker (the reference)")
-axes[1].axhline((1 - MAX_PRECISION_LOSS) * reference["precision@10 rated"], color="grey", linestyle=":",
-                label=f"{MAX_PRECISION_LOSS:.0%} below the implicit ranker")
-axes[1].set_xlabel("intra-list diversity@10 (genres)")
-axes[1].set_ylabel("precision@10 (rated)")
-axes[1].set_title(f"MMR on validation ({best_redundancy} similarity): accuracy against diversity")
-axes[1].legend(fontsize=8)
-plt.tight_layout()
+fig, ax = plt.subplots(figsize=(5.5, 4))
+for (scale, how), curve in curves.items():
+    ax.plot(curve["diversity@10"], curve["precision@10 rated"], "o-", markersize=3,
+            label=f"{scale} relevance, {how} similarity")
+reference = curves[RELEVANCE[0], REDUNDANCY[0]].iloc[0]  # λ = 1: the funnel's own list
+ax.plot(reference["diversity@10"], reference["precision@10 rated"], "k*", markersize=10,
+        label="the funnel's list (the reference)")
+ax.axhline((1 - MAX_PRECISION_LOSS) * reference["precision@10 rated"], color="grey", linestyle=":",
+           label=f"{MAX_PRECISION_LOSS:.0%} below the funnel")
+ax.set_xlabel("intra-list diversity@10 (genres)")
+ax.set_ylabel("precision@10 (rated)")
+ax.set_title("MMR on validation: precision against diversity")
+ax.legend(fontsize=7)
 plt.show()
 
 # %%
 kept_mmr = mmr_table.loc[(best_relevance, best_redundancy)]
-by_rank_scale = mmr_table.xs("rank", level="relevance")["diversity gain"]
-by_hit_scale = mmr_table.drop(index=["rank", "two-stage calibrated"], level="relevance")["diversity gain"]
-two_stage = mmr_table.xs("two-stage calibrated", level="relevance")
-deep = min(50, N_CANDIDATES - 11)  # a rank deep in the list, 10 steps above the last
 say(
-    f"On validation the fitted hit rate falls by {hit_rate.at(0) - hit_rate.at(10):.3f} from rank 1 to rank 11 "
-    f"but by {hit_rate.at(deep) - hit_rate.at(deep + 10):.3f} from rank {deep + 1} to rank {deep + 11}; the "
-    f"rank scale charges both steps alike. Within the budget, the rank scale affords at most "
-    f"{by_rank_scale.max():+.0%} intra-list diversity and the scales in expected hits {by_hit_scale.max():+.0%}"
-    + pick(by_hit_scale.max() > by_rank_scale.max(),
-           ": counted in expected hits, a swap deep in the list is cheap, and MMR makes its swaps there.",
-           ": on this data the finer scales do not pay.")
-    + f" The two-stage calibrated scale starts from a list whose precision@10 is "
-    f"{-two_stage['start cost'].iloc[0]:+.1%} against the implicit ranker's and affords "
-    f"{two_stage['diversity gain'].max():+.0%}"
-    + pick(two_stage["diversity gain"].max() > mmr_table.drop(index="two-stage calibrated", level="relevance")[
-        "diversity gain"].max(), ", more than any scale that knows the implicit ranker alone.",
-        ", no more than the scales that know the implicit ranker alone.")
-    + f" We keep MMR with the **{best_relevance}** relevance, the **{best_redundancy} similarity** and "
-    f"**λ = {best_lambda:g}**: on validation, intra-list diversity "
-    f"{pick(kept_mmr['diversity gain'] >= 0, 'rises', 'changes')} by {kept_mmr['diversity gain']:+.0%} "
-    f"for a precision@10 change of {-kept_mmr['precision cost']:+.1%}, give or take "
-    f"{100 * (kept_mmr['cost bound'] - kept_mmr['precision cost']) / COST_SE:.1f} points (one standard error), so the "
-    f"cost counted against the {MAX_PRECISION_LOSS:.0%} budget is {kept_mmr['cost bound']:.1%}."
+    f"We keep MMR with the **{best_relevance}** relevance, the **{best_redundancy} similarity** and "
+    f"**λ = {best_lambda:g}**: on the validation users the ranker did not train on, intra-list diversity "
+    f"changes by {signed(kept_mmr['diversity gain'], 'percent')} against the funnel's own list, and "
+    f"precision@10 by {signed(-kept_mmr['precision cost'], 'percent')}, give or take "
+    f"{fmt((kept_mmr['cost bound'] - kept_mmr['precision cost']) / COST_SE, 'percent')} (one standard error), "
+    f"so the cost counted against the {fmt(MAX_PRECISION_LOSS, 'percent')} budget is "
+    f"{fmt(kept_mmr['cost bound'], 'percent')}."
 )
-
-# %% [markdown]
-# Then the two blend weights, also on validation:
-
-# %%
-val_rating = rating_scores(multitask_models[(1.0, 0.0)], val_stage, val_candidates)
-choices = Choices(
-    multitask_head=best_head,
-    rating_blend=best_blend_weight(val_candidates, val_retrieval_scores, val_rating, val_stage),
-    implicit_blend=best_blend_weight(val_candidates, val_retrieval_scores, val_implicit, val_stage),
-    lam=best_lambda, redundancy=best_redundancy, relevance=best_relevance, hit_rate=hit_rate)
-say(f"Validation gives the retrieval rank a weight of **{choices.rating_blend:g}** in the blend with the "
-    f"rating model and **{choices.implicit_blend:g}** in the blend with the implicit ranker.")
 
 # %% [markdown]
 # ## 7. Retrain on all training data, then the test split once
 #
-# Every choice is made on validation: the retrieval epochs, the multitask weights and head,
-# the tower depth, MMR's hit rates, variant and λ, the blend weights. The validation ratings
-# are too useful to waste, so every model is trained again on the whole training split (fit +
-# validation) with those choices, the retrieval stage included, and the test split is used
-# once, for all the re-rankers.
+# Every choice is made: the retrieval epochs, the multitask weights and head, EASE's λ, the
+# ranker's variant and epochs, MMR's relevance, redundancy and λ. The validation ratings are
+# too useful to waste, so every model is trained again on the whole training split (fit +
+# validation) with those choices: the retrieval stage, the rating and multitask models, the
+# implicit ranker and every candidate source. The funnel's ranker is the one exception: its
+# labels *are* the validation ratings, so it keeps the weights it learned on them and now
+# reads the features of the retrained sources (z-scores and ranks keep their meaning when a
+# source is retrained). Then the test split is used once.
+#
+# Every list below is scored on the same test users. Beside each comparison stands the
+# **paired standard error** over users: the standard error of the per-user differences,
+# which is what decides whether a difference is more than noise
+# (`recsys_course.evaluation.paired_standard_error`).
+
+# %% tags=["setup"]
+ACCURACY = ("precision@10 rated", "precision@10 liked", "ndcg@10")
+
+
+def by_user(ranked: np.ndarray, stage: Stage) -> dict[str, np.ndarray]:
+    """Each user's precision@K on rated and on liked movies and NDCG@K, float [n_users] per
+    metric (nan for a user without any relevant held-out movie)."""
+    return {"precision@10 rated": evaluation.precision_by_user(ranked, stage.rated, K),
+            "precision@10 liked": evaluation.precision_by_user(ranked, stage.liked, K),
+            "ndcg@10": evaluation.ndcg_by_user(ranked, stage.gains, K)}
+
+
+def comparison_table(lists: dict[str, np.ndarray], stage: Stage, name: str, against: list[str]) -> pd.DataFrame:
+    """For each list of ``against``: the difference ``name`` minus it on each metric of
+    ``ACCURACY`` and the paired standard error of that difference over ``stage``'s users."""
+    mine = by_user(lists[name], stage)
+    rows = {}
+    for other in against:
+        theirs = by_user(lists[other], stage)
+        rows[other] = {**{f"{m}: difference": np.nanmean(mine[m]) - np.nanmean(theirs[m]) for m in ACCURACY},
+                       **{f"{m}: standard error": evaluation.paired_standard_error(mine[m], theirs[m])
+                          for m in ACCURACY}}
+    return pd.DataFrame(rows).T.rename_axis(f"{name} against")
+
 
 # %%
 started = time.perf_counter()
 retrieval = train_retrieval(train, data.movies, epochs=retrieval_epochs)
 test_stage = make_stage(train, test, movie_ids)  # everything in train counts as seen
-test_candidates, test_retrieval_scores = candidates_for(retrieval, test_stage)
 rating_only = train_multitask(train, movie_ids, 1.0, 0.0)
 multitask = rating_only if best_weights == (1.0, 0.0) else train_multitask(train, movie_ids, *best_weights)
-implicit = train_implicit(train, movie_ids, depths[best_depth])
+implicit = train_implicit(train, movie_ids)
+test_funnel = fn.Funnel(fn.FunnelFeatures(fn.build_sources(train, data.movies, retrieval, ease_l2=ease_l2),
+                                          rating_only, N_CANDIDATES), ranker)
 test_probability = evaluation.item_probability(
     evaluation.interaction_matrix(train, np.unique(train["user_id"].astype(str)), movie_ids))
 print(f"models retrained on {len(train):,} ratings in {time.perf_counter() - started:.1f} s")
 
 # %%
 started = time.perf_counter()
-lists = rerankers(test_stage, test_candidates, test_retrieval_scores, rating_only, multitask, implicit,
-                  genres, choices)
+test_lists = test_funnel.source_lists(test_stage.users)
+test_union = fn.union_lists([test_lists[name] for name in fn.SOURCES])
+test_scores = test_funnel.scores(test_stage.users, test_union)
+two_tower_100 = test_lists["two-tower"]  # the candidates the single-model re-rankers order
+lists = {
+    "two-tower (retrieval order)": two_tower_100[:, :K],
+    "EASE": test_lists["EASE"][:, :K],
+    "item-kNN": test_lists["item-kNN"][:, :K],
+    "popularity": test_lists["popularity"][:, :K],
+    "rating ranker": order_by(two_tower_100, rating_scores(rating_only, test_stage, two_tower_100)),
+    "multitask": order_by(two_tower_100, multitask_scores(multitask, test_stage, two_tower_100, best_head)),
+    "implicit ranker": order_by(two_tower_100, implicit_scores(implicit, test_stage, two_tower_100)),
+    "funnel": fn.order_by(test_union, test_scores, K),
+    "funnel + MMR": diversify(test_union, test_scores, mmr_relevance(best_relevance, test_union, test_scores),
+                              genres, best_lambda, best_redundancy),
+}
 results = pd.DataFrame({name: measure(ranked, test_stage, genres, test_probability)
                         for name, ranked in lists.items()}).T
-print(f"{len(lists)} orders of the candidates scored on {len(test_stage.users)} test users "
-      f"in {time.perf_counter() - started:.1f} s")
+print(f"{len(lists)} lists scored on {len(test_stage.users)} test users in {time.perf_counter() - started:.1f} s")
 results.round(4)
 
 # %%
-accuracy = ["precision@10 rated", "precision@10 liked", "ndcg@10"]
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-results[accuracy].plot.barh(ax=axes[0], title="accuracy (test)")
+fig, axes = plt.subplots(2, 1, figsize=(6, 7.5))
+results[list(ACCURACY)].plot.barh(ax=axes[0], title="accuracy (test)")
 results[["diversity@10", "coverage@10"]].plot.barh(ax=axes[1], title="beyond accuracy (test)")
-axes[1].set_yticklabels([])
+for ax in axes:
+    ax.invert_yaxis()
+    ax.legend(fontsize=8, loc="lower right")
 plt.tight_layout()
 plt.show()
 
+# %% [markdown]
+# The comparisons that matter, each with its paired standard error over the test users: the
+# funnel against the strongest single model, EASE over the whole catalogue; against the
+# source validation found best on its own; and against the two-tower model's order, which
+# every single-model re-ranker started from.
+
 # %%
-base = results.loc["retrieval order"]
-best = results.drop(index="retrieval order")["precision@10 rated"].idxmax()  # the best re-ranker
-beats = all(results.loc[best, m] > base[m] for m in accuracy)
-rating_lowers = results.loc["rating ranker", "precision@10 rated"] < base["precision@10 rated"]
-plain, diverse = results.loc["implicit ranker"], results.loc["implicit + MMR"]
+funnel_against = comparison_table(lists, test_stage, "funnel",
+                                  list(dict.fromkeys(["EASE", best_source, "two-tower (retrieval order)"])))
+funnel_against.round(4)
+
+# %%
+vs_ease = {m: compare(results.loc["funnel", m], results.loc["EASE", m],
+                      se=funnel_against.loc["EASE", f"{m}: standard error"]) for m in ACCURACY}
+rating_vs_retrieval = compare(
+    results.loc["rating ranker", "precision@10 rated"], results.loc["two-tower (retrieval order)", "precision@10 rated"],
+    se=evaluation.paired_standard_error(by_user(lists["rating ranker"], test_stage)["precision@10 rated"],
+                                        by_user(lists["two-tower (retrieval order)"], test_stage)["precision@10 rated"]))
 say(
-    f"On this page's data the rating ranker {pick(rating_lowers, '*lowers*', 'raises')} "
-    f"precision@10 on rated movies compared with the retrieval order "
-    f"({results.loc['rating ranker', 'precision@10 rated']:.3f} against {base['precision@10 rated']:.3f})"
-    + pick(results.loc['rating ranker', 'precision@10 rated'] < base['precision@10 rated'],
-           ", as in lesson 04.", "; that is not what lesson 04 found, so measure on your own data.")
-    + f" The best re-ranker on rated movies is **{best}**, which "
-    + pick(beats, "beats the retrieval order on rated and liked movies and on NDCG@10",
-           "does not beat the retrieval order on every accuracy measure")
-    + f" (rated {results.loc[best, 'precision@10 rated']:.3f} against {base['precision@10 rated']:.3f}, "
-    f"liked {results.loc[best, 'precision@10 liked']:.3f} against {base['precision@10 liked']:.3f}, "
-    f"NDCG@10 {results.loc[best, 'ndcg@10']:.3f} against {base['ndcg@10']:.3f})."
-    + f" The multitask re-ranker (weights {best_weights[0]:g} / {best_weights[1]:g}, {best_head}) reaches "
-    f"{results.loc['multitask', 'precision@10 rated']:.3f}."
-    + f" MMR ({best_relevance} relevance, {best_redundancy} similarity, λ = {best_lambda:g}) on top of the "
-    f"implicit ranker changes "
-    f"intra-list diversity from {plain['diversity@10']:.3f} to {diverse['diversity@10']:.3f} "
-    f"({diverse['diversity@10'] / plain['diversity@10'] - 1:+.0%}), coverage@10 from "
-    f"{plain['coverage@10']:.3f} to {diverse['coverage@10']:.3f}, novelty from "
-    f"{plain['novelty@10']:.2f} to {diverse['novelty@10']:.2f} bits, and precision@10 from "
-    f"{plain['precision@10 rated']:.3f} to {diverse['precision@10 rated']:.3f} "
-    f"({diverse['precision@10 rated'] / plain['precision@10 rated'] - 1:+.1%}), "
-    + pick(diverse["precision@10 rated"] >= (1 - MAX_PRECISION_LOSS) * plain["precision@10 rated"],
-           f"within the {MAX_PRECISION_LOSS:.0%} budget set on validation.",
-           f"more than the {MAX_PRECISION_LOSS:.0%} budget set on validation: a validation split this small "
-           "estimates the cost of λ only roughly.")
-)
+    f"On the test split the rating ranker's precision@10 is {fmt(rating_vs_retrieval.value)}, "
+    f"{rating_vs_retrieval.word()} the retrieval order it re-ranks ({fmt(rating_vs_retrieval.reference)})"
+    + pick(rating_vs_retrieval.worse, ": lesson 04's puzzle again, stars are a poor guide to what users pick. ",
+           ". ")
+    + "The funnel's top 10 against EASE's: precision@10 on rated movies "
+    f"{fmt(vs_ease['precision@10 rated'].value)} against {fmt(vs_ease['precision@10 rated'].reference)} "
+    f"({vs_ease['precision@10 rated'].change()} ± {fmt(funnel_against.loc['EASE', 'precision@10 rated: standard error'])}), "
+    f"on liked movies {fmt(vs_ease['precision@10 liked'].value)} against {fmt(vs_ease['precision@10 liked'].reference)} "
+    f"({vs_ease['precision@10 liked'].change()} ± {fmt(funnel_against.loc['EASE', 'precision@10 liked: standard error'])}), "
+    f"NDCG@10 {fmt(vs_ease['ndcg@10'].value)} against {fmt(vs_ease['ndcg@10'].reference)} "
+    f"({vs_ease['ndcg@10'].change()} ± {fmt(funnel_against.loc['EASE', 'ndcg@10: standard error'])}; ± one paired "
+    "standard error over users). "
+    + pick(all(c.better for c in vs_ease.values()),
+           "On all three the funnel is ahead by more than twice the standard error: the ranker found in the "
+           "sources' disagreements and in the features what no single source knows.",
+           pick(any(c.worse for c in vs_ease.values()),
+                "On at least one measure the funnel is behind by more than twice the standard error.",
+                "Not every difference exceeds twice its standard error: on this data the funnel's gain over "
+                "EASE is "
+                + pick(any(c.better for c in vs_ease.values()), "real on part of the measures only", "within the noise")
+                + ". EASE is a strong model, and the ranker learns from few labels (the validation split).")))
 
 # %% [markdown]
-# Against which list should MMR's cost be counted? Above, against the implicit ranker, the
-# re-ranker MMR follows. With the two-stage relevance, MMR's own order at λ = 1 is a
-# different list; when it is more precise, MMR may spend the surplus on diversity. The next
-# cell measures that starting list on test too, so that the trade is on the page in full.
+# Finally, MMR on the funnel's list, with the relevance, redundancy and λ chosen on
+# validation, counted against the funnel's own list and, if another list is more precise on
+# test, against that one too.
 
 # %%
-start = measure(mmr_lists(test_stage, test_candidates, implicit_scores(implicit, test_stage, test_candidates),
-                          genres, choices._replace(lam=1.0), test_retrieval_scores),
-                test_stage, genres, test_probability)
-undiversified = results.drop(index=["retrieval order", "implicit + MMR"])["precision@10 rated"].idxmax()
+plain, diverse = results.loc["funnel"], results.loc["funnel + MMR"]
+mmr_users = by_user(lists["funnel + MMR"], test_stage)["precision@10 rated"]
+funnel_users = by_user(lists["funnel"], test_stage)["precision@10 rated"]
+mmr_cost, mmr_bound = precision_cost(funnel_users, mmr_users)
+undiversified = results.drop(index="funnel + MMR")["precision@10 rated"].idxmax()
 say(
-    f"MMR's starting list (λ = 1, {best_relevance} relevance) reaches precision@10 "
-    f"{start['precision@10 rated']:.3f} with intra-list diversity {start['diversity@10']:.3f} on test"
-    + pick(start["precision@10 rated"] > results.loc[undiversified, "precision@10 rated"],
-           f", more precise than the best undiversified re-ranker above ({undiversified}, "
-           f"{results.loc[undiversified, 'precision@10 rated']:.3f})", "")
-    + f". Counted against it, MMR changes diversity by {diverse['diversity@10'] / start['diversity@10'] - 1:+.0%} "
-    f"and precision@10 by {diverse['precision@10 rated'] / start['precision@10 rated'] - 1:+.1%}. "
-    + pick(bool(np.isclose(start["precision@10 rated"], plain["precision@10 rated"])
-                and np.isclose(start["diversity@10"], plain["diversity@10"])),
-           "Here the starting list measures as the implicit ranker's own, so the two comparisons agree.",
-           pick(start["precision@10 rated"] > plain["precision@10 rated"],
-                "The relevance MMR uses buys precision over the implicit ranker; MMR can keep it or spend it "
-                "on diversity, and λ decides which.",
-                "That starting list is less precise than the implicit ranker's."))
+    f"MMR ({best_relevance} relevance, {best_redundancy} similarity, λ = {best_lambda:g}) changes the funnel's "
+    f"intra-list diversity from {fmt(plain['diversity@10'])} to {fmt(diverse['diversity@10'])} "
+    f"({signed(diverse['diversity@10'] / plain['diversity@10'] - 1, 'percent')}), coverage@10 from "
+    f"{fmt(plain['coverage@10'])} to {fmt(diverse['coverage@10'])}, novelty from {fmt(plain['novelty@10'])} to "
+    f"{fmt(diverse['novelty@10'])} bits, and precision@10 from {fmt(plain['precision@10 rated'])} to "
+    f"{fmt(diverse['precision@10 rated'])} ({signed(-mmr_cost, 'percent')}, give or take "
+    f"{fmt((mmr_bound - mmr_cost) / COST_SE, 'percent')}), "
+    + pick(mmr_cost <= MAX_PRECISION_LOSS, f"within the {fmt(MAX_PRECISION_LOSS, 'percent')} budget set on validation.",
+           f"more than the {fmt(MAX_PRECISION_LOSS, 'percent')} budget set on validation: a few hundred validation "
+           "users estimate the cost of λ only roughly.")
+    + pick(undiversified == "funnel", " The funnel is also the most precise undiversified list on test, so this "
+           "is the cost against the best list the lesson has.",
+           f" On test the most precise undiversified list is {undiversified} "
+           f"({fmt(results.loc[undiversified, 'precision@10 rated'])}), not the funnel; counted against it, MMR "
+           f"changes precision@10 by "
+           f"{signed(diverse['precision@10 rated'] / results.loc[undiversified, 'precision@10 rated'] - 1, 'percent')}.")
 )
 
 # %% [markdown]
 # How much diversity a given loss of precision buys depends on the ranker, not only on MMR.
 # Swapping a movie of the top 10 for a more diverse one from further down costs the
-# difference between their chances of being a hit, and a sharp ranker, whose hits crowd at the
-# very top, makes every swap expensive; a weak ranker makes diversity cheap because its top 10
-# was not much better than the rest. Compare MMR settings against the same reference list,
-# as here, and say which list that is.
+# difference between their chances of being picked, and a sharp ranker, whose hits crowd at
+# the very top, makes every swap expensive; a weak ranker makes diversity cheap because its
+# top 10 was not much better than the rest. That is why the cost is counted against the best
+# undiversified list: against a weaker one, MMR would look cheaper than it is.
 
 # %% [markdown]
 # ## Summary
@@ -1431,35 +1332,53 @@ say(
 # - Stars say how much users liked what they *chose*; a page of recommendations is judged
 #   by what they *choose*. A pointwise rating model can therefore make a weak ranker for
 #   "what to watch next", however low its RMSE: measure the order, not only the stars.
-# - **Pointwise** losses fit one example, **pairwise** losses the order of two, **listwise**
-#   losses a whole list; the retrieval task's in-batch softmax is listwise and implicit.
 # - A **multitask** TFRS model adds the task losses with weights; put the losses on a common
 #   scale first (means per example), then treat the weights as a hyperparameter chosen on
 #   validation, measuring every task in the same run.
 # - **BPR** trains on (rated, sampled unrated) pairs with $-\log\sigma(s_i - s_j)$; only
 #   score differences matter. Negatives are resampled every epoch.
-# - Deeper towers cost more time and parameters; measure before keeping them.
-# - A re-ranker that ignores the retrieval score throws away what the first stage learned;
-#   a rank blend keeps both, with its weight chosen on validation.
-# - **MMR** trades relevance for diversity with one knob, λ; coverage and novelty show
-#   what the catalogue and the long tail get out of it. Put relevance on the scale of the
-#   trade you measure: the validation **hit rate at each rank** (a two-number curve, so that
-#   it cannot follow the noise of the users λ is chosen on), optionally scaled by the user's
-#   activity, or a hit probability calibrated from rank, score and activity, turns λ into a
-#   price of diversity in expected hits. A relevance that also knows the retrieval rank and
-#   the user's genre taste tells MMR which of the candidates below the top are safe swaps.
-#   Match the redundancy to the diversity you measure (mean similarity for intra-list
-#   diversity), and choose λ with an explicit budget (here: at most 5 % of the implicit
-#   ranker's precision@10 on validation), counting the cost one standard error high so that
-#   the noise of validation does not pick the settings it happens to flatter; and say which
-#   list the cost is counted against.
+# - A **funnel** lets several candidate sources (here the two-tower model, EASE, item-kNN
+#   and popularity) propose movies, merges their lists, and orders the union with a ranker
+#   that sees every source's score and rank next to features none of them uses. Train it
+#   on implicit labels from a held-out split (which candidates the user rated next) with a
+#   **listwise** softmax loss over each user's list, choose its architecture and epochs on
+#   users it does not train on, and compare it with the strongest single model on the same
+#   users, with the paired standard error beside the difference.
+# - Compute the ranker's features with one implementation for training and serving (here a
+#   TensorFlow module), so the served model sees exactly what the trained one saw.
+# - **MMR** trades relevance for diversity with one knob, λ; coverage and novelty show what
+#   the catalogue and the long tail get out of it. Choose λ with an explicit budget counted
+#   against the most precise undiversified list you have, with a margin for the noise of
+#   validation, and say which list that is.
 # - Make every choice on validation, then retrain on training + validation and use the test
 #   split once.
 #
+# ## Going further (optional)
+#
+# - **Relevance on the scale of the trade.** Precision@10 counts expected hits, and hits
+#   crowd at the top of a good ranking: swapping the 2nd candidate for the 12th loses more
+#   than swapping the 52nd for the 62nd. A relevance that estimates each candidate's chance
+#   of being picked (from its rank, its score, the user's activity) prices diversity in the
+#   currency of the budget. Estimating such probabilities from scores is *probability
+#   calibration*: a logistic regression on the scores (Platt, 1999, for one score) or a
+#   non-decreasing step function (isotonic regression, Zadrozny and Elkan, 2002). Fit it on
+#   users other than those λ is chosen on, with few parameters, or λ will follow their noise.
+#   (Not to be confused with *calibrated recommendations*, Steck, 2018: lists whose genre
+#   mix matches the mix of the user's history.)
+# - **Diversity of the whole list.** MMR scores each candidate against the movies already
+#   chosen. Determinantal point processes score the volume the whole list spans in feature
+#   space; Chen et al. (2018) give a fast greedy algorithm. Max-sum diversification
+#   (Gollapudi and Sharma, 2009) maximises relevance plus the sum of pairwise distances with
+#   a greedy algorithm that adds the best *pair* at each step.
+# - **More labels for the ranker.** Here it learns from one validation split. Training the
+#   sources on several folds of the training data and stacking the folds' candidate lists
+#   (cross-fitting) gives it many more labelled lists, at the price of training every source
+#   once per fold.
+#
 # ## Further reading
 #
-# - TensorFlow Recommenders tutorials: multitask recommenders, deep recommenders, listwise
-#   ranking. <https://www.tensorflow.org/recommenders/examples/multitask>
+# - TensorFlow Recommenders tutorials: multitask recommenders, deep & cross networks,
+#   listwise ranking. <https://www.tensorflow.org/recommenders/examples/multitask>
 # - Rich Caruana. *Multitask Learning.* Machine Learning 28, 1997.
 #   <https://doi.org/10.1023/A:1007379606734>
 # - Steffen Rendle, Christoph Freudenthaler, Zeno Gantner, Lars Schmidt-Thieme. *BPR:
@@ -1471,28 +1390,36 @@ say(
 #   Missing Data.* RecSys 2009. <https://doi.org/10.1145/1639714.1639717>
 # - Paolo Cremonesi, Yehuda Koren, Roberto Turrin. *Performance of Recommender Algorithms
 #   on Top-N Recommendation Tasks.* RecSys 2010. <https://doi.org/10.1145/1864708.1864721>
-# - Tie-Yan Liu. *Learning to Rank for Information Retrieval.* Foundations and Trends in
-#   Information Retrieval 3(3), 2009.
+# - Zhe Cao, Tao Qin, Tie-Yan Liu, Ming-Feng Tsai, Hang Li. *Learning to Rank: From Pairwise
+#   Approach to Listwise Approach.* ICML 2007. <https://doi.org/10.1145/1273496.1273513>
+# - Ruoxi Wang, Bin Fu, Gang Fu, Mingliang Wang. *Deep & Cross Network for Ad Click
+#   Predictions.* ADKDD 2017. <https://arxiv.org/abs/1708.05123>
+# - Harald Steck. *Embarrassingly Shallow Autoencoders for Sparse Data.* WWW 2019.
+#   <https://arxiv.org/abs/1905.03375>
+# - Paul Covington, Jay Adams, Emre Sargin. *Deep Neural Networks for YouTube
+#   Recommendations.* RecSys 2016. <https://doi.org/10.1145/2959100.2959190>
+# - Chantat Eksombatchai et al. *Pixie: A System for Recommending 3+ Billion Items to 200+
+#   Million Users in Real-Time.* WWW 2018. <https://arxiv.org/abs/1711.07601>
 # - Jaime Carbonell, Jade Goldstein. *The Use of MMR, Diversity-Based Reranking for
 #   Reordering Documents and Producing Summaries.* SIGIR 1998.
 #   <https://doi.org/10.1145/290941.291025>
 # - Marius Kaminskas, Derek Bridge. *Diversity, Serendipity, Novelty, and Coverage: A
 #   Survey and Empirical Analysis of Beyond-Accuracy Objectives in Recommender Systems.*
 #   ACM TiiS 7(1), 2016. <https://doi.org/10.1145/2926720>
+# - Cai-Nicolas Ziegler, Sean McNee, Joseph Konstan, Georg Lausen. *Improving
+#   Recommendation Lists Through Topic Diversification.* WWW 2005.
+#   <https://doi.org/10.1145/1060745.1060754>
+# - Sreenivas Gollapudi, Aneesh Sharma. *An Axiomatic Approach for Result Diversification.*
+#   WWW 2009. <https://doi.org/10.1145/1526709.1526761>
+# - Laming Chen, Guoxin Zhang, Hanning Zhou. *Fast Greedy MAP Inference for Determinantal
+#   Point Process to Improve Recommendation Diversity.* NeurIPS 2018.
+#   <https://arxiv.org/abs/1709.05135>
+# - Harald Steck. *Calibrated Recommendations.* RecSys 2018.
+#   <https://doi.org/10.1145/3240323.3240372>
 # - John Platt. *Probabilistic Outputs for Support Vector Machines and Comparisons to
 #   Regularized Likelihood Methods.* In Advances in Large Margin Classifiers, MIT Press, 1999.
 # - Bianca Zadrozny, Charles Elkan. *Transforming Classifier Scores into Accurate Multiclass
 #   Probability Estimates.* KDD 2002. <https://doi.org/10.1145/775047.775151>
-# - Laming Chen, Guoxin Zhang, Hanning Zhou. *Fast Greedy MAP Inference for Determinantal
-#   Point Process to Improve Recommendation Diversity.* NeurIPS 2018: a diversifier that
-#   scores the volume the whole list spans in feature space rather than each movie's nearest
-#   neighbour, built greedily with an incremental Cholesky factorisation.
-#   <https://arxiv.org/abs/1709.05135>
-# - Sreenivas Gollapudi, Aneesh Sharma. *An Axiomatic Approach for Result Diversification.*
-#   WWW 2009. <https://doi.org/10.1145/1526709.1526761>
-# - Cai-Nicolas Ziegler, Sean McNee, Joseph Konstan, Georg Lausen. *Improving
-#   Recommendation Lists Through Topic Diversification.* WWW 2005.
-#   <https://doi.org/10.1145/1060745.1060754>
 # - Xinyang Yi et al. *Sampling-Bias-Corrected Neural Modeling for Large Corpus Item
 #   Recommendations.* RecSys 2019. <https://doi.org/10.1145/3298689.3346996>
 # - Tao Zhou et al. *Solving the apparent diversity-accuracy dilemma of recommender

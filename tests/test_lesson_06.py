@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from recsys_course.tooling.grading import exercise
+from recsys_course.tooling.grading import exercise, sandboxed
 
 
 @pytest.fixture(scope="module")
@@ -109,15 +109,25 @@ def test_bpr_loss_values(lesson):
         f"positive scores [2, 0], negative scores [0, 1]: expected the mean of -log sigmoid(2) and "
         f"-log sigmoid(-1) = {expected:.4f}; got {got:.4f}"
     )
-    # Margins of +1000 and -1000: -log sigmoid(1000) = softplus(-1000) ~ 0 and
-    # -log sigmoid(-1000) = softplus(1000) = 1000 (to float32 precision), mean 500. Computed as
-    # -log(sigmoid(d)), sigmoid(-1000) underflows to 0 and the loss becomes inf.
-    wide = float(lesson.bpr_loss(tf.constant([1000.0, 0.0]), tf.constant([0.0, 1000.0])))
-    assert math.isfinite(wide) and wide == pytest.approx(500.0, rel=1e-5), (
-        "positive scores [1000, 0], negative scores [0, 1000]: expected a finite loss of 500 (the mean "
-        f"of about 0 and 1000); got {wide}. -log(sigmoid(d)) overflows for large margins: "
-        "-log sigmoid(d) = softplus(-d) is the stable form"
+    # Large margins: -log sigmoid(1000) is 0 and -log sigmoid(-1000) is 1000, so the mean is 500.
+    # Computed as -log(sigmoid(d)), the second overflows: sigmoid(-1000) is 0 in float32.
+    got = float(lesson.bpr_loss(tf.constant([1000.0, 0.0]), tf.constant([0.0, 1000.0])))
+    assert math.isfinite(got) and got == pytest.approx(500.0, rel=1e-5), (
+        "score differences of +1000 and -1000 give losses 0 and 1000, mean 500; got "
+        f"{got}. -log(sigmoid(d)) overflows for large |d|: use tf.math.softplus(-d)"
     )
+
+
+def bpr_slope_at_margin_one(lesson):
+    """d loss / d positive score for one pair (positive 1, negative 0), computed where the
+    lesson runs (a gradient tape cannot watch a call into the sandbox)."""
+    import tensorflow as tf
+
+    positive = tf.Variable([1.0])
+    with tf.GradientTape() as tape:
+        loss = lesson.bpr_loss(positive, tf.constant([0.0]))
+    gradient = tape.gradient(loss, positive)
+    return None if gradient is None else float(gradient[0])
 
 
 @exercise("6.2", points=1)
@@ -129,18 +139,113 @@ def test_bpr_loss_is_a_mean_and_rewards_the_positive(lesson):
         f"four copies of one pair must give the same loss as the pair alone (a mean, not a sum): "
         f"{one:.4f} vs {four:.4f}"
     )
-    positive = tf.Variable([1.0])
-    with tf.GradientTape() as tape:
-        loss = lesson.bpr_loss(positive, tf.constant([0.0]))
-    slope = float(tape.gradient(loss, positive)[0])
+    slope = sandboxed(lesson, bpr_slope_at_margin_one)(lesson)
     expected = -1.0 / (1.0 + math.exp(1.0))
-    assert slope == pytest.approx(expected, rel=1e-4), (
+    assert slope is not None and slope == pytest.approx(expected, rel=1e-4), (
         f"d loss / d positive score at a margin of 1 is -sigmoid(-1) = {expected:.4f} (raising the "
-        f"rated movie's score lowers the loss); got {slope:.4f}"
+        f"rated movie's score lowers the loss); got {slope}"
     )
 
 
-# ---------------------------------------------------------------- 6.3 mmr_rerank
+# ---------------------------------------------------------------- 6.3 sample_unrated
+
+# User 0 rated items 0, 2 and 4 of 6; user 1 rated all but item 5; user 2 rated everything.
+RATED = np.array([
+    [True, False, True, False, True, False],
+    [True, True, True, True, True, False],
+    [True, True, True, True, True, True],
+])
+
+
+@exercise("6.3", points=1)
+def test_sample_unrated_never_returns_a_rated_item(lesson):
+    users = np.array([0, 1] * 300)
+    got = np.asarray(lesson.sample_unrated(RATED, users, np.random.default_rng(0)))
+    assert got.shape == (600,), f"expected one negative per row, shape (600,), got {got.shape}"
+    hits = RATED[users, got]
+    assert not hits.any(), (
+        f"{int(hits.sum())} of 600 sampled negatives are movies the user rated "
+        f"(first at row {int(np.argmax(hits))}: user {users[np.argmax(hits)]}, item {got[np.argmax(hits)]})"
+    )
+    assert (got[users == 1] == 5).all(), "user 1's only unrated item is 5: every draw must be 5"
+    with pytest.raises(ValueError):
+        lesson.sample_unrated(RATED, np.array([0, 2]), np.random.default_rng(0))
+
+
+@exercise("6.3", points=1)
+def test_sample_unrated_draws_each_row_uniformly(lesson):
+    users = np.zeros(600, dtype=np.int64)
+    got = np.asarray(lesson.sample_unrated(RATED, users, np.random.default_rng(1)))
+    counts = {item: int((got == item).sum()) for item in (1, 3, 5)}
+    # 600 uniform draws over 3 items: about 200 each; below 100 is (practically) impossible.
+    assert all(c >= 100 for c in counts.values()), (
+        f"user 0's unrated items 1, 3 and 5 should each be drawn about 200 times in 600 rows "
+        f"(independent draws per row); got {counts}"
+    )
+
+
+# ---------------------------------------------------------------- 6.4 listwise_loss
+
+
+def log_softmax(scores: list[float]) -> np.ndarray:
+    x = np.asarray(scores, dtype=float)
+    return x - (x.max() + np.log(np.exp(x - x.max()).sum()))
+
+
+def listwise(lesson, labels, scores, mask) -> float:
+    tf = lesson.tf
+    value = np.asarray(lesson.listwise_loss(tf.constant(labels, tf.float32), tf.constant(scores, tf.float32),
+                                            tf.constant(mask, tf.bool)))
+    assert value.shape == (), f"expected a scalar loss, got an array of shape {value.shape}"
+    return float(value)
+
+
+@exercise("6.4", points=1)
+def test_listwise_loss_of_one_list(lesson):
+    # One list of three candidates, the second one rated: -log softmax([1, 2, 0])[1].
+    expected = -log_softmax([1.0, 2.0, 0.0])[1]
+    got = listwise(lesson, [[0.0, 1.0, 0.0]], [[1.0, 2.0, 0.0]], [[True, True, True]])
+    assert got == pytest.approx(expected, rel=1e-5), (
+        f"labels [0, 1, 0], scores [1, 2, 0]: expected -log softmax(scores)[1] = {expected:.4f}; got {got:.4f}"
+    )
+
+
+@exercise("6.4", points=1)
+def test_listwise_loss_ignores_padding_and_lists_without_positives(lesson):
+    # Row 0 has a padding entry with a high score (it must not enter the softmax); row 1 has
+    # no positive (it must not count in the mean); row 2 is a plain list.
+    labels = [[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]
+    scores = [[2.0, 1.0, 0.0, 5.0], [1.0, 2.0, 3.0, 4.0], [0.5, 1.5, -1.0, 3.0]]
+    mask = [[True, True, True, False], [True, True, True, True], [True, True, True, True]]
+    rows = [-log_softmax([2.0, 1.0, 0.0])[0], -log_softmax(scores[2])[2]]
+    expected = float(np.mean(rows))
+    got = listwise(lesson, labels, scores, mask)
+    assert got == pytest.approx(expected, rel=1e-5), (
+        f"expected the mean over the two lists with a positive ({rows[0]:.4f} and {rows[1]:.4f}) = "
+        f"{expected:.4f}, with row 0's masked entry (score 5) left out of its softmax; got {got:.4f}"
+    )
+
+
+@exercise("6.4", points=1)
+def test_listwise_loss_shares_the_weight_of_positives_and_stays_finite(lesson):
+    # Graded positives share the list's weight in proportion to their labels: 3/4 and 1/4.
+    scores = [0.5, 1.5, -1.0, 3.0]
+    expected = -(0.75 * log_softmax(scores)[1] + 0.25 * log_softmax(scores)[2])
+    got = listwise(lesson, [[0.0, 3.0, 1.0, 0.0]], [scores], [[True] * 4])
+    assert got == pytest.approx(expected, rel=1e-5), (
+        f"labels [0, 3, 1, 0]: the positives weigh 3/4 and 1/4 (labels over their sum), expected "
+        f"{expected:.4f}; got {got:.4f}"
+    )
+    # The rated movie scores 2000 below the other: the loss is 2000, finite. A softmax
+    # computed first underflows to 0 and its log is -inf.
+    got = listwise(lesson, [[0.0, 1.0]], [[1000.0, -1000.0]], [[True, True]])
+    assert math.isfinite(got) and got == pytest.approx(2000.0, rel=1e-4), (
+        f"scores [1000, -1000] with the second rated: expected a loss of 2000; got {got}. "
+        "Use tf.nn.log_softmax rather than the log of a softmax"
+    )
+
+
+# ---------------------------------------------------------------- 6.5 mmr_rerank
 
 RELEVANCE = np.array([0.9, 1.0, 0.7, 0.6, 0.2, 0.5])
 SIMILARITY = np.array([
@@ -157,7 +262,7 @@ def mmr(lesson, k, lam):
     return [int(i) for i in np.asarray(lesson.mmr_rerank(RELEVANCE.copy(), SIMILARITY.copy(), k, lam))]
 
 
-@exercise("6.3", points=1)
+@exercise("6.5", points=1)
 def test_mmr_with_lambda_one_is_the_relevance_order(lesson):
     got = mmr(lesson, 10, 1.0)
     assert got == [1, 0, 2, 3, 5, 4], (
@@ -166,7 +271,7 @@ def test_mmr_with_lambda_one_is_the_relevance_order(lesson):
     )
 
 
-@exercise("6.3", points=1)
+@exercise("6.5", points=1)
 def test_mmr_penalises_the_maximum_similarity(lesson):
     # lam = 0.3. Step 2: 0.3 r - 0.7 sim(., 1) is best for 2 (0.07). Step 3: the penalty is the
     # max similarity to {1, 2}: 4 scores 0.06 - 0.21 = -0.15, beating 3 (-0.24) and 0 (-0.36).
@@ -175,47 +280,10 @@ def test_mmr_penalises_the_maximum_similarity(lesson):
     assert got == [1, 2, 4, 3], f"lam=0.3, k=4: expected [1, 2, 4, 3], got {got}"
 
 
-@exercise("6.3", points=1)
+@exercise("6.5", points=1)
 def test_mmr_with_lambda_zero_picks_the_least_similar(lesson):
     got = mmr(lesson, 4, 0.0)
     assert got == [1, 4, 2, 3], (
         f"lam=0: the first pick is the most relevant (1), then each next one has the lowest "
         f"maximum similarity to those chosen: expected [1, 4, 2, 3], got {got}"
-    )
-
-
-# ---------------------------------------------------------------- 6.4 sample_unrated
-
-# User 0 rated items 0, 2 and 4 of 6; user 1 rated all but item 5; user 2 rated everything.
-RATED = np.array([
-    [True, False, True, False, True, False],
-    [True, True, True, True, True, False],
-    [True, True, True, True, True, True],
-])
-
-
-@exercise("6.4", points=1)
-def test_sample_unrated_never_returns_a_rated_item(lesson):
-    users = np.array([0, 1] * 300)
-    got = np.asarray(lesson.sample_unrated(RATED, users, np.random.default_rng(0)))
-    assert got.shape == (600,), f"expected one negative per row, shape (600,), got {got.shape}"
-    hits = RATED[users, got]
-    assert not hits.any(), (
-        f"{int(hits.sum())} of 600 sampled negatives are movies the user rated "
-        f"(first at row {int(np.argmax(hits))}: user {users[np.argmax(hits)]}, item {got[np.argmax(hits)]})"
-    )
-    assert (got[users == 1] == 5).all(), "user 1's only unrated item is 5: every draw must be 5"
-    with pytest.raises(ValueError):
-        lesson.sample_unrated(RATED, np.array([0, 2]), np.random.default_rng(0))
-
-
-@exercise("6.4", points=1)
-def test_sample_unrated_draws_each_row_uniformly(lesson):
-    users = np.zeros(600, dtype=np.int64)
-    got = np.asarray(lesson.sample_unrated(RATED, users, np.random.default_rng(1)))
-    counts = {item: int((got == item).sum()) for item in (1, 3, 5)}
-    # 600 uniform draws over 3 items: about 200 each; below 100 is (practically) impossible.
-    assert all(c >= 100 for c in counts.values()), (
-        f"user 0's unrated items 1, 3 and 5 should each be drawn about 200 times in 600 rows "
-        f"(independent draws per row); got {counts}"
     )

@@ -321,57 +321,68 @@ def test_parse_error_raises_with_the_server_message(lesson):
 
 # ---- 8.5 --------------------------------------------------------------------------------
 MOVIES = [f"m{i}" for i in range(30)]
-# The ranking model's opinion: a permutation, so that the index's order (m0, m1, ...) and
-# the ranker's order disagree. Best overall: m16 (29), m9 (28), m2 (27), m25 (26), m18 (25);
-# among the first 8 candidates: m2, m4, m6.
+# The ranking model's opinion: a permutation, so that the sources' order and the ranker's
+# order disagree. Best overall: m16 (29), m9 (28), m2 (27), m25 (26), m18 (25), m11 (24).
 RANKER = {m: float((i * 13 + 1) % 30) for i, m in enumerate(MOVIES)}
 FILM_TITLES = {m: f"Film {m[1:]}" for m in MOVIES if m != "m9"}
+# Two sources that overlap: "ann" proposes m0, m1, ..., "ease" proposes m3, m16, m0, m25, ...
+ANN = MOVIES
+EASE = ["m3", "m16", "m0", "m25", "m4", "m11", "m1", "m29"]
 
 
 class FakeServices:
-    """In-memory stand-ins for the query tower, the ANN index and the ranker."""
+    """In-memory stand-ins for the candidate sources and the ranker, recording their calls."""
 
     def __init__(self) -> None:
-        self.vectors_seen = []
+        self.asked: list[tuple[str, str, int]] = []
+        self.scored: list[list[str]] = []
 
-    def embed(self, user_ids):
-        assert isinstance(user_ids, list), "embed_user takes a list of user ids"
-        return np.array([[1.0, float(len(u))] for u in user_ids], np.float32)
+    def source(self, name, movies):
+        def propose(user_id, n):
+            self.asked.append((name, user_id, n))
+            return list(movies[:n])
+        return propose
 
-    def candidates(self, vector, n):
-        self.vectors_seen.append(np.asarray(vector).tolist())
-        return MOVIES[:n]
+    def sources(self):
+        return {"ann": self.source("ann", ANN), "ease": self.source("ease", EASE)}
 
     def score(self, user_ids, movie_ids):
         assert len(user_ids) == len(movie_ids), "score takes one user id per movie id"
+        self.scored.append(list(movie_ids))
         return np.array([RANKER[m] for m in movie_ids], np.float32)
 
 
 def top_by_ranker(pool, k):
-    return sorted(pool, key=lambda m: -RANKER[m])[:k]
+    return [FILM_TITLES.get(m, m) for m in sorted(set(pool), key=lambda m: -RANKER[m])[:k]]
 
 
 @exercise("8.5", points=1)
-def test_recommend_orders_candidates_by_the_ranker(lesson):
+def test_recommend_merges_the_sources_and_ranks_once(lesson):
     fake = FakeServices()
-    result = lesson.recommend("u7", fake.embed, fake.candidates, fake.score, FILM_TITLES, k=3, n_candidates=8)
-    expected = [FILM_TITLES.get(m, m) for m in top_by_ranker(MOVIES[:8], 3)]
+    result = lesson.recommend("u7", fake.sources(), fake.score, FILM_TITLES, k=4, n_candidates=5)
+    pool = ["m0", "m1", "m2", "m3", "m4", "m16", "m25"]  # m0..m4, then EASE's new m16 and m25
+    expected = top_by_ranker(pool, 4)
     assert result == expected, (
-        f"the 8 candidates must be ordered by the ranking model's score: expected {expected}, got {result}"
+        f"the merged candidates of both sources must be ordered by the ranking model: expected {expected}, "
+        f"got {result}"
     )
-    assert fake.vectors_seen and fake.vectors_seen[0] == [1.0, 2.0], (
-        "the index must be queried with the user's vector from embed_user"
+    assert sorted(fake.asked) == [("ann", "u7", 5), ("ease", "u7", 5)], (
+        f"every source is asked once for n_candidates=5 movies of the user; calls: {fake.asked}"
+    )
+    assert len(fake.scored) == 1 and sorted(fake.scored[0]) == sorted(pool), (
+        "the ranking model is called once, with every merged candidate exactly once "
+        f"(expected {sorted(pool)}); calls: {fake.scored}"
     )
 
 
 @exercise("8.5", points=1)
-def test_recommend_ranks_all_requested_candidates(lesson):
+def test_recommend_keeps_the_merged_order_for_scoring(lesson):
     fake = FakeServices()
-    result = lesson.recommend("u7", fake.embed, fake.candidates, fake.score, FILM_TITLES, k=2, n_candidates=30)
-    expected = [FILM_TITLES.get(m, m) for m in top_by_ranker(MOVIES, 2)]
-    assert result == expected, (
-        "with n_candidates=30 the ranker sees all 30 candidates and its two favourites (m16, m9) "
-        f"are not among the index's first two: expected {expected}, got {result}"
+    lesson.recommend("u7", fake.sources(), fake.score, FILM_TITLES, k=2, n_candidates=8)
+    expected = ANN[:8] + ["m16", "m25", "m11", "m29"]
+    assert fake.scored == [expected], (
+        "candidates are merged in the sources' order, each movie where it first appears "
+        f"(the first source's, then the second's new ones): expected {expected}, got {fake.scored}"
     )
 
 
@@ -379,12 +390,11 @@ def test_recommend_ranks_all_requested_candidates(lesson):
 def test_recommend_excludes_seen_movies_and_falls_back_to_ids(lesson):
     fake = FakeServices()
     seen = ["m16", "m2", "m0"]
-    result = lesson.recommend("u7", fake.embed, fake.candidates, fake.score, FILM_TITLES,
-                              k=3, n_candidates=30, exclude=seen)
-    expected = [FILM_TITLES.get(m, m) for m in top_by_ranker([m for m in MOVIES if m not in seen], 3)]
+    result = lesson.recommend("u7", fake.sources(), fake.score, FILM_TITLES, k=3, n_candidates=30, exclude=seen)
+    expected = top_by_ranker([m for m in ANN + EASE if m not in seen], 3)
     assert result == expected, (
         f"excluded movies must never appear, and m9 has no title (show its id): expected {expected}, got {result}"
     )
-    few = lesson.recommend("u7", fake.embed, fake.candidates, fake.score, FILM_TITLES,
+    few = lesson.recommend("u7", {"ann": fake.source("ann", ANN)}, fake.score, FILM_TITLES,
                            k=5, n_candidates=3, exclude=["m1"])
     assert len(few) == 2, f"3 candidates minus 1 excluded leaves 2 titles, got {few}"

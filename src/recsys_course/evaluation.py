@@ -13,9 +13,9 @@ A model is evaluated in three steps, each a function here:
    so the order never depends on NumPy's build, the CPU or ``argpartition``.
 3. **Measure** the ranked lists against a relevance matrix (``relevant[u, i] > 0`` when
    item ``i`` is a held-out item of user ``u``; graded values for graded NDCG):
-   :func:`recall_at_k` (per user: :func:`recall_by_user`), :func:`pair_recall_at_k`,
-   :func:`precision_at_k`, :func:`ndcg_at_k`, :func:`hit_rate_at_k`,
-   :func:`mrr_at_k`, :func:`precision_by_user` (precision@k of each user), :func:`coverage_at_k`, :func:`novelty_at_k`,
+   :func:`recall_at_k`, :func:`pair_recall_at_k`, :func:`precision_at_k`, :func:`ndcg_at_k`,
+   :func:`hit_rate_at_k`, :func:`mrr_at_k`, :func:`recall_by_user`, :func:`precision_by_user`
+   and :func:`ndcg_by_user` (one value per user), :func:`coverage_at_k`, :func:`novelty_at_k`,
    :func:`intra_list_diversity_at_k`; :func:`evaluate` computes the usual set at once.
 
 **Always over the full catalogue.** Every user's list is ranked among *all* items, never
@@ -62,6 +62,7 @@ __all__ = [
     "leave_last_k",
     "mrr_at_k",
     "ndcg_at_k",
+    "ndcg_by_user",
     "novelty_at_k",
     "pair_recall_at_k",
     "precision_at_k",
@@ -224,6 +225,22 @@ def mrr_at_k(ranked: np.ndarray, relevant: np.ndarray, k: int) -> float:
     return _mean(reciprocal, _users_with_relevant(relevant))
 
 
+def ndcg_by_user(ranked: np.ndarray, relevant: np.ndarray, k: int) -> np.ndarray:
+    """``float [n_users]``: each user's NDCG@k (see :func:`ndcg_at_k`), ``nan`` for a user
+    without relevant items (the users :func:`ndcg_at_k` leaves out)."""
+    relevant = _matrix("relevant", relevant).astype(np.float64)
+    if (relevant < 0).any():
+        raise ValueError("relevant holds negative gains; NDCG needs gains >= 0")
+    gains = _hits(ranked, relevant, k)
+    discounts = 1.0 / np.log2(np.arange(2, gains.shape[1] + 2))
+    dcg = (gains * discounts).sum(axis=1)
+    ideal_width = min(_check_k(k), relevant.shape[1])
+    ideal = -np.sort(-relevant, axis=1)[:, :ideal_width]
+    idcg = (ideal * (1.0 / np.log2(np.arange(2, ideal_width + 2)))).sum(axis=1)
+    users = idcg > 0
+    return np.where(users, dcg / np.where(users, idcg, 1.0), np.nan)
+
+
 def ndcg_at_k(ranked: np.ndarray, relevant: np.ndarray, k: int) -> float:
     """Mean NDCG@k over users with relevant items.
 
@@ -232,17 +249,8 @@ def ndcg_at_k(ranked: np.ndarray, relevant: np.ndarray, k: int) -> float:
     gain / log2(r + 1); it is divided by the DCG of the ideal list: the user's ``k``
     largest gains (fewer when the catalogue or the user's relevant set is smaller).
     """
-    relevant = _matrix("relevant", relevant).astype(np.float64)
-    if (relevant < 0).any():
-        raise ValueError("relevant holds negative gains; NDCG needs gains >= 0")
-    gains = _hits(ranked, relevant, k)
-    discounts = 1.0 / np.log2(np.arange(2, gains.shape[1] + 2))
-    dcg = gains @ discounts
-    ideal_width = min(_check_k(k), relevant.shape[1])
-    ideal = -np.sort(-relevant, axis=1)[:, :ideal_width]
-    idcg = ideal @ (1.0 / np.log2(np.arange(2, ideal_width + 2)))
-    users = idcg > 0
-    return _mean(dcg / np.where(users, idcg, 1.0), users)
+    values = ndcg_by_user(ranked, relevant, k)
+    return _mean(values, ~np.isnan(values))
 
 
 # ----------------------------------------------------------------------------- beyond accuracy
@@ -286,16 +294,17 @@ def intra_list_diversity_at_k(ranked: np.ndarray, item_features: np.ndarray, k: 
     norms = np.linalg.norm(features, axis=1, keepdims=True)
     unit = np.divide(features, norms, out=np.zeros_like(features), where=norms > 0)
     listed = _matrix("ranked", ranked)[:, : _check_k(k)]
-    values = []
-    for row in listed:
-        items = row[row >= 0]
-        n = items.size
-        if n < 2:
-            continue
-        similarity = unit[items] @ unit[items].T
-        off_diagonal = (similarity.sum() - np.trace(similarity)) / (n * (n - 1))
-        values.append(1.0 - off_diagonal)
-    return float(np.mean(values)) if values else float("nan")
+    valid = listed >= 0
+    # One einsum over all lists instead of a small matrix product per user: einsum runs its
+    # own loops, so it never pays for BLAS threads (which dominate tiny products on a busy
+    # machine). Padding gets a zero vector and is left out of the pair count.
+    vectors = np.where(valid[..., None], unit[np.where(valid, listed, 0)], 0.0)
+    similarity = np.einsum("ukd,uld->ukl", vectors, vectors)
+    n = valid.sum(axis=1)
+    users = n >= 2
+    off_diagonal = similarity.sum(axis=(1, 2)) - np.einsum("ukk->u", similarity)
+    values = 1.0 - off_diagonal[users] / (n[users] * (n[users] - 1))
+    return float(np.mean(values)) if values.size else float("nan")
 
 
 # ----------------------------------------------------------------------------- all at once

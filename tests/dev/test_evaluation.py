@@ -131,6 +131,13 @@ def test_graded_ndcg(ranked):
     assert ev.ndcg_at_k(ranked, GRADED, 3) == pytest.approx((u0 + u1) / 2)
 
 
+def test_ndcg_by_user(ranked):
+    # one value per user, nan for u2 (nothing relevant); their mean is ndcg_at_k
+    got = ev.ndcg_by_user(ranked, RELEVANT, 3)
+    assert math.isnan(got[2]) and not np.isnan(got[:2]).any()
+    assert np.nanmean(got) == pytest.approx(ev.ndcg_at_k(ranked, RELEVANT, 3))
+
+
 def test_ndcg_k_larger_than_catalogue():
     ranked = ev.top_k(SCORES, 10, exclude=SEEN)  # 5 columns, the last one padding for u0, u1
     u0 = (1 / L2(3) + 1 / L2(5)) / (1 + 1 / L2(3))

@@ -14,7 +14,18 @@ RetrievalServable    ``user_id`` string ``[B]``      ``movie_ids`` string ``[B, 
 QueryTowerServable   ``user_id`` string ``[B]``      ``embedding`` float32 ``[B, dim]``
 RankingServable      ``user_id``, ``movie_id``       ``score`` float32 ``[B]``
                      string ``[B]`` each
+CandidatesServable   ``user_id`` string ``[B]``      ``ease``, ``item_knn``, ``popularity``
+                                                     string ``[B, n]``: each source's best
+                                                     unseen movies, best first
+FunnelRankerServable ``user_id``, ``movie_id``       ``score`` float32 ``[B]``: the funnel
+                     string ``[B]`` each             ranker's score of each pair
 ===================  ==============================  =======================================
+
+The last two serve lesson 06's funnel (:mod:`recsys_course.models.funnel`): the application
+gets the two-tower model's candidates from the query tower and an ANN index, the other
+sources' lists from ``CandidatesServable``, merges them and asks ``FunnelRankerServable`` to
+score the union. Both hold the same :class:`~recsys_course.models.funnel.FunnelFeatures`, so
+the served features are computed by the code that computed the training features.
 """
 
 from __future__ import annotations
@@ -24,6 +35,8 @@ import recsys_course  # noqa: F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow is 
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
+
+from recsys_course.models.funnel import SOURCES, FunnelFeatures
 
 USER_ID = tf.TensorSpec(shape=[None], dtype=tf.string, name="user_id")
 MOVIE_ID = tf.TensorSpec(shape=[None], dtype=tf.string, name="movie_id")
@@ -78,3 +91,43 @@ class RankingServable(tf.Module):
     def serve(self, user_id, movie_id):
         score = self.ranking_model({"user_id": user_id, "movie_id": movie_id})
         return {"score": tf.reshape(tf.cast(score, tf.float32), [-1])}
+
+
+#: Output names of :class:`CandidatesServable`, one per item-based source of the funnel.
+CANDIDATE_OUTPUTS = {"EASE": "ease", "item-kNN": "item_knn", "popularity": "popularity"}
+
+
+class CandidatesServable(tf.Module):
+    """User id -> the ``n`` best unseen movie ids of each item-based funnel source (EASE,
+    item-kNN, popularity), exact top-n from the user's training history inside the graph.
+    A slot beyond a user's unseen movies holds ``""``."""
+
+    def __init__(self, features: FunnelFeatures, n: int | None = None):
+        super().__init__(name="candidates")
+        self.features = features
+        self.n = int(n or features.n_candidates)
+        self.movie_ids = tf.constant(np.append(features.movie_ids, ""))  # index -1 -> ""
+
+    @tf.function(input_signature=[USER_ID])
+    def serve(self, user_id):
+        lists = self.features.top_lists(user_id, self.n)  # [B, 4, n], -1 for padding
+        ids = tf.gather(self.movie_ids, tf.where(lists < 0, tf.cast(tf.size(self.movie_ids) - 1, tf.int64), lists))
+        return {output: ids[:, SOURCES.index(source)] for source, output in CANDIDATE_OUTPUTS.items()}
+
+
+class FunnelRankerServable(tf.Module):
+    """(user id, movie id) pairs -> the funnel ranker's score, one per pair (higher first).
+    ``ranker`` maps features ``[n, d]`` to scores ``[n]`` (a ``FunnelRanker`` or a
+    ``RankerEnsemble`` of :mod:`recsys_course.models.funnel`).
+
+    A movie outside the funnel's catalogue is refused (``InvalidArgumentError``: a 400 answer
+    naming the problem), not scored."""
+
+    def __init__(self, features: FunnelFeatures, ranker: tf.keras.Model):
+        super().__init__(name="funnel_ranker")
+        self.features = features
+        self.ranker = ranker
+
+    @tf.function(input_signature=[USER_ID, MOVIE_ID])
+    def serve(self, user_id, movie_id):
+        return {"score": tf.reshape(self.ranker(self.features(user_id, movie_id)), [-1])}

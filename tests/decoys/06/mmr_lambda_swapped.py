@@ -1,4 +1,4 @@
-"""6.3: swaps the roles of lam and 1 - lam (lam weighs the redundancy penalty)."""
+"""6.5: swaps the roles of lam and 1 - lam (lam weighs the redundancy penalty)."""
 
 import numpy as np
 

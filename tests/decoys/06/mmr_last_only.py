@@ -1,4 +1,4 @@
-"""6.3: compares each candidate only with the LAST item chosen, forgetting the earlier ones."""
+"""6.5: compares each candidate only with the LAST item chosen, forgetting the earlier ones."""
 
 import numpy as np
 

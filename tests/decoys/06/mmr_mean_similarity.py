@@ -1,4 +1,4 @@
-"""6.3: penalises the MEAN similarity to the chosen items instead of the maximum."""
+"""6.5: penalises the MEAN similarity to the chosen items instead of the maximum."""
 
 import numpy as np
 

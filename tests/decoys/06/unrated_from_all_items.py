@@ -1,4 +1,4 @@
-"""6.4: draws negatives from the whole catalogue, rated movies included."""
+"""6.3: draws negatives from the whole catalogue, rated movies included."""
 
 import numpy as np
 

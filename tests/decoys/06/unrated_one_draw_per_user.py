@@ -1,4 +1,4 @@
-"""6.4: draws one negative per user and reuses it for every row of that user."""
+"""6.3: draws one negative per user and reuses it for every row of that user."""
 
 import numpy as np
 

@@ -1,21 +1,24 @@
-"""Lesson 06: the retrieval order and six re-rankings of the same top-100 retrieval
-candidates, measured on accuracy (precision@10 on rated and on liked movies, NDCG@10) and
-beyond accuracy (intra-list diversity, coverage@10, novelty), with the wall time of each.
+"""Lesson 06: the funnel against the strongest single models, the single-model re-rankers of
+the two-tower model's candidates, and MMR on the funnel's list, all on one split in one run.
 
 It follows the lesson (``solutions/06_multitask_diversity.py``) step by step with the
-lesson's own functions: models trained on the fit part of the seeded 80/20 split, every
-choice (retrieval epochs, multitask loss weights and scoring head, tower depth, blend
-weights, MMR's hit rates by rank and activity and its calibrated hit probabilities, relevance
-scale, redundancy and λ, the last with its precision cost against the implicit ranker counted
-one standard error high)
-made on the validation split carved from training, then every model retrained on the whole
-training split and the test split scored once. Targets (issue
-17): the best re-ranker beats the retrieval order on precision@10 (rated and liked) and
-NDCG@10 on real data; MMR buys at least 20 % more intra-list diversity for at most 5 % of
-precision@10, both against the implicit ranker's list (the re-ranker MMR follows). The report
-also gives MMR's gain and cost against its own λ = 1 order (which differs from the implicit
-ranker's when the chosen relevance also sees the retrieval rank and the genre taste) and
-against the best re-ranker, so that no comparison is hidden.
+lesson's own functions and the library's funnel (``recsys_course.models.funnel``): models
+trained on the fit part of the seeded 80/20 split; every choice (retrieval epochs, multitask
+loss weights and scoring head, EASE's λ, the funnel ranker's variant and epochs, MMR's
+relevance scale, redundancy and λ) made on the validation split carved from training (the
+ranker's and MMR's on the half of the validation users the ranker did not train on); then
+every model except the funnel's ranker (whose labels are the validation ratings) retrained on
+the whole training split and the test split scored once.
+
+Keys (issue 34): ``funnel`` and ``funnel_baselines`` (``retrieval_order``: the two-tower
+model's own top 10; ``ease_full_catalogue``: EASE's top 10 over the whole catalogue;
+``best_single_source``: the top 10 of the source with the best validation precision@10),
+each with precision@10 on rated and on liked movies and NDCG@10; ``funnel_against`` gives
+each difference with its paired standard error over the test users. Targets: the funnel
+above EASE on precision@10 rated and liked (aim: 5 % above); MMR +20 % intra-list diversity
+for at most 5 % of precision@10, both against the funnel's list, the most precise
+undiversified list of the lesson on validation (``mmr`` also reports the test's most
+precise undiversified list, in case it is another one).
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ import numpy as np
 
 from recsys_course import evaluation
 from recsys_course.data import MovieLens, split_ratings
+from recsys_course.models import funnel as fn
+from recsys_course.tooling.benchmarks import quick
+
+ACCURACY = ("precision@10 rated", "precision@10 liked", "ndcg@10")
 
 
 def _rounded(metrics: dict) -> dict:
@@ -39,6 +46,7 @@ def _probability(frame, movie_ids) -> np.ndarray:
 
 def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
     seconds: dict[str, float] = {}
+    K, N = lesson.K, lesson.N_CANDIDATES
     t0 = time.perf_counter()
     train, test = split_ratings(data.ratings, 0.2, seed=lesson.SEED)
     fit, valid = split_ratings(train, lesson.VALIDATION_FRACTION, seed=lesson.SEED)
@@ -46,141 +54,142 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
     val_stage = lesson.make_stage(fit, valid, movie_ids)
     retrieval, retrieval_curve = lesson.retrieval_on_validation(fit, data.movies, val_stage)
     retrieval_epochs = int(retrieval_curve.idxmax())
-    genres = lesson.genre_matrix(data.movies, movie_ids)
+    genres = fn.genre_matrix(data.movies, movie_ids)
     probability = _probability(fit, movie_ids)
-    val_candidates, val_retrieval_scores = lesson.candidates_for(retrieval, val_stage)
-    seconds["retrieval (fit): epochs on validation, query"] = time.perf_counter() - t0
+    val_candidates, _ = lesson.candidates_for(retrieval, val_stage)
+    seconds["retrieval (fit): epochs on validation"] = time.perf_counter() - t0
 
-    def val_precision(scores) -> float:
-        return evaluation.precision_at_k(lesson.order_by(val_candidates, scores), val_stage.rated, lesson.K)
-
-    # Multitask weights and scoring head, chosen by re-ranked precision@10 on validation.
-    sweep, models = {}, {}
-    for weights in lesson.TASK_WEIGHTS:
-        t0 = time.perf_counter()
-        model = models[weights] = lesson.train_multitask(fit, movie_ids, *weights)
-        seconds[f"multitask {weights[0]:g}/{weights[1]:g}: train"] = time.perf_counter() - t0
-        row = {"own_retrieval_precision@10": evaluation.precision_at_k(
-            lesson.own_retrieval_ranked(model, val_stage), val_stage.rated, lesson.K)}
-        if weights[0] > 0:
-            row["validation_rmse"] = lesson.rmse_on(model, valid)
-        for head in lesson.usable_heads(*weights):
-            row[f"reranked_precision@10 {head}"] = val_precision(
-                lesson.multitask_scores(model, val_stage, val_candidates, head))
-        sweep[f"{weights[0]:g}/{weights[1]:g}"] = _rounded(row)
-    options = [(w, head) for w in lesson.TASK_WEIGHTS for head in lesson.usable_heads(*w)]
-    best_weights, best_head = max(
-        options, key=lambda o: sweep[f"{o[0][0]:g}/{o[0][1]:g}"][f"reranked_precision@10 {o[1]}"])
-
-    # Implicit ranker: shallow vs deeper towers, chosen on validation.
-    depth, implicit_models = {}, {}
-    hidden_of = {"shallow": (), "deeper": (64,)}
-    for name, hidden in hidden_of.items():
-        t0 = time.perf_counter()
-        implicit_models[name] = lesson.train_implicit(fit, movie_ids, hidden)
-        seconds[f"implicit {name}: train"] = time.perf_counter() - t0
-        scores = lesson.implicit_scores(implicit_models[name], val_stage, val_candidates)
-        depth[name] = _rounded(lesson.measure(lesson.order_by(val_candidates, scores), val_stage, genres,
-                                              probability))
-    best_depth = max(depth, key=lambda name: depth[name]["precision@10 rated"])
-
-    # MMR: hit rates by rank and activity fitted on validation; for each relevance scale and
-    # redundancy the most diverse λ before the first that breaks the precision budget; the
-    # most diverse variant wins.
+    # Multitask weights and scoring head, by re-ranked precision@10 on validation.
     t0 = time.perf_counter()
-    val_implicit = lesson.implicit_scores(implicit_models[best_depth], val_stage, val_candidates)
-    hit_rate, mmr_table, curves = lesson.mmr_on_validation(val_candidates, val_implicit, val_stage, genres,
-                                                           probability, val_retrieval_scores)
+    weights_grid = lesson.TASK_WEIGHTS[:1] if quick() else lesson.TASK_WEIGHTS
+    sweep, multitask_models = {}, {}
+    for weights in weights_grid:
+        model = multitask_models[weights] = lesson.train_multitask(fit, movie_ids, *weights)
+        for head in lesson.usable_heads(*weights):
+            ranked = lesson.order_by(val_candidates, lesson.multitask_scores(model, val_stage, val_candidates, head))
+            sweep[(weights, head)] = evaluation.precision_at_k(ranked, val_stage.rated, K)
+    best_weights, best_head = max(sweep, key=sweep.get)
+    implicit = lesson.train_implicit(fit, movie_ids)
+    seconds["multitask and implicit (fit)"] = time.perf_counter() - t0
+
+    # The funnel on validation: EASE's λ, the sources, the ranker's variant and epochs.
+    t0 = time.perf_counter()
+    ease_grid = lesson.choose_ease_l2(fit, val_stage)
+    ease_l2 = float(ease_grid.idxmax())
+    val_funnel = fn.Funnel(fn.FunnelFeatures(fn.build_sources(fit, data.movies, retrieval, ease_l2=ease_l2),
+                                             multitask_models[(1.0, 0.0)], N))
+    val_lists = val_funnel.source_lists(val_stage.users)
+    val_union = fn.union_lists([val_lists[name] for name in fn.SOURCES])
+    sources_validation = lesson.source_table(val_lists, val_union, val_stage)
+    best_source = str(sources_validation["precision@10 of its top 10"].idxmax())
+    val_features = val_funnel.feature_lists(val_stage.users, val_union)
+    val_labels = fn.list_labels(val_union, val_stage.gains)
+    train_rows, check_rows = fn.split_rows(len(val_stage.users), lesson.SEED)
+    choice = fn.choose_ranker(val_features, val_labels, val_union, val_stage.rated, train_rows=train_rows,
+                              check_rows=check_rows, k=K, max_epochs=2 if quick() else lesson.RANKER_MAX_EPOCHS,
+                              seed=lesson.SEED, loss=lesson.listwise_loss)
+    ranker = fn.train_ensemble(val_features, val_labels, val_union >= 0,
+                               members=1 if quick() else lesson.RANKER_MEMBERS, cross=choice.cross,
+                               epochs=choice.epochs, seed=lesson.SEED, loss=lesson.listwise_loss)
+    seconds["funnel (fit): sources, features, ranker choice and training"] = time.perf_counter() - t0
+
+    # MMR on the validation users the ranker did not train on.
+    t0 = time.perf_counter()
+    check_stage = lesson.subset(val_stage, check_rows)
+    check_scores = np.where(val_union[check_rows] >= 0,
+                            choice.check_model(val_features[check_rows]).numpy(), -np.inf)
+    mmr_table, _ = lesson.mmr_on_validation(val_union[check_rows], check_scores, check_stage, genres, probability)
     best_relevance, best_redundancy, best_lambda = lesson.chosen_mmr(mmr_table)
     seconds["mmr: validation curves"] = time.perf_counter() - t0
-    choices = lesson.Choices(
-        multitask_head=best_head,
-        rating_blend=lesson.best_blend_weight(val_candidates, val_retrieval_scores, lesson.rating_scores(
-            models[(1.0, 0.0)], val_stage, val_candidates), val_stage),
-        implicit_blend=lesson.best_blend_weight(val_candidates, val_retrieval_scores, val_implicit, val_stage),
-        lam=best_lambda, redundancy=best_redundancy, relevance=best_relevance, hit_rate=hit_rate)
 
-    # Retrain every model on the whole training split with the choices made above.
+    # Retrain every model but the funnel's ranker on the whole training split.
     t0 = time.perf_counter()
     retrieval = lesson.train_retrieval(train, data.movies, epochs=retrieval_epochs)
     test_stage = lesson.make_stage(train, test, movie_ids)
-    test_candidates, test_retrieval_scores = lesson.candidates_for(retrieval, test_stage)
     rating_only = lesson.train_multitask(train, movie_ids, 1.0, 0.0)
-    multitask = rating_only if best_weights == (1.0, 0.0) else lesson.train_multitask(train, movie_ids,
-                                                                                       *best_weights)
-    implicit = lesson.train_implicit(train, movie_ids, hidden_of[best_depth])
-    test_probability = _probability(train, movie_ids)
+    multitask = rating_only if best_weights == (1.0, 0.0) else lesson.train_multitask(train, movie_ids, *best_weights)
+    implicit = lesson.train_implicit(train, movie_ids)
+    test_funnel = fn.Funnel(fn.FunnelFeatures(fn.build_sources(train, data.movies, retrieval, ease_l2=ease_l2),
+                                              rating_only, N), ranker)
     seconds["retrain on train (fit + validation)"] = time.perf_counter() - t0
 
-    # The test split, once; each re-ranker timed on its own (scoring + ordering).
-    rerank = {}
-    for name in ("retrieval order", "rating ranker", "blend: retrieval + rating ranks", "multitask",
-                 "implicit ranker", "blend: retrieval + implicit ranks", "implicit + MMR"):
-        t0 = time.perf_counter()
-        lists = lesson.rerankers(test_stage, test_candidates, test_retrieval_scores, rating_only, multitask,
-                                 implicit, genres, choices, only=name)
-        rerank[name] = {**_rounded(lesson.measure(lists[name], test_stage, genres, test_probability)),
-                        "seconds": round(time.perf_counter() - t0, 2)}
+    # The test split, once.
+    t0 = time.perf_counter()
+    test_lists = test_funnel.source_lists(test_stage.users)
+    test_union = fn.union_lists([test_lists[name] for name in fn.SOURCES])
+    test_scores = test_funnel.scores(test_stage.users, test_union)
+    seconds["funnel on test: candidates, features, scores"] = time.perf_counter() - t0
+    two_tower_100 = test_lists["two-tower"]
+    lists = {
+        "retrieval_order": two_tower_100[:, :K],
+        "ease_full_catalogue": test_lists["EASE"][:, :K],
+        "item_knn": test_lists["item-kNN"][:, :K],
+        "popularity": test_lists["popularity"][:, :K],
+        "rating_ranker": lesson.order_by(two_tower_100, lesson.rating_scores(rating_only, test_stage, two_tower_100)),
+        "multitask": lesson.order_by(two_tower_100, lesson.multitask_scores(multitask, test_stage, two_tower_100,
+                                                                            best_head)),
+        "implicit_ranker": lesson.order_by(two_tower_100, lesson.implicit_scores(implicit, test_stage, two_tower_100)),
+        "funnel": fn.order_by(test_union, test_scores, K),
+    }
+    t0 = time.perf_counter()
+    lists["funnel_mmr"] = lesson.diversify(test_union, test_scores,
+                                           lesson.mmr_relevance(best_relevance, test_union, test_scores),
+                                           genres, best_lambda, best_redundancy)
+    seconds["mmr on test"] = time.perf_counter() - t0
+    lists["best_single_source"] = {"two-tower": lists["retrieval_order"], "EASE": lists["ease_full_catalogue"],
+                                   "item-kNN": lists["item_knn"], "popularity": lists["popularity"]}[best_source]
+    test_probability = _probability(train, movie_ids)
+    results = {name: _rounded(lesson.measure(ranked, test_stage, genres, test_probability))
+               for name, ranked in lists.items()}
+    per_user = {name: lesson.by_user(ranked, test_stage) for name, ranked in lists.items()}
 
-    # The order MMR diversifies (λ = 1 with the chosen relevance), for the comparisons beside the target.
-    start = _rounded(lesson.measure(lesson.mmr_lists(
-        test_stage, test_candidates, lesson.implicit_scores(implicit, test_stage, test_candidates), genres,
-        choices._replace(lam=1.0), test_retrieval_scores), test_stage, genres, test_probability))
+    def against(name: str, other: str) -> dict:
+        out = {}
+        for metric in ACCURACY:
+            mine, theirs = per_user[name][metric], per_user[other][metric]
+            out[metric] = {"difference": round(float(np.nanmean(mine) - np.nanmean(theirs)), 4),
+                           "relative": round(float(np.nanmean(mine) / np.nanmean(theirs) - 1), 4),
+                           "paired_se": round(evaluation.paired_standard_error(mine, theirs), 4)}
+        return out
 
-    base, plain, mmr = rerank["retrieval order"], rerank["implicit ranker"], rerank["implicit + MMR"]
-    best_plain = max((name for name in rerank if name not in ("retrieval order", "implicit + MMR")),
-                     key=lambda name: rerank[name]["precision@10 rated"])
+    baselines = ("retrieval_order", "ease_full_catalogue", "best_single_source")
+    undiversified = max((name for name in results if name != "funnel_mmr"),
+                        key=lambda name: results[name]["precision@10 rated"])
 
-    def against(other: dict) -> dict:
-        return {"diversity_gain": round(mmr["diversity@10"] / other["diversity@10"] - 1, 4),
-                "precision_cost": round(1 - mmr["precision@10 rated"] / other["precision@10 rated"], 4)}
+    def mmr_against(reference: str) -> dict:
+        cost, bound = lesson.precision_cost(per_user[reference]["precision@10 rated"],
+                                            per_user["funnel_mmr"]["precision@10 rated"])
+        gain = results["funnel_mmr"]["diversity@10"] / results[reference]["diversity@10"] - 1
+        return {"reference": reference, "diversity_gain": round(gain, 4), "precision_cost": round(cost, 4),
+                "precision_cost_se": round((bound - cost) / lesson.COST_SE, 4),
+                "target_met": bool(gain >= 0.20 and cost <= 0.05)}
 
-    best = max((name for name in rerank if name != "retrieval order"),
-               key=lambda name: rerank[name]["precision@10 rated"])
-    accuracy = ("precision@10 rated", "precision@10 liked", "ndcg@10")
-    gain = mmr["diversity@10"] / plain["diversity@10"] - 1
-    cost = 1 - mmr["precision@10 rated"] / plain["precision@10 rated"]
     return {
-        "split": "random 80/20, seed 42; validation = 10 % of train; choices on validation with models "
-                 "trained on the rest of train, then every model retrained on all of train for the test",
+        "split": "random 80/20, seed 42; validation = 10 % of train; choices on validation (the funnel ranker's "
+                 "and MMR's on the half of the validation users the ranker did not train on); every model but the "
+                 "funnel ranker retrained on all of train for the test",
         "n_test_users": int(len(test_stage.users)),
+        "funnel": {m: results["funnel"][m] for m in ACCURACY},
+        "funnel_baselines": {name: {m: results[name][m] for m in ACCURACY} for name in baselines},
+        "best_single_source_chosen_on_validation": best_source,
+        "funnel_against": {name: against("funnel", name) for name in baselines},
+        "funnel_target_met": bool(all(results["funnel"][m] > results["ease_full_catalogue"][m]
+                                      for m in ACCURACY[:2])),
+        "all_lists_test": results,
+        "sources_validation": {name: _rounded(row.dropna()) for name, row in sources_validation.iterrows()},
+        "sources_test_recall@100": {
+            **{name: round(evaluation.recall_at_k(test_lists[name], test_stage.rated, N), 4) for name in fn.SOURCES},
+            "union": round(evaluation.recall_at_k(test_union, test_stage.rated, test_union.shape[1]), 4),
+            "union_size_mean": round(float((test_union >= 0).sum(axis=1).mean()), 1)},
         "retrieval_validation_recall@100": {int(e): round(float(v), 4) for e, v in retrieval_curve.items()},
-        "retrieval_epochs_chosen": retrieval_epochs,
-        "multitask_sweep_validation": sweep,
         "multitask_chosen": {"weights": list(best_weights), "head": best_head},
-        "implicit_depth_validation": depth,
-        "implicit_depth_chosen": best_depth,
-        "mmr_validation": {f"{scale} / {how}": {f"{lam:g}": _rounded(curve.loc[lam, ["precision@10 rated",
-                                                                                       "diversity@10"]])
-                                                for lam in curve.index}
-                           for (scale, how), curve in curves.items()},
-        "mmr_variants_validation": {f"{scale} / {how}": _rounded(row) for (scale, how), row in mmr_table.iterrows()},
-        "mmr_hit_rate_validation": {
-            "curve": f"{hit_rate.intercept:.4f} + {hit_rate.slope:.4f} / log2(rank + 2), rank from 0",
-            "by_rank": {str(r + 1): round(float(hit_rate.at(r)), 4) for r in (0, 1, 4, 9, 19, 49, 99)},
-            "by_activity_group": [round(float(v), 4) for v in hit_rate.by_group],
-            "calibration_weights (1, rank discount, score z-score, log activity)": [
-                round(float(v), 4) for v in hit_rate.calibration]},
+        "ease_l2_validation": {f"{k:g}": round(float(v), 4) for k, v in ease_grid.items()},
+        "ranker_validation_curves": {name: [round(float(v), 4) for v in curve]
+                                     for name, curve in choice.curves.items()},
+        "ranker_chosen": {"variant": choice.variant, "epochs": choice.epochs},
         "mmr_chosen": {"relevance": best_relevance, "redundancy": best_redundancy, "lambda": best_lambda,
-                       "reference_list": "implicit ranker; gain and cost are measured against it",
-                       "validation_diversity_gain": round(float(mmr_table.loc[(best_relevance, best_redundancy),
-                                                                              "diversity gain"]), 4),
-                       "validation_precision_cost": round(float(mmr_table.loc[(best_relevance, best_redundancy),
-                                                                              "precision cost"]), 4),
-                       "validation_cost_bound": round(float(mmr_table.loc[(best_relevance, best_redundancy),
-                                                                          "cost bound"]), 4),
-                       "rule": f"most diverse λ before the first whose validation cost + {lesson.COST_SE:g} "
-                               f"standard error exceeds {lesson.MAX_PRECISION_LOSS:.0%}"},
-        "rerank": rerank,
-        "blend_weights_chosen": {"rating": choices.rating_blend, "implicit": choices.implicit_blend},
-        "best_reranker_by_precision_rated": best,
-        "best_beats_retrieval_on_all_accuracy": all(rerank[best][m] > base[m] for m in accuracy),
-        "mmr_diversity_gain": round(gain, 4),
-        "mmr_precision_cost": round(cost, 4),
-        "mmr_liked_precision_cost": round(1 - mmr["precision@10 liked"] / plain["precision@10 liked"], 4),
-        "mmr_target_met": bool(gain >= 0.20 and cost <= 0.05),
-        "mmr_start_list": start,
-        "mmr_against_own_start": against(start),
-        "mmr_against_best_undiversified": {"reranker": best_plain, **against(rerank[best_plain])},
+                       "validation": _rounded(mmr_table.loc[(best_relevance, best_redundancy)])},
+        "mmr": {"against_funnel": mmr_against("funnel"),
+                "against_most_precise_undiversified": mmr_against(undiversified)},
         "seconds": {key: round(value, 2) for key, value in seconds.items()},
     }
