@@ -110,7 +110,8 @@ def test_unicode_and_base64_strings(served):
 ERRORS = [
     ("POST", "/v1/models/nope:predict", {"instances": ["u1"]}, 404, "Servable not found"),
     ("POST", "/v1/models/retrieval/versions/9:predict", {"instances": ["u1"]}, 404, "Specific(retrieval, 9)"),
-    ("POST", "/v1/models/retrieval/labels/stable:predict", {"instances": ["u1"]}, 404, "label"),
+    # an unknown label is INVALID_ARGUMENT in TF Serving (ServerCore::GetModelVersionForLabel)
+    ("POST", "/v1/models/retrieval/labels/stable:predict", {"instances": ["u1"]}, 400, "Unrecognized servable version label"),
     ("GET", "/v1/models/nope", None, 404, "nope"),
     ("GET", "/v1/models/retrieval/versions/9", None, 404, "version 9"),
     ("GET", "/v1/models/nope/metadata", None, 404, "nope"),
@@ -127,7 +128,8 @@ ERRORS = [
     ("POST", "/v1/models/retrieval:predict", {"inputs": {"user_id": [["u1"], ["u2", "u3"]]}}, 400, "ragged"),
     ("POST", "/v1/models/retrieval:predict", {"inputs": {"user_id": [["u1"]]}}, 400, "shape"),
     ("POST", "/v1/models/retrieval:predict", {"instances": ["u1"], "signature_name": "nope"}, 400, "nope"),
-    ("POST", "/v1/models/ranker:predict", {"inputs": {"user_id": ["u1"], "movie_id": ["m1", "m2"]}}, 400, ""),
+    # TensorFlow's own message survives (not just "Graph execution error:")
+    ("POST", "/v1/models/ranker:predict", {"inputs": {"user_id": ["u1"], "movie_id": ["m1", "m2"]}}, 400, "must be equal"),
     ("GET", "/v1/models/retrieval:predict", None, 400, "Malformed request"),
     ("POST", "/v1/models/retrieval", {"instances": ["u1"]}, 400, "Malformed request"),
     ("POST", "/v1/models/retrieval:classify", {"examples": []}, 501, "not implemented"),

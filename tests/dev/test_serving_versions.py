@@ -160,7 +160,7 @@ def test_config_file_pins_versions_labels_and_rolls_back(tmp_path):
         assert answer(client) == 1.0
         with pytest.raises(ServingError) as raised:
             answer(client, label="canary")
-        assert raised.value.status == 404
+        assert raised.value.status == 400, "a label the config no longer defines is INVALID_ARGUMENT, as in TF Serving"
         client.close()
 
 

@@ -24,6 +24,7 @@ import sys
 import threading
 
 from recsys_course.serving import DEFAULT_REST_PORT
+from recsys_course.serving.limits import PredictLimits, default_batch_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,12 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--threads", type=int, default=8, help="worker threads (default 8)")
     limits.add_argument("--connection-limit", type=int, default=1000,
                         help="open connections at most (default 1000; lowered to fit the file limit)")
-    limits.add_argument("--max-body-bytes", type=int, default=64 * 2**20,
-                        help="largest request body, else 413 (default 64 MiB)")
+    limits.add_argument("--max-body-bytes", type=int, default=16 * 2**20,
+                        help="largest request body, else 413 (default 16 MiB)")
     limits.add_argument("--header-timeout", type=float, default=20.0,
                         help="seconds a request may take to arrive, else 408 (default 20)")
     limits.add_argument("--idle-timeout", type=float, default=60.0,
                         help="seconds an idle keep-alive connection stays open (default 60)")
+    work = parser.add_argument_group(
+        "limits of predict work (REST and gRPC; TF Serving's batching parameters, each request one batch)"
+    )
+    work.add_argument("--max-batch-size", type=int, default=1000,
+                      help="instances per request at most, else 400 / INVALID_ARGUMENT (default 1000)")
+    work.add_argument("--num-batch-threads", type=int, default=default_batch_threads(),
+                      help="predict requests computing at once (default: the CPUs, at most 4)")
+    work.add_argument("--max-enqueued-batches", type=int, default=64,
+                      help="predict requests waiting for a thread, beyond them 503 / UNAVAILABLE (default 64)")
+    work.add_argument("--rest-api-timeout-in-ms", type=int, default=30_000,
+                      help="REST deadline, else 504; 0 for none (default 30000, as TF Serving)")
+    work.add_argument("--max-response-bytes", type=int, default=64 * 2**20,
+                      help="largest answer, else 400 / RESOURCE_EXHAUSTED (default 64 MiB)")
     return parser
 
 
@@ -83,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         model_config_file=args.model_config_file, port=args.port, grpc_port=args.grpc_port,
         poll_seconds=args.poll_seconds, warmup=not args.no_warmup, verbose=not args.quiet,
         log_requests=not args.quiet, limits=limits,
+        predict_limits=PredictLimits(
+            max_batch_size=args.max_batch_size, num_batch_threads=args.num_batch_threads,
+            max_enqueued_batches=args.max_enqueued_batches, rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
+            max_response_bytes=args.max_response_bytes,
+        ),
     )
     stop = threading.Event()
     # Handle Ctrl-C (SIGINT) and SIGTERM explicitly: a shell that starts the server in the
