@@ -300,8 +300,10 @@ def _waitress_classes():
         """Waitress's parser, stricter where a request's framing is ambiguous (RFC 9112,
         section 6): both ``Content-Length`` and ``Transfer-Encoding`` (the shape of request
         smuggling), or ``Transfer-Encoding`` in HTTP/1.0, is a 400 that closes the
-        connection. A request refused while its headers are read (413 for its announced
-        length, 431, a bad header) never gets ``100 Continue``."""
+        connection. ``100 Continue`` is sent only while a body is still to come: never to a
+        request refused while its headers are read (413 for its announced length, 431, a bad
+        header), nor to one that is already complete (waitress would then wait for a body
+        that never comes, and answer 408)."""
 
         def parse_header(self, header_plus):
             super().parse_header(header_plus)
@@ -312,8 +314,8 @@ def _waitress_classes():
 
         def received(self, data):
             consumed = super().received(data)
-            if self.error is not None:
-                self.expect_continue = False  # do not invite a body that will be refused
+            if self.error is not None or self.completed:
+                self.expect_continue = False  # no body to invite: refused, or none announced
             return consumed
 
     class JsonErrorTask(ErrorTask):
