@@ -553,7 +553,7 @@ print(json.dumps(rest.status("retrieval"), indent=1))
 #
 # | | TensorFlow Serving | practice server |
 # |---|---|---|
-# | work per request | unbounded unless `--enable_batching`; then at most `max_batch_size` instances (default 1000, else 400 "Task size ... is larger than maximum input batch size") and `max_enqueued_batches` waiting batches (then 503) | always bounded, under the batching names with each request one batch: 400 over 1000 instances; `num_batch_threads` requests computing (the CPUs, at most 4) and 64 waiting, then 503 with `Retry-After`; answers over 64 MiB refused (400, gRPC RESOURCE_EXHAUSTED) |
+# | work per request | unbounded unless `--enable_batching`; then at most `max_batch_size` instances (default 1000, else 400 "Task size ... is larger than maximum input batch size") and `max_enqueued_batches` waiting batches (then 503) | always bounded, under the batching names with each request one batch: 400 over 1000 instances; `num_batch_threads` requests computing (8) and 64 waiting, then 503 with `Retry-After`; answers over 64 MiB refused (400, gRPC RESOURCE_EXHAUSTED) |
 # | the deadline | TensorFlow's run is cancelled when it passes | checked before the body is parsed, before the model runs and before the answer is encoded: work already inside TensorFlow finishes first |
 # | HTTP limits | C++ server, no documented body limit | JSON errors for its limits: 413 over 16 MiB (at once, without `100 Continue`), 408 when a request takes over 20 s to arrive, 431 for headers over 64 KiB, 503 when every connection slot is mid-request (idle keep-alive connections are closed to make room); both `Content-Length` and `Transfer-Encoding` is a 400 that closes the connection |
 # | errors of the HTTP layer (paths outside `/v1/`, TRACE, CONNECT, broken HTTP) | HTML pages from its HTTP library | the same statuses, with JSON bodies |
@@ -573,9 +573,9 @@ from recsys_course.serving.limits import PredictLimits
 from recsys_course.serving.server import HttpLimits
 
 _work, _http = PredictLimits(), HttpLimits()
-claim((_work.max_batch_size, _work.max_enqueued_batches, _work.rest_api_timeout_in_ms, _work.max_response_bytes,
-       _http.max_body_bytes, _http.header_timeout, _http.max_header_bytes)
-      == (1000, 64, 30_000, 64 * 2**20, 16 * 2**20, 20.0, 64 * 2**10),
+claim((_work.max_batch_size, _work.num_batch_threads, _work.max_enqueued_batches, _work.rest_api_timeout_in_ms,
+       _work.max_response_bytes, _http.max_body_bytes, _http.header_timeout, _http.max_header_bytes)
+      == (1000, 8, 64, 30_000, 64 * 2**20, 16 * 2**20, 20.0, 64 * 2**10),
       "the practice server's limits in the table are its defaults")
 
 # %% [markdown]

@@ -24,7 +24,7 @@ import sys
 import threading
 
 from recsys_course.serving import DEFAULT_REST_PORT
-from recsys_course.serving.limits import PredictLimits, default_batch_threads
+from recsys_course.serving.limits import PredictLimits
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     work.add_argument("--max-batch-size", type=int, default=1000,
                       help="instances per request at most, else 400 / INVALID_ARGUMENT (default 1000)")
-    work.add_argument("--num-batch-threads", type=int, default=default_batch_threads(),
-                      help="predict requests computing at once (default: the CPUs, at most 4)")
+    work.add_argument("--num-batch-threads", type=int, default=8,
+                      help="predict requests computing at once, REST and gRPC together (default 8)")
     work.add_argument("--max-enqueued-batches", type=int, default=64,
                       help="predict requests waiting for a thread, beyond them 503 / UNAVAILABLE (default 64)")
     work.add_argument("--rest-api-timeout-in-ms", type=int, default=30_000,

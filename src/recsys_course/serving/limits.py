@@ -11,7 +11,9 @@ same limits to each request as if it were one batch:
                            more: 400 / INVALID_ARGUMENT ``Task size N is larger than maximum
                            input batch size M``, before any instance is converted
 ``num_batch_threads``      predict requests computing at once, over REST and gRPC together
-                           (default: the CPU count, at most 4)
+                           (default 8, the REST worker threads of the server before these
+                           limits: fewer slots lower the throughput of many small requests,
+                           measure with ``scripts/bench_serving.py --server-args``)
 ``max_enqueued_batches``   predict requests waiting for one of those slots (default 64); one
                            more: 503 with ``Retry-After`` / UNAVAILABLE, as TF Serving answers
                            a full batching queue
@@ -24,27 +26,23 @@ same limits to each request as if it were one batch:
 
 Waiting for a slot costs a thread but no memory: the request body is read and parsed only
 once the request holds its slot, so the memory predict work takes is bounded by
-``num_batch_threads`` requests at a time. Status and metadata requests never wait here.
-TensorFlow work that has started is not interrupted; the deadline is checked before the body
-is parsed, before the model runs and before the answer is encoded.
+``num_batch_threads`` requests at a time (parsing JSON of many short strings takes about
+ten times the body's size: at worst 8 bodies of 16 MiB, about 1.3 GB, for a moment).
+Status and metadata requests never wait here. TensorFlow work that has started is not
+interrupted; the deadline is checked before the body is parsed, before the model runs and
+before the answer is encoded.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from recsys_course.serving.protocol import DeadlineExceededError, UnavailableError
-
-
-def default_batch_threads() -> int:
-    """The CPU count, at most 4 (JSON parsing holds Python's GIL: more threads than that
-    add memory, not speed)."""
-    return max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,7 @@ class PredictLimits:
     ``rest_api_timeout_in_ms`` (or 0, as TF Serving's flag) means no REST deadline."""
 
     max_batch_size: int = 1000
-    num_batch_threads: int = field(default_factory=default_batch_threads)
+    num_batch_threads: int = 8
     max_enqueued_batches: int = 64
     rest_api_timeout_in_ms: int | None = 30_000
     max_response_bytes: int = 64 * 2**20
@@ -84,7 +82,9 @@ class PredictSlots:
 
     :meth:`slot` is the only entry: it admits the caller at once, queues it (first come,
     first served), or refuses it; a queued caller gives up at its deadline or when
-    ``cancelled()`` turns true (a gRPC client that went away).
+    ``cancelled()`` turns true (a gRPC client that went away). A freed slot wakes only the
+    caller first in line (each waits on its own condition), so a long queue costs no
+    wake-ups.
     """
 
     #: How often a queued caller re-checks ``cancelled`` (seconds).
@@ -93,9 +93,13 @@ class PredictSlots:
     def __init__(self, running: int, waiting: int) -> None:
         self.capacity, self.queue_capacity = running, waiting
         self.running = 0
-        self.waiting = 0
-        self._turns: list[object] = []  # queued callers, oldest first
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._line: deque[threading.Condition] = deque()  # queued callers, oldest first
+
+    @property
+    def waiting(self) -> int:
+        """Callers queued for a slot now."""
+        return len(self._line)
 
     @contextmanager
     def slot(self, deadline: float | None = None, limit: str = "the deadline",
@@ -111,26 +115,29 @@ class PredictSlots:
         try:
             yield
         finally:
-            with self._cond:
+            with self._lock:
                 self.running -= 1
-                self._cond.notify_all()
+                self._wake_first()
+
+    def _wake_first(self) -> None:
+        if self._line and self.running < self.capacity:
+            self._line[0].notify()
 
     def _acquire(self, deadline: float | None, limit: str, cancelled: Callable[[], bool] | None) -> None:
-        with self._cond:
-            if self.running < self.capacity and not self._turns:
+        with self._lock:
+            if self.running < self.capacity and not self._line:
                 self.running += 1
                 return
-            if self.waiting >= self.queue_capacity:
+            if len(self._line) >= self.queue_capacity:
                 raise UnavailableError(
                     f"the server is busy: {self.running} predict requests are running (num_batch_threads="
-                    f"{self.capacity}) and {self.waiting} are waiting (max_enqueued_batches="
+                    f"{self.capacity}) and {len(self._line)} are waiting (max_enqueued_batches="
                     f"{self.queue_capacity}); retry after a moment"
                 )
-            turn = object()
-            self._turns.append(turn)
-            self.waiting += 1
+            turn = threading.Condition(self._lock)
+            self._line.append(turn)
             try:
-                while not (self._turns[0] is turn and self.running < self.capacity):
+                while not (self._line[0] is turn and self.running < self.capacity):
                     now = time.monotonic()
                     if deadline is not None and now >= deadline:
                         raise DeadlineExceededError(
@@ -142,9 +149,8 @@ class PredictSlots:
                     timeout = self.POLL if cancelled is not None else None
                     if deadline is not None:
                         timeout = min(timeout or deadline - now, deadline - now)
-                    self._cond.wait(timeout)
+                    turn.wait(timeout)
+                self.running += 1
             finally:
-                self._turns.remove(turn)
-                self.waiting -= 1
-                self._cond.notify_all()  # the next in line may now be first
-            self.running += 1
+                self._line.remove(turn)
+                self._wake_first()  # the next in line, if a slot is (still) free

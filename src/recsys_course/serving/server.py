@@ -548,8 +548,10 @@ def _grpc_services(repository: ModelRepository, limits: PredictLimits, slots: Pr
         return array.nbytes
 
     def deadline_of(context) -> float | None:
+        """The client's deadline as a ``time.monotonic()`` time; ``None`` without one (gRPC
+        then reports an effectively infinite time remaining)."""
         remaining = context.time_remaining()
-        return None if remaining is None else time.monotonic() + remaining
+        return None if remaining is None or remaining > 10**8 else time.monotonic() + remaining
 
     def guarded(method):
         """Run a servicer method; unexpected failures become INTERNAL without details."""
