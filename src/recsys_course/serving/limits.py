@@ -60,8 +60,9 @@ class PredictLimits:
         for name in ("max_batch_size", "num_batch_threads", "max_response_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_enqueued_batches < 0:
-            raise ValueError(f"max_enqueued_batches must be 0 or more, got {self.max_enqueued_batches}")
+        for name in ("max_enqueued_batches", "rest_api_timeout_in_ms"):
+            if (getattr(self, name) or 0) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
 
     def rest_deadline(self, start: float) -> float | None:
         """The ``time.monotonic()`` deadline of a REST request that started at ``start``."""
