@@ -557,23 +557,43 @@ print(json.dumps(rest.status("retrieval"), indent=1))
 #
 # ### Where the practice server differs from TF Serving
 #
-# Both answer the same URLs and JSON. Request bodies follow TF Serving's rules
-# (`tensorflow_serving/util/json_tensor.cc`) on both: integer inputs take JSON integers in the
-# dtype's range (not `2.0`, not `true`); float inputs take any number the dtype holds without
-# loss (`1e39` is refused for float32, `1e400` everywhere); booleans only `true`/`false`;
-# `{"b64": ...}` may omit its `=` padding; `signature_name` must be a string (`""` means
-# `serving_default`); a version in a URL is ASCII digits of an int64. The differences:
+# Both answer the same URLs and JSON, and route them alike: on the URL as sent, so `%3A` in
+# a model name is part of the name, not the `:predict` separator; a method other than GET and
+# POST under `/v1/` is a 400 "Malformed request"; an unknown label is a 400; a REST request
+# unfinished after `--rest_api_timeout_in_ms` (30 s by default) is a 504. Request bodies
+# follow TF Serving's rules (`tensorflow_serving/util/json_tensor.cc`) on both: integer
+# inputs take JSON integers in the dtype's range (not `2.0`, not `true`); float inputs take
+# any number the dtype holds without loss (`1e39` is refused for float32, `1e400`
+# everywhere); booleans only `true`/`false`; `{"b64": ...}` may omit its `=` padding;
+# `signature_name` must be a string (`""` means `serving_default`); a version in a URL is
+# ASCII digits of an int64. The differences:
 #
 # | | TensorFlow Serving | practice server |
 # |---|---|---|
-# | HTTP limits | C++ server, no documented body limit | JSON errors for its limits: 413 over 64 MiB, 408 when a request takes over 20 s to arrive, 431 for headers over 64 KiB, 503 when every connection slot is mid-request (idle keep-alive connections are closed to make room) |
-# | methods other than GET and POST | not part of the API | 405 with a JSON error |
+# | work per request | unbounded unless `--enable_batching`; then at most `max_batch_size` instances (default 1000, else 400 "Task size ... is larger than maximum input batch size") and `max_enqueued_batches` waiting batches (then 503) | always bounded, under the batching names with each request one batch: 400 over 1000 instances; `num_batch_threads` requests computing (8) and 64 waiting, then 503 with `Retry-After`; answers over 64 MiB refused (400, gRPC RESOURCE_EXHAUSTED) |
+# | the deadline | TensorFlow's run is cancelled when it passes | checked before the body is parsed, before the model runs and before the answer is encoded: work already inside TensorFlow finishes first |
+# | HTTP limits | C++ server, no documented body limit | JSON errors for its limits: 413 over 16 MiB (at once, without `100 Continue`), 408 when a request takes over 20 s to arrive, 431 for headers over 64 KiB, 503 when every connection slot is mid-request (idle keep-alive connections are closed to make room); both `Content-Length` and `Transfer-Encoding` is a 400 that closes the connection |
+# | errors of the HTTP layer (paths outside `/v1/`, TRACE, CONNECT, broken HTTP) | HTML pages from its HTTP library | the same statuses, with JSON bodies |
+# | error messages | TensorFlow's and the JSON parser's, whole | the same words where the check is the same (`Servable not found for request`, `Malformed request`, TensorFlow's first informative line), its own elsewhere; at most 1,000 characters |
 # | JSON nesting | no documented limit | 64 levels, else 400 |
 # | a version that fails to load | retried `--max_num_load_retries` times (default 5), `--load_retry_interval_micros` apart (default 1 min) | retried without end, waits doubling from the poll interval up to 60 s, and at once when its files change |
 # | a label naming a version that is not loaded | the config is refused (unless `--allow_version_labels_for_unavailable_models`) | accepted; requests with the label get 404 until that version is AVAILABLE |
+# | model status at `/labels/<label>` | the label is ignored: every version is listed | only the labelled version |
 # | gRPC message size | up to about 2 GiB | 256 MiB; at most 256 calls at once (more get RESOURCE_EXHAUSTED) |
 # | `--model_base_path` holding model folders | one model per path | also a folder of models, decided once at start (an empty numeric folder changes nothing) |
-# | batching, monitoring, `:classify`, `:regress` | yes | no (501 for the two methods) |
+# | batching, monitoring, CORS headers | yes | no |
+# | REST `:classify`, `:regress`; gRPC `Classify`, `Regress`, `MultiInference`, `HandleReloadConfigRequest` | yes | no: 501 over REST, UNIMPLEMENTED over gRPC |
+
+# %% tags=["check"]
+from recsys_course.claims import claim
+from recsys_course.serving.limits import PredictLimits
+from recsys_course.serving.server import HttpLimits
+
+_work, _http = PredictLimits(), HttpLimits()
+claim((_work.max_batch_size, _work.num_batch_threads, _work.max_enqueued_batches, _work.rest_api_timeout_in_ms,
+       _work.max_response_bytes, _http.max_body_bytes, _http.header_timeout, _http.max_header_bytes)
+      == (1000, 8, 64, 30_000, 64 * 2**20, 16 * 2**20, 20.0, 64 * 2**10),
+      "the practice server's limits in the table are its defaults")
 
 # %% [markdown]
 # The metadata API returns the signatures, so a client can discover input names at run

@@ -110,7 +110,8 @@ def test_unicode_and_base64_strings(served):
 ERRORS = [
     ("POST", "/v1/models/nope:predict", {"instances": ["u1"]}, 404, "Servable not found"),
     ("POST", "/v1/models/retrieval/versions/9:predict", {"instances": ["u1"]}, 404, "Specific(retrieval, 9)"),
-    ("POST", "/v1/models/retrieval/labels/stable:predict", {"instances": ["u1"]}, 404, "label"),
+    # an unknown label is INVALID_ARGUMENT in TF Serving (ServerCore::GetModelVersionForLabel)
+    ("POST", "/v1/models/retrieval/labels/stable:predict", {"instances": ["u1"]}, 400, "Unrecognized servable version label"),
     ("GET", "/v1/models/nope", None, 404, "nope"),
     ("GET", "/v1/models/retrieval/versions/9", None, 404, "version 9"),
     ("GET", "/v1/models/nope/metadata", None, 404, "nope"),
@@ -127,7 +128,8 @@ ERRORS = [
     ("POST", "/v1/models/retrieval:predict", {"inputs": {"user_id": [["u1"], ["u2", "u3"]]}}, 400, "ragged"),
     ("POST", "/v1/models/retrieval:predict", {"inputs": {"user_id": [["u1"]]}}, 400, "shape"),
     ("POST", "/v1/models/retrieval:predict", {"instances": ["u1"], "signature_name": "nope"}, 400, "nope"),
-    ("POST", "/v1/models/ranker:predict", {"inputs": {"user_id": ["u1"], "movie_id": ["m1", "m2"]}}, 400, ""),
+    # TensorFlow's own message survives (not just "Graph execution error:")
+    ("POST", "/v1/models/ranker:predict", {"inputs": {"user_id": ["u1"], "movie_id": ["m1", "m2"]}}, 400, "must be equal"),
     ("GET", "/v1/models/retrieval:predict", None, 400, "Malformed request"),
     ("POST", "/v1/models/retrieval", {"instances": ["u1"]}, 400, "Malformed request"),
     ("POST", "/v1/models/retrieval:classify", {"examples": []}, 501, "not implemented"),
@@ -244,3 +246,105 @@ def test_response_is_plain_json_with_content_length(served):
         assert "predictions" in json.loads(body)
     finally:
         connection.close()
+
+
+# ---- where TF Serving's own behaviour is matched (issue 36) ---------------------------------
+def send(server: PracticeServer, method: str, target: str, body: bytes | None = None, headers=None):
+    """One request with ``target`` sent exactly as given (no quoting): ``(status, body)``."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(server.rest_url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:
+        connection.putrequest(method, target, skip_accept_encoding=True)
+        for key, value in {"Content-Length": str(len(body or b"")), **(headers or {})}.items():
+            connection.putheader(key, value)
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+ONE = b'{"instances": ["u1"]}'
+TF_SERVING_URLS = [
+    # TF Serving matches routes on the raw target (http_rest_api_util.cc) and decodes the model
+    # name and label afterwards: an encoded ':' or '/' is part of the name, never the route.
+    ("POST", "/v1/models/retrieval%3Apredict", ONE, 400, "Malformed request"),
+    ("GET", "/v1/models/retrieval%2Fmetadata", None, 404, "retrieval/metadata"),
+    ("GET", "/v1/models/retrieval%2Fversions%2F1", None, 404, "retrieval/versions/1"),
+    ("GET", "/v1/models/retriev%61l", None, 200, "AVAILABLE"),
+    ("POST", "/v1/models/retriev%61l:predict", ONE, 200, "predictions"),
+    ("POST", "/v1/models/retrieval/labels/st%61ble:predict", ONE, 400, "Unrecognized servable version label: stable"),
+    ("POST", "/v1/models/retrieval/versions/%31:predict", ONE, 400, "Malformed request"),
+    ("POST", "/v1/models/retrieval:predict?verbose=1", ONE, 400, "Malformed request"),  # the query is matched too
+    ("POST", "/V1/MODELS/retrieval:predict", ONE, 200, "predictions"),  # (?i) routes
+    ("POST", "/v1/models/retrieval:PREDICT", ONE, 400, "Malformed request"),  # the method is compared exactly
+    ("GET", "/v1/models/retrieval/METADATA", None, 200, "model_version_status"),  # ... and so is "metadata"
+    ("GET", "/v1/models", None, 400, "Missing model name in request."),
+    ("GET", "/v1/models/retrieval/versions/9223372036854775808", None, 400, "Failed to convert version"),
+    # methods under /v1/: GET and POST are routed, OPTIONS is a CORS preflight, the rest malformed
+    ("PUT", "/v1/models/retrieval:predict", ONE, 400, "Malformed request: PUT"),
+    ("DELETE", "/v1/models/retrieval", None, 400, "Malformed request: DELETE"),
+    ("PATCH", "/v1/models/retrieval", None, 400, "Malformed request: PATCH"),
+    ("OPTIONS", "/v1/models/retrieval:predict", None, 400, "Origin header is missing in CORS preflight"),
+    ("TRACE", "/v1/models/retrieval", None, 501, "TRACE"),  # refused by TF Serving's HTTP library
+    ("GET", "/v1/nothing/here", None, 400, "Malformed request"),
+    # outside /v1/: 404 (TF Serving's HTTP library answers it, as an HTML page)
+    ("GET", "/", None, 404, "Not found"),
+    ("POST", "/v2/models/retrieval:predict", ONE, 404, "Not found"),
+    ("PUT", "/metrics", None, 404, "Not found"),
+]
+
+
+@pytest.mark.parametrize("method,target,body,status,fragment", TF_SERVING_URLS,
+                         ids=[f"{c[0]} {c[1]}" for c in TF_SERVING_URLS])
+def test_urls_and_methods_are_answered_as_tf_serving_answers_them(served, method, target, body, status, fragment):
+    server, _ = served
+    got, raw = send(server, method, target, body)
+    assert got == status, f"{method} {target}: expected {status}, got {got} {raw[:300]!r}"
+    text = raw.decode()
+    assert fragment in text, f"{method} {target}: expected {fragment!r} in {text[:300]!r}"
+    if status != 200:
+        assert set(json.loads(raw)) == {"error"}, raw[:300]
+
+
+def test_options_with_an_origin_is_an_empty_200_as_in_tf_serving(served):
+    server, _ = served
+    assert send(server, "OPTIONS", "/v1/models/retrieval:predict", None, {"Origin": "http://localhost"}) == (200, b"")
+
+
+def test_grpc_unknown_label_is_invalid_argument_and_unimplemented_methods_say_so(served):
+    import grpc
+    from tensorflow_serving.apis import (
+        classification_pb2,
+        inference_pb2,
+        model_management_pb2,
+        model_service_pb2_grpc,
+        prediction_service_pb2_grpc,
+        regression_pb2,
+    )
+
+    server, _ = served
+    grpc_client = GrpcClient(server.grpc_target, timeout=30)
+    try:
+        with pytest.raises(ServingError) as raised:
+            grpc_client.predict("retrieval", {"user_id": ["u1"]}, label="stable")
+        assert raised.value.status == "INVALID_ARGUMENT" and "Unrecognized servable version label" in raised.value.message
+    finally:
+        grpc_client.close()
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        prediction = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        models = model_service_pb2_grpc.ModelServiceStub(channel)
+        calls = {
+            "Classify": (prediction.Classify, classification_pb2.ClassificationRequest()),
+            "Regress": (prediction.Regress, regression_pb2.RegressionRequest()),
+            "MultiInference": (prediction.MultiInference, inference_pb2.MultiInferenceRequest()),
+            "HandleReloadConfigRequest": (models.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest()),
+        }
+        for name, (call, message) in calls.items():
+            with pytest.raises(grpc.RpcError) as refused:
+                call(message, timeout=30)
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED, name
+            assert f"{name} is not implemented by the practice server" in refused.value.details(), refused.value.details()

@@ -160,7 +160,7 @@ def test_config_file_pins_versions_labels_and_rolls_back(tmp_path):
         assert answer(client) == 1.0
         with pytest.raises(ServingError) as raised:
             answer(client, label="canary")
-        assert raised.value.status == 404
+        assert raised.value.status == 400, "a label the config no longer defines is INVALID_ARGUMENT, as in TF Serving"
         client.close()
 
 
@@ -275,3 +275,22 @@ def test_a_failed_version_is_retried_with_back_off_until_it_loads(tmp_path):
             assert answer(client) == 2.0
         finally:
             client.close()
+
+
+def test_a_broken_config_file_is_reported_once_per_change_and_events_stay_bounded(tmp_path):
+    """Polling a config file that stays broken added one event per poll (issue 36): now one
+    per change of the file, and the history keeps the last MAX_EVENTS lines."""
+    from recsys_course.serving.repository import MAX_EVENTS, ModelRepository
+
+    config = tmp_path / "models.config"
+    config.write_text("model_config_list { config { name: 'scaler' base_path: ")  # cut short
+    repository = ModelRepository(config_file=config)
+    for _ in range(50):
+        repository.refresh()
+    broken = [e for e in repository.events if "not (re)loaded" in e]
+    assert len(broken) == 1, broken
+    for stamp in range(1, MAX_EVENTS + 50):  # each a new modification time: a new failure to report
+        os.utime(config, ns=(stamp * 10**9, stamp * 10**9))
+        repository.refresh()
+    assert len(repository.events) == MAX_EVENTS
+    assert sum("not (re)loaded" in e for e in repository.events) == MAX_EVENTS

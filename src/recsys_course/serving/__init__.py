@@ -19,6 +19,8 @@ Modules (import the one you need; the package itself imports nothing heavy):
 ``ann``         an Annoy index of movie vectors that lives beside the served query tower
 ``protocol``    JSON <-> tensors for the REST ``:predict`` API (row and columnar formats)
 ``repository``  model discovery, version policies, loading, warm-up replay
+``limits``      how much predict work the practice server takes on (TF Serving's batching
+                names: instances per request, requests computing and waiting, deadline)
 ``server``      the practice server: REST on 127.0.0.1, optional gRPC
 ``client``      REST and gRPC clients that work against the stand-in and real TF Serving
 

@@ -24,6 +24,7 @@ import sys
 import threading
 
 from recsys_course.serving import DEFAULT_REST_PORT
+from recsys_course.serving.limits import PredictLimits
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,15 +42,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-warmup", action="store_true", help="skip warm-up requests")
     parser.add_argument("--quiet", action="store_true", help="do not log requests and model events")
     limits = parser.add_argument_group("limits of the REST listener")
-    limits.add_argument("--threads", type=int, default=8, help="worker threads (default 8)")
+    limits.add_argument("--threads", type=int, default=8,
+                        help="worker threads kept for status, metadata and errors (default 8); the server adds "
+                             "one per predict slot and queue place")
     limits.add_argument("--connection-limit", type=int, default=1000,
                         help="open connections at most (default 1000; lowered to fit the file limit)")
-    limits.add_argument("--max-body-bytes", type=int, default=64 * 2**20,
-                        help="largest request body, else 413 (default 64 MiB)")
+    limits.add_argument("--max-body-bytes", type=int, default=16 * 2**20,
+                        help="largest request body, else 413 (default 16 MiB)")
     limits.add_argument("--header-timeout", type=float, default=20.0,
                         help="seconds a request may take to arrive, else 408 (default 20)")
     limits.add_argument("--idle-timeout", type=float, default=60.0,
                         help="seconds an idle keep-alive connection stays open (default 60)")
+    work = parser.add_argument_group(
+        "limits of predict work (REST and gRPC; TF Serving's batching parameters, each request one batch)"
+    )
+    work.add_argument("--max-batch-size", type=int, default=1000,
+                      help="instances per request at most, else 400 / INVALID_ARGUMENT (default 1000)")
+    work.add_argument("--num-batch-threads", type=int, default=8,
+                      help="predict requests computing at once, REST and gRPC together (default 8)")
+    work.add_argument("--max-enqueued-batches", type=int, default=64,
+                      help="predict requests waiting for a thread, beyond them 503 / UNAVAILABLE (default 64)")
+    work.add_argument("--rest-api-timeout-in-ms", type=int, default=30_000,
+                      help="REST deadline, else 504; 0 for none (default 30000, as TF Serving)")
+    work.add_argument("--max-response-bytes", type=int, default=64 * 2**20,
+                      help="largest answer, else 400 / RESOURCE_EXHAUSTED (default 64 MiB)")
     return parser
 
 
@@ -68,7 +84,16 @@ def raise_file_limit(wanted: int = 8192) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:  # checked before TensorFlow is imported: a wrong limit fails at once
+        predict_limits = PredictLimits(
+            max_batch_size=args.max_batch_size, num_batch_threads=args.num_batch_threads,
+            max_enqueued_batches=args.max_enqueued_batches, rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
+            max_response_bytes=args.max_response_bytes,
+        )
+    except ValueError as error:
+        parser.error("--" + str(error).replace("_", "-"))  # exits with status 2, naming the option
     import recsys_course  # noqa: F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow is imported)
 
     from recsys_course.serving.server import HttpLimits, PracticeServer
@@ -83,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         model_config_file=args.model_config_file, port=args.port, grpc_port=args.grpc_port,
         poll_seconds=args.poll_seconds, warmup=not args.no_warmup, verbose=not args.quiet,
         log_requests=not args.quiet, limits=limits,
+        predict_limits=predict_limits,
     )
     stop = threading.Event()
     # Handle Ctrl-C (SIGINT) and SIGTERM explicitly: a shell that starts the server in the

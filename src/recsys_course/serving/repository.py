@@ -31,6 +31,7 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Iterable, Mapping, Sequence
@@ -44,6 +45,7 @@ from recsys_course.serving.protocol import (
     ServingRequestError,
     SignatureInfo,
     TensorInfo,
+    show,
 )
 
 
@@ -112,6 +114,8 @@ def specs_from_config_text(text: str, relative_to: Path | None = None) -> list[M
 
 
 MAX_RETRY_SECONDS = 60.0
+#: Event lines kept in :attr:`ModelRepository.events` (older ones are dropped).
+MAX_EVENTS = 500
 
 
 def base_path_layout(base_path: str | Path, model_name: str | None = None) -> str | None:
@@ -188,13 +192,14 @@ class Servable:
         """Describe signature ``name`` (``serving_default`` when empty); 400 if unknown."""
         key = name or DEFAULT_SIGNATURE
         if key not in self.signatures:
-            raise ServingRequestError(f'Serving signature name: "{key}" not found in signature def')
+            raise ServingRequestError(f'Serving signature name: "{show(key)}" not found in signature def')
         return self.signatures[key]
 
     def run(self, signature_name: str | None, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run a signature on NumPy inputs (names already checked) and return NumPy outputs.
 
-        TensorFlow's own complaints (wrong dtype, shape) become 400 errors.
+        TensorFlow's own complaints (wrong dtype, shape, inputs whose batch sizes disagree)
+        become 400 errors carrying TensorFlow's message (see :func:`tensorflow_error_message`).
         """
         import tensorflow as tf
 
@@ -215,9 +220,7 @@ class Servable:
             }
             outputs = function(**tensors)
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
-            lines = str(error).strip().splitlines()
-            message = _ABSOLUTE_PATH.sub(lambda m: f".../{m.group(1)}", lines[0] if lines else "")
-            raise ServingRequestError((message or "the model refused these inputs")[:300]) from None
+            raise ServingRequestError(tensorflow_error_message(error)) from None
         return {key: value.numpy() for key, value in outputs.items()}
 
     def warm_up(self) -> int:
@@ -254,6 +257,40 @@ class Servable:
             if "serve" in meta_graph.meta_info_def.tags:
                 return dict(meta_graph.signature_def)
         return dict(proto.meta_graphs[0].signature_def) if proto.meta_graphs else {}
+
+
+#: Lines of a TensorFlow error that frame the message rather than say what went wrong.
+_TF_FRAMING = re.compile(
+    r"^(Graph execution error:|Detected at node|<stack traces unavailable>|Node: |File \"|"
+    r"Traceback|Error in user-defined function)"
+)
+_TF_NODE = re.compile(r"\[\[\{\{node ([^}]+)\}\}\]\]")
+
+
+def tensorflow_error_message(error: BaseException, limit: int = 300) -> str:
+    """TensorFlow's complaint as one informative line, the way TF Serving reports it: the
+    first line that says what went wrong (not ``Graph execution error:`` nor the ``Detected
+    at node`` header and its stack), with the node it happened at, no absolute paths.
+
+    >>> class E(Exception): pass
+    >>> tensorflow_error_message(E("Graph execution error:\\n\\nDetected at node a/b defined at "
+    ...     "(most recent call last):\\n<stack traces unavailable>\\nIncompatible shapes: [2] vs. [1]"
+    ...     "\\n\\t [[{{node a/b}}]] [Op:__inference_serve_9]"))
+    'Incompatible shapes: [2] vs. [1] (at node a/b)'
+    """
+    text = getattr(error, "message", None) or str(error)
+    lines = [line.strip() for line in text.splitlines()]
+    informative = [
+        line for line, raw in zip(lines, text.splitlines())
+        if line and not raw[:1].isspace() and not _TF_FRAMING.match(line) and not line.startswith("[[")
+    ]
+    message = informative[0] if informative else ""
+    message = re.sub(r"\s*\[Op:[^\]]*\]\s*$", "", message)
+    node = _TF_NODE.search(text)
+    if message and node and node.group(1) not in message:
+        message += f" (at node {node.group(1)})"
+    message = _ABSOLUTE_PATH.sub(lambda m: f".../{m.group(1)}", message)
+    return (message or "the model refused these inputs")[:limit]
 
 
 @dataclass
@@ -298,6 +335,9 @@ class ModelRepository:
         root: a folder whose sub-folders are models (re-scanned for new models).
         warmup: replay warm-up requests before a version becomes AVAILABLE.
         log: called with one line per event (loads, unloads, failures).
+
+    :attr:`events` keeps the last :data:`MAX_EVENTS` event lines; a config file that stays
+    broken is reported once per change of the file, not on every poll.
     """
 
     def __init__(
@@ -322,7 +362,8 @@ class ModelRepository:
         self.retry_seconds = retry_seconds
         self.warmup = warmup
         self._log = log or (lambda line: None)
-        self.events: list[str] = []
+        self.events: deque[str] = deque(maxlen=MAX_EVENTS)
+        self._config_failed: tuple[int | None, str] | None = None  # (stamp, error) reported last
         self._specs: dict[str, ModelSpec] = {}
         self._serving: dict[str, dict[int, Servable]] = {}
         self._states: dict[str, dict[int, VersionState]] = {}
@@ -351,9 +392,12 @@ class ModelRepository:
                     self._config_file.read_text(encoding="utf-8"), self._config_file.parent
                 )
             except (OSError, ValueError) as error:
-                self._event(f"config {self._config_file} not (re)loaded: {error}")
+                failure = (stamp, str(error))
+                if failure != self._config_failed:  # once per change, not once per poll
+                    self._config_failed = failure
+                    self._event(f"config {self._config_file} not (re)loaded: {error}")
                 return list(self._specs.values())
-            self._config_stamp = stamp
+            self._config_stamp, self._config_failed = stamp, None
             self._event(f"config {self._config_file.name} read: {', '.join(s.name for s in specs)}")
             return specs
         return list(self._specs.values())
@@ -465,10 +509,10 @@ class ModelRepository:
             version = _labelled(self._specs.get(name), label, version)
             if version is not None:
                 if version not in serving:
-                    raise NotFoundError(f"Servable not found for request: Specific({name}, {version})")
+                    raise NotFoundError(f"Servable not found for request: Specific({show(name)}, {version})")
                 return serving[version]
             if not serving:
-                raise NotFoundError(f"Servable not found for request: Latest({name})")
+                raise NotFoundError(f"Servable not found for request: Latest({show(name)})")
             return serving[max(serving)]
 
     def status(self, name: str, version: int | None = None, label: str | None = None) -> dict:
@@ -477,14 +521,14 @@ class ModelRepository:
             spec = self._specs.get(name)
             states = dict(self._states.get(name, {}))
         if spec is None and not states:
-            raise NotFoundError(f"Could not find any versions of model {name}")
+            raise NotFoundError(f"Could not find any versions of model {show(name)}")
         version = _labelled(spec, label, version)
         if version is not None:
             if version not in states:
-                raise NotFoundError(f"Could not find version {version} of model {name}")
+                raise NotFoundError(f"Could not find version {version} of model {show(name)}")
             states = {version: states[version]}
         if not states:
-            raise NotFoundError(f"Could not find any versions of model {name}")
+            raise NotFoundError(f"Could not find any versions of model {show(name)}")
         return {
             "model_version_status": [
                 {
@@ -499,9 +543,10 @@ class ModelRepository:
 
 def _labelled(spec: ModelSpec | None, label: str | None, version: int | None) -> int | None:
     """The version a request addresses: the one ``label`` points at, else ``version``.
-    Raises :class:`NotFoundError` for a label the model's config does not define."""
+    Raises :class:`ServingRequestError` (INVALID_ARGUMENT, HTTP 400, as TF Serving's
+    ``ServerCore::GetModelVersionForLabel``) for a label the model's config does not define."""
     if label is None:
         return version
     if spec is None or label not in spec.labels:
-        raise NotFoundError(f"Unrecognized servable version label: {label}")
+        raise ServingRequestError(f"Unrecognized servable version label: {show(label)}")
     return spec.labels[label]
