@@ -71,6 +71,9 @@ def check(
 
     catalog = load_catalog()
     lessons, only = resolve_target(catalog, target)
+    if not any(lesson.exercises for lesson in lessons):
+        print(f"{', '.join(l.slug for l in lessons)} has no exercises (an appendix): nothing to check.")
+        return 0
     tree = catalog.root / ("solutions" if solutions else "lessons")
     _status_line(f"checking {target} ...")
     started = time.perf_counter()
@@ -197,6 +200,8 @@ def watch_queue(catalog: Catalog, passed: set[str], target: str | None) -> list[
     exercises = catalog.exercises
     if target:
         lessons, only = resolve_target(catalog, target)
+        if not only and not lessons[0].exercises:  # an appendix: nothing to watch there
+            return []
         first = only[0] if only else lessons[0].exercises[0].id
         start = next(i for i, e in enumerate(exercises) if e.id == first)
         exercises = exercises[start:]

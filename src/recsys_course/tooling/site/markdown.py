@@ -271,8 +271,8 @@ def banner(lesson: Lesson, dataset: str, run: Run | None, links: Links | None = 
         timing = "Its runtime was not measured."
     lines = [
         f"Outputs were produced when the site was built, with **{dataset}**. {timing}",
-        f"Run it yourself with `python lessons/{lesson.filename}` or cell by cell in your "
-        f"editor; check your exercises with `course check {lesson.id}`.",
+        f"Run it yourself with `python lessons/{lesson.filename}` or cell by cell in your editor"
+        + (f"; check your exercises with `course check {lesson.id}`." if lesson.exercises else "."),
     ]
     if links is not None:
         actions = [f'[:material-download: Download this lesson]({links.download}){{ download="{lesson.filename}" }}']
