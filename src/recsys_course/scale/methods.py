@@ -56,7 +56,7 @@ EASE_TUNE_MAX_MOVIES = 5000
 #: (lesson 02's improved recipe): an in-batch softmax costs batch size x embedding size per
 #: pair, so smaller batches cost less per epoch on one core.
 TOWER = {"embedding_dim": 32, "batch_size": 1024, "learning_rate": 0.1, "seed": 42}
-MAX_EPOCHS, PATIENCE = 20, 2  #: stop after PATIENCE epochs without a better validation recall
+MAX_EPOCHS, PATIENCE = 10, 2  #: stop after PATIENCE epochs without a better validation recall
 ANNOY_TREES, HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 20, 16, 64, 64
 QUERIES = 500  #: queries timed per index (the first sampled test users)
 EVAL_BATCH = 256  #: users scored at once
