@@ -41,8 +41,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from recsys_course.data.errors import DataSourceError
 from recsys_course.scale import growth, report
 from recsys_course.scale.methods import EASE_TUNE_MAX_MOVIES, METHODS
+from recsys_course.scale.rungs import parse_rung
 from recsys_course.tooling.benchmarks import QUICK_ENV, quick
 from recsys_course.tooling.site.markdown import reader_name
 
@@ -109,8 +111,26 @@ def _rungs(source: str | None) -> list[str]:
     given = [part.strip() for part in (source or "").split(",") if part.strip() and part.strip() != "auto"]
     if quick():
         base = given[-1] if given else "synthetic:tiny"
-        return [f"{base}@0.5", base] if len(given) < 2 else given
-    return given or list(LADDER)
+        rungs = [f"{base}@0.5", base] if len(given) < 2 else given
+    else:
+        rungs = given or list(LADDER)
+    for spec in rungs:
+        try:
+            parse_rung(spec)
+        except ValueError as error:
+            raise DataSourceError(f"--data: {error}") from None
+    return rungs
+
+
+def _last_error(log_tail: str) -> str:
+    """The message of the exception a child process died with (its log's last
+    ``SomeError: message`` line), else the log's last line."""
+    lines = [line for line in log_tail.splitlines() if line.strip()]
+    for line in reversed(lines):
+        name, colon, message = line.partition(": ")
+        if colon and name.rsplit(".", 1)[-1].endswith(("Error", "Exception")):
+            return message
+    return lines[-1] if lines else "no output"
 
 
 def _log(message: str) -> None:
@@ -150,7 +170,7 @@ def _ladder(rungs: list[str]) -> dict:
             prep = run_child([sys.executable, "-m", "recsys_course.scale.rungs", spec, str(folder)],
                              folder / "prepare.log")
             if prep.returncode != 0:
-                raise RuntimeError(f"could not prepare rung {spec!r}:\n{prep.log_tail}")
+                raise DataSourceError(f"could not prepare the rung {spec!r}: {_last_error(prep.log_tail)}")
             meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
             label = reader_name(meta["data_source"], meta["data_description"])
             if meta["fraction"] < 1:

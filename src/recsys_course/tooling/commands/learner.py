@@ -187,7 +187,8 @@ def cmd_progress(args: argparse.Namespace) -> int:
             status = result.get("status", "not checked")
             earned_lesson += earned
             print(f"  {ex.id:<6}{earned:>3}/{ex.points:<3} {status:<12} {ex.title}")
-        print(f"  {'subtotal':<6}{earned_lesson:>3}/{lesson.points}")
+        print(f"  {'subtotal':<6}{earned_lesson:>3}/{lesson.points}" if lesson.exercises
+              else "  an appendix: no exercises")
         earned_total, possible_total = earned_total + earned_lesson, possible_total + lesson.points
     percent = 100 * earned_total / possible_total if possible_total else 0
     print(f"total: {earned_total}/{possible_total} points ({percent:.0f} %)")
