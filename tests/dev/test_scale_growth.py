@@ -134,3 +134,24 @@ def test_rung_names(spec, expected):
 def test_a_bad_fraction_is_refused_with_the_fix(spec):
     with pytest.raises(ValueError, match="fraction"):
         parse_rung(spec)
+
+
+def test_the_ladders_rungs_from_data_and_quick_mode(monkeypatch):
+    from recsys_course.data.errors import DataSourceError
+    from recsys_course.tooling.benchmarks import ladder
+
+    monkeypatch.delenv("COURSE_BENCH_QUICK", raising=False)
+    assert ladder._rungs(None) == list(ladder.LADDER)
+    assert ladder._rungs("synthetic:100k, /data/ml-1m@0.5") == ["synthetic:100k", "/data/ml-1m@0.5"]
+    monkeypatch.setenv("COURSE_BENCH_QUICK", "1")
+    assert ladder._rungs("synthetic:tiny") == ["synthetic:tiny@0.5", "synthetic:tiny"], "two sizes to fit"
+    with pytest.raises(DataSourceError, match="fraction"):
+        ladder._rungs("synthetic:tiny@2")
+
+
+def test_a_failed_child_is_reported_by_its_error_message():
+    from recsys_course.tooling.benchmarks.ladder import _last_error
+
+    tail = "Traceback (most recent call last):\n  File x\nrecsys_course.data.errors.DataSourceError: Unknown data source 'x'."
+    assert _last_error(tail) == "Unknown data source 'x'."
+    assert _last_error("Killed") == "Killed"
