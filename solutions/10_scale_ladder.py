@@ -14,8 +14,8 @@
 # # Appendix · How each model's cost grows
 #
 # The lessons train every model on MovieLens 100K, where EASE, a closed-form linear model
-# fitted in seconds, matches the best two-tower model. Yet large recommenders retrieve with
-# two towers and an approximate nearest-neighbour index. This appendix shows why, with
+# fitted in seconds, is a hard baseline for the two-tower models (lesson 03). Yet large
+# recommenders retrieve with two towers and an approximate nearest-neighbour index. This appendix shows why, with
 # measurements: the same models trained on growing data, from a few tens of thousands to
 # ten million ratings, timed and weighed one by one.
 #
@@ -29,7 +29,7 @@
 # - predict from a few small runs when a method outgrows a machine, and check the
 #   prediction against the arithmetic of its largest matrix;
 # - explain why production retrieval uses two towers and an ANN index even where EASE
-#   would be more accurate.
+#   would be as accurate.
 #
 # There are no exercises. The numbers come from one recorded run of the benchmark
 # `course bench ladder`, not from the data this site was built with (a run to ten million
@@ -58,10 +58,10 @@ from recsys_course.scale import report
 #   the rest to fit the models (the course's `evaluation.random_split`);
 # - every method runs in a **fresh process**, so one method's memory cannot inflate the next
 #   one's peak, and on **one thread**, so a time measures the work of one core (the
-#   two-worker run is the one exception: two processes, one core each);
-# - **training seconds** time the fit alone; **peak memory** is the process's peak resident
-#   memory (`VmHWM`, read by the process as it finishes), which includes the Python
-#   interpreter and its libraries;
+#   two-worker run is the one exception: two processes, one thread each);
+# - **training seconds** time the fit alone, not loading the data or measuring quality;
+#   **peak memory** is the process's peak resident memory (`VmHWM`, read by the process as
+#   it finishes), which includes the Python interpreter and its libraries;
 # - **recall@10** is measured for the same sampled test users with every method, over the
 #   whole catalogue, with the movies a user rated in the fit split excluded.
 #
@@ -122,7 +122,7 @@ claims.claim(all(e["peak_rss_mb"] < 2 * e["start_rss_mb"] for name, e in smalles
 # And what the cost buys: recall@10 of the same test users. The search rows serve the
 # one-process two towers through each index (asking for ten movies plus the ones the user
 # rated, then leaving those out), so exact search repeats the two towers' recall and an
-# approximate index can only lose some.
+# approximate index returns a slightly different list.
 
 # %%
 recall = report.pivot(result, "recall@10", TRAINED + SEARCH)
@@ -306,7 +306,7 @@ say(f"On the largest catalogue, HNSW answers a query in {fmt(hnsw_ms, 'number')}
 # %% [markdown]
 # ## 5. EASE at MovieLens 25M
 #
-# MovieLens 25M (GroupLens, 2019) is the largest MovieLens in the GroupLens archive. EASE
+# MovieLens 25M (GroupLens, 2019) is the largest of GroupLens's stable benchmark datasets. EASE
 # needs one dense movies × movies matrix of 8-byte numbers; the straightforward
 # implementation (Steck's, and lesson 03's `numpy.linalg.inv`) holds two, the Gram matrix
 # and its inverse, while `recsys_course.baselines` inverts in place and holds one.
