@@ -56,7 +56,8 @@ import tensorflow_recommenders as tfrs
 
 from recsys_course import evaluation, models
 from recsys_course.claims import compare, fmt, pick, say, signed
-from recsys_course.models import baselines, id_tower
+from recsys_course import baselines
+from recsys_course.models import id_tower
 from recsys_course.models import funnel as fn
 
 SEED = recsys_course.seed_everything(42)
@@ -701,7 +702,7 @@ say(f"On validation the implicit ranker's order of the retrieval candidates reac
 # | popularity | how many users rated the movie | what everyone watches |
 #
 # EASE, item-kNN and popularity are lesson 03's baselines; their one home is
-# `recsys_course.models.baselines`. EASE's ridge penalty λ is chosen on validation by the
+# `recsys_course.baselines`. EASE's ridge penalty λ is chosen on validation by the
 # precision@10 of its own top 10.
 
 # %% tags=["setup"]

@@ -211,7 +211,7 @@ tf.get_logger().setLevel("ERROR")  # hide Keras' "non-serializable __init__ argu
 #
 # The funnel is lesson 06's, built from the course's library
 # (`recsys_course.models.funnel`): the two-tower model (`train_two_tower`, lesson 02),
-# EASE, item-kNN and popularity (`recsys_course.models.baselines`, lesson 03) propose
+# EASE, item-kNN and popularity (`recsys_course.baselines`, lesson 03) propose
 # candidates; a deep & cross ranker with a listwise loss orders them, reading features that
 # include a rating model's predicted stars (`train_ranker`, lesson 04's baseline). Its
 # ranker learns from *held-out* ratings, which candidates users went on to rate, so a tenth

@@ -1,4 +1,4 @@
-"""The funnel's library code (``recsys_course.models.funnel`` and ``.baselines``): merging
+"""The funnel's library code (``recsys_course.models.funnel`` and ``recsys_course.baselines``): merging
 candidate lists, the features the ranker reads, the listwise loss, the ranker's training and
 the choice of its variant, and that the library agrees with the lessons' exercises.
 
@@ -15,7 +15,7 @@ import recsys_course  # noqa: F401  (legacy Keras before TensorFlow)
 import tensorflow as tf
 
 from recsys_course import evaluation, models
-from recsys_course.models import baselines
+from recsys_course import baselines
 from recsys_course.models import funnel as fn
 from recsys_course.tooling.catalog import load_catalog
 from recsys_course.tooling.grading.loader import load_lesson

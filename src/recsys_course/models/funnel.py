@@ -5,7 +5,7 @@ propose their ``n`` best unseen movies for a user:
 
 * **two-tower**: the dot product of the user's and the movie's vectors (lesson 02's model);
 * **EASE** and **item-kNN**: the user's history row times an item-to-item matrix
-  (:mod:`recsys_course.models.baselines`);
+  (:mod:`recsys_course.baselines`);
 * **popularity**: the movies most users rated.
 
 Their lists are merged, duplicates dropped (:func:`union_lists`, :func:`merge_candidates`),
@@ -38,7 +38,7 @@ import tensorflow as tf  # recsys_course/__init__.py has already set TF_USE_LEGA
 import tensorflow_recommenders as tfrs
 
 from recsys_course import evaluation
-from recsys_course.models import baselines
+from recsys_course import baselines
 from recsys_course.models.retrieval import TwoTower
 
 #: The candidate sources, in the order of their scores and of the merged list.

@@ -10,6 +10,10 @@ belong here, never in timed tests.
 ``tests/dev/test_benchmarks.py`` checks that every ``lesson.<name>`` a benchmark reads is
 defined by a setup or exercise cell of its lesson, and runs every benchmark on
 ``synthetic:tiny`` in quick mode (``COURSE_BENCH_QUICK=1``, :func:`recsys_course.tooling.benchmarks.quick`).
+
+The appendix's scale ladder (lesson 10, also named ``ladder``) loads its own data: it runs
+every size in fresh processes, so it receives the ``--data`` string (comma-separated
+rungs), not a loaded dataset (:data:`OWN_DATA`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from recsys_course.tooling.benchmarks import (
     lesson_07,
     lesson_08,
     lesson_09,
+    ladder,
     quick,
 )
 from recsys_course.tooling.catalog import load_catalog
@@ -49,7 +54,12 @@ BENCHMARKS: dict[str, Benchmark] = {
     "07": lesson_07.annoy_benchmark,
     "08": lesson_08.serving_latency,
     "09": lesson_09.scaling_benchmark,
+    "10": ladder.scale_ladder,
 }
+#: Benchmarks given the source string instead of a loaded dataset (they load their own).
+OWN_DATA = {"10"}
+#: Other names ``course bench`` accepts for a lesson's benchmark.
+ALIASES = {"ladder": "10"}
 
 
 def run(lesson_ids: list[str] | None = None, source: str | None = None) -> dict:
@@ -60,7 +70,7 @@ def run(lesson_ids: list[str] | None = None, source: str | None = None) -> dict:
     """
     catalog = load_catalog()
     try:
-        wanted = [catalog.lesson(key).id for key in lesson_ids] if lesson_ids else list(BENCHMARKS)
+        wanted = [catalog.lesson(ALIASES.get(key, key)).id for key in lesson_ids] if lesson_ids else list(BENCHMARKS)
     except KeyError as error:
         raise UnknownTarget(error.args[0]) from None
     unknown = [lid for lid in wanted if lid not in BENCHMARKS]
@@ -68,10 +78,10 @@ def run(lesson_ids: list[str] | None = None, source: str | None = None) -> dict:
         raise UnknownTarget(f"no benchmark for lesson(s) {', '.join(unknown)}; "
                             f"benchmarked lessons: {', '.join(BENCHMARKS)}")
     started = time.perf_counter()
-    data = load_movielens(source)
+    data = load_movielens(source) if set(wanted) - OWN_DATA else None
     results = {
-        "dataset": data.source,
-        "dataset_description": data.summary(),
+        "dataset": data.source if data else (source or "default"),
+        "dataset_description": data.summary() if data else "the benchmarks' own data (" + (source or "default") + ")",
         "load_seconds": round(time.perf_counter() - started, 2),
         "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
         "lessons": {},
@@ -82,6 +92,6 @@ def run(lesson_ids: list[str] | None = None, source: str | None = None) -> dict:
         lesson = catalog.lesson(lesson_id)
         solutions = load_lesson(catalog.root / "solutions" / lesson.filename, f"solutions_{lesson_id}")
         t0 = time.perf_counter()
-        metrics = BENCHMARKS[lesson_id](data, solutions)
+        metrics = BENCHMARKS[lesson_id](source if lesson_id in OWN_DATA else data, solutions)
         results["lessons"][lesson_id] = {**metrics, "wall_seconds": round(time.perf_counter() - t0, 2)}
     return results

@@ -122,9 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=author.cmd_sync)
 
     p = sub.add_parser("bench")
-    p.add_argument("lessons", nargs="*", help="lesson ids (default: all registered)")
-    p.add_argument("--data", help="data source (synthetic, tfds, or a path)")
+    p.add_argument("lessons", nargs="*", help="lesson ids, or ladder for the scale ladder (default: all registered)")
+    p.add_argument("--data", help="data source (synthetic, tfds, or a path); for the ladder, comma-separated rungs")
     p.add_argument("--out", help="also write the JSON to this file")
+    p.add_argument("--record", action="store_true",
+                   help="save the scale ladder's run for its appendix page (course bench ladder --record)")
     p.set_defaults(func=author.cmd_bench)
     return parser
 

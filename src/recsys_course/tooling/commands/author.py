@@ -56,9 +56,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise UnknownTarget(error.args[0]) from None
     from recsys_course.tooling import bench
 
+    if args.record and [key if key not in bench.ALIASES and not key.startswith("10") else "10"
+                        for key in args.lessons] != ["10"]:
+        raise UnknownTarget("--record saves the scale ladder's run only: course bench ladder --record")
     results = bench.run(args.lessons or None, args.data)
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
+    if args.record:
+        from recsys_course.tooling.benchmarks import ladder
+
+        print(f"recorded in {ladder.record(results)}", file=sys.stderr)
     return 0

@@ -165,6 +165,9 @@ def check(
         echo(f"Checking {nxt.id} ({nxt.title}), the first exercise that has not passed yet.")
         target = nxt.id
     lessons, only = resolve_target(catalog, target)
+    if not any(lesson.exercises for lesson in lessons):
+        echo(f"{', '.join(l.slug for l in lessons)} has no exercises (an appendix): nothing to check.")
+        return 0
     tree = lessons_dir or catalog.root / ("solutions" if solutions else "lessons")
     started = time.perf_counter()
     results: dict[str, ExerciseResult] = {}
@@ -375,7 +378,8 @@ def cmd_progress(args: argparse.Namespace) -> int:
             earned_lesson += earned
             note = "  * changed since this check" if changed else ""
             print(f"  {ex.id:<6}{earned:>3}/{ex.points:<3} {status:<12} {ex.title}{note}")
-        print(f"  {'subtotal':<6}{earned_lesson:>3}/{lesson.points}")
+        print(f"  {'subtotal':<6}{earned_lesson:>3}/{lesson.points}" if lesson.exercises
+              else "  an appendix: no exercises")
         earned_total, possible_total = earned_total + earned_lesson, possible_total + lesson.points
     percent = 100 * earned_total / possible_total if possible_total else 0
     print(f"total: {earned_total}/{possible_total} points ({percent:.0f} %)")
@@ -392,6 +396,8 @@ def watch_queue(catalog: Catalog, passed: set[str], target: str | None) -> list[
     exercises = catalog.exercises
     if target:
         lessons, only = resolve_target(catalog, target)
+        if not only and not lessons[0].exercises:  # an appendix: nothing to watch there
+            return []
         first = only[0] if only else lessons[0].exercises[0].id
         start = next(i for i, e in enumerate(exercises) if e.id == first)
         exercises = exercises[start:]

@@ -303,8 +303,8 @@ def banner(lesson: Lesson, dataset: str, run: Run | None, links: Links | None = 
         timing = "Its runtime was not measured."
     lines = [
         f"Outputs were produced when the site was built, with **{dataset}**. {timing}",
-        f"Run it yourself with `python lessons/{lesson.filename}` or cell by cell in your "
-        f"editor; check your exercises with `course check {lesson.id}`.",
+        f"Run it yourself with `python lessons/{lesson.filename}` or cell by cell in your editor"
+        + (f"; check your exercises with `course check {lesson.id}`." if lesson.exercises else "."),
     ]
     if links is not None:
         lines.append(" · ".join(link_actions(lesson, links)))

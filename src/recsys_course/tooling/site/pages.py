@@ -24,7 +24,8 @@ def lesson_cards(catalog: Catalog, seconds: dict[str, float | None], dataset: st
     for lesson in catalog.lessons:
         took = seconds.get(lesson.id)
         runtime = f"runs in {format_duration(took)}" if took else "runtime not measured"
-        exercises = f"{len(lesson.exercises)} exercises, {lesson.points} points"
+        exercises = (f"{len(lesson.exercises)} exercises, {lesson.points} points" if lesson.exercises
+                     else "appendix, no exercises")
         cards.append(
             f"-   **[{lesson.id} · {lesson.title}](lessons/{lesson.slug}.md)**\n\n"
             + (f"    {lesson.blurb}\n\n" if lesson.blurb else "")
