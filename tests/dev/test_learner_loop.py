@@ -411,17 +411,8 @@ def test_check_leaves_a_warm_worker_that_the_next_check_uses(clone, monkeypatch)
 
 # ----------------------------------------------------------------------------- lesson files
 
-OWNED_ELSEWHERE = {  # reordered by the helpers that own these lessons; the xfail goes after their merge
-    "06": "lesson 06 has 6.1, 6.4, 6.2, 6.3 (its reordering belongs to the 'funnel' work)",
-    "09": "lesson 09 has 9.2 before 9.1 (its reordering belongs to the 'restructure' work)",
-}
-
-
 @pytest.mark.fast
-@pytest.mark.parametrize("lesson", [
-    pytest.param(l, id=l.id, marks=[pytest.mark.xfail(reason=OWNED_ELSEWHERE[l.id], strict=False)]
-                 if l.id in OWNED_ELSEWHERE else []) for l in CATALOG.lessons
-])
+@pytest.mark.parametrize("lesson", [pytest.param(l, id=l.id) for l in CATALOG.lessons])
 def test_exercises_appear_in_their_numbered_order(lesson):
     from recsys_course.tooling.lessons import parse_cells
 
