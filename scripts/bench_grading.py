@@ -33,7 +33,7 @@ from pathlib import Path
 
 from recsys_course.tooling.catalog import load_catalog
 from recsys_course.tooling.grading.batch import Grader, Options, _rows
-from recsys_course.tooling.grading.intake import stage
+from recsys_course.tooling.grading.intake import stage_all
 from recsys_course.tooling.grading.runner import run_tests
 from recsys_course.tooling.grading.sandbox import _cgroup_parents
 from recsys_course.tooling.lessons import make_stub, replace_exercise_cell
@@ -115,7 +115,7 @@ class Phase:
 
 def unsandboxed(grader: Grader, sources: list[Path]) -> tuple[dict[str, dict[str, int]], int]:
     """The class graded by the same trusted runs without the sandbox: points per exercise."""
-    subs = [stage(s, grader.work / "plain", grader.catalog, set()) for s in sources]
+    subs = stage_all(sources, grader.work / "plain", grader.catalog)
     lessons = [lesson.id for lesson in grader.catalog.lessons]
 
     def run(chunk):
