@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 
 from recsys_course.tooling.benchmarks import (
+    ALIASES,
     QUICK_ENV,
     lesson_00,
     lesson_01,
@@ -59,7 +60,6 @@ BENCHMARKS: dict[str, Benchmark] = {
 #: Benchmarks given the source string instead of a loaded dataset (they load their own).
 OWN_DATA = {"10"}
 #: Other names ``course bench`` accepts for a lesson's benchmark.
-ALIASES = {"ladder": "10"}
 
 
 def run(lesson_ids: list[str] | None = None, source: str | None = None) -> dict:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 
 QUICK_ENV = "COURSE_BENCH_QUICK"
+#: Names ``course bench`` accepts besides lesson ids.
+ALIASES = {"ladder": "10"}
 
 
 def quick() -> bool:

@@ -47,11 +47,12 @@ def _print_sync(results, root: Path, check: bool) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from recsys_course.errors import UnknownTarget
+    from recsys_course.tooling.benchmarks import ALIASES
 
     catalog = load_catalog()
     for key in args.lessons or []:  # a typo is answered before the benchmarks (and TensorFlow) load
         try:
-            catalog.lesson(key)
+            catalog.lesson(ALIASES.get(key, key))
         except KeyError as error:
             raise UnknownTarget(error.args[0]) from None
     from recsys_course.tooling import bench
