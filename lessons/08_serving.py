@@ -237,6 +237,7 @@ BATCH = 4096
 N_CANDIDATES = 100  # movies each source proposes
 EASE_L2 = 500.0  # EASE's ridge penalty
 RANKER_EPOCHS = 6
+LOSS_TOLERANCE = 0.01  # a loss "falls" or "rises" only by more than 1 % of its first epoch's value
 started = time.perf_counter()
 towers = train_two_tower(fit, movies, embedding_dim=32, epochs=3, batch_size=BATCH, seed=SEED)
 rating_model, rating_losses = train_ranker(fit, epochs=3, seed=SEED)
@@ -267,27 +268,30 @@ pd.concat([
 ], axis=1)
 
 # %%
-from recsys_course.claims import fmt, pick, say
+from recsys_course.claims import compare, fmt, pick, say
+
+
+def loss_change(losses, kind: str) -> str:
+    """'falls from a to b', 'rises from a to b' or 'barely moves (a to b)', within LOSS_TOLERANCE."""
+    trend = compare(losses[-1], losses[0], noise=LOSS_TOLERANCE * abs(losses[0]), kind=kind)
+    first, last = fmt(losses[0], kind), fmt(losses[-1], kind)
+    return trend.word(f"rises from {first} to {last}", f"falls from {first} to {last}",
+                      f"barely moves ({first} to {last}, within {fmt(LOSS_TOLERANCE, 'percent')})")
+
 
 say(
     f"Each pair's retrieval loss is a softmax over the movies of the {fmt(BATCH)} *pairs* in its "
     f"batch (in-batch negatives: a popular movie appears several times; the catalogue has "
     f"{fmt(len(towers.movie_ids))} movies). Guessing blindly costs ln {fmt(BATCH)} = "
-    f"{np.log(BATCH):.2f} per pair ({chance_loss:.2f} on average here, as each epoch's last "
+    f"{fmt(np.log(BATCH), 'number')} per pair ({fmt(chance_loss, 'number')} on average here, as each epoch's last "
     f"batch is smaller); after {len(pair_loss)} epochs the towers reach "
-    f"{pair_loss[-1]:.2f}, "
+    f"{fmt(pair_loss[-1], 'number')}, "
     + pick(chance_loss - pair_loss[-1] > 1.0,
            "well below chance: they have learned which users like which movies.",
            "only a little below chance: three epochs barely train them. That is enough to "
            "practise serving, but lesson 02 shows how to train and judge a retrieval model.")
-    + " The rating model's mean squared error "
-    + pick(all(b < a for a, b in zip(rating_losses, rating_losses[1:])),
-           f"falls from {rating_losses[0]:.3f} to {rating_losses[-1]:.3f}",
-           f"goes from {rating_losses[0]:.3f} to {rating_losses[-1]:.3f}, not steadily down")
-    + f", and the funnel ranker's listwise loss on its {fmt(len(val_users))} training lists "
-    + pick(listwise_losses[-1] < listwise_losses[0],
-           f"falls from {listwise_losses[0]:.3f} to {listwise_losses[-1]:.3f}.",
-           f"goes from {listwise_losses[0]:.3f} to {listwise_losses[-1]:.3f}, without falling.")
+    + f" The rating model's mean squared error {loss_change(rating_losses, 'error')}, and the funnel ranker's "
+    f"listwise loss on its {fmt(len(val_users))} training lists {loss_change(listwise_losses, 'number')}."
 )
 
 # %% [markdown]
@@ -587,12 +591,14 @@ print(json.dumps(rest.status("retrieval"), indent=1))
 # %% tags=["check"]
 from recsys_course.claims import claim
 from recsys_course.serving.limits import PredictLimits
-from recsys_course.serving.server import HttpLimits
+from recsys_course.serving.server import HttpLimits, PracticeServer
 
 _work, _http = PredictLimits(), HttpLimits()
+_grpc = PracticeServer.__init__.__kwdefaults__
 claim((_work.max_batch_size, _work.num_batch_threads, _work.max_enqueued_batches, _work.rest_api_timeout_in_ms,
-       _work.max_response_bytes, _http.max_body_bytes, _http.header_timeout, _http.max_header_bytes)
-      == (1000, 8, 64, 30_000, 64 * 2**20, 16 * 2**20, 20.0, 64 * 2**10),
+       _work.max_response_bytes, _http.max_body_bytes, _http.header_timeout, _http.max_header_bytes,
+       _grpc["grpc_max_message_bytes"], _grpc["grpc_max_concurrent_rpcs"])
+      == (1000, 8, 64, 30_000, 64 * 2**20, 16 * 2**20, 20.0, 64 * 2**10, 256 * 2**20, 256),
       "the practice server's limits in the table are its defaults")
 
 # %% [markdown]

@@ -116,7 +116,7 @@ TOP_KS = (10, 50, 100)  # the K of the factorized top-K metrics we report
 # ## 2. The data, as retrieval sees it
 #
 # Every rating row is one positive (query, candidate) pair. We keep the split of the TFRS
-# tutorials, 80 % of the rows at random for training and 20 % for test with seed 42, and
+# tutorials, 20 % of the rows at random for test and the rest for training, with seed 42, and
 # hold out 10 % of the training rows as a **validation** split for every decision we make
 # (how many epochs, which features). The test split is looked at only to report.
 
@@ -641,7 +641,7 @@ claims.say(
     f"{claims.fmt(plain['validation_recall@10'].max())}, where recommending the most popular movies reaches "
     f"{claims.fmt(search['popularity_validation_recall@10'])}. With the correction the best setting reaches "
     f"{claims.fmt(corrected_rows['validation_recall@10'].max())}; the recipe's batch of "
-    f"{claims.fmt(RECIPE['batch_size'])} and rate {RECIPE['learning_rate']:g} reach "
+    f"{claims.fmt(RECIPE['batch_size'])} and rate {claims.fmt(RECIPE['learning_rate'], 'setting')} reach "
     f"{claims.fmt(at_recipe['validation_recall@10'])} in {claims.fmt(int(at_recipe['best_epoch']))} epochs"
     + claims.pick(len(lower_rates) > 0 and (lower_rates["best_epoch"] > at_recipe["best_epoch"]).all(),
                   ", fewer than the lower rates need", "")

@@ -45,6 +45,7 @@ import recsys_course
 from recsys_course import claims, evaluation as ev, models
 from recsys_course.models import features as mf
 
+import inspect
 import time
 from typing import NamedTuple
 
@@ -254,7 +255,7 @@ pd.DataFrame({"lambda": list(ease_grid), "validation recall@10": list(ease_grid.
 
 # %%
 claims.say(
-    f"Validation chooses lambda = {best_l2:g}. One EASE fit, a single inverse of a "
+    f"Validation chooses lambda = {claims.fmt(best_l2, 'setting')}. One EASE fit, a single inverse of a "
     f"{claims.fmt(len(movie_ids))} × {claims.fmt(len(movie_ids))} matrix, took "
     f"{claims.fmt(one_fit_seconds, 'seconds')} here; the grid of {len(EASE_GRID)} values with its validation "
     f"rankings took {claims.fmt(grid_seconds, 'seconds')}."
@@ -326,9 +327,9 @@ claims.say(
 #
 # Lesson 02's towers learn from an in-batch softmax: in a batch of $B$ (user, movie) pairs,
 # each user's movie is the positive and the $B - 1$ other movies of the batch are its
-# negatives. A batch of 1,024 pairs has 1,024 candidate columns, but not 1,024 *different*
+# negatives. A batch of $B$ pairs has $B$ candidate columns, but not $B$ *different*
 # movies: popular movies are rated by many users, so they turn up several times in one
-# batch. Each query then has fewer distinct negatives than 1,023, and worse, when its own
+# batch. Each query then has fewer distinct negatives than $B - 1$, and worse, when its own
 # movie appears again in another row, the softmax treats that copy as a *negative* of its
 # own positive (an **accidental hit**). Count it on the batches the recipe trains on:
 
@@ -566,11 +567,21 @@ claims.say(
 #
 # The model is `recsys_course.models.HistoryRetrievalModel`, a `tfrs.Model` whose
 # `compute_loss` hides, scores and takes the softmax (`src/recsys_course/models/history.py`).
-# Three configurations of 512 numbers a movie (`models.HISTORY_GRID`): the dot product, and
-# the cosine at two temperatures. Their other settings (hide half, Adam with learning rate
-# 0.003 for the dot product and 0.01 for the cosine, which learns more slowly, batches of
-# 128 users) were chosen offline on validation splits (the module's docstring lists the
-# search). Their numbers of epochs come from a recorded search on MovieLens 100K's
+
+# %% tags=["prose"]
+dot_config, cosine_config = models.HISTORY_GRID[0], models.HISTORY_GRID[-1]
+history_batch = inspect.signature(models.train_history_model).parameters["batch_size"].default
+claims.say(
+    f"Three configurations of {claims.fmt(dot_config['embedding_dim'])} numbers a movie (`models.HISTORY_GRID`): "
+    "the dot product, and the cosine at two temperatures. Their other settings (hide half, Adam with learning rate "
+    f"{claims.fmt(dot_config['learning_rate'], 'setting')} for the dot product and "
+    f"{claims.fmt(cosine_config['learning_rate'], 'setting')} for the cosine, which learns more slowly, batches of "
+    f"{claims.fmt(history_batch)} users) were chosen offline on validation splits (the module's docstring lists "
+    "the search)."
+)
+
+# %% [markdown]
+# Their numbers of epochs come from a recorded search on MovieLens 100K's
 # validation split (`python -m recsys_course.tooling.benchmarks.searches history_epochs`):
 # validation recall@10 every 5 epochs, and the *fewest* epochs whose recall is within one
 # standard error (over users) of the best epoch's, a classic rule for early stopping that

@@ -779,9 +779,10 @@ print(f"3 models trained in {claims.fmt(time.perf_counter() - started, 'seconds'
 
 # %%
 claims.say(
-    f"On {ranking_search['dataset']}, validation chose L2 = {setting['improved, with cross layer']['L2']:g} with the "
-    f"cross layer ({claims.fmt(int(setting['improved, with cross layer']['epochs']))} epochs) and "
-    f"L2 = {setting['improved, no cross layer']['L2']:g} without it "
+    f"On {ranking_search['dataset']}, validation chose "
+    f"L2 = {claims.fmt(setting['improved, with cross layer']['L2'], 'setting')} with the cross layer "
+    f"({claims.fmt(int(setting['improved, with cross layer']['epochs']))} epochs) and "
+    f"L2 = {claims.fmt(setting['improved, no cross layer']['L2'], 'setting')} without it "
     f"({claims.fmt(int(setting['improved, no cross layer']['epochs']))} epochs). On this page's data, early stopping "
     f"kept epoch {claims.fmt(int(improved_curves['valid_rmse'].idxmin()) + 1)} of "
     f"{claims.fmt(len(improved_curves))} for the model with the cross layer."

@@ -505,7 +505,8 @@ chosen_vs_pure = compare(
 say(
     f"The pure rating model (weights 1 / 0) reaches a validation RMSE of "
     f"{fmt(sweep.loc['1 / 0', 'validation RMSE'], 'error')} and re-ranked precision@10 of "
-    f"{fmt(chosen_vs_pure.reference)}. Validation picks weights **{best_weights[0]:g} / {best_weights[1]:g}** "
+    f"{fmt(chosen_vs_pure.reference)}. Validation picks weights "
+    f"**{fmt(best_weights[0], 'setting')} / {fmt(best_weights[1], 'setting')}** "
     f"scored by the **{best_head}**"
     + pick(best_weights == (1.0, 0.0) and best_head == "rating head",
            ": on this data the retrieval task does not help the rating head.",
@@ -1152,7 +1153,8 @@ plt.show()
 kept_mmr = mmr_table.loc[(best_relevance, best_redundancy)]
 say(
     f"We keep MMR with the **{best_relevance}** relevance, the **{best_redundancy} similarity** and "
-    f"**λ = {best_lambda:g}**: on the validation users the ranker did not train on, intra-list diversity "
+    f"**λ = {fmt(best_lambda, 'setting')}**: on the validation users the ranker did not train on, "
+    "intra-list diversity "
     f"changes by {signed(kept_mmr['diversity gain'], 'percent')} against the funnel's own list, and "
     f"precision@10 by {signed(-kept_mmr['precision cost'], 'percent')}, give or take "
     f"{fmt((kept_mmr['cost bound'] - kept_mmr['precision cost']) / COST_SE, 'percent')} (one standard error), "
@@ -1301,7 +1303,8 @@ funnel_users = by_user(lists["funnel"], test_stage)["precision@10 rated"]
 mmr_cost, mmr_bound = precision_cost(funnel_users, mmr_users)
 undiversified = results.drop(index="funnel + MMR")["precision@10 rated"].idxmax()
 say(
-    f"MMR ({best_relevance} relevance, {best_redundancy} similarity, λ = {best_lambda:g}) changes the funnel's "
+    f"MMR ({best_relevance} relevance, {best_redundancy} similarity, λ = {fmt(best_lambda, 'setting')}) changes "
+    "the funnel's "
     f"intra-list diversity from {fmt(plain['diversity@10'])} to {fmt(diverse['diversity@10'])} "
     f"({signed(diverse['diversity@10'] / plain['diversity@10'] - 1, 'percent')}), coverage@10 from "
     f"{fmt(plain['coverage@10'])} to {fmt(diverse['coverage@10'])}, novelty from {fmt(plain['novelty@10'])} to "

@@ -90,7 +90,7 @@ def say(markdown: str) -> None:
 # ----------------------------------------------------------------------------- numbers
 
 MINUS = "\u2212"  # the typographic minus, so "-0.023" and "−0.023" never mix on a page
-KINDS = ("auto", "count", "metric", "error", "number", "seconds", "percent", "ratio")
+KINDS = ("auto", "count", "metric", "error", "number", "setting", "seconds", "percent", "ratio")
 
 
 def fmt(value: object, kind: str = "auto") -> str:
@@ -105,6 +105,9 @@ def fmt(value: object, kind: str = "auto") -> str:
       ``1.1240``), enough to tell apart the models of one page, four significant digits above;
     * ``"number"``: any other quantity (parameters per rating, a size), three significant
       digits, whole numbers from 100 on, with thousands separators (``1.17``, ``12,345``);
+    * ``"setting"``: a value the code fixes or chooses from a grid (a learning rate, a
+      regularisation strength, a loss weight), written as exactly as the code has it, without
+      padding to significant digits (``0.1``, ``0.003``, ``500``, ``1``, ``1e-05``);
     * ``"seconds"``: a duration (``0.42 s``, ``12 s``, ``2 min 05 s``);
     * ``"percent"``: a fraction shown as a percentage (``0.123`` -> ``12.3 %``);
     * ``"ratio"``: a multiple (``1.3x``);
@@ -127,6 +130,8 @@ def fmt(value: object, kind: str = "auto") -> str:
         return sign + "\u221e"
     if kind == "count":
         return sign + f"{round(x):,}"
+    if kind == "setting":
+        return sign + f"{x:,g}"
     if kind == "seconds":
         if x < 10:
             return sign + f"{_significant(x, 2)} s"

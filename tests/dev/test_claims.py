@@ -90,7 +90,9 @@ def test_strict_build_fails_on_a_false_claim(tmp_path):
     (4096, "auto", "4,096"), (4096.0, "count", "4,096"), (0.23456, "metric", "0.235"),
     (0.051234, "metric", "0.0512"), (0.91314, "error", "0.9131"), (1.124, "error", "1.1240"), (12.3456, "error", "12.35"), (1.5, "seconds", "1.5 s"),
     (42.4, "seconds", "42 s"), (125, "seconds", "2 min 05 s"), (0.1234, "percent", "12.3 %"),
-    (1.26, "ratio", "1.3x"), (1.1667, "number", "1.17"), (12345.6, "number", "12,346"), (-0.023, "metric", "\u22120.0230"), (float("nan"), "metric", "n/a"),
+    (1.26, "ratio", "1.3x"), (1.1667, "number", "1.17"), (12345.6, "number", "12,346"),
+    (0.1, "setting", "0.1"), (0.003, "setting", "0.003"), (500.0, "setting", "500"), (1e-5, "setting", "1e-05"),
+    (-0.023, "metric", "\u22120.0230"), (float("nan"), "metric", "n/a"),
 ])
 def test_fmt_writes_each_kind_of_number_one_way(value, kind, text):
     assert claims.fmt(value, kind) == text

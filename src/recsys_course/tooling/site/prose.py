@@ -8,13 +8,15 @@ the vocabulary of :mod:`recsys_course.claims`. docs/authoring.md states the rule
 * :func:`unguarded_numbers`: a *data-shaped* number in a Markdown cell (a decimal, a
   percentage, or an integer of three digits or more) must be a year, a reference to a
   lesson, section, exercise or chapter, a literal the lesson's code also fixes (``20 %``
-  beside ``test_fraction=0.2``), part of the further reading, or part of a phrase on the
-  lesson's allow-list of facts. Small integers (``top 10``, ``k = 32``, ``3 stars``) are
-  explanation and pass; so do numbers inside code spans, code blocks and link targets.
+  beside ``test_fraction=0.2``), part of the further reading, or part of a phrase (or a
+  pattern) on the lesson's allow-list of facts. Small integers (``top 10``, ``k = 32``,
+  ``3 stars``) are explanation and pass; so do numbers inside code spans, code blocks and
+  link targets.
 * :func:`noiseless_comparisons`: a ``pick(...)`` or ``claim(...)`` whose condition orders
   two computed values (``a > b``), or tests the sign of one (``gain > 0``), without a stated
-  margin (``a > 1.5 * b``, ``a > b + 0.01``) or ``claims.compare``. Conditions assigned to
-  a name first (``beats = a > b``) are followed one step.
+  margin (``a > 1.5 * b``, ``a > b + 0.01``) or ``claims.compare``; a fixed threshold, a
+  number or a named constant (``share >= 0.3``, ``cost <= MAX_LOSS``), passes. Conditions
+  assigned to a name first (``beats = a > b``) are followed one step.
 * :func:`hand_formatted_numbers`: a number formatted inside a ``say(...)``/``pick(...)``
   f-string with a format spec (``{x:.3f}``, ``{d:+.1%}``) instead of ``claims.fmt`` or
   ``claims.signed``, so one page never writes "0.2590" and "0.259" for the same kind of
@@ -34,9 +36,11 @@ NUMBER = re.compile(
     r"(?P<percent>\s?%)?(?!\.?\d)"
 )
 YEAR = re.compile(r"^(?:19|20)\d\d$")
-# "lesson 02", "lessons 01, 02 and 07", "section 6", "exercise 1.3", "chapters 1-2", "§5".
+# "lesson 02", "lessons 01, 02 and 07", "section 6", "exercise 1.3", "exercises (6.1 to 6.5)",
+# "chapters 1-2", "§5", "issue 619", "pull request 628".
 REFERENCE = re.compile(
-    r"(?i)(?:\b(?:lessons?|sections?|exercises?|chapters?|steps?|panels?|figures?|tables?)\s+|§\s?)"
+    r"(?i)(?:\b(?:lessons?|sections?|exercises?|chapters?|steps?|panels?|figures?|tables?|issues?"
+    r"|pull\s+requests?|PRs?)\s+\(?|§\s?)"
     r"\d+(?:\.\d+)?(?:\s*(?:,|and|or|to|-|–)\s*\d+(?:\.\d+)?)*"
 )
 HEADING_NUMBER = re.compile(r"(?m)^#{1,6}\s+\d+(?:\.\d+)*\.?")
@@ -74,12 +78,19 @@ class Finding:
 
 @dataclass(frozen=True)
 class Fact:
-    """An allow-list entry: a phrase of the lesson whose numbers are facts, and why."""
+    """An allow-list entry: a phrase of the lesson whose numbers are facts, and why.
+
+    With ``regex=True`` the phrase is a regular expression for a family of facts (the HTTP
+    status codes of a serving lesson), so one rule with one reason replaces many entries.
+    """
 
     phrase: str
     reason: str
+    regex: bool = False
 
     def pattern(self) -> re.Pattern:
+        if self.regex:
+            return re.compile(self.phrase)
         words = [re.escape(word) for word in self.phrase.split()]
         return re.compile(r"\s+(?:#\s*)?".join(words))
 
@@ -237,12 +248,19 @@ def _exact(node: ast.AST) -> bool:
     return any(isinstance(n, ast.Call) and _call_name(n) in EXACT_CALLS for n in ast.walk(node))
 
 
+def _threshold(node: ast.AST) -> float | None:
+    """A fixed threshold: a number, or a named constant (``K``, ``MAX_PRECISION_LOSS``)."""
+    if isinstance(node, ast.Name) and node.id.isupper():
+        return float("nan")  # fixed by the code, not computed from the data
+    return _number(node)
+
+
 def _noiseless(compare: ast.Compare) -> bool:
     sides = [compare.left, *compare.comparators]
     for op, left, right in zip(compare.ops, sides, sides[1:]):
         if not isinstance(op, ORDERING) or _exact(left) or _exact(right):
             continue
-        numbers = [_number(left), _number(right)]
+        numbers = [_threshold(left), _threshold(right)]
         if _has_margin(left) or _has_margin(right):
             continue
         if numbers == [None, None]:
