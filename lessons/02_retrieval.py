@@ -34,7 +34,7 @@
 # and on other evaluation protocols.
 #
 # **Runtime:** measured each time the course site is built, and shown at the top of this
-# lesson's page and in the site's lesson table, with the data it was measured on.
+# lesson's page and on its card on the site's home page, with the data it was measured on.
 #
 # **How to work through it:** run the cells top to bottom (`# %%` cells run in VS Code,
 # PyCharm and Spyder, or run `python lessons/02_retrieval.py`). The five exercises are

@@ -27,7 +27,7 @@
 # - re-rank a user's top 100 retrieval candidates and show the final top 10 as titles.
 #
 # **Runtime:** measured each time the course site is built, and shown at the top of this
-# lesson's page and in the site's lesson table, with the data it was measured on.
+# lesson's page and on its card on the site's home page, with the data it was measured on.
 #
 # **How to work through it:** run the cells top to bottom. The five exercises are a
 # method, class or function whose body raises `NotImplementedError`; implement it, then run

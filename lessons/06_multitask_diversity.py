@@ -30,7 +30,7 @@
 #   novelty.
 #
 # **Runtime:** measured each time the course site is built, and shown at the top of this
-# lesson's page and in the site's lesson table, with the data it was measured on.
+# lesson's page and on its card on the site's home page, with the data it was measured on.
 #
 # **How to work through it:** run the cells top to bottom. The five exercises (6.1 to 6.5)
 # are a method or function whose body raises `NotImplementedError`; implement it, then run

@@ -31,7 +31,7 @@
 # (`recsys_course.models.train_retrieval`, lesson 02's recipe as a library function).
 #
 # **Runtime:** measured each time the course site is built, and shown at the top of this
-# lesson's page and in the site's lesson table, with the data it was measured on.
+# lesson's page and on its card on the site's home page, with the data it was measured on.
 #
 # **How to work through it:** run the cells top to bottom (or `python lessons/03_baselines.py`).
 # The two exercises are functions whose body raises `NotImplementedError`; implement them,

@@ -29,7 +29,7 @@
 #   top 10 equals the one computed in process, and measure where the milliseconds go.
 #
 # **Runtime:** measured each time the course site is built, and shown at the top of this
-# lesson's page and in the site's lesson table, with the data it was measured on
+# lesson's page and on its card on the site's home page, with the data it was measured on
 # (the funnel's models are trained, five SavedModels written, and `saved_model_cli` starts
 # TensorFlow four times).
 #
