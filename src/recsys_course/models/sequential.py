@@ -30,7 +30,7 @@ Two optional time features (``time_features=True``):
 Everything a position sees comes from strictly before its target's time, and a query asked
 at a cutoff sees only ratings before the cutoff.
 
-How the fixed settings were chosen: see :data:`SEQUENCE_SETTINGS`.
+How the fixed settings were chosen: see the comment above :data:`SEQUENCE_SETTINGS`.
 """
 
 from __future__ import annotations
@@ -55,11 +55,17 @@ DAY = 86_400  #: seconds
 #: ``(valid bool [batch, length]) -> bool [batch, length, length]``
 MaskBuilder = Callable[[tf.Tensor], tf.Tensor]
 
-#: The settings lesson 05 and its benchmark train every sequence model with (how they were
-#: chosen: the module docstring).
+#: The settings lesson 05 and its benchmark train every sequence model with. Chosen on the
+#: *validation* splits of real MovieLens 100K (mean over the five cutoffs of the best-epoch
+#: validation recall@10, never the test pairs), GRU + time features, one change at a time
+#: from the earlier ``dim`` 64, ``length`` 50, ``batch_size`` 64, ``learning_rate`` 1e-3:
+#: 0.110; ``length`` 30: 0.112; then ``dim`` 32: 0.114; then ``batch_size`` 128 and
+#: ``learning_rate`` 2e-3: 0.115; then ``length`` 20: 0.116, at under half the CPU time
+#: (each cutoff retrains, and the lesson must run in minutes on two cores). The attention
+#: tower's validation recall rose with the same change (0.076 to 0.102).
 SEQUENCE_SETTINGS = {
-    "dim": 64, "length": 50, "dropout": 0.2, "blocks": 1, "heads": 1, "learning_rate": 1e-3,
-    "batch_size": 64, "max_epochs": 10, "patience": 2, "window_days": 14, "horizon": 1, "mask_seen": False,
+    "dim": 32, "length": 20, "dropout": 0.2, "blocks": 1, "heads": 1, "learning_rate": 2e-3,
+    "batch_size": 128, "max_epochs": 10, "patience": 2, "window_days": 14, "horizon": 1, "mask_seen": False,
 }
 
 
