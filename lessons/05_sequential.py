@@ -38,7 +38,7 @@
 # per baseline are chosen here, on validation.
 #
 # **How to work through it:** run the cells top to bottom (`python lessons/05_sequential.py`
-# runs them all). The four exercises (5.1 to 5.4) are functions whose body raises
+# runs them all). The four exercises are functions whose body raises
 # `NotImplementedError`; implement them, check with `course check 5.1` (or `course check 05`),
 # and ask `course hint 5.1` when stuck.
 
@@ -70,7 +70,7 @@ DAY = 86_400  # seconds
 #
 # - **Order.** People rate in sessions, and what they rate next depends on what they just
 #   rated: the next film of a series, another film of the director they are exploring.
-#   A set cannot say which of a user's 200 movies was the last.
+#   A set cannot say which of a user's movies was the last.
 # - **Time.** The catalogue moves: films come out, are watched by many for a few weeks and
 #   fade. What was popular over the last weeks says more about tomorrow than what was
 #   popular over five years.
@@ -428,8 +428,8 @@ summary(results).round(4)
 # Two models from lesson 03 that read the history as a set: EASE (its penalty chosen on
 # validation from a grid, `recsys_course.baselines.ease_weights`) and the two-tower model
 # whose query is a bag of the user's movies (`models.train_history_model`, lesson 03's
-# dot-product configuration with 128 numbers a movie instead of 512, since it retrains at
-# every cutoff, its epoch chosen on validation). Both are trained on
+# dot-product configuration, with smaller vectors since it retrains at every cutoff
+# (`HISTORY_TOWER`), its epoch chosen on validation). Both are trained on
 # everything before each cutoff's validation split, the tower then queried with each test
 # user's whole history up to the cutoff.
 
