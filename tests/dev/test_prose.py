@@ -118,20 +118,8 @@ EXACT_COMPARISONS: dict[str, dict[str, str]] = {
     },
 }
 
-# Lessons being rewritten by other helpers of this wave (issue 31 applies to them too): the
-# checks report on them but do not fail until their rewrite is merged. Remove a lesson from
-# this set once its test passes.
-REWRITTEN_ELSEWHERE: set[str] = set()
-
-
 def lessons(rule: str):
-    params = []
-    for key in LESSONS:
-        marks = []
-        if key in REWRITTEN_ELSEWHERE:
-            marks.append(pytest.mark.xfail(strict=False, reason=f"lesson {key} is rewritten for issue 31 by another helper"))
-        params.append(pytest.param(key, marks=marks, id=f"{rule}-{key}"))
-    return params
+    return [pytest.param(key, id=f"{rule}-{key}") for key in LESSONS]
 
 
 def _report(key: str, what: str, findings) -> str:

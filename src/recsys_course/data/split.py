@@ -139,9 +139,11 @@ def global_time_split(
     before = times < cutoff
     users = ratings[user_col].to_numpy()
     history = pd.Series(users[before]).value_counts()
-    eligible = set(history.index[history >= min_history])
+    eligible = history.index[history >= min_history]
     position = np.arange(len(ratings))
-    after = np.flatnonzero(~before & np.isin(users, list(eligible)))
+    # pandas' hash-based isin: np.isin on object (string) ids compares element by element,
+    # about a second and a half per split on MovieLens 100K.
+    after = np.flatnonzero(~before & pd.Series(users).isin(eligible).to_numpy())
     order = after[np.lexsort((position[after], times[after]))]  # by time, then by row
     rank = pd.Series(users[order]).groupby(users[order], sort=False).cumcount().to_numpy()
     test_rows = np.sort(order[rank < horizon])

@@ -18,13 +18,14 @@ module         what it holds
 ``recorded``   searches run offline on validation, which lessons state: ``recorded_search``
 ``history``    the two-tower model whose query is a bag of the user's movies, trained per
                user with a full softmax: ``HistoryRetrievalModel``, ``train_history_model``
-``baselines``  the item-based baselines: popularity, item-kNN and EASE (Steck, 2019)
 ``funnel``     lesson 06's funnel: candidates from several sources (``Sources``,
                ``union_lists``), the ranker's features as a TensorFlow module
-               (``FunnelFeatures``), the DCN ranker and its listwise loss, ``Funnel``
+               (``FunnelFeatures``), the DCN ranker and its listwise loss, ``Funnel``; its candidate
+               sources popularity, item-kNN and EASE live in ``recsys_course.baselines``
+               (no TensorFlow)
 =============  ==========================================================================
 
-The names below are re-exported here (``baselines`` and ``funnel`` are imported as modules:
+The names below are re-exported here (``funnel`` is imported as a module:
 ``from recsys_course.models import funnel``); importing this package imports TensorFlow.
 """
 
