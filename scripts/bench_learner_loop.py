@@ -129,7 +129,7 @@ def main() -> int:
         make_clone(root, catalog)
         try:
             lessons = [catalog.lesson(k) for k in args.lessons.split(",")] if args.lessons else catalog.lessons
-            for lesson in lessons:  # the answer itself (COURSE_WORKER=off: no warm-up started)
+            for lesson in (l for l in lessons if l.exercises):  # an appendix has none (COURSE_WORKER=off: no warm-up)
                 for exercise in (lesson.exercises[0], lesson.exercises[-1]):
                     samples = [course(root, "check", exercise.id, COURSE_WORKER="off") for _ in range(n)]
                     rows.append(measure(f"stub {exercise.id} (lesson {lesson.id})", samples, TARGETS["stub"],
