@@ -152,8 +152,10 @@ def test_lesson_00_notebook_runs_end_to_end_and_checks_from_the_notebook(tmp_pat
     stub = next(c for c in learner.cells if c.metadata.get("exercise") == "0.1")
     check_cell = learner.cells[learner.cells.index(stub) + 1]
     notebook.cells += [nbformat.v4.new_code_cell(stub.source), nbformat.v4.new_code_cell(check_cell.source)]
+    # COURSE_WORKER=off: the checks would otherwise leave a warm worker behind for this
+    # temporary copy, outliving the test (make test sets it; a bare pytest run does not).
     env = {**os.environ, "PYTHONPATH": str(SRC_DIR), "COURSE_DATA": "synthetic", "COURSE_ROOT": str(root),
-           "MPLBACKEND": "Agg"}
+           "MPLBACKEND": "Agg", "COURSE_WORKER": "off"}
     NotebookClient(notebook, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute(env=env, transport_encryption="auto")
     checks = [c for c in notebook.cells if CHECK_TAG in c.metadata.get("tags", [])]
