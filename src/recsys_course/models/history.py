@@ -69,6 +69,7 @@ import tensorflow_recommenders as tfrs
 from recsys_course import evaluation as ev
 from recsys_course.env import seed_everything
 from recsys_course.models.towers import id_tower
+from recsys_course.models.training import keep_best_epochs
 
 HISTORY = "history"  #: the feature holding a user's 0/1 history row
 MASKED_LOGIT = 1e9  #: subtracted from the logits of the movies the query was shown
@@ -267,20 +268,14 @@ def train_history_model(
     batches = (tf.data.Dataset.from_tensor_slices({HISTORY: fit_matrix})
                .shuffle(len(fit_matrix), seed=seed).batch(batch_size))
     exclude = np.asarray(validation_history) > 0
-    best, best_epoch, best_weights, rows, stale = -1.0, 0, None, [], 0
-    for epoch in range(every, max_epochs + 1, every):
-        model.fit(batches, epochs=every, verbose=0)
+
+    def measure() -> float:
         ranked = ev.top_k(model.scores(validation_history), 10, exclude=exclude)
-        recall = ev.recall_at_k(ranked, validation_relevant, 10)
-        rows.append({"epoch": epoch, "validation recall@10": recall})
-        if recall > best:
-            best, best_epoch, best_weights, stale = recall, epoch, model.get_weights(), 0
-        else:
-            stale += 1
-            if stale >= patience:
-                break
-    model.set_weights(best_weights)
-    return HistoryRun(model, best_epoch, best, pd.DataFrame(rows))
+        return ev.recall_at_k(ranked, validation_relevant, 10)
+
+    best_epoch, best, curve = keep_best_epochs(model, batches, measure, max_epochs=max_epochs,
+                                               patience=patience, every=every)
+    return HistoryRun(model, best_epoch, best, curve)
 
 
 @dataclass

@@ -46,6 +46,7 @@ import tensorflow_recommenders as tfrs
 
 from recsys_course import evaluation as ev
 from recsys_course.env import seed_everything
+from recsys_course.models.training import keep_best_epochs
 
 PAD = 0  #: the movie index that pads a sequence on the left
 GAP_BUCKETS = 21  #: gap buckets: 0 (no gap) ... 20 (about two years or more)
@@ -472,19 +473,6 @@ def train_sequential_model(model: SequentialRetrievalModel, features: dict[str, 
     def measure() -> float:
         return ev.recall_at_k(ev.top_k(model.scores(validation), 10, exclude=exclude), validation_relevant, 10)
 
-    best, best_epoch, best_weights, rows, stale = -1.0, 0, None, [], 0
-    if warm:
-        best, best_weights = measure(), model.get_weights()
-        rows.append({"epoch": 0, "validation recall@10": best})
-    for epoch in range(1, max_epochs + 1):
-        model.fit(batches, epochs=1, verbose=0)
-        recall = measure()
-        rows.append({"epoch": epoch, "validation recall@10": recall})
-        if recall > best:
-            best, best_epoch, best_weights, stale = recall, epoch, model.get_weights(), 0
-        else:
-            stale += 1
-            if stale >= patience:
-                break
-    model.set_weights(best_weights)
-    return SequentialRun(model, best_epoch, best, pd.DataFrame(rows))
+    best_epoch, best, curve = keep_best_epochs(model, batches, measure, max_epochs=max_epochs,
+                                               patience=patience, measure_first=warm)
+    return SequentialRun(model, best_epoch, best, curve)

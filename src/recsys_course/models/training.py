@@ -184,3 +184,33 @@ def train_with_curves(
         pd.DataFrame(rows), best_epoch, time.perf_counter() - started,
         selected_on=select_on or "last epoch",
     )
+
+
+def keep_best_epochs(model: tf.keras.Model, batches: tf.data.Dataset, measure, *, max_epochs: int,
+                     patience: int, every: int = 1, measure_first: bool = False,
+                     column: str = "validation recall@10") -> tuple[int, float, pd.DataFrame]:
+    """Early stopping on a validation measure: fit ``model`` on ``batches`` ``every`` epochs at
+    a time up to ``max_epochs``, call ``measure()`` (higher is better) after each step, stop
+    after ``patience`` steps without a strictly better value, and leave the model holding the
+    weights of the best step.
+
+    With ``measure_first`` the weights the model starts with (a warm start) are measured as
+    epoch 0 and kept if no step beats them. Returns ``(best_epoch, best_value, curve)``, the
+    curve one row per measurement with columns ``epoch`` and ``column``.
+    """
+    best, best_epoch, best_weights, rows, stale = -1.0, 0, None, [], 0
+    if measure_first:
+        best, best_weights = measure(), model.get_weights()
+        rows.append({"epoch": 0, column: best})
+    for epoch in range(every, max_epochs + 1, every):
+        model.fit(batches, epochs=every, verbose=0)
+        value = measure()
+        rows.append({"epoch": epoch, column: value})
+        if value > best:
+            best, best_epoch, best_weights, stale = value, epoch, model.get_weights(), 0
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    model.set_weights(best_weights)
+    return best_epoch, best, pd.DataFrame(rows)
