@@ -3,6 +3,7 @@ each contained (:mod:`recsys_course.tooling.grading.guard`), into a fresh module
 
 from __future__ import annotations
 
+import ast
 import importlib
 import sys
 import traceback
@@ -69,6 +70,26 @@ def describe_cell_error(error: BaseException, path: Path) -> str:
 def graded_cells(source: str) -> list:
     """The cells grading runs (``setup`` and ``exercise``), in order."""
     return [c for c in parse_cells(source) if c.kind == "code" and c.tags & GRADED_TAGS]
+
+
+def imported_modules(cells, *, submodules: bool = False) -> list[str]:
+    """The absolute module names the ``cells`` import, in order of first appearance (cells
+    that do not parse are skipped). With ``submodules``, ``from a import b`` also names
+    ``a.b``, which is a module when ``b`` is one (``from recsys_course import models``)."""
+    names: dict[str, None] = {}
+    for cell in cells:
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update((alias.name, None) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names[node.module] = None
+                if submodules:
+                    names.update((f"{node.module}.{alias.name}", None) for alias in node.names)
+    return list(names)
 
 
 def cell_label(cell) -> str:

@@ -32,7 +32,6 @@ load and counts as that exercise's error. Time is counted in CPU seconds of the 
 
 from __future__ import annotations
 
-import ast
 import builtins
 import functools
 import types
@@ -44,7 +43,9 @@ from collections.abc import Callable
 import numpy as np
 
 from recsys_course.tooling.grading import wire
-from recsys_course.tooling.grading.loader import DEFERRED, LessonLoadError, cell_label, graded_cells
+from recsys_course.tooling.grading.loader import (
+    DEFERRED, LessonLoadError, cell_label, graded_cells, imported_modules,
+)
 from recsys_course.tooling.grading.sandbox import (
     LESSON_MOUNT, Budget, Channel, Limits, Sandbox, SandboxCrashed, SandboxError, SandboxTimeout,
 )
@@ -103,16 +104,7 @@ def preload_modules(lesson_files: list[Path]) -> tuple[str, ...]:
             source = Path(path).read_text(encoding="utf-8")
         except OSError:
             continue
-        for cell in graded_cells(source):
-            try:
-                tree = ast.parse(cell.source)
-            except SyntaxError:
-                continue
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Import):
-                    names.update((a.name, None) for a in node.names)
-                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                    names[node.module] = None
+        names.update(dict.fromkeys(imported_modules(graded_cells(source))))
     for name in ("__future__", *DEFERRED):  # (deferred modules are imported when used, if ever)
         names.pop(name, None)
     return tuple(names)

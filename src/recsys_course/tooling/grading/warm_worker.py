@@ -24,7 +24,6 @@ it rather than start a second one).
 
 from __future__ import annotations
 
-import ast
 import gc
 import json
 import os
@@ -80,35 +79,21 @@ def modules_for(lesson_file: Path, exercises: set[str] | None) -> list[str]:
     import, among :data:`PRELOADABLE` packages, in order. For ``matplotlib.pyplot`` only the
     ``matplotlib`` package, which its import statement loads anyway: the grading plugin
     defers pyplot itself, which grading never draws with."""
-    from recsys_course.tooling.lessons import GRADED_TAGS, parse_cells
+    from recsys_course.tooling.grading.loader import graded_cells, imported_modules
 
     try:
-        cells = [c for c in parse_cells(Path(lesson_file).read_text(encoding="utf-8"))
-                 if c.kind == "code" and c.tags & GRADED_TAGS]
+        cells = graded_cells(Path(lesson_file).read_text(encoding="utf-8"))
     except OSError:
         return []
     if exercises:
         last = max((i for i, c in enumerate(cells) if c.exercise in exercises), default=len(cells) - 1)
         cells = cells[: last + 1]
     names: list[str] = []
-    for cell in cells:
-        try:
-            tree = ast.parse(cell.source)
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                found = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                # `from recsys_course import models`: the submodule, when it is one
-                found = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-            else:
-                continue
-            for name in found:
-                if name.startswith("matplotlib"):
-                    name = "matplotlib"  # the package (imported anyway); pyplot stays deferred
-                if name.split(".")[0] in PRELOADABLE and name not in names:
-                    names.append(name)
+    for name in imported_modules(cells, submodules=True):
+        if name.startswith("matplotlib"):
+            name = "matplotlib"  # the package (imported anyway); pyplot stays deferred
+        if name.split(".")[0] in PRELOADABLE and name not in names:
+            names.append(name)
     return names
 
 
