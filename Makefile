@@ -87,13 +87,14 @@ $(BROWSER_STAMP): $(STAMP)
 # Drives Debian's chromium (or the browser $CHROMIUM names) over the built site. Reuses
 # site/ when it is current; otherwise builds it with the last build's data, or with
 # $COURSE_DATA when set (saying so, since that executes every lesson with the new data).
+# Two browsers at a time; COURSE_SCREENSHOTS=1 also saves full-page screenshots.
 browser-test: $(BROWSER_STAMP) vendor
 	@command -v $${CHROMIUM:-chromium} >/dev/null 2>&1 || { echo "chromium is missing: apt-get install chromium, or set CHROMIUM"; exit 1; }
 	@$(BIN)/python -m recsys_course.tooling.site.stamp site || { \
 	  data="$${COURSE_DATA:-$$($(BIN)/python -m recsys_course.tooling.site.stamp site --data)}"; \
 	  echo "building the site with COURSE_DATA=$${data:-auto}"; \
 	  COURSE_DATA="$$data" $(BIN)/mkdocs build --strict; }
-	$(BIN)/python -m pytest tests/browser
+	$(BIN)/python -m pytest -n 2 tests/browser
 
 bench: $(STAMP)
 	$(BIN)/course bench --data $${COURSE_DATA:-synthetic}
