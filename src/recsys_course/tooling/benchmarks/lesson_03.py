@@ -44,7 +44,7 @@ from recsys_course import evaluation as ev, models
 from recsys_course.data import MovieLens
 from recsys_course.env import seed_everything
 from recsys_course.models import features as mf
-from recsys_course.tooling.benchmarks import quick
+from recsys_course.tooling.benchmarks import QUICK_EPOCHS, epochs, quick, when_quick
 from recsys_course.tooling.benchmarks.lesson_02 import HOLDOUT, Evaluation, Progress, splits
 
 ID_TOWERS = {
@@ -122,7 +122,9 @@ def _protocol(data: MovieLens, lesson, protocol: str) -> dict:
     runs = {}
     for config in models.HISTORY_GRID:
         runs[models.history_config_label(config)] = (
-            models.train_history_model(e.fit_matrix, movie_ids, e.val_history, e.val_relevant, seed=seed, **config),
+            models.train_history_model(e.fit_matrix, movie_ids, e.val_history, e.val_relevant, seed=seed,
+                                       # a quick run: one validation measure (every 5 epochs), then stop
+                                       **{**config, **when_quick(max_epochs=5, patience=1)}),
             config)
     chosen = max(runs, key=lambda key: runs[key][0].validation_recall)
     history_run, history_config = runs[chosen]
@@ -148,7 +150,8 @@ def _protocol(data: MovieLens, lesson, protocol: str) -> dict:
     for name, options in towers.items():
         started = time.perf_counter()
         seed_everything(seed)
-        trained = models.train_retrieval(fit, movies, validation=validation, seed=seed, **options)
+        trained = models.train_retrieval(fit, movies, validation=validation, seed=seed, **options,
+                                         **when_quick(max_epochs=QUICK_EPOCHS))
         comparison[name] = _timed({
             **e.measure(trained.scores(e.test_users)),
             "validation_recall@10_masked": e.validation_recall(trained.scores(e.val_users)),
@@ -209,7 +212,7 @@ def _side_corrected(data: MovieLens, lesson, fit, validation, movies, time_bucke
         return mf.rating_features(frame, width, demographics=demographics, probability=probability)
 
     run = models.train_with_curves(model, mf.to_dataset(features(fit), recipe["batch_size"], shuffle_seed=seed),
-                                   {"validation": features(validation)}, epochs=recipe["max_epochs"], ks=(100,),
+                                   {"validation": features(validation)}, epochs=epochs(recipe["max_epochs"]), ks=(100,),
                                    patience=recipe["patience"])
     return model, run
 
