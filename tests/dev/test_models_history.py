@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-import recsys_course  # noqa: F401  (legacy Keras before TensorFlow)
+import recsys_course  # first: legacy Keras before TensorFlow
 import tensorflow as tf
 
 from recsys_course import evaluation as ev, models
