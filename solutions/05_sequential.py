@@ -230,11 +230,12 @@ cutoff_table
 #     A["ratings before the validation cutoff<br/>(fit)"] --> B["validation users' next ratings<br/>(choose)"] --> C["cutoff"] --> D["test users' next ratings<br/>(report)"]
 # ```
 #
-# The count baselines and EASE are then refitted on all the ratings before the cutoff with
-# the chosen setting. The neural models keep the weights of their best validation epoch:
-# retraining them would double the lesson's runtime. They do not lose the last weeks
-# altogether, because they read each user's history *up to the cutoff* when they are asked,
-# and the time features count the recent ratings up to the cutoff too.
+# Then every model is **refitted on all the ratings before the cutoff** with the chosen
+# setting: the count baselines and EASE with their window or penalty, the neural models
+# trained again from the same starting point and seed for the chosen number of epochs
+# (`models.training.keep_best_epochs` does it for every neural model of the course). The
+# choice never sees the test period, and no model misses the weeks just before the cutoff,
+# the weeks recent popularity lives on.
 
 # %% tags=["setup"]
 def validation_split(train: pd.DataFrame) -> ev.TimeSplit:
@@ -445,9 +446,9 @@ summary(results).round(4)
 # validation from a grid, `recsys_course.baselines.ease_weights`) and the two-tower model
 # whose query is a bag of the user's movies (`models.train_history_model`, lesson 03's
 # dot-product configuration, with smaller vectors since it retrains at every cutoff
-# (`HISTORY_TOWER`), its epoch chosen on validation). Both are trained on
-# everything before each cutoff's validation split, the tower then queried with each test
-# user's whole history up to the cutoff.
+# (`HISTORY_TOWER`), its epoch chosen on validation). Both choose on each cutoff's
+# validation split and are then refitted on everything before the cutoff, the tower queried
+# with each test user's whole history up to it.
 
 # %% tags=["setup"]
 EASE_GRID = (100.0, 300.0, 1000.0)  # EASE penalties to choose from
@@ -477,8 +478,9 @@ class EaseRecommender:
 
 
 class HistoryTowerRecommender:
-    """Lesson 02's bag-of-history tower, fitted before the validation cutoff with its epoch
-    chosen there, then queried with each user's whole history before the cutoff."""
+    """Lesson 02's bag-of-history tower, its epoch chosen on the cutoff's validation split,
+    then refitted for that many epochs on every rating before the cutoff and queried with
+    each user's whole history before it."""
 
     def __init__(self, movie_ids: list[str], settings: dict = HISTORY_TOWER):
         self.movie_ids, self.settings = movie_ids, dict(settings)
@@ -490,7 +492,9 @@ class HistoryTowerRecommender:
         fit_matrix = ev.interaction_matrix(validation.train, sorted(validation.train["user_id"].unique()), self.movie_ids)
         run = models.train_history_model(
             fit_matrix, self.movie_ids, ev.interaction_matrix(validation.train, v_users, self.movie_ids),
-            ev.interaction_matrix(validation.test, v_users, self.movie_ids), seed=SEED, **self.settings)
+            ev.interaction_matrix(validation.test, v_users, self.movie_ids), seed=SEED,
+            refit_matrix=ev.interaction_matrix(train, sorted(train["user_id"].unique()), self.movie_ids),
+            **self.settings)
         self.chosen.append({"cutoff": cutoff, "epoch": run.best_epoch, "validation recall@10": run.validation_recall})
         return run.model.scores(ev.interaction_matrix(train, users, self.movie_ids))
 
@@ -629,14 +633,15 @@ SEQUENCE_MODELS = {"GRU": ("gru", False), "GRU + time": ("gru", True), "attentio
 
 
 class SequenceRecommender:
-    """A sequence model (``kind`` ``"gru"`` or ``"attention"``) trained on the ratings before
-    each cutoff's validation cutoff, its epoch chosen there, then queried at the cutoff with
+    """A sequence model (``kind`` ``"gru"`` or ``"attention"``): at each cutoff, its epoch
+    count is chosen on the validation split, then it is trained again from the same start
+    for that many epochs on every rating before the cutoff, and queried at the cutoff with
     each user's latest movies. ``time_features`` adds the recency and gap features (section 6).
 
-    At a later cutoff, training continues from the model of the previous one (its weights
-    were fitted on ratings before that cutoff, all in the past), as a production model is
-    refreshed from yesterday's rather than trained from scratch; at an earlier or the first
-    cutoff it starts afresh. ``runs`` keeps each cutoff's ``SequentialRun``.
+    Training starts from the model of the previous cutoff when that model was fitted on
+    ratings before this cutoff's validation cutoff (all in the past of what validation
+    measures), as a production model is refreshed from yesterday's rather than trained
+    from scratch; otherwise it starts afresh. ``runs`` keeps each cutoff's ``SequentialRun``.
     """
 
     def __init__(self, movie_ids: list[str], kind: str, time_features: bool = False, *, settings: dict = SETTINGS):
@@ -645,20 +650,22 @@ class SequenceRecommender:
         self.model, self.last_cutoff = None, None
         self.runs: dict[int, sequential.SequentialRun] = {}
 
-    def recency(self, frame: pd.DataFrame) -> sequential.Recency | None:
-        window = self.settings["window_days"] * DAY
-        return sequential.Recency.build(frame, self.movie_ids, window) if self.time_features else None
+    def examples(self, frame: pd.DataFrame, recency: sequential.Recency | None) -> dict[str, np.ndarray]:
+        """The next-item training features of ``frame``."""
+        inputs, targets = next_item_examples(frame, self.settings["length"])
+        return sequential.example_features(frame, inputs, targets, self.movie_ids, recency)
 
     def __call__(self, train: pd.DataFrame, users: list[str], cutoff: int) -> np.ndarray:
         s = self.settings
         validation = validation_split(train)
         fit = validation.train
-        recency = self.recency(fit)
-        inputs, targets = next_item_examples(fit, s["length"])
-        features = sequential.example_features(fit, inputs, targets, self.movie_ids, recency)
+        # One table for both runs: each of its rows counts only the ratings before its own
+        # moment, so validation reads nothing of the validation period through it.
+        recency = (sequential.Recency.build(train, self.movie_ids, s["window_days"] * DAY)
+                   if self.time_features else None)
         v_users = sorted(validation.test_users)
         v_queries = sequential.query_features(fit, v_users, self.movie_ids, s["length"], validation.cutoff, recency)
-        warm = self.model is not None and cutoff > self.last_cutoff
+        warm = self.model is not None and self.last_cutoff <= validation.cutoff
         if warm:
             if recency is not None:
                 self.model.set_recency(recency)
@@ -669,11 +676,11 @@ class SequenceRecommender:
                 heads=s["heads"], horizon=s["horizon"], mask_seen=s["mask_seen"],
                 mask_builder=causal_attention_mask if self.kind == "attention" else None)
         run = sequential.train_sequential_model(
-            self.model, features, v_queries, ev.interaction_matrix(fit, v_users, self.movie_ids),
-            ev.interaction_matrix(validation.test, v_users, self.movie_ids),
+            self.model, self.examples(fit, recency), v_queries, ev.interaction_matrix(fit, v_users, self.movie_ids),
+            ev.interaction_matrix(validation.test, v_users, self.movie_ids), refit=self.examples(train, recency),
             max_epochs=s["max_epochs"], patience=s["patience"], batch_size=s["batch_size"], seed=SEED, warm=warm)
         self.runs[cutoff], self.last_cutoff = run, cutoff
-        queries = sequential.query_features(train, users, self.movie_ids, s["length"], cutoff, self.recency(train))
+        queries = sequential.query_features(train, users, self.movie_ids, s["length"], cutoff, recency)
         return self.model.scores(queries)
 
 

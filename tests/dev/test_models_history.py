@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-import recsys_course  # noqa: F401  (legacy Keras before TensorFlow)
+import recsys_course  # first: legacy Keras before TensorFlow
 import tensorflow as tf
 
 from recsys_course import evaluation as ev, models
@@ -143,6 +143,29 @@ def test_training_learns_two_taste_groups_and_keeps_the_best_epoch():
     assert run.best_epoch == run.curve.loc[run.curve["validation recall@10"].idxmax(), "epoch"]
     ranked = ev.top_k(run.model.scores(fit), 10, exclude=fit > 0)
     assert ev.recall_at_k(ranked, relevant, 10) == pytest.approx(run.validation_recall)
+
+
+def test_refit_trains_the_chosen_epoch_count_again_from_the_same_start_on_the_refit_data():
+    # The epoch count is chosen on the first 30 users' validation; the model then ends as a
+    # model started from the same weights and seed and trained on all 40 users for that
+    # many epochs would.
+    rng = np.random.default_rng(1)
+    everyone = (rng.random((40, 20)) < 0.3).astype(np.float32)
+    fit, relevant = everyone[:30], (rng.random((30, 20)) < 0.1).astype(np.float32)
+    movie_ids = [f"m{i}" for i in range(20)]
+    settings = {"embedding_dim": 4, "l2": 0.0, "learning_rate": 0.05, "batch_size": 8}
+    refitted = models.train_history_model(fit, movie_ids, fit, relevant, max_epochs=6, every=2, patience=3,
+                                          seed=7, refit_matrix=everyone, **settings)
+    curve = refitted.curve.set_index("epoch")["validation recall@10"]
+    assert refitted.best_epoch == curve.idxmax() and refitted.validation_recall == curve.max()
+
+    recsys_course.seed_everything(7)  # the same start, by hand: build, one loss (creates every weight), reseed
+    by_hand = models.build_history_model(movie_ids, 4, l2=0.0, learning_rate=0.05)
+    by_hand.compute_loss(next(iter(tf.data.Dataset.from_tensor_slices({HISTORY: fit}).batch(8))))
+    recsys_course.seed_everything(7)
+    by_hand.fit(tf.data.Dataset.from_tensor_slices({HISTORY: everyone}).shuffle(40, seed=7).batch(8),
+                epochs=refitted.best_epoch, verbose=0)
+    np.testing.assert_allclose(refitted.model.scores(everyone), by_hand.scores(everyone), rtol=1e-4, atol=1e-5)
 
 
 def test_training_rejects_a_matrix_of_the_wrong_width():

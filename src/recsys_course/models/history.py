@@ -202,8 +202,9 @@ class HistoryRetrievalModel(tfrs.Model):
 @dataclass
 class HistoryRun:
     """A trained history model: ``model`` holds the weights of ``best_epoch``, the epoch
-    with the best validation masked recall@10 (``validation_recall``); ``curve`` has one row
-    per measured epoch (``epoch``, ``validation recall@10``)."""
+    with the best validation masked recall@10 (``validation_recall``), or after a refit the
+    weights of that many epochs on the refit data; ``curve`` has one row per measured epoch
+    (``epoch``, ``validation recall@10``)."""
 
     model: HistoryRetrievalModel
     best_epoch: int
@@ -242,6 +243,7 @@ def train_history_model(
     every: int = 5,
     patience: int = 3,
     seed: int = 42,
+    refit_matrix: np.ndarray | None = None,
 ) -> HistoryRun:
     """Train on the fit histories, choosing the epoch on validation.
 
@@ -255,9 +257,16 @@ def train_history_model(
             :func:`build_history_model`).
         every: measure validation masked recall@10 every ``every`` epochs; stop after
             ``patience`` measures without improvement or at ``max_epochs``.
+        refit_matrix: ``[users, n_movies]`` 0/1, more training histories (e.g. everything
+            before the test cutoff, when ``fit_matrix`` stops at the validation cutoff):
+            the epoch count is chosen on validation as above, then the model is trained
+            again from its initial weights and the same seed on ``refit_matrix`` for that
+            many epochs (:func:`recsys_course.models.training.keep_best_epochs`).
 
     Returns:
-        A :class:`HistoryRun` whose model holds the best validation epoch's weights.
+        A :class:`HistoryRun` whose model holds the best validation epoch's weights, or
+        with ``refit_matrix`` the refitted ones (``validation_recall`` stays the
+        validation run's).
     """
     fit_matrix = np.asarray(fit_matrix, dtype=np.float32)
     if fit_matrix.ndim != 2 or fit_matrix.shape[1] != len(movie_ids):
@@ -265,16 +274,19 @@ def train_history_model(
     seed_everything(seed)
     model = build_history_model(movie_ids, embedding_dim, dropout=dropout, l2=l2,
                                 learning_rate=learning_rate, temperature=temperature)
-    batches = (tf.data.Dataset.from_tensor_slices({HISTORY: fit_matrix})
-               .shuffle(len(fit_matrix), seed=seed).batch(batch_size))
+
+    def batches(matrix: np.ndarray) -> tf.data.Dataset:
+        return tf.data.Dataset.from_tensor_slices({HISTORY: matrix}).shuffle(len(matrix), seed=seed).batch(batch_size)
+
     exclude = np.asarray(validation_history) > 0
 
     def measure() -> float:
         ranked = ev.top_k(model.scores(validation_history), 10, exclude=exclude)
         return ev.recall_at_k(ranked, validation_relevant, 10)
 
-    best_epoch, best, curve = keep_best_epochs(model, batches, measure, max_epochs=max_epochs,
-                                               patience=patience, every=every)
+    refit = None if refit_matrix is None else batches(np.asarray(refit_matrix, dtype=np.float32))
+    best_epoch, best, curve = keep_best_epochs(model, batches(fit_matrix), measure, max_epochs=max_epochs,
+                                               patience=patience, every=every, refit_batches=refit, seed=seed)
     return HistoryRun(model, best_epoch, best, curve)
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 
 import tensorflow as tf  # recsys_course/__init__.py has already set TF_USE_LEGACY_KERAS=1
 
+from recsys_course.env import seed_everything
 from recsys_course.models.features import to_dataset
 
 #: Key of the factorized top-K accuracy in ``model.evaluate(..., return_dict=True)``.
@@ -188,6 +189,7 @@ def train_with_curves(
 
 def keep_best_epochs(model: tf.keras.Model, batches: tf.data.Dataset, measure, *, max_epochs: int,
                      patience: int, every: int = 1, measure_first: bool = False,
+                     refit_batches: tf.data.Dataset | None = None, seed: int | None = None,
                      column: str = "validation recall@10") -> tuple[int, float, pd.DataFrame]:
     """Early stopping on a validation measure: fit ``model`` on ``batches`` ``every`` epochs at
     a time up to ``max_epochs``, call ``measure()`` (higher is better) after each step, stop
@@ -195,15 +197,38 @@ def keep_best_epochs(model: tf.keras.Model, batches: tf.data.Dataset, measure, *
     weights of the best step.
 
     With ``measure_first`` the weights the model starts with (a warm start) are measured as
-    epoch 0 and kept if no step beats them. Returns ``(best_epoch, best_value, curve)``, the
-    curve one row per measurement with columns ``epoch`` and ``column``.
+    epoch 0 and kept if no step beats them.
+
+    With ``refit_batches`` the epoch count is only *chosen* on validation: the model then
+    goes back to where it started (its weights and its optimizer's state, with ``seed``
+    re-applied through :func:`recsys_course.env.seed_everything`) and is fitted on
+    ``refit_batches`` for the chosen number of epochs, and it ends holding *those* weights.
+    This is the standard protocol when ``batches`` hold the ratings before a validation
+    cutoff and ``refit_batches`` everything before the test cutoff: the choice never sees
+    the test period, and the final model sees as much of the past as the count baselines
+    that are refitted on it. Optimizer slots created during training (Adam's moments) start
+    at zero again, as in a fresh optimizer. The returned value and curve stay the validation
+    run's (a refitted model has seen the validation ratings). The model must compute its
+    loss as a ``tfrs.Model`` does, ``compute_loss(batch, training)``.
+
+    Returns ``(best_epoch, best_value, curve)``, the curve one row per measurement with
+    columns ``epoch`` and ``column``.
     """
+    start = optimizer_start = None
+    if refit_batches is not None:
+        # Keras creates a layer's weights at its first call: one loss on one batch creates
+        # them all, so that the starting point can be saved whole.
+        model.compute_loss(next(iter(batches)), training=False)
+        start, optimizer_start = model.get_weights(), _optimizer_state(model)
     best, best_epoch, best_weights, rows, stale = -1.0, 0, None, [], 0
     if measure_first:
         best, best_weights = measure(), model.get_weights()
         rows.append({"epoch": 0, column: best})
     for epoch in range(every, max_epochs + 1, every):
         model.fit(batches, epochs=every, verbose=0)
+        if start is not None and len(model.get_weights()) != len(start):
+            raise RuntimeError("the model created weights during training that one compute_loss call did "
+                               "not: its starting point cannot be restored for the refit")
         value = measure()
         rows.append({"epoch": epoch, column: value})
         if value > best:
@@ -212,5 +237,25 @@ def keep_best_epochs(model: tf.keras.Model, batches: tf.data.Dataset, measure, *
             stale += 1
             if stale >= patience:
                 break
-    model.set_weights(best_weights)
+    if refit_batches is None:
+        model.set_weights(best_weights)
+    else:
+        model.set_weights(start)
+        _restore_optimizer_state(model, optimizer_start)
+        if seed is not None:
+            seed_everything(seed)
+        if best_epoch:
+            model.fit(refit_batches, epochs=best_epoch, verbose=0)
     return best_epoch, best, pd.DataFrame(rows)
+
+
+def _optimizer_state(model: tf.keras.Model) -> dict:
+    """The current value of each variable of ``model``'s optimizer, by variable."""
+    return {v.ref(): v.numpy() for v in model.optimizer.variables}
+
+
+def _restore_optimizer_state(model: tf.keras.Model, state: dict) -> None:
+    """Put back the values of :func:`_optimizer_state`; a variable created since (a slot
+    built by the first training step) is set to zero, its value in a fresh optimizer."""
+    for variable in model.optimizer.variables:
+        variable.assign(state.get(variable.ref(), np.zeros(variable.shape, variable.dtype.as_numpy_dtype)))

@@ -7,8 +7,9 @@ Protocol (the lesson's, with its own functions): one global time split per quant
 Every model is fitted on the ratings before its cutoff's *validation* cutoff (the same split
 at ``VALIDATION_QUANTILE`` of the training ratings) and chooses its setting there: the
 recent-popularity window, EASE's penalty, the history tower's and the sequence models'
-epoch. The count baselines and EASE are then refitted on everything before the cutoff; the
-neural models keep their validation weights and read each user's history up to the cutoff.
+epoch. Every model is then refitted on everything before the cutoff with that setting (the
+neural ones from the same start and seed for the chosen number of epochs,
+``models.training.keep_best_epochs``) and reads each user's history up to the cutoff.
 Lists are masked (movies rated before the cutoff excluded) over the full catalogue, via the
 lesson's ``evaluate_cutoffs``.
 
