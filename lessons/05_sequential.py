@@ -749,7 +749,12 @@ print(f"two sequence models with time features at {len(QUANTILES)} cutoffs: {tim
 
 # %%
 table = summary(results, reference=best_baseline)
-best_sequence = table.loc[list(SEQUENCE_MODELS), f"recall@{K}"].idxmax()
+# The sequence model of the headline is chosen on validation (mean over the cutoffs), never
+# on the test pairs; the baseline it faces is the best one on the test pairs, the harder bar.
+sequence_runs = {"GRU": gru, "GRU + time": gru_time, "attention + time": attention_time}
+sequence_validation = {name: float(np.mean([run.validation_recall for run in model.runs.values()]))
+                       for name, model in sequence_runs.items()}
+best_sequence = max(sequence_validation, key=sequence_validation.get)
 table.round(4)
 
 # %%
@@ -779,7 +784,8 @@ time_effect = versus("GRU + time", "GRU")
 tower_effect = versus("attention + time", "GRU + time")
 inside = [name for name in table.index if name != best_baseline and not versus(name, best_baseline).distinct]
 claims.say(
-    f"The best sequence model, **{best_sequence}**, reaches a recall@10 of {claims.fmt(headline.value)}: "
+    f"The sequence model with the best validation recall, **{best_sequence}**, reaches a recall@10 of "
+    f"{claims.fmt(headline.value)} on the test pairs: "
     + headline.word("higher than", "lower than", "about the same as")
     + f" the best baseline, {best_baseline} ({claims.fmt(headline.reference)}; difference {headline.change()}, "
     f"{claims.fmt(headline.relative, 'percent')} of it, and twice the paired standard error is "
