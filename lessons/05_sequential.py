@@ -651,6 +651,12 @@ class SequenceRecommender:
         queries = sequential.query_features(train, users, self.movie_ids, s["length"], cutoff, recency)
         return self.model.scores(queries)
 
+    @property
+    def validation_recall(self) -> float:
+        """Mean best-epoch validation recall@10 over the cutoffs run so far: how a sequence
+        model is chosen without looking at the test pairs."""
+        return float(np.mean([run.validation_recall for run in self.runs.values()]))
+
 
 # %%
 started = time.perf_counter()
@@ -751,10 +757,8 @@ print(f"two sequence models with time features at {len(QUANTILES)} cutoffs: {tim
 table = summary(results, reference=best_baseline)
 # The sequence model of the headline is chosen on validation (mean over the cutoffs), never
 # on the test pairs; the baseline it faces is the best one on the test pairs, the harder bar.
-sequence_runs = {"GRU": gru, "GRU + time": gru_time, "attention + time": attention_time}
-sequence_validation = {name: float(np.mean([run.validation_recall for run in model.runs.values()]))
-                       for name, model in sequence_runs.items()}
-best_sequence = max(sequence_validation, key=sequence_validation.get)
+sequence_models = {"GRU": gru, "GRU + time": gru_time, "attention + time": attention_time}
+best_sequence = max(sequence_models, key=lambda name: sequence_models[name].validation_recall)
 table.round(4)
 
 # %%

@@ -5,10 +5,9 @@ anyone else's grade, and the batch must finish. One batch run (lesson 00 only, s
 limits) is shared by the tests below; a few of its submissions are graded a second time with
 a CPU-bound process running beside the grader's two jobs (more runnable processes than this
 2-core machine has cores), and must get the same grades. The corpus covers every attack of
-issue 14: forged
-reports, patched test machinery, value tricks, frame peeking, processes that outlive the
-run, killing the grader, escaping the network namespace, interrupts, cancelled alarms,
-reading the instructor's files.
+issue 14: forged reports, patched test machinery, value tricks, frame peeking, processes
+that outlive the run, killing the grader, escaping the network namespace, interrupts,
+cancelled alarms, reading the instructor's files.
 """
 
 import csv

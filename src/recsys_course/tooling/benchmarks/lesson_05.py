@@ -88,8 +88,7 @@ def sequential_recommendation(data: MovieLens, lesson) -> dict:
     best_baseline = max(baselines, key=mean_recall)
     # Chosen on validation (mean best-epoch validation recall over the cutoffs), never on the
     # test pairs; the baseline it faces is the best on the test pairs, the harder bar.
-    validation = {name: float(np.mean([run.validation_recall for run in recommenders[name].runs.values()]))
-                  for name in sequence_names}
+    validation = {name: recommenders[name].validation_recall for name in sequence_names}
     best_sequential = max(validation, key=validation.get)
     reference = results[best_baseline]
     comparison = {name: _summary(frame, reference, k) for name, frame in results.items()}
