@@ -177,13 +177,13 @@ for timer, number in ((signal.ITIMER_REAL, signal.SIGALRM), (signal.ITIMER_PROF,
 while True:
     pass
 """
-# 4 s of CPU time on its first call (the limit is 8): within the limit on any machine, but
-# past 8 s of wall-clock time when the sandbox gets less than half a core.
+# 2 s of CPU time on its first call (the limit is 4): within the limit on any machine, but
+# past 4 s of wall-clock time when the sandbox gets less than half a core.
 SLOW_ONCE = """import time
     if not globals().get("_slow_done"):
         globals()["_slow_done"] = True
         start = time.process_time()
-        while time.process_time() - start < 4.0:
+        while time.process_time() - start < 2.0:
             pass"""
 CRASH_EVERY_CALL = """
 import os as _os, signal as _signal
@@ -337,7 +337,7 @@ def batch(tmp_path_factory):
 def hostile_options(out, hidden) -> Options:
     # Limits in CPU seconds: the same verdicts on a busy machine as on an idle one. (Lesson
     # 00's honest cells and calls take well under a second each.)
-    return Options(out=out, timeout=60, test_timeout=8, cell_timeout=5, memory_mb=3000,
+    return Options(out=out, timeout=60, test_timeout=4, cell_timeout=3, memory_mb=3000,
                    jobs=2, extra_tests=hidden, junit=True)
 
 
