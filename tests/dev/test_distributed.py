@@ -130,6 +130,19 @@ def test_a_failing_tensorflow_worker_leaves_no_process(marker):
     assert wait_gone(marker) == [], "a worker survived the failed run"
 
 
+def test_steps_per_epoch_trains_a_timed_slice_of_the_epoch(marker):
+    """Two real workers, 64 pairs in global batches of 4 (16 per epoch), capped at 6: the
+    chief reports 6 steps and a positive time per step, and no worker outlives the run."""
+    pairs = pd.DataFrame({"user_id": [str(i % 8) for i in range(64)], "movie_id": [str(i % 5) for i in range(64)]})
+    run = run_multiworker_training(pairs, pd.DataFrame({"movie_id": [str(i) for i in range(5)]}), n_workers=2,
+                                   global_batch_size=4, epochs=1, steps_per_epoch=6, gather_negatives=True,
+                                   timeout=240)
+    assert run.steps == 6
+    assert 0 < run.seconds_per_step < run.fit_seconds
+    assert run.examples_per_second == pytest.approx(6 * 4 / run.fit_seconds)
+    assert wait_gone(marker) == []
+
+
 # ---- several replicas in one process (recsys_course.cluster.replicas) ---------------------------
 REPLICAS_SCRIPT = """
 import json

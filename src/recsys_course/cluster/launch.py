@@ -197,9 +197,12 @@ class TrainingRun:
 
     ``fit_seconds``: wall time of ``model.fit`` on the chief; ``wall_seconds``: from the
     launch of the processes to the chief's exit (includes importing TensorFlow and
-    connecting the workers). ``examples_per_second``: training pairs times epochs divided by
-    ``fit_seconds``. ``user_ids``/``user_embeddings`` and ``movie_ids``/``movie_embeddings``
-    are the trained towers' outputs.
+    connecting the workers). ``examples_per_second``: training pairs seen (global batches
+    run times their size, the last batch of an epoch may be smaller) divided by
+    ``fit_seconds``. ``steps``: global batches run; ``seconds_per_step``: the chief's time per
+    step once the first steps (tracing, filling the shuffle buffer) are over.
+    ``user_ids``/``user_embeddings`` and ``movie_ids``/``movie_embeddings`` are the trained
+    towers' outputs.
     """
 
     n_workers: int
@@ -214,6 +217,8 @@ class TrainingRun:
     user_embeddings: np.ndarray
     movie_ids: np.ndarray
     movie_embeddings: np.ndarray
+    steps: int = 0
+    seconds_per_step: float = float("nan")
 
 
 def run_multiworker_training(
@@ -230,6 +235,7 @@ def run_multiworker_training(
     ports: list[int] | None = None,
     timeout: float = 300.0,
     fail_worker: int | None = None,
+    steps_per_epoch: int | None = None,
 ) -> TrainingRun:
     """Train the course's id-only two-tower model with ``MultiWorkerMirroredStrategy`` on
     ``n_workers`` local processes and return the chief's results.
@@ -239,7 +245,8 @@ def run_multiworker_training(
     each replica scores its users against the movies of the *whole* global batch (an
     all-gather); otherwise only against its own share. ``ports``: one per worker (default:
     free ones). ``fail_worker``: index of a worker that exits with an error right after
-    start-up (for tests of the clean-up). Raises :class:`PortInUseError`,
+    start-up (for tests of the clean-up). ``steps_per_epoch``: at most this many global
+    batches per epoch (``None``: all), to time a slice of a long epoch. Raises :class:`PortInUseError`,
     :class:`TaskFailed` or :class:`ClusterTimeout`; no worker survives any of them.
     """
     if n_workers < 1:
@@ -265,7 +272,7 @@ def run_multiworker_training(
         settings = {
             "epochs": epochs, "global_batch_size": global_batch_size, "embedding_dim": embedding_dim,
             "learning_rate": learning_rate, "gather_negatives": gather_negatives, "seed": seed,
-            "fail_worker": fail_worker,
+            "fail_worker": fail_worker, "steps_per_epoch": steps_per_epoch,
         }
         (work / "settings.json").write_text(json.dumps(settings))
         tasks = [
@@ -279,12 +286,13 @@ def run_multiworker_training(
         return TrainingRun(
             n_workers=n_workers, gather_negatives=gather_negatives,
             fit_seconds=report["fit_seconds"], wall_seconds=seconds["worker0"],
-            examples_per_second=epochs * len(train) / report["fit_seconds"],
+            examples_per_second=min(report["steps"] * global_batch_size, epochs * len(train)) / report["fit_seconds"],
             global_batch_size=global_batch_size,
             per_replica_batch_size=report["per_replica_batch_size"],
             loss_per_example=report["loss_per_example"],
             user_ids=arrays["user_ids"], user_embeddings=arrays["user_embeddings"],
             movie_ids=arrays["movie_ids"], movie_embeddings=arrays["movie_embeddings"],
+            steps=report["steps"], seconds_per_step=report["seconds_per_step"],
         )
 
 

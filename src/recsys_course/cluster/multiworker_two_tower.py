@@ -51,6 +51,36 @@ class GatheredNegativesModel(TwoTowerModel):
                                    compute_metrics=False)
 
 
+#: Steps left out of :class:`StepClock`'s rate: the first ones trace the training step and
+#: fill the shuffle buffer, seconds that do not recur.
+WARMUP_STEPS = 20
+
+
+class StepClock(tf.keras.callbacks.Callback):
+    """Records the end time of every training step; :meth:`rate` is the seconds per step
+    after the warm-up (every step's time when there are too few to leave any out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ends: list[float] = []
+        self.start = 0.0
+
+    def on_train_begin(self, logs=None) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        self.ends.append(time.perf_counter())
+
+    def rate(self) -> float:
+        n = len(self.ends)
+        if n == 0:
+            return float("nan")
+        warm = min(WARMUP_STEPS, n // 2)
+        if warm == 0:
+            return (self.ends[-1] - self.start) / n
+        return (self.ends[-1] - self.ends[warm - 1]) / (n - warm)
+
+
 def main(folder: Path) -> None:
     settings = json.loads((folder / "settings.json").read_text())
     config = json.loads(os.environ.get("TF_CONFIG", "{}"))
@@ -76,9 +106,11 @@ def main(folder: Path) -> None:
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     batches = batches.with_options(options)
     # The loss reported per step is the global batch's summed loss (all replicas).
-    losses = LossPerExample(len(users))
+    losses, clock = LossPerExample(len(users)), StepClock()
     started = time.perf_counter()
-    model.fit(batches, epochs=settings["epochs"], verbose=0, callbacks=[losses])
+    # steps_per_epoch (None: the whole data) caps every epoch at that many global batches.
+    model.fit(batches, epochs=settings["epochs"], steps_per_epoch=settings.get("steps_per_epoch"), verbose=0,
+              callbacks=[losses, clock])
     fit_seconds = time.perf_counter() - started
     if index != 0:
         return
@@ -89,6 +121,8 @@ def main(folder: Path) -> None:
              movie_ids=data["catalogue"], movie_embeddings=movie_vectors)
     (folder / "result.json").write_text(json.dumps({
         "fit_seconds": fit_seconds,
+        "steps": len(clock.ends),
+        "seconds_per_step": clock.rate(),
         "replicas": strategy.num_replicas_in_sync,
         "per_replica_batch_size": settings["global_batch_size"] // strategy.num_replicas_in_sync,
         "loss_per_example": losses.values,
