@@ -116,6 +116,29 @@ def test_summary_recovers_the_made_up_growth_and_limits():
     assert at_25m["fits_in_memory"] == {"one_matrix": False, "gram_and_inverse": False}
 
 
+def test_eases_law_is_read_from_the_two_largest_catalogues():
+    """A rate that rises with the matrix flattens the small end: the time law is fitted on
+    the two largest sizes (exactly n³ there), the line through every size is kept beside it."""
+    rungs, ladder = _made_up_ladder()
+    ladder["r100000"]["ease"]["inverse_seconds"] *= 4  # the smallest matrix ran at a quarter of the rate
+    ease = report.summarize(ladder, rungs, memory_bytes=int(24e9))["exponents"]["ease"]
+    assert ease["time"]["exponent"] == pytest.approx(3.0) and ease["time"]["points"] == 2
+    assert ease["time"]["sizes"] == [20000, 30000] and ease["fitted_on"] == "the 2 largest sizes"
+    assert ease["time_every_size"]["points"] == 4 and ease["time_every_size"]["exponent"] < 2.8
+    assert ease["time_agrees"] is True
+
+
+def test_a_method_timed_per_epoch_only_gets_no_practical_limit():
+    """The two-worker run has a time per epoch, no training time and no memory law: no limit."""
+    rungs, ladder = _made_up_ladder()
+    for name, entries in ladder.items():
+        entries["two_tower_2workers"] = {"seconds_per_epoch": 3e-6 * rungs[name]["n_ratings"],
+                                         "start_rss_mb": 700.0, "peak_rss_mb": 900.0}
+    summary = report.summarize(ladder, rungs, memory_bytes=int(24e9))
+    assert summary["exponents"]["two_tower_2workers"]["time"]["exponent"] == pytest.approx(1.0)
+    assert "two_tower_2workers" not in summary["practical"]["limits"]
+
+
 def test_a_ladder_table_has_one_row_per_rung_and_method():
     rungs, ladder = _made_up_ladder()
     table = report.ladder_table({"rungs": rungs, "ladder": ladder})

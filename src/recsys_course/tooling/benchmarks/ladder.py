@@ -14,8 +14,14 @@ next one's peak.
 Every process computes on one thread (:data:`THREADS`: BLAS, OpenMP and TensorFlow's
 intra-op pool), so a time measures work per core: on a busy machine, threads that wait for
 each other make small multi-threaded products erratic (a 235 x 235 Cholesky factorisation
-took from one millisecond to a second), which would bend the fitted exponents. The
-two-worker run is then the only one using two cores, which is what it is there to show.
+took from one millisecond to a second), which would bend the fitted exponents. One thread
+each also lets two methods share a 2-core machine: the one-process towers train while the
+baselines of :data:`BESIDE_TOWERS` run one after the other beside them. That costs a dense
+inverse nothing measurable (two 1-thread 5,000 x 5,000 inverses at once took 5.6-6.8 s
+each, alone 5.8-7.8 s; EASE's inverse at 20,000 movies: 135 s beside the towers, 130 s
+alone), but an epoch of the towers beside EASE took up to a fifth longer, so the towers
+report their fastest epoch (:func:`recsys_course.scale.methods.steady_epoch_seconds`). The
+two-worker run, which uses both cores, runs alone.
 
 Rungs: ``--data A,B,...`` (each anything ``COURSE_DATA`` accepts, plus ``@fraction``), by
 default :data:`LADDER` (``synthetic:small`` to ``synthetic:10m``). In quick mode
@@ -38,7 +44,9 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from recsys_course.data.errors import DataSourceError
@@ -51,11 +59,12 @@ from recsys_course.tooling.site.markdown import reader_name
 LADDER = ("synthetic:small", "synthetic:100k", "synthetic:1m", "synthetic:10m")
 ORDER = ("popularity", "item_knn", "ease", "two_tower", "two_tower_2workers", "exact", "annoy", "hnsw")
 NEEDS_VECTORS = ("exact", "annoy", "hnsw")  # they search the one-process two towers' vectors
+BESIDE_TOWERS = ("popularity", "item_knn", "ease")  # run on the other core while "two_tower" trains
 TOWERS = ("two_tower", "two_tower_2workers", *NEEDS_VECTORS)
 TIMEOUT_SECONDS = 4 * 3600.0
 THREADS = 1
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
-QUICK_OPTIONS = {"ease": {"grid": [200.0, 500.0]}, "two_tower": {"max_epochs": 2},
+QUICK_OPTIONS = {"ease": {"grid": [200.0, 500.0]}, "two_tower": {"max_epochs": 2}, "two_tower_2workers": {"steps": 30},
                  "exact": {"queries": 50}, "annoy": {"queries": 50}, "hnsw": {"queries": 50}}
 
 
@@ -66,6 +75,11 @@ class ChildRun:
     returncode: int
     seconds: float
     log_tail: str
+
+
+#: Children started by :func:`run_child` and not yet finished, in any thread: when the main
+#: thread stops (Ctrl-C, SIGTERM), it ends them, so a thread waiting for one returns.
+_LIVE: set[subprocess.Popen] = set()
 
 
 def run_child(argv: list[str], log: Path, timeout: float = TIMEOUT_SECONDS) -> ChildRun:
@@ -80,6 +94,7 @@ def run_child(argv: list[str], log: Path, timeout: float = TIMEOUT_SECONDS) -> C
     with open(log, "wb") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env=env, start_new_session=True)
+    _LIVE.add(process)
     timer = threading.Timer(timeout, lambda: _stop_group(process))
     timer.start()
     try:
@@ -87,6 +102,7 @@ def run_child(argv: list[str], log: Path, timeout: float = TIMEOUT_SECONDS) -> C
     finally:  # also on Ctrl-C or SIGTERM: the child's group is its own, so end it here
         timer.cancel()
         _stop_group(process)  # and anything the child left behind
+        _LIVE.discard(process)
     lines = [line for line in log.read_text(errors="replace").splitlines()
              if not line.startswith(("W0000", "I0000", "WARNING: All log"))]
     return ChildRun(process.returncode, time.perf_counter() - started, "\n".join(lines[-15:]))
@@ -177,24 +193,18 @@ def _ladder(rungs: list[str]) -> dict:
                 label += f", {meta['fraction']:g} of its movies"
             sizes[spec] = {**meta, "label": label, "prepare_seconds": round(prep.seconds, 2)}
             ladder[spec] = {}
+            run = partial(_method_entry, spec=spec, folder=folder, last=number == len(rungs) - 1, tuned=tuned)
+            with ThreadPoolExecutor(max_workers=1) as beside:
+                towers = beside.submit(run, "two_tower")
+                try:
+                    done = {method: run(method) for method in BESIDE_TOWERS}
+                except BaseException:  # stopped: end the towers' process too, then leave
+                    for process in list(_LIVE):
+                        _stop_group(process)
+                    raise
+                done["two_tower"] = towers.result()
             for method in ORDER:
-                if quick() and method in TOWERS and number < len(rungs) - 1:
-                    ladder[spec][method] = {"skipped": "quick mode: TensorFlow methods on the last rung only"}
-                    continue
-                options = dict(QUICK_OPTIONS.get(method, {})) if quick() else {}
-                if method == "ease" and tuned is not None:
-                    options["l2_from"] = tuned
-                if method == "two_tower_2workers":
-                    tower = ladder[spec].get("two_tower", {})
-                    if "epochs" not in tower:
-                        ladder[spec][method] = {"skipped": "the one-process two towers failed"}
-                        continue
-                    options["epochs"] = tower["epochs"]
-                if method in NEEDS_VECTORS and not (folder / "vectors.npz").exists():
-                    ladder[spec][method] = {"skipped": "no two-tower vectors to search"}
-                    continue
-                _log(f"{spec}: {method}")
-                ladder[spec][method] = _run_method(method, folder, options)
+                ladder[spec][method] = done[method] if method in done else run(method)
             ease = ladder[spec].get("ease", {})
             chosen = ease.get("l2_how", "").startswith("chosen")
             if "l2" in ease and chosen and meta["n_movies"] <= EASE_TUNE_MAX_MOVIES:
@@ -218,6 +228,21 @@ def _ladder(rungs: list[str]) -> dict:
             **({"quick": f"{QUICK_ENV} is set: a smoke run, not the measurements"} if quick() else {}),
         },
     }
+
+
+def _method_entry(method: str, *, spec: str, folder: Path, last: bool, tuned: dict | None) -> dict:
+    """Run one method on the rung ``spec`` prepared in ``folder`` (``last``: the ladder's last
+    rung; ``tuned``: EASE's lambda from a smaller rung) and return its entry, or why it was
+    skipped."""
+    if quick() and method in TOWERS and not last:
+        return {"skipped": "quick mode: TensorFlow methods on the last rung only"}
+    options = dict(QUICK_OPTIONS.get(method, {})) if quick() else {}
+    if method == "ease" and tuned is not None:
+        options["l2_from"] = tuned
+    if method in NEEDS_VECTORS and not (folder / "vectors.npz").exists():
+        return {"skipped": "no two-tower vectors to search"}
+    _log(f"{spec}: {method}")
+    return _run_method(method, folder, options)
 
 
 def _run_method(method: str, folder: Path, options: dict) -> dict:
@@ -269,6 +294,7 @@ def _settings() -> dict:
             "ease_grid": list(methods.EASE_GRID),
             "ease_tune_max_movies": methods.EASE_TUNE_MAX_MOVIES, "two_tower": methods.TOWER,
             "two_tower_max_epochs": methods.MAX_EPOCHS, "two_tower_patience": methods.PATIENCE,
+            "two_worker_steps_timed": methods.TWO_WORKER_STEPS, "beside_two_tower": list(BESIDE_TOWERS),
             "annoy_trees": methods.ANNOY_TREES,
             "hnsw": {"M": methods.HNSW_M, "efConstruction": methods.HNSW_EF_CONSTRUCTION,
                      "efSearch": methods.HNSW_EF_SEARCH},
