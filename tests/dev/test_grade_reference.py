@@ -46,6 +46,9 @@ def test_the_reference_earns_every_point_of_the_lesson(calibration, lesson_id):
     mine = [w for w in calibration["warnings"] if any(f" {e.id} " in w for e in lesson.exercises)]
     assert mine == [], "\n".join(mine)
     assert possible == sum(e.points for e in lesson.exercises), "the maximum differs from the catalog's points"
+    for ex in lesson.exercises:
+        tested = calibration["expected"][lesson_id][ex.id]
+        assert tested == ex.points, f"tests of {ex.id} award {tested} points, {lesson.slug}.yml says {ex.points}"
     assert earned == possible, f"lesson {lesson_id}: the reference earns {earned} of {possible} points"
 
 
