@@ -101,7 +101,7 @@ say(f"The recorded run has {fmt(len(rungs), 'count')} rungs, from {fmt(first['ra
 machine = result["run"]
 say(f"That run took {fmt(machine['wall_seconds'] / 60, 'number')} minutes on a machine with "
     f"{fmt(machine['cpus'], 'count')} cores and {fmt(machine['memory_mb'] / 1000, 'number')} GB of memory "
-    f"(load average over the last minute: {fmt(machine['load_average_before'][0], 'number')} before it started, "
+    f"(one-minute system load: {fmt(machine['load_average_before'][0], 'number')} when it started, "
     f"{fmt(machine['load_average_after'][0], 'number')} when it ended). The two-worker job was timed on the "
     f"first {fmt(result['settings']['two_worker_steps_timed'], 'count')} batches of one epoch, or the whole "
     "epoch where it has fewer.")
