@@ -178,3 +178,32 @@ def test_a_failed_child_is_reported_by_its_error_message():
     tail = "Traceback (most recent call last):\n  File x\nrecsys_course.data.errors.DataSourceError: Unknown data source 'x'."
     assert _last_error(tail) == "Unknown data source 'x'."
     assert _last_error("Killed") == "Killed"
+
+
+def test_stopping_the_ladder_ends_a_child_another_thread_waits_for(tmp_path):
+    """The towers' process runs in a second thread while the baselines run: when the main
+    thread stops, ``stop_all_children`` ends it, the waiting thread returns, and no child
+    starts afterwards (until the next ladder run)."""
+    import sys
+    import threading
+    import time
+
+    from recsys_course.tooling.benchmarks import ladder
+
+    runs = []
+    waiter = threading.Thread(target=lambda: runs.append(ladder.run_child(
+        [sys.executable, "-c", "import time; time.sleep(120)"], tmp_path / "sleeper.log")))
+    waiter.start()
+    deadline = time.monotonic() + 30
+    while not ladder._LIVE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ladder._LIVE, "the child never started"
+    try:
+        ladder.stop_all_children()
+        waiter.join(30)
+        assert not waiter.is_alive() and runs[0].returncode != 0
+        late = ladder.run_child([sys.executable, "-c", "pass"], tmp_path / "late.log")
+        assert late.returncode != 0 and "not started" in late.log_tail
+    finally:
+        ladder._STOPPING.clear()
+    assert ladder.run_child([sys.executable, "-c", "pass"], tmp_path / "again.log").returncode == 0

@@ -78,8 +78,21 @@ class ChildRun:
 
 
 #: Children started by :func:`run_child` and not yet finished, in any thread: when the main
-#: thread stops (Ctrl-C, SIGTERM), it ends them, so a thread waiting for one returns.
+#: thread stops (Ctrl-C, SIGTERM), :func:`stop_all_children` ends them, so a thread waiting
+#: for one returns, and no child starts after that.
 _LIVE: set[subprocess.Popen] = set()
+_LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
+def stop_all_children() -> None:
+    """End every child of :func:`run_child` still running, in any thread, and refuse to
+    start new ones until the next ladder run."""
+    with _LIVE_LOCK:
+        _STOPPING.set()
+        live = list(_LIVE)
+    for process in live:
+        _stop_group(process)
 
 
 def run_child(argv: list[str], log: Path, timeout: float = TIMEOUT_SECONDS) -> ChildRun:
@@ -91,10 +104,13 @@ def run_child(argv: list[str], log: Path, timeout: float = TIMEOUT_SECONDS) -> C
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "-1",
            **{name: str(THREADS) for name in THREAD_ENV}}
     started = time.perf_counter()
-    with open(log, "wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=env, start_new_session=True)
-    _LIVE.add(process)
+    with _LIVE_LOCK:
+        if _STOPPING.is_set():
+            return ChildRun(-signal.SIGTERM, 0.0, "not started: the ladder is stopping")
+        with open(log, "wb") as out:
+            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       env=env, start_new_session=True)
+        _LIVE.add(process)
     timer = threading.Timer(timeout, lambda: _stop_group(process))
     timer.start()
     try:
@@ -173,6 +189,7 @@ def _terminate(signum, frame) -> None:
 
 
 def _ladder(rungs: list[str]) -> dict:
+    _STOPPING.clear()
     load_before = os.getloadavg()
     started = time.perf_counter()
     ladder: dict[str, dict] = {}
@@ -198,11 +215,10 @@ def _ladder(rungs: list[str]) -> dict:
                 towers = beside.submit(run, "two_tower")
                 try:
                     done = {method: run(method) for method in BESIDE_TOWERS}
+                    done["two_tower"] = towers.result()
                 except BaseException:  # stopped: end the towers' process too, then leave
-                    for process in list(_LIVE):
-                        _stop_group(process)
+                    stop_all_children()
                     raise
-                done["two_tower"] = towers.result()
             for method in ORDER:
                 ladder[spec][method] = done[method] if method in done else run(method)
             ease = ladder[spec].get("ease", {})
