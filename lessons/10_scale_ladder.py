@@ -79,8 +79,9 @@ from recsys_course.scale import report
 # their validation recall falls from the first epoch on. The two-worker row is there for the
 # **time per epoch** only: lesson 09's job (without the correction, a negligible share of the
 # time) is timed on a slice of one epoch (its size is given below the table of rungs), after
-# its first steps, and that time per batch is scaled to a whole epoch. It is not trained to the end, so it has no training
-# time or recall of its own; its quality is the one-process model's, which lesson 09 compares.
+# its first steps, and that time per batch is scaled to a whole epoch. It is not trained to
+# the end, so it has no training time or recall of its own; its quality is the one-process
+# model's, which lesson 09 compares.
 
 # %%
 result = report.recorded_ladder()

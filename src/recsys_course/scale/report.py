@@ -68,8 +68,8 @@ METHODS: dict[str, Method] = {
     "item_knn": Method("item-kNN", "n_ratings", "train_seconds", None, None,
                        "the Gram matrix costs the sum over users of their ratings squared, and every pair of "
                        "movies is compared once (~ n_movies²); memory keeps 100 neighbours per movie"),
-    # The BLAS rate of a 1-thread inverse rises with the matrix (14 GFLOP/s at 891 movies,
-    # 63 at 20,000 on the recording machine), which flattens a fit over every rung.
+    # The BLAS rate of a 1-thread inverse rises with the matrix (16 GFLOP/s at 891 movies,
+    # 59 at 20,000 in the recorded run), which flattens a fit over every rung.
     "ease": Method("EASE", "n_movies", "inverse_seconds", 3.0, 2.0,
                    "an n_movies x n_movies inverse: time ~ n_movies³, memory ~ n_movies²", fit_largest=2),
     "two_tower": Method("two towers", "n_ratings", "seconds_per_epoch", 1.0, 1.0,

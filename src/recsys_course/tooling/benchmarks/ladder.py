@@ -53,7 +53,7 @@ from recsys_course.data.errors import DataSourceError
 from recsys_course.scale import growth, report
 from recsys_course.scale.methods import EASE_TUNE_MAX_MOVIES, METHODS
 from recsys_course.scale.rungs import parse_rung
-from recsys_course.tooling.benchmarks import QUICK_ENV, quick
+from recsys_course.tooling.benchmarks import QUICK_ENV, QUICK_EPOCHS, quick
 from recsys_course.tooling.site.markdown import reader_name
 
 LADDER = ("synthetic:small", "synthetic:100k", "synthetic:1m", "synthetic:10m")
@@ -64,7 +64,8 @@ TOWERS = ("two_tower", "two_tower_2workers", *NEEDS_VECTORS)
 TIMEOUT_SECONDS = 4 * 3600.0
 THREADS = 1
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
-QUICK_OPTIONS = {"ease": {"grid": [200.0, 500.0]}, "two_tower": {"max_epochs": 2}, "two_tower_2workers": {"steps": 30},
+QUICK_OPTIONS = {"ease": {"grid": [200.0, 500.0]}, "two_tower": {"max_epochs": QUICK_EPOCHS},
+                 "two_tower_2workers": {"steps": 30},
                  "exact": {"queries": 50}, "annoy": {"queries": 50}, "hnsw": {"queries": 50}}
 
 
@@ -118,7 +119,8 @@ def run_child(argv: list[str], log: Path, timeout: float = TIMEOUT_SECONDS) -> C
     finally:  # also on Ctrl-C or SIGTERM: the child's group is its own, so end it here
         timer.cancel()
         _stop_group(process)  # and anything the child left behind
-        _LIVE.discard(process)
+        with _LIVE_LOCK:
+            _LIVE.discard(process)
     lines = [line for line in log.read_text(errors="replace").splitlines()
              if not line.startswith(("W0000", "I0000", "WARNING: All log"))]
     return ChildRun(process.returncode, time.perf_counter() - started, "\n".join(lines[-15:]))

@@ -21,7 +21,7 @@ over the cutoffs, ``best_sequential_chosen_by``: never chosen on the test pairs)
 ``headline`` (their difference, its paired standard error, the relative gain and whether
 it exceeds two standard errors), ``per_cutoff`` recall@10 and the settings each model chose at each cutoff.
 
-Quick mode (``COURSE_BENCH_QUICK=1``): two cutoffs, at most two epochs per sequence model.
+Quick mode (``COURSE_BENCH_QUICK=1``): one cutoff, at most ``QUICK_EPOCHS`` epochs per sequence model.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 
 from recsys_course import evaluation as ev
 from recsys_course.data import MovieLens
-from recsys_course.tooling.benchmarks import quick, when_quick
+from recsys_course.tooling.benchmarks import QUICK_EPOCHS, quick, when_quick
 
 
 def _summary(frame, reference, k: int) -> dict:
@@ -54,7 +54,7 @@ def sequential_recommendation(data: MovieLens, lesson) -> dict:
     ratings = data.ratings
     movie_ids = sorted(data.movies["movie_id"].astype(str))
     quantiles = lesson.QUANTILES[-1:] if quick() else lesson.QUANTILES  # a quick run: one cutoff
-    settings = dict(lesson.SETTINGS, max_epochs=2) if quick() else dict(lesson.SETTINGS)
+    settings = dict(lesson.SETTINGS, **when_quick(max_epochs=QUICK_EPOCHS))
     k = lesson.K
     recommenders = {
         "popularity": lesson.popularity_recommender(movie_ids),
