@@ -6,16 +6,20 @@ tests/dev/test_grade_reference.py, and in-process by the graded tests themselves
 test`` runs tests/test_lesson_*.py against solutions/).
 
 All variants of a lesson are graded in one pytest run, each as a submission
-(``--submissions-file``, as batch grading does): the lesson's libraries are imported once
-per lesson, not once per variant. The run happens in a subprocess, as learners' and
-instructors' runs do; the tests of a lesson share it (one xdist group per lesson).
+(``--submissions-file``, as batch grading does). The runs go through the learners' door for
+``course check``: a warm worker that has imported pytest, pandas and TensorFlow once and
+forks a fresh process for each run, so ten lessons cost one import of the libraries, not
+ten. The worker serves one run at a time, so every test here is in one xdist group.
 """
 
+import contextlib
+import os
 from pathlib import Path
 
 import pytest
 
 from recsys_course.tooling.catalog import load_catalog
+from recsys_course.tooling.grading import warm_worker
 from recsys_course.tooling.grading.runner import run_tests
 from recsys_course.tooling.lessons import make_stub
 
@@ -35,8 +39,9 @@ def decoy_target(path: Path) -> str:
 
 
 def in_group(lesson):
-    """Every test of one lesson on the same xdist worker, so they share its graded run."""
-    return pytest.mark.xdist_group(f"discrimination-{lesson.id}")
+    """Every test here on the same xdist worker: they share its graded runs and its warm
+    worker."""
+    return pytest.mark.xdist_group("discrimination")
 
 
 def variants(lesson, folder: Path) -> dict[str, Path]:
@@ -54,15 +59,46 @@ def variants(lesson, folder: Path) -> dict[str, Path]:
     return folders
 
 
+@contextlib.contextmanager
+def workers_allowed():
+    """``make test`` sets COURSE_WORKER=off so that the learner commands under test leave no
+    worker behind; these runs use one, started and stopped here."""
+    before = os.environ.get(warm_worker.DISABLE_ENV)
+    os.environ[warm_worker.DISABLE_ENV] = "on"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[warm_worker.DISABLE_ENV]
+        else:
+            os.environ[warm_worker.DISABLE_ENV] = before
+
+
 @pytest.fixture(scope="session")
-def graded(tmp_path_factory):
+def warm():
+    """A warm worker for the clone for the duration of these tests; it also leaves when
+    this test process ends. A worker that was already running (a developer's) is used and
+    left running. Without one (it could not start), the runs are cold: slower, same verdicts."""
+    root = CATALOG.root
+    with workers_allowed():
+        already = warm_worker.is_running(root)
+        up = warm_worker.ensure(root, warm_worker.PRELOAD, parent=os.getpid())
+    yield up
+    if up and not already:
+        warm_worker.stop(root)
+
+
+@pytest.fixture(scope="session")
+def graded(tmp_path_factory, warm):
     """``graded(lesson)`` -> ({submission: its report}, pytest's output), one run per lesson."""
     runs: dict[str, tuple[dict, str]] = {}
 
     def grade(lesson):
         if lesson.id not in runs:
             folders = variants(lesson, tmp_path_factory.mktemp(f"variants-{lesson.id}"))
-            run = run_tests(CATALOG.root / "solutions", [lesson.id], submissions=folders, timeout=1800)
+            with workers_allowed():
+                run = run_tests(CATALOG.root / "solutions", [lesson.id], submissions=folders, timeout=1800,
+                                use_worker=warm)
             runs[lesson.id] = (run.report.get("submissions", {}), run.output)
         reports, output = runs[lesson.id]
         assert reports, f"lesson {lesson.id}: the graded run produced no report\n{output[-3000:]}"
