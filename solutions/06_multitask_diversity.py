@@ -23,8 +23,8 @@
 #   movies;
 # - build a **funnel**: candidates from several sources (the two-tower model, EASE, item-kNN,
 #   popularity) merged into one list, and a deep & cross ranker trained with a **listwise**
-#   loss on which candidates users went on to rate, compared like for like with the
-#   strongest single model;
+#   loss on which candidates users went on to rate, with labels from **cross-fitting**,
+#   compared like for like with the strongest single model;
 # - re-rank the funnel's list for diversity with maximal marginal relevance (MMR), and
 #   measure what it costs in precision and buys in intra-list diversity, coverage and
 #   novelty.
@@ -56,6 +56,7 @@ import tensorflow_recommenders as tfrs
 
 from recsys_course import evaluation, models
 from recsys_course.claims import compare, fmt, pick, say, signed
+from recsys_course.data import split_folds
 from recsys_course import baselines
 from recsys_course.models import id_tower
 from recsys_course.models import funnel as fn
@@ -73,6 +74,7 @@ RETRIEVAL_PATIENCE = 2  # stop after this many epochs without a better validatio
 # rating model, (0, 1) a pure retrieval model.
 TASK_WEIGHTS = ((1.0, 0.0), (1.0, 1.0), (0.0, 1.0))
 EASE_L2 = (100.0, 500.0, 2000.0)  # EASE's ridge penalty, chosen on validation
+N_FOLDS = 5  # the funnel ranker's labelled lists come from this many folds of the training split
 RANKER_MAX_EPOCHS = 12  # the funnel ranker's epochs are chosen on validation, up to this
 RANKER_MEMBERS = 3  # the funnel's ranker averages this many rankers trained from different seeds
 MMR_LAMBDAS = (1.0, 0.98, 0.96, 0.94, 0.92, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5, 0.4, 0.3)
@@ -169,7 +171,7 @@ def make_stage(before: pd.DataFrame, held_out: pd.DataFrame, movies: np.ndarray)
         seen=evaluation.interaction_matrix(before, users, movies),
         rated=stars > 0,
         liked=stars >= LIKED,
-        gains=np.where(stars > 0, 2.0**stars - 1.0, 0.0),
+        gains=evaluation.rating_gains(stars),
     )
 
 
@@ -233,12 +235,6 @@ def measure(ranked: np.ndarray, stage: Stage, genres: np.ndarray, probability: n
         "coverage@10": evaluation.coverage_at_k(ranked, len(stage.movies), K),
         "novelty@10": evaluation.novelty_at_k(ranked, probability, K),
     }
-
-
-def subset(stage: Stage, rows: np.ndarray) -> Stage:
-    """The same stage restricted to the users at ``rows`` (int indices)."""
-    return stage._replace(users=stage.users[rows], seen=stage.seen[rows], rated=stage.rated[rows],
-                          liked=stage.liked[rows], gains=stage.gains[rows])
 
 
 def candidate_ranks(scores: np.ndarray) -> np.ndarray:
@@ -774,23 +770,65 @@ say(f"On validation each source finds part of what users rate next: the {widest}
 # - the **rating model's** predicted stars (section 3's pure rating model): the one signal
 #   that uses the rating values, which every source ignores.
 #
-# The labels are implicit: a candidate is a positive when the user rated it in the
-# validation split. Each positive weighs its gain $2^r - 1$ for a rating of $r$ stars (the
+# The labels are implicit: a candidate is a positive when the user rated it in ratings the
+# sources did not see. Each positive weighs its gain $2^r - 1$ for a rating of $r$ stars (the
 # gain of this course's NDCG), so the ranker learns what users pick *and* like: this uses the
 # rating values a second time, where every source ignores them. (We settled on these weights
 # and on the three-seed average below offline, on a development split carved from the
-# training data, before running this page; the test split played no part.) Here are a few
-# candidates of one user:
+# training data, before running this page; the test split played no part.)
+#
+# ### More labels: cross-fitting
+#
+# The validation split holds only a tenth of the training ratings, a handful per user: few
+# labels for a ranker. **Cross-fitting**, the out-of-fold trick of stacking (Wolpert, 1992),
+# uses every training rating instead. The training split is cut into five random folds
+# (`recsys_course.data.split_folds`); for each fold, every source and the rating model are
+# fitted on the *other* four, and they propose and describe the candidates of the fold's
+# users, labelled with the fold's ratings (`recsys_course.models.funnel.cross_fitted_lists`).
+# Every training rating labels one list, no list's features come from sources that saw its
+# labels, and each user gets five lists. The price is training every source five times (the
+# two-tower model with the epochs validation chose above). For the test, the sources are
+# refitted on the whole training split and the ranker reads their features: z-scores and
+# ranks keep their meaning when a source is retrained.
+
+# %% tags=["setup"]
+def fit_funnel(ratings: pd.DataFrame, movies: pd.DataFrame, *, retrieval_epochs: int, ease_l2: float) -> fn.Funnel:
+    """Every source of the funnel and its rating model (weights 1 / 0) fitted on ``ratings``
+    (``movies``: the movies frame, for the catalogue and genres); no ranker yet."""
+    movie_ids = np.unique(movies["movie_id"].astype(str))
+    two_tower = train_retrieval(ratings, movies, epochs=retrieval_epochs)
+    sources = fn.build_sources(ratings, movies, two_tower, ease_l2=ease_l2)
+    return fn.Funnel(fn.FunnelFeatures(sources, train_multitask(ratings, movie_ids, 1.0, 0.0), N_CANDIDATES))
+
+
+def lists_stage(lists: fn.RankerLists, movies: np.ndarray) -> Stage:
+    """The evaluation Stage of labelled lists (``movies``: the sorted catalogue): one row per
+    list, so a user appears once per fold."""
+    return Stage(users=lists.users, movies=movies, seen=lists.seen, rated=lists.rated,
+                 liked=lists.stars >= LIKED, gains=evaluation.rating_gains(lists.stars))
+
 
 # %%
 started = time.perf_counter()
-val_features = val_funnel.feature_lists(val_stage.users, val_union)
-val_labels = fn.list_labels(val_union, val_stage.gains)
-print(f"{int((val_union >= 0).sum()):,} candidate features computed in {time.perf_counter() - started:.1f} s")
-example = int(np.argmax((val_labels > 0).sum(axis=1) >= 2))  # the first user with two positives
-pd.DataFrame(val_features[example, :6], columns=fn.FEATURES,
-             index=pd.Index(movie_ids[val_union[example, :6]], name="movie")).assign(
-                 label=val_labels[example, :6]).T.round(3)
+folds = split_folds(train, N_FOLDS, seed=SEED)
+ranker_lists = fn.cross_fitted_lists(
+    folds, lambda ratings: fit_funnel(ratings, data.movies, retrieval_epochs=retrieval_epochs, ease_l2=ease_l2))
+print(f"{len(folds)} folds: sources fitted and {int(ranker_lists.mask.sum()):,} candidate features computed in "
+      f"{time.perf_counter() - started:.1f} s")
+
+# %%
+ratings_per_list = ranker_lists.rated.sum(axis=1).mean()
+say(f"Cross-fitting gives the ranker {fmt(len(ranker_lists.users), 'count')} labelled lists with "
+    f"{fmt(ratings_per_list, 'number')} held-out ratings each on average, where the validation split alone gives "
+    f"{fmt(len(val_stage.users), 'count')} lists with {fmt(val_stage.rated.sum(axis=1).mean(), 'number')}. "
+    "Here are a few candidates of one list:")
+
+# %%
+labels = ranker_lists.labels
+example = int(np.argmax((labels > 0).sum(axis=1) >= 2))  # the first list with two positives
+pd.DataFrame(ranker_lists.features[example, :6], columns=fn.FEATURES,
+             index=pd.Index(movie_ids[ranker_lists.candidates[example, :6]], name="movie")).assign(
+                 label=labels[example, :6]).T.round(3)
 
 # %% [markdown]
 # ### Exercise 6.4 · A listwise softmax loss
@@ -844,27 +882,29 @@ def listwise_loss(labels: tf.Tensor, scores: tf.Tensor, mask: tf.Tensor) -> tf.T
 # them with a learned linear map of themselves ($x_0 \odot (W x + b) + x$, explicit pairwise
 # crosses such as "EASE likes it *and* the two-tower model likes it"), then through ReLU
 # layers of 64 and 32 units to one score (`recsys_course.models.funnel.FunnelRanker`). Its
-# training data are the validation users' lists, so its own choices need users it does not
-# train on: the validation users are split into two random halves, the ranker trains on the
-# first for up to 12 epochs, with and without the cross layer, and the precision@10 of the
-# second half after each epoch picks the variant and the number of epochs. The chosen
-# variant is then trained on all validation users, three times from different seeds, and the
-# funnel's ranker averages the three scores: with so few labels, one training run's luck
-# shows in its order, and the average evens it out. Your `listwise_loss` is the loss.
+# own choices need users it does not train on: the users are split into two random halves
+# (all five lists of a user on one side), the ranker trains on the first half's lists for up
+# to 12 epochs, with and without the cross layer, and the precision@10 of the second half
+# after each epoch picks the variant and the number of epochs. The chosen variant is then
+# trained on every list, three times from different seeds, and the funnel's ranker averages
+# the three scores: one training run's luck shows in its order, and the average evens it
+# out. Your `listwise_loss` is the loss.
 
 # %%
 started = time.perf_counter()
-train_rows, check_rows = fn.split_rows(len(val_stage.users), SEED)
-choice = fn.choose_ranker(val_features, val_labels, val_union, val_stage.rated, train_rows=train_rows,
-                          check_rows=check_rows, k=K, max_epochs=RANKER_MAX_EPOCHS, seed=SEED, loss=listwise_loss)
-ranker = fn.train_ensemble(val_features, val_labels, val_union >= 0, members=RANKER_MEMBERS, cross=choice.cross,
-                           epochs=choice.epochs, seed=SEED, loss=listwise_loss)
+train_rows, check_rows = fn.split_users(ranker_lists.users, SEED)
+choice = fn.choose_ranker(ranker_lists.features, labels, ranker_lists.candidates, ranker_lists.rated,
+                          train_rows=train_rows, check_rows=check_rows, k=K, max_epochs=RANKER_MAX_EPOCHS, seed=SEED,
+                          loss=listwise_loss)
+ranker = fn.train_ensemble(ranker_lists.features, labels, ranker_lists.mask, members=RANKER_MEMBERS,
+                           cross=choice.cross, epochs=choice.epochs, seed=SEED, loss=listwise_loss)
 print(f"ranker variants compared and the chosen one trained in {time.perf_counter() - started:.1f} s")
 
 # %%
-check_stage = subset(val_stage, check_rows)
-check_sources = {name: items[check_rows] for name, items in val_lists.items()}
-check_funnel = fn.order_by(val_union[check_rows], choice.check_model(val_features[check_rows]).numpy(), K)
+check_lists = ranker_lists.rows(check_rows)
+check_stage = lists_stage(check_lists, movie_ids)
+check_sources = check_lists.sources
+check_funnel = fn.order_by(check_lists.candidates, choice.check_model(check_lists.features).numpy(), K)
 fig, ax = plt.subplots(figsize=(5.5, 3.5))
 for name in choice.curves:
     ax.plot(choice.curves.index, choice.curves[name], "o-", markersize=3, label=f"ranker: {name}")
@@ -872,21 +912,23 @@ for name in ("EASE", "two-tower"):
     ax.axhline(evaluation.precision_at_k(check_sources[name], check_stage.rated, K), linestyle=":",
                color="grey" if name == "EASE" else "tab:green", label=f"{name} alone")
 ax.set_xlabel("epoch")
-ax.set_ylabel("precision@10, second half of validation")
+ax.set_ylabel("precision@10, checking half of the users")
 ax.set_title("Funnel ranker trained on the first half")
 ax.legend(fontsize=8)
 plt.show()
 
 # %%
-check_by_user = {name: evaluation.precision_by_user(ranked, check_stage.rated, K)
+# A user has one list per fold: average them per user, so the standard error counts users.
+check_by_user = {name: pd.Series(evaluation.precision_by_user(ranked, check_stage.rated, K))
+                 .groupby(check_lists.users).mean().to_numpy()
                  for name, ranked in (("funnel", check_funnel), (best_source, check_sources[best_source]))}
 check_se = evaluation.paired_standard_error(check_by_user["funnel"], check_by_user[best_source])
 funnel_vs_best = compare(np.nanmean(check_by_user["funnel"]), np.nanmean(check_by_user[best_source]), se=check_se)
-say(f"Validation keeps the **{choice.variant}** after **{choice.epochs} epochs**. On the half of the validation "
+say(f"Validation keeps the **{choice.variant}** after **{choice.epochs} epochs**. On the lists of the half of the "
     f"users it did not train on, its top 10 reaches precision@10 {fmt(funnel_vs_best.value)}, "
     f"{funnel_vs_best.word()} {best_source} alone ({fmt(funnel_vs_best.reference)}; difference "
-    f"{funnel_vs_best.change()}, paired standard error over users {fmt(check_se)}). Each validation user has "
-    "only a handful of held-out ratings, so these are few labels: read the wiggles of the curves as noise.")
+    f"{funnel_vs_best.change()}, paired standard error over users {fmt(check_se)}; each user's lists "
+    "averaged). Read the wiggles of the curves as noise.")
 
 # %% [markdown]
 # ## 6. Diversity: maximal marginal relevance on the funnel's list
@@ -952,9 +994,9 @@ def mmr_rerank(relevance: np.ndarray, similarity: np.ndarray, k: int, lam: float
 # %% [markdown]
 # MMR diversifies the funnel's order, and its cost and gain are counted against that list:
 # the order MMR starts from, and the one the lesson built to be precise (section 7 checks on
-# test whether another list is more precise). Three choices are made on the second half
-# of the validation users, with the ranker trained on the first half (so the order is as good
-# as on new users, no better):
+# test whether another list is more precise). Three choices are made on the checking half
+# of the users, one list each (the first fold's, which keeps this step fast), with the ranker
+# trained on the other half (so the order is as good as on new users, no better):
 #
 # 1. **Relevance on a fixed scale.** MMR adds relevance and similarity, so both must live on
 #    comparable scales. The ranker's raw scores have none (only their differences were
@@ -1126,8 +1168,10 @@ def chosen_mmr(table: pd.DataFrame) -> tuple[str, str, float]:
 
 # %%
 started = time.perf_counter()
-check_scores = np.where(val_union[check_rows] >= 0, choice.check_model(val_features[check_rows]).numpy(), -np.inf)
-mmr_table, curves = mmr_on_validation(val_union[check_rows], check_scores, check_stage, genres, probability)
+mmr_lists = check_lists.rows(check_lists.parts == 0)  # the first fold's: one list per checking user
+mmr_scores = np.where(mmr_lists.mask, choice.check_model(mmr_lists.features).numpy(), -np.inf)
+mmr_table, curves = mmr_on_validation(mmr_lists.candidates, mmr_scores, lists_stage(mmr_lists, movie_ids), genres,
+                                      probability)
 best_relevance, best_redundancy, best_lambda = chosen_mmr(mmr_table)
 print(f"{len(RELEVANCE) * len(REDUNDANCY) * len(MMR_LAMBDAS)} MMR settings measured in "
       f"{time.perf_counter() - started:.1f} s")
@@ -1153,7 +1197,7 @@ plt.show()
 kept_mmr = mmr_table.loc[(best_relevance, best_redundancy)]
 say(
     f"We keep MMR with the **{best_relevance}** relevance, the **{best_redundancy} similarity** and "
-    f"**λ = {fmt(best_lambda, 'setting')}**: on the validation users the ranker did not train on, "
+    f"**λ = {fmt(best_lambda, 'setting')}**: on the lists of the users the ranker did not train on, "
     "intra-list diversity "
     f"changes by {signed(kept_mmr['diversity gain'], 'percent')} against the funnel's own list, and "
     f"precision@10 by {signed(-kept_mmr['precision cost'], 'percent')}, give or take "
@@ -1169,10 +1213,10 @@ say(
 # ranker's variant and epochs, MMR's relevance, redundancy and λ. The validation ratings are
 # too useful to waste, so every model is trained again on the whole training split (fit +
 # validation) with those choices: the retrieval stage, the rating and multitask models, the
-# implicit ranker and every candidate source. The funnel's ranker is the one exception: its
-# labels *are* the validation ratings, so it keeps the weights it learned on them and now
-# reads the features of the retrained sources (z-scores and ranks keep their meaning when a
-# source is retrained). Then the test split is used once.
+# implicit ranker and every candidate source. The funnel's ranker is the one exception: it
+# already learned from every training rating (through the cross-fitted lists), so it keeps
+# its weights and now reads the features of the retrained sources (z-scores and ranks keep
+# their meaning when a source is retrained). Then the test split is used once.
 #
 # Every list below is scored on the same test users. Beside each comparison stands the
 # **paired standard error** over users: the standard error of the per-user differences,
@@ -1289,7 +1333,7 @@ say(
                 "Not every difference exceeds twice its standard error: on this data the funnel's gain over "
                 "EASE is "
                 + pick(any(c.better for c in vs_ease.values()), "real on part of the measures only", "within the noise")
-                + ". EASE is a strong model, and the ranker learns from few labels (the validation split).")))
+                + ". EASE is a strong model, and a ranker over its candidates has little room above it.")))
 
 # %% [markdown]
 # Finally, MMR on the funnel's list, with the relevance, redundancy and λ chosen on
@@ -1344,10 +1388,11 @@ say(
 # - A **funnel** lets several candidate sources (here the two-tower model, EASE, item-kNN
 #   and popularity) propose movies, merges their lists, and orders the union with a ranker
 #   that sees every source's score and rank next to features none of them uses. Train it
-#   on implicit labels from a held-out split (which candidates the user rated next) with a
-#   **listwise** softmax loss over each user's list, choose its architecture and epochs on
-#   users it does not train on, and compare it with the strongest single model on the same
-#   users, with the paired standard error beside the difference.
+#   on implicit labels the sources did not see (which candidates the user rated in a
+#   held-out fold), cross-fitted so that every training rating labels a list, with a
+#   **listwise** softmax loss over each list; choose its architecture and epochs on users it
+#   does not train on, and compare it with the strongest single model on the same users,
+#   with the paired standard error beside the difference.
 # - Compute the ranker's features with one implementation for training and serving (here a
 #   TensorFlow module), so the served model sees exactly what the trained one saw.
 # - **MMR** trades relevance for diversity with one knob, λ; coverage and novelty show what
@@ -1374,10 +1419,10 @@ say(
 #   space; Chen et al. (2018) give a fast greedy algorithm. Max-sum diversification
 #   (Gollapudi and Sharma, 2009) maximises relevance plus the sum of pairwise distances with
 #   a greedy algorithm that adds the best *pair* at each step.
-# - **More labels for the ranker.** Here it learns from one validation split. Training the
-#   sources on several folds of the training data and stacking the folds' candidate lists
-#   (cross-fitting) gives it many more labelled lists, at the price of training every source
-#   once per fold.
+# - **Cheaper cross-fitting.** Every fold here retrains every source. Fewer folds cost less
+#   but fit the sources on less data than the test's; sources that update cheaply (EASE and
+#   item-kNN are closed-form) could be refitted per fold while the two-tower model is
+#   fine-tuned instead of trained from scratch.
 #
 # ## Further reading
 #
@@ -1398,6 +1443,8 @@ say(
 #   Approach to Listwise Approach.* ICML 2007. <https://doi.org/10.1145/1273496.1273513>
 # - Ruoxi Wang, Bin Fu, Gang Fu, Mingliang Wang. *Deep & Cross Network for Ad Click
 #   Predictions.* ADKDD 2017. <https://arxiv.org/abs/1708.05123>
+# - David H. Wolpert. *Stacked Generalization.* Neural Networks 5(2), 1992.
+#   <https://doi.org/10.1016/S0893-6080(05)80023-1>
 # - Harald Steck. *Embarrassingly Shallow Autoencoders for Sparse Data.* WWW 2019.
 #   <https://arxiv.org/abs/1905.03375>
 # - Paul Covington, Jay Adams, Emre Sargin. *Deep Neural Networks for YouTube

@@ -225,6 +225,13 @@ def mrr_at_k(ranked: np.ndarray, relevant: np.ndarray, k: int) -> float:
     return _mean(reciprocal, _users_with_relevant(relevant))
 
 
+def rating_gains(stars: np.ndarray) -> np.ndarray:
+    """Graded gains ``2**r - 1`` of ratings of ``r`` stars (``float64``, same shape), 0 where
+    ``stars`` is 0 (no rating): the ``relevant`` of graded NDCG (:func:`ndcg_at_k`)."""
+    stars = np.asarray(stars, np.float64)
+    return np.where(stars > 0, 2.0**stars - 1.0, 0.0)
+
+
 def ndcg_by_user(ranked: np.ndarray, relevant: np.ndarray, k: int) -> np.ndarray:
     """``float [n_users]``: each user's NDCG@k (see :func:`ndcg_at_k`), ``nan`` for a user
     without relevant items (the users :func:`ndcg_at_k` leaves out)."""

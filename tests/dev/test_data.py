@@ -14,6 +14,7 @@ from recsys_course.data import (
     DataSourceError,
     load_movielens,
     resolve_source,
+    split_folds,
     split_ratings,
 )
 from recsys_course.data import sources
@@ -95,6 +96,23 @@ def test_split_is_seeded_complete_and_disjoint(synthetic):
     assert not keys(train) & keys(test)
     with pytest.raises(ValueError, match="test_fraction"):
         split_ratings(r, 1.5)
+
+
+def test_split_folds_are_seeded_disjoint_complete_and_even(synthetic):
+    r = synthetic.ratings
+    folds = split_folds(r, 3, seed=5)
+    again = split_folds(r, 3, seed=5)
+    for fold, same in zip(folds, again):
+        pd.testing.assert_frame_equal(fold, same)
+    sizes = [len(f) for f in folds]
+    assert sum(sizes) == len(r) and max(sizes) - min(sizes) <= 2
+    keys = [set(zip(f["user_id"], f["movie_id"], f["timestamp"])) for f in folds]
+    assert set().union(*keys) == set(zip(r["user_id"], r["movie_id"], r["timestamp"]))
+    assert sum(map(len, keys)) == len(set().union(*keys))  # no row in two folds
+    with pytest.raises(ValueError, match="n_folds"):
+        split_folds(r, 1)
+    with pytest.raises(ValueError, match="cannot split 2 ratings"):
+        split_folds(r.head(2), 3)
 
 
 def test_local_ml100k_folder_and_zip_match(tmp_path, synthetic):

@@ -138,6 +138,10 @@ def test_ndcg_by_user(ranked):
     assert np.nanmean(got) == pytest.approx(ev.ndcg_at_k(ranked, RELEVANT, 3))
 
 
+def test_rating_gains_are_two_to_the_stars_minus_one_and_zero_unrated():
+    np.testing.assert_array_equal(ev.rating_gains(np.array([[0.0, 1.0], [3.0, 5.0]])), [[0.0, 1.0], [7.0, 31.0]])
+
+
 def test_ndcg_k_larger_than_catalogue():
     ranked = ev.top_k(SCORES, 10, exclude=SEEN)  # 5 columns, the last one padding for u0, u1
     u0 = (1 / L2(3) + 1 / L2(5)) / (1 + 1 / L2(3))

@@ -15,6 +15,7 @@ import recsys_course  # noqa: F401  (legacy Keras before TensorFlow)
 import tensorflow as tf
 
 from recsys_course import evaluation, models
+from recsys_course.data import split_folds
 from recsys_course import baselines
 from recsys_course.models import funnel as fn
 from recsys_course.tooling.catalog import load_catalog
@@ -211,6 +212,76 @@ def test_feature_lists_fill_padding_with_zeros(toy_funnel):
     np.testing.assert_allclose(got[0, :2], direct[:2], rtol=1e-6)
     np.testing.assert_allclose(got[1, 0], direct[2], rtol=1e-6)
     assert not got[0, 2].any() and not got[1, 1:].any()
+
+
+# ---------------------------------------------------------------- cross-fitted lists
+GRID_USERS = [f"u{u}" for u in range(6)]
+GRID = pd.DataFrame([  # each user rates four of the five movies, stars 1 to 5
+    {"user_id": user, "movie_id": f"m{(u + j) % 5}", "user_rating": float(1 + (u + 2 * j) % 5),
+     "timestamp": 86_400 * (u + j)} for u, user in enumerate(GRID_USERS) for j in range(4)])
+
+
+def test_cross_fitted_lists_label_each_fold_with_sources_that_never_saw_it():
+    towers = models.train_two_tower(GRID, MOVIES, embedding_dim=4, epochs=1, batch_size=8, seed=0)
+    fitted_on = []
+
+    def fit_funnel(ratings):
+        fitted_on.append(ratings)
+        return fn.Funnel(fn.FunnelFeatures(fn.build_sources(ratings, MOVIES, towers, ease_l2=1.0), ConstantRating(),
+                                           n_candidates=2))
+
+    folds = split_folds(GRID, 3, seed=1)
+    lists = fn.cross_fitted_lists(folds, fit_funnel)
+    assert len(fitted_on) == 3
+    pair = lambda f: set(zip(f["user_id"], f["movie_id"]))  # noqa: E731
+    for f, fold in enumerate(folds):
+        assert not pair(fitted_on[f]) & pair(fold) and len(fitted_on[f]) + len(fold) == len(GRID)
+        rows = np.flatnonzero(lists.parts == f)
+        assert list(lists.users[rows]) == sorted(set(fold["user_id"]) & set(fitted_on[f]["user_id"]))
+        for row in rows:
+            user = lists.users[row]
+            mine = fold[fold["user_id"] == user]
+            stars = dict(zip(mine["movie_id"], mine["user_rating"]))
+            got = {f"m{i}": float(v) for i, v in enumerate(lists.stars[row]) if v > 0}
+            assert got == stars
+            before = set(fitted_on[f].loc[fitted_on[f]["user_id"] == user, "movie_id"])
+            assert {f"m{i}" for i in np.flatnonzero(lists.seen[row])} == before
+            proposed = [c for c in lists.candidates[row] if c >= 0]
+            assert proposed and not {f"m{i}" for i in proposed} & before  # never a seen movie
+            np.testing.assert_allclose(lists.labels[row, :len(proposed)],
+                                       [2.0 ** stars.get(f"m{c}", 0.0) - 1.0 for c in proposed])
+        # the features are those of the funnel fitted on the other folds
+        funnel = fit_funnel(fitted_on[f])
+        np.testing.assert_allclose(lists.features[rows][:, :lists.candidates.shape[1]],
+                                   funnel.feature_lists(lists.users[rows], lists.candidates[rows]), rtol=1e-5)
+    # every rating of a user who also rated elsewhere labels exactly one list
+    assert int(lists.rated.sum()) == sum(
+        len(fold[fold["user_id"].isin(set(fitted_on[f]["user_id"]))]) for f, fold in enumerate(folds))
+    assert lists.mask.shape == lists.candidates.shape == lists.features.shape[:2]
+
+
+def test_concat_lists_pads_to_the_widest_and_rows_select():
+    def part(users, width, p):
+        n = len(users)
+        return fn.RankerLists(users=np.array(users), parts=np.full(n, p), candidates=np.arange(n * width).reshape(n, width),
+                              features=np.ones((n, width, 2), np.float32), stars=np.zeros((n, 3), np.float32),
+                              seen=np.zeros((n, 3), bool), sources={"EASE": np.zeros((n, 1), np.int64)})
+
+    both = fn.concat_lists([part(["a"], 1, 0), part(["a", "b"], 2, 1)])
+    np.testing.assert_array_equal(both.candidates, [[0, -1], [0, 1], [2, 3]])
+    np.testing.assert_array_equal(both.features[:, :, 0], [[1, 0], [1, 1], [1, 1]])
+    np.testing.assert_array_equal(both.parts, [0, 1, 1])
+    np.testing.assert_array_equal(both.rows(both.users == "a").parts, [0, 1])
+    with pytest.raises(ValueError, match="at least one"):
+        fn.concat_lists([])
+
+
+def test_split_users_keeps_every_row_of_a_user_on_one_side():
+    users = np.array(["a", "b", "c", "d", "a", "b", "c", "d", "e"])
+    first, second = fn.split_users(users, seed=0)
+    assert sorted(np.concatenate([first, second])) == list(range(len(users)))
+    assert not set(users[first]) & set(users[second])
+    assert {len(set(users[first])), len(set(users[second]))} == {2, 3}
 
 
 # ---------------------------------------------------------------- the ranker

@@ -3,7 +3,8 @@
 Three protocols, each named for what it is:
 
 * :func:`split_ratings` (random): rows drawn at random, time ignored; the TFRS tutorials'
-  protocol. Training data holds ratings from after many test ratings.
+  protocol. Training data holds ratings from after many test ratings. :func:`split_folds`
+  cuts rows into several random parts the same way, for cross-fitting.
 * :func:`leave_last_k` (per-user holdout): each user's latest ratings go to test. It judges a
   model on what each user did last, but training still holds *other users'* later ratings,
   so the model has seen the future of the catalogue (which movies became popular).
@@ -39,6 +40,26 @@ def split_ratings(
         ratings.iloc[train_rows].reset_index(drop=True),
         ratings.iloc[test_rows].reset_index(drop=True),
     )
+
+
+def split_folds(ratings: pd.DataFrame, n_folds: int, seed: int = 42) -> list[pd.DataFrame]:
+    """``n_folds`` disjoint random parts of ``ratings``' rows, together all of them, for
+    cross-fitting (fit on all folds but one, label with the one left out).
+
+    Built from :func:`split_ratings`: fold ``f`` takes a ``1 / (n_folds - f)`` share of the
+    rows the earlier folds left (seed ``seed + f``), the last fold the rest, so the folds
+    differ in size by at most a row or two. Deterministic for a seed and input order; each
+    fold has a fresh index.
+    """
+    if isinstance(n_folds, bool) or int(n_folds) != n_folds or n_folds < 2:
+        raise ValueError(f"n_folds must be an integer of at least 2, got {n_folds!r}")
+    if len(ratings) < n_folds:
+        raise ValueError(f"cannot split {len(ratings)} ratings into {n_folds} folds")
+    rest, folds = ratings, []
+    for f in range(int(n_folds) - 1):
+        rest, fold = split_ratings(rest, 1.0 / (n_folds - f), seed=seed + f)
+        folds.append(fold)
+    return folds + [rest]
 
 
 def leave_last_k(

@@ -484,6 +484,106 @@ def list_labels(candidates: np.ndarray, relevant: np.ndarray) -> np.ndarray:
     return np.where(candidates >= 0, values, 0.0).astype(np.float32)
 
 
+# ----------------------------------------------------------------------------- labelled lists
+@dataclass
+class RankerLists:
+    """Candidate lists with their features and held-out ratings: the ranker's training or
+    checking data, one row per (user, held-out part).
+
+    Attributes:
+        users: ``str [R]``; a user has one row per part (fold) they have held-out ratings in.
+        parts: ``int [R]``, the part (fold) number of each row.
+        candidates: ``int64 [R, L]`` the union of the sources' lists, padded with ``-1``.
+        features: ``float32 [R, L, len(FEATURES)]`` (zeros for padding).
+        stars: ``float32 [R, n_items]``, the row's held-out ratings (0 = not held out).
+        seen: ``bool [R, n_items]``, the ratings the row's sources were fitted on.
+        sources: :data:`SOURCES` name -> ``int64 [R, n]``, each source's own list.
+    """
+
+    users: np.ndarray
+    parts: np.ndarray
+    candidates: np.ndarray
+    features: np.ndarray
+    stars: np.ndarray
+    seen: np.ndarray
+    sources: dict[str, np.ndarray]
+
+    @property
+    def mask(self) -> np.ndarray:
+        """``bool [R, L]``: True for a real candidate, False for padding."""
+        return self.candidates >= 0
+
+    @property
+    def rated(self) -> np.ndarray:
+        """``bool [R, n_items]``: the held-out ratings."""
+        return self.stars > 0
+
+    @property
+    def labels(self) -> np.ndarray:
+        """``float32 [R, L]``: each candidate's label, the gain ``2**r - 1`` of its held-out
+        rating of ``r`` stars (:func:`recsys_course.evaluation.rating_gains`; 0 for padding)."""
+        return list_labels(self.candidates, evaluation.rating_gains(self.stars))
+
+    def rows(self, index) -> RankerLists:
+        """The lists at ``index`` (int indices or a bool mask over the rows)."""
+        return RankerLists(users=self.users[index], parts=self.parts[index], candidates=self.candidates[index],
+                           features=self.features[index], stars=self.stars[index], seen=self.seen[index],
+                           sources={name: items[index] for name, items in self.sources.items()})
+
+
+def held_out_lists(funnel: Funnel, before: pd.DataFrame, held_out: pd.DataFrame, part: int = 0) -> RankerLists:
+    """The funnel's union lists and features for the users of ``held_out`` who also rated in
+    ``before`` (the ratings the funnel's sources were fitted on), sorted by id, with
+    ``held_out``'s ratings (column ``user_rating``) as their labels."""
+    users = np.array(sorted(set(held_out["user_id"].astype(str)) & set(before["user_id"].astype(str))), dtype=str)
+    movie_ids = funnel.movie_ids
+    lists = funnel.source_lists(users)
+    union = union_lists([lists[name] for name in SOURCES])
+    return RankerLists(
+        users=users, parts=np.full(len(users), part, dtype=np.int64), candidates=union,
+        features=funnel.feature_lists(users, union),
+        stars=evaluation.interaction_matrix(held_out.assign(user_id=held_out["user_id"].astype(str)), users,
+                                            movie_ids, value_col="user_rating").astype(np.float32),
+        seen=evaluation.interaction_matrix(before.assign(user_id=before["user_id"].astype(str)), users, movie_ids),
+        sources=lists)
+
+
+def concat_lists(parts: Sequence[RankerLists]) -> RankerLists:
+    """The rows of several :class:`RankerLists` (same catalogue) in order, the candidate
+    lists padded to the widest."""
+    if not parts:
+        raise ValueError("concat_lists needs at least one RankerLists")
+    width = max(p.candidates.shape[1] for p in parts)
+
+    def widened(values: np.ndarray, fill) -> np.ndarray:
+        pad = [(0, 0), (0, width - values.shape[1])] + [(0, 0)] * (values.ndim - 2)
+        return np.pad(values, pad, constant_values=fill)
+
+    return RankerLists(
+        users=np.concatenate([p.users for p in parts]), parts=np.concatenate([p.parts for p in parts]),
+        candidates=np.concatenate([widened(p.candidates, evaluation.PAD) for p in parts]),
+        features=np.concatenate([widened(p.features, 0.0) for p in parts]),
+        stars=np.concatenate([p.stars for p in parts]), seen=np.concatenate([p.seen for p in parts]),
+        sources={name: np.concatenate([p.sources[name] for p in parts]) for name in parts[0].sources})
+
+
+def cross_fitted_lists(folds: Sequence[pd.DataFrame], fit_funnel: Callable[[pd.DataFrame], Funnel]) -> RankerLists:
+    """Cross-fitting (stacking's out-of-fold predictions, Wolpert, 1992): for each fold, a
+    funnel fitted by ``fit_funnel`` on all the *other* folds' ratings proposes and featurises
+    the candidates of the fold's users, labelled by the fold's ratings
+    (:func:`held_out_lists`). Every rating labels a list once, and no list's features come
+    from sources that saw its labels. ``folds``: e.g. from
+    :func:`recsys_course.data.split_folds`; ``fit_funnel(ratings) -> Funnel`` fits every
+    source (and the rating model) on ``ratings``."""
+    if len(folds) < 2:
+        raise ValueError(f"cross-fitting needs at least 2 folds, got {len(folds)}")
+    parts = []
+    for f, fold in enumerate(folds):
+        rest = pd.concat([other for g, other in enumerate(folds) if g != f], ignore_index=True)
+        parts.append(held_out_lists(fit_funnel(rest), rest, fold, part=f))
+    return concat_lists(parts)
+
+
 # ----------------------------------------------------------------------------- choices
 def split_rows(n: int, seed: int, share: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """A seeded random split of the rows ``0 .. n-1`` into two sorted index arrays, the
@@ -491,6 +591,16 @@ def split_rows(n: int, seed: int, share: float = 0.5) -> tuple[np.ndarray, np.nd
     order = np.random.default_rng(seed).permutation(n)
     cut = int(round(share * n))
     return np.sort(order[:cut]), np.sort(order[cut:])
+
+
+def split_users(users: np.ndarray, seed: int, share: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`split_rows` over the distinct ``users`` (``[R]``, a user may own several rows):
+    two sorted arrays of row indices, every row of a user on the same side."""
+    users = np.asarray(users).astype(str)
+    distinct = np.unique(users)
+    first, _ = split_rows(len(distinct), seed, share)
+    on_first = np.isin(users, distinct[first])
+    return np.flatnonzero(on_first), np.flatnonzero(~on_first)
 
 
 #: The ranker variants compared on validation: name -> whether it has the cross layer.

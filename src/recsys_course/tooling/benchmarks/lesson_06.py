@@ -4,10 +4,11 @@ the two-tower model's candidates, and MMR on the funnel's list, all on one split
 It follows the lesson (``solutions/06_multitask_diversity.py``) step by step with the
 lesson's own functions and the library's funnel (``recsys_course.models.funnel``): models
 trained on the fit part of the seeded 80/20 split; every choice (retrieval epochs, multitask
-loss weights and scoring head, EASE's λ, the funnel ranker's variant and epochs, MMR's
-relevance scale, redundancy and λ) made on the validation split carved from training (the
-ranker's and MMR's on the half of the validation users the ranker did not train on); then
-every model except the funnel's ranker (whose labels are the validation ratings) retrained on
+loss weights and scoring head, EASE's λ) made on the validation split carved from training;
+the funnel's ranker trained on cross-fitted lists (``lesson.N_FOLDS`` folds of the training
+split, every source refitted on the other folds, labels the fold's ratings), its variant and
+epochs and MMR's relevance scale, redundancy and λ chosen on the lists of the half of the
+users the ranker did not train on; then every model except the funnel's ranker retrained on
 the whole training split and the test split scored once.
 
 Keys (issue 34): ``funnel`` and ``funnel_baselines`` (``retrieval_order``: the two-tower
@@ -28,7 +29,7 @@ import time
 import numpy as np
 
 from recsys_course import evaluation
-from recsys_course.data import MovieLens, split_ratings
+from recsys_course.data import MovieLens, split_folds, split_ratings
 from recsys_course.models import funnel as fn
 from recsys_course.tooling.benchmarks import quick
 
@@ -72,7 +73,7 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
     implicit = lesson.train_implicit(fit, movie_ids)
     seconds["multitask and implicit (fit)"] = time.perf_counter() - t0
 
-    # The funnel on validation: EASE's λ, the sources, the ranker's variant and epochs.
+    # The funnel on validation: EASE's λ and the sources.
     t0 = time.perf_counter()
     ease_grid = lesson.choose_ease_l2(fit, val_stage)
     ease_l2 = float(ease_grid.idxmax())
@@ -82,23 +83,32 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
     val_union = fn.union_lists([val_lists[name] for name in fn.SOURCES])
     sources_validation = lesson.source_table(val_lists, val_union, val_stage)
     best_source = str(sources_validation["precision@10 of its top 10"].idxmax())
-    val_features = val_funnel.feature_lists(val_stage.users, val_union)
-    val_labels = fn.list_labels(val_union, val_stage.gains)
-    train_rows, check_rows = fn.split_rows(len(val_stage.users), lesson.SEED)
-    choice = fn.choose_ranker(val_features, val_labels, val_union, val_stage.rated, train_rows=train_rows,
-                              check_rows=check_rows, k=K, max_epochs=2 if quick() else lesson.RANKER_MAX_EPOCHS,
-                              seed=lesson.SEED, loss=lesson.listwise_loss)
-    ranker = fn.train_ensemble(val_features, val_labels, val_union >= 0,
+    seconds["funnel (fit): EASE's λ and the sources on validation"] = time.perf_counter() - t0
+
+    # The ranker's cross-fitted lists, its variant and epochs, its training.
+    t0 = time.perf_counter()
+    ranker_lists = fn.cross_fitted_lists(
+        split_folds(train, lesson.N_FOLDS, seed=lesson.SEED),
+        lambda ratings: lesson.fit_funnel(ratings, data.movies, retrieval_epochs=retrieval_epochs, ease_l2=ease_l2))
+    seconds["funnel: cross-fitted lists (every source once per fold)"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    labels = ranker_lists.labels
+    train_rows, check_rows = fn.split_users(ranker_lists.users, lesson.SEED)
+    choice = fn.choose_ranker(ranker_lists.features, labels, ranker_lists.candidates, ranker_lists.rated,
+                              train_rows=train_rows, check_rows=check_rows, k=K,
+                              max_epochs=2 if quick() else lesson.RANKER_MAX_EPOCHS, seed=lesson.SEED,
+                              loss=lesson.listwise_loss)
+    ranker = fn.train_ensemble(ranker_lists.features, labels, ranker_lists.mask,
                                members=1 if quick() else lesson.RANKER_MEMBERS, cross=choice.cross,
                                epochs=choice.epochs, seed=lesson.SEED, loss=lesson.listwise_loss)
-    seconds["funnel (fit): sources, features, ranker choice and training"] = time.perf_counter() - t0
+    seconds["funnel: ranker choice and training"] = time.perf_counter() - t0
 
-    # MMR on the validation users the ranker did not train on.
+    # MMR on the users the ranker did not train on (their first fold's lists, as the lesson).
     t0 = time.perf_counter()
-    check_stage = lesson.subset(val_stage, check_rows)
-    check_scores = np.where(val_union[check_rows] >= 0,
-                            choice.check_model(val_features[check_rows]).numpy(), -np.inf)
-    mmr_table, _ = lesson.mmr_on_validation(val_union[check_rows], check_scores, check_stage, genres, probability)
+    mmr_lists = ranker_lists.rows(check_rows[ranker_lists.parts[check_rows] == 0])  # one list per checking user
+    mmr_scores = np.where(mmr_lists.mask, choice.check_model(mmr_lists.features).numpy(), -np.inf)
+    mmr_table, _ = lesson.mmr_on_validation(mmr_lists.candidates, mmr_scores, lesson.lists_stage(mmr_lists, movie_ids),
+                                            genres, probability)
     best_relevance, best_redundancy, best_lambda = lesson.chosen_mmr(mmr_table)
     seconds["mmr: validation curves"] = time.perf_counter() - t0
 
@@ -166,9 +176,12 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
                 "target_met": bool(gain >= 0.20 and cost <= 0.05)}
 
     return {
-        "split": "random 80/20, seed 42; validation = 10 % of train; choices on validation (the funnel ranker's "
-                 "and MMR's on the half of the validation users the ranker did not train on); every model but the "
-                 "funnel ranker retrained on all of train for the test",
+        "split": "random 80/20, seed 42; validation = 10 % of train; choices on validation; the funnel ranker "
+                 "trained on cross-fitted lists of train's folds, its and MMR's choices on the lists of the half of "
+                 "the users it did not train on; every model but the funnel ranker retrained on all of train for "
+                 "the test",
+        "ranker_lists": {"folds": lesson.N_FOLDS, "lists": int(len(ranker_lists.users)),
+                         "held_out_ratings_per_list": round(float(ranker_lists.rated.sum(axis=1).mean()), 1)},
         "n_test_users": int(len(test_stage.users)),
         "funnel": {m: results["funnel"][m] for m in ACCURACY},
         "funnel_baselines": {name: {m: results[name][m] for m in ACCURACY} for name in baselines},
