@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 VENDOR := docs/assets/vendor
 
-.PHONY: browser-venv venv test test-fast lint site site-build audit browser-test bench sync clean vendor
+.PHONY: venv test test-fast lint site site-build audit browser-test bench sync clean vendor
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 10) <= v <= (3, 12) else "Python 3.10-3.12 is needed, found %d.%d: run make PYTHON=python3.11" % v)'
@@ -86,8 +86,6 @@ BROWSER_STAMP := $(VENV)/.browser-installed
 $(BROWSER_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[ann,browser]'
 	@touch $@
-
-browser-venv: $(BROWSER_STAMP)
 
 # Drives Debian's chromium (or the browser $CHROMIUM names) over the built site. Reuses
 # site/ when it is current; otherwise builds it with the last build's data, or with
