@@ -46,6 +46,7 @@ import recsys_course
 
 # isort: split
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import matplotlib.pyplot as plt
@@ -771,11 +772,13 @@ say(f"On validation each source finds part of what users rate next: the {widest}
 #   that uses the rating values, which every source ignores.
 #
 # The labels are implicit: a candidate is a positive when the user rated it in ratings the
-# sources did not see. Each positive weighs its gain $2^r - 1$ for a rating of $r$ stars (the
-# gain of this course's NDCG), so the ranker learns what users pick *and* like: this uses the
-# rating values a second time, where every source ignores them. (We settled on these weights
-# and on the three-seed average below offline, on a development split carved from the
-# training data, before running this page; the test split played no part.)
+# sources did not see. How much a positive weighs is a choice, made on validation below
+# among three schemes: every rating counts 1 (the ranker learns what users pick), a liked
+# one (4 stars or more) counts 2 (what they pick *and* like), or each weighs its gain
+# $2^r - 1$ for $r$ stars (the gain of this course's NDCG, which favours 5-star movies
+# strongly). The last two use the rating values a second time, where every source ignores
+# them. (We settled on the three-seed average below offline, on a development split carved
+# from the training data, before running this page; the test split played no part.)
 #
 # ### More labels: cross-fitting
 #
@@ -824,11 +827,11 @@ say(f"Cross-fitting gives the ranker {fmt(len(ranker_lists.users), 'count')} lab
     "Here are a few candidates of one list:")
 
 # %%
-labels = ranker_lists.labels
-example = int(np.argmax((labels > 0).sum(axis=1) >= 2))  # the first list with two positives
+held_out = np.take_along_axis(ranker_lists.stars, np.maximum(ranker_lists.candidates, 0), axis=1) * ranker_lists.mask
+example = int(np.argmax((held_out > 0).sum(axis=1) >= 2))  # the first list with two positives
 pd.DataFrame(ranker_lists.features[example, :6], columns=fn.FEATURES,
              index=pd.Index(movie_ids[ranker_lists.candidates[example, :6]], name="movie")).assign(
-                 label=labels[example, :6]).T.round(3)
+                 **{"held-out stars": held_out[example, :6]}).T.round(3)
 
 # %% [markdown]
 # ### Exercise 6.4 · A listwise softmax loss
@@ -884,21 +887,61 @@ def listwise_loss(labels: tf.Tensor, scores: tf.Tensor, mask: tf.Tensor) -> tf.T
 # layers of 64 and 32 units to one score (`recsys_course.models.funnel.FunnelRanker`). Its
 # own choices need users it does not train on: the users are split into two random halves
 # (all five lists of a user on one side), the ranker trains on the first half's lists for up
-# to 12 epochs, with and without the cross layer, and the precision@10 of the second half
-# after each epoch picks the variant and the number of epochs. The chosen variant is then
-# trained on every list, three times from different seeds, and the funnel's ranker averages
-# the three scores: one training run's luck shows in its order, and the average evens it
-# out. Your `listwise_loss` is the loss.
+# to 12 epochs, for each labelling scheme, with and without the cross layer, and the
+# second half's lists measure it after each epoch. The funnel is judged on precision@10 over
+# the movies users rated *and* over those they liked, so the measure is the mean of the two;
+# the best value picks the labels, the variant and the number of epochs. The chosen ranker
+# is then trained on every list, three times from different seeds, and the funnel's ranker
+# averages the three scores: one training run's luck shows in its order, and the average
+# evens it out. Your `listwise_loss` is the loss.
+
+# %% tags=["setup"]
+LABELS = {  # the ranker's label for a held-out rating of r stars, by scheme
+    "1 per rating": lambda stars: (stars > 0).astype(np.float32),
+    "1, or 2 if liked": lambda stars: (stars > 0).astype(np.float32) + (stars >= LIKED),
+    "gain 2^r - 1": evaluation.rating_gains,
+}
+
+
+def scheme_labels(scheme: str, lists: fn.RankerLists) -> np.ndarray:
+    """float32 [R, L]: each candidate's label under ``LABELS[scheme]`` (0 for padding and
+    for candidates without a held-out rating)."""
+    return fn.list_labels(lists.candidates, np.asarray(LABELS[scheme](lists.stars), dtype=np.float32))
+
+
+def rated_and_liked(lists: fn.RankerLists) -> Callable[[np.ndarray], float]:
+    """The check measure of ``lists``' rows: ranked top K [R, K] -> the mean of precision@K
+    over the movies rated and over those liked in the held-out ratings."""
+    rated, liked = lists.rated, lists.stars >= LIKED
+    return lambda ranked: (evaluation.precision_at_k(ranked, rated, K) + evaluation.precision_at_k(ranked, liked, K)) / 2
+
+
+def choose_labels(lists: fn.RankerLists, train_rows: np.ndarray, check_rows: np.ndarray, loss: Callable,
+                  max_epochs: int = RANKER_MAX_EPOCHS) -> tuple[str, fn.RankerChoice, pd.DataFrame]:
+    """``choose_ranker`` for every scheme of ``LABELS``, trained on ``train_rows`` for up to
+    ``max_epochs`` and measured by ``rated_and_liked`` on ``check_rows``: the best scheme, its
+    choice, and a table with a row per scheme (its variant, epochs and best check value)."""
+    choices = {scheme: fn.choose_ranker(lists.features, scheme_labels(scheme, lists), lists.candidates, lists.rated,
+                                        train_rows=train_rows, check_rows=check_rows, k=K,
+                                        max_epochs=max_epochs, seed=SEED, loss=loss,
+                                        criterion=rated_and_liked(lists.rows(check_rows)))
+               for scheme in LABELS}
+    table = pd.DataFrame({scheme: {"variant": c.variant, "epochs": c.epochs,
+                                   "check value (mean precision@10, rated and liked)": float(c.curves.max().max())}
+                          for scheme, c in choices.items()}).T.rename_axis("labels")
+    best = str(table.iloc[:, -1].astype(float).idxmax())
+    return best, choices[best], table
+
 
 # %%
 started = time.perf_counter()
 train_rows, check_rows = fn.split_users(ranker_lists.users, SEED)
-choice = fn.choose_ranker(ranker_lists.features, labels, ranker_lists.candidates, ranker_lists.rated,
-                          train_rows=train_rows, check_rows=check_rows, k=K, max_epochs=RANKER_MAX_EPOCHS, seed=SEED,
-                          loss=listwise_loss)
-ranker = fn.train_ensemble(ranker_lists.features, labels, ranker_lists.mask, members=RANKER_MEMBERS,
-                           cross=choice.cross, epochs=choice.epochs, seed=SEED, loss=listwise_loss)
-print(f"ranker variants compared and the chosen one trained in {time.perf_counter() - started:.1f} s")
+label_scheme, choice, label_table = choose_labels(ranker_lists, train_rows, check_rows, listwise_loss)
+ranker = fn.train_ensemble(ranker_lists.features, scheme_labels(label_scheme, ranker_lists), ranker_lists.mask,
+                           members=RANKER_MEMBERS, cross=choice.cross, epochs=choice.epochs, seed=SEED,
+                           loss=listwise_loss)
+print(f"labels and ranker variants compared, the chosen ranker trained in {time.perf_counter() - started:.1f} s")
+label_table.round(4)
 
 # %%
 check_lists = ranker_lists.rows(check_rows)
@@ -908,12 +951,13 @@ check_funnel = fn.order_by(check_lists.candidates, choice.check_model(check_list
 fig, ax = plt.subplots(figsize=(5.5, 3.5))
 for name in choice.curves:
     ax.plot(choice.curves.index, choice.curves[name], "o-", markersize=3, label=f"ranker: {name}")
+check_measure = rated_and_liked(check_lists)
 for name in ("EASE", "two-tower"):
-    ax.axhline(evaluation.precision_at_k(check_sources[name], check_stage.rated, K), linestyle=":",
+    ax.axhline(check_measure(check_sources[name]), linestyle=":",
                color="grey" if name == "EASE" else "tab:green", label=f"{name} alone")
 ax.set_xlabel("epoch")
-ax.set_ylabel("precision@10, checking half of the users")
-ax.set_title("Funnel ranker trained on the first half")
+ax.set_ylabel("mean precision@10, rated and liked")
+ax.set_title(f"Funnel ranker ({label_scheme}) on the checking half")
 ax.legend(fontsize=8)
 plt.show()
 
@@ -924,8 +968,9 @@ check_by_user = {name: pd.Series(evaluation.precision_by_user(ranked, check_stag
                  for name, ranked in (("funnel", check_funnel), (best_source, check_sources[best_source]))}
 check_se = evaluation.paired_standard_error(check_by_user["funnel"], check_by_user[best_source])
 funnel_vs_best = compare(np.nanmean(check_by_user["funnel"]), np.nanmean(check_by_user[best_source]), se=check_se)
-say(f"Validation keeps the **{choice.variant}** after **{choice.epochs} epochs**. On the lists of the half of the "
-    f"users it did not train on, its top 10 reaches precision@10 {fmt(funnel_vs_best.value)}, "
+say(f"Validation keeps the labels **{label_scheme}** and the **{choice.variant}** after **{choice.epochs} "
+    f"epochs**. On the lists of the half of the "
+    f"users it did not train on, its top 10 reaches precision@10 (rated) {fmt(funnel_vs_best.value)}, "
     f"{funnel_vs_best.word()} {best_source} alone ({fmt(funnel_vs_best.reference)}; difference "
     f"{funnel_vs_best.change()}, paired standard error over users {fmt(check_se)}; each user's lists "
     "averaged). Read the wiggles of the curves as noise.")

@@ -341,3 +341,25 @@ def test_choose_ranker_returns_the_best_cell():
     # the check model carries the weights of the chosen epoch
     ranked = fn.order_by(candidates[second], choice.check_model(tf.constant(features[second])).numpy(), 1)
     assert evaluation.precision_at_k(ranked, relevant[second], 1) == pytest.approx(best)
+
+
+def test_choose_ranker_measures_with_the_criterion_it_is_given():
+    """A criterion replaces precision@k: the curves are its values, computed on the check
+    rows' top k, and the choice follows them."""
+    features, labels = planted_lists(n_users=40)
+    candidates = np.tile(np.arange(12), (40, 1))
+    relevant = np.zeros((40, 12), bool)
+    relevant[np.arange(40), np.argmax(labels, axis=1)] = True
+    first, second = fn.split_rows(40, seed=0)
+    seen = []
+
+    def share_of_item_zero(ranked: np.ndarray) -> float:  # rewards a top 1 the labels never favour
+        seen.append(ranked.shape)
+        return float((ranked[:, 0] == 0).mean())
+
+    choice = fn.choose_ranker(features, labels, candidates, relevant, train_rows=first, check_rows=second, k=1,
+                              max_epochs=2, batch_size=16, learning_rate=0.01, criterion=share_of_item_zero)
+    assert set(seen) == {(len(second), 1)} and len(seen) == 2 * len(fn.RANKER_VARIANTS)
+    ranked = fn.order_by(candidates[second], choice.check_model(tf.constant(features[second])).numpy(), 1)
+    assert choice.curves.loc[choice.epochs, choice.variant] == pytest.approx(share_of_item_zero(ranked))
+    assert choice.curves.loc[choice.epochs, choice.variant] == choice.curves.stack().max()

@@ -628,23 +628,29 @@ class RankerChoice:
 def choose_ranker(features: np.ndarray, labels: np.ndarray, candidates: np.ndarray, relevant: np.ndarray, *,
                   train_rows: np.ndarray, check_rows: np.ndarray, k: int, max_epochs: int,
                   variants: dict[str, bool] | None = None, seed: int = 42,
-                  loss: LossFn = listwise_softmax_loss, **training) -> RankerChoice:
+                  loss: LossFn = listwise_softmax_loss, criterion: Callable[[np.ndarray], float] | None = None,
+                  **training) -> RankerChoice:
     """Train each variant (name -> cross layer or not) on the lists of ``train_rows`` for
-    ``max_epochs`` epochs, measure precision@k on ``check_rows`` after each epoch
-    (``relevant`` bool ``[U, n_items]``), and choose the variant and epoch count with the
-    best value. ``features [U, L, d]``, ``labels [U, L]`` and ``candidates [U, L]`` hold every
-    user's lists; ``training`` goes to :func:`train_ranker` (hidden, batch size, rate)."""
+    ``max_epochs`` epochs, measure the check lists after each epoch, and choose the variant
+    and epoch count with the best value. The measure is ``criterion(ranked)`` of the top k of
+    the ``check_rows`` lists (``int [len(check_rows), k]``), by default their precision@k
+    against ``relevant`` (bool ``[U, n_items]``). ``features [U, L, d]``, ``labels [U, L]`` and
+    ``candidates [U, L]`` hold every user's lists; ``training`` goes to :func:`train_ranker`
+    (hidden, batch size, rate)."""
     variants = RANKER_VARIANTS if variants is None else variants
     mask = np.asarray(candidates) >= 0
     check_candidates, check_features = candidates[check_rows], tf.constant(features[check_rows])
     check_relevant = np.asarray(relevant)[check_rows]
+    if criterion is None:
+        def criterion(ranked: np.ndarray) -> float:
+            return evaluation.precision_at_k(ranked, check_relevant, k)
     curves, models = {}, {}
     for name, cross in variants.items():
         best = {"value": -np.inf, "weights": None}
 
         def measure(model: FunnelRanker, best=best) -> float:
             ranked = order_by(check_candidates, model(check_features).numpy(), k)
-            value = evaluation.precision_at_k(ranked, check_relevant, k)
+            value = float(criterion(ranked))
             if value > best["value"]:  # keep the weights of the best epoch so far
                 best["value"], best["weights"] = value, model.get_weights()
             return value

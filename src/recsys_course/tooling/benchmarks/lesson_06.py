@@ -6,9 +6,10 @@ lesson's own functions and the library's funnel (``recsys_course.models.funnel``
 trained on the fit part of the seeded 80/20 split; every choice (retrieval epochs, multitask
 loss weights and scoring head, EASE's λ) made on the validation split carved from training;
 the funnel's ranker trained on cross-fitted lists (``lesson.N_FOLDS`` folds of the training
-split, every source refitted on the other folds, labels the fold's ratings), its variant and
-epochs and MMR's relevance scale, redundancy and λ chosen on the lists of the half of the
-users the ranker did not train on; then every model except the funnel's ranker retrained on
+split, every source refitted on the other folds, labels the fold's ratings), its labelling
+scheme, variant and epochs (by the mean of precision@10 rated and liked) and MMR's relevance
+scale, redundancy and λ chosen on the lists of the half of the users the ranker did not
+train on; then every model except the funnel's ranker retrained on
 the whole training split and the test split scored once.
 
 Keys (issue 34): ``funnel`` and ``funnel_baselines`` (``retrieval_order``: the two-tower
@@ -31,7 +32,7 @@ import numpy as np
 from recsys_course import evaluation
 from recsys_course.data import MovieLens, split_folds, split_ratings
 from recsys_course.models import funnel as fn
-from recsys_course.tooling.benchmarks import quick
+from recsys_course.tooling.benchmarks import QUICK_EPOCHS, quick
 
 ACCURACY = ("precision@10 rated", "precision@10 liked", "ndcg@10")
 
@@ -92,12 +93,11 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
         lambda ratings: lesson.fit_funnel(ratings, data.movies, retrieval_epochs=retrieval_epochs, ease_l2=ease_l2))
     seconds["funnel: cross-fitted lists (every source once per fold)"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    labels = ranker_lists.labels
     train_rows, check_rows = fn.split_users(ranker_lists.users, lesson.SEED)
-    choice = fn.choose_ranker(ranker_lists.features, labels, ranker_lists.candidates, ranker_lists.rated,
-                              train_rows=train_rows, check_rows=check_rows, k=K,
-                              max_epochs=2 if quick() else lesson.RANKER_MAX_EPOCHS, seed=lesson.SEED,
-                              loss=lesson.listwise_loss)
+    label_scheme, choice, label_table = lesson.choose_labels(
+        ranker_lists, train_rows, check_rows, lesson.listwise_loss,
+        max_epochs=QUICK_EPOCHS if quick() else lesson.RANKER_MAX_EPOCHS)
+    labels = lesson.scheme_labels(label_scheme, ranker_lists)
     ranker = fn.train_ensemble(ranker_lists.features, labels, ranker_lists.mask,
                                members=1 if quick() else lesson.RANKER_MEMBERS, cross=choice.cross,
                                epochs=choice.epochs, seed=lesson.SEED, loss=lesson.listwise_loss)
@@ -201,7 +201,10 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
         "ease_l2_validation": {f"{k:g}": round(float(v), 4) for k, v in ease_grid.items()},
         "ranker_validation_curves": {name: [round(float(v), 4) for v in curve]
                                      for name, curve in choice.curves.items()},
-        "ranker_chosen": {"variant": choice.variant, "epochs": choice.epochs},
+        "ranker_chosen": {"labels": label_scheme, "variant": choice.variant, "epochs": choice.epochs},
+        "ranker_labels_validation": {scheme: {"variant": row["variant"], "epochs": int(row["epochs"]),
+                                              "check_value": round(float(row.iloc[-1]), 4)}
+                                     for scheme, row in label_table.iterrows()},
         "mmr_chosen": {"relevance": best_relevance, "redundancy": best_redundancy, "lambda": best_lambda,
                        "validation": _rounded(mmr_table.loc[(best_relevance, best_redundancy)])},
         "mmr": {"against_funnel": mmr_against("funnel"),
