@@ -901,6 +901,7 @@ LABELS = {  # the ranker's label for a held-out rating of r stars, by scheme
     "1, or 2 if liked": lambda stars: (stars > 0).astype(np.float32) + (stars >= LIKED),
     "gain 2^r - 1": evaluation.rating_gains,
 }
+LABEL_CHECK = "check value (mean precision@10, rated and liked)"  # choose_labels' table column
 
 
 def scheme_labels(scheme: str, lists: fn.RankerLists) -> np.ndarray:
@@ -926,10 +927,11 @@ def choose_labels(lists: fn.RankerLists, train_rows: np.ndarray, check_rows: np.
                                         max_epochs=max_epochs, seed=SEED, loss=loss,
                                         criterion=rated_and_liked(lists.rows(check_rows)))
                for scheme in LABELS}
-    table = pd.DataFrame({scheme: {"variant": c.variant, "epochs": c.epochs,
-                                   "check value (mean precision@10, rated and liked)": float(c.curves.max().max())}
-                          for scheme, c in choices.items()}).T.rename_axis("labels")
-    best = str(table.iloc[:, -1].astype(float).idxmax())
+    table = pd.DataFrame({"variant": [c.variant for c in choices.values()],
+                          "epochs": [c.epochs for c in choices.values()],
+                          LABEL_CHECK: [float(c.curves.max().max()) for c in choices.values()]},
+                         index=pd.Index(list(choices), name="labels"))
+    best = str(table[LABEL_CHECK].idxmax())
     return best, choices[best], table
 
 

@@ -88,8 +88,9 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
 
     # The ranker's cross-fitted lists, its variant and epochs, its training.
     t0 = time.perf_counter()
+    n_folds = 2 if quick() else lesson.N_FOLDS  # a quick run: the fewest folds cross-fitting has
     ranker_lists = fn.cross_fitted_lists(
-        split_folds(train, lesson.N_FOLDS, seed=lesson.SEED),
+        split_folds(train, n_folds, seed=lesson.SEED),
         lambda ratings: lesson.fit_funnel(ratings, data.movies, retrieval_epochs=retrieval_epochs, ease_l2=ease_l2))
     seconds["funnel: cross-fitted lists (every source once per fold)"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -180,7 +181,7 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
                  "trained on cross-fitted lists of train's folds, its and MMR's choices on the lists of the half of "
                  "the users it did not train on; every model but the funnel ranker retrained on all of train for "
                  "the test",
-        "ranker_lists": {"folds": lesson.N_FOLDS, "lists": int(len(ranker_lists.users)),
+        "ranker_lists": {"folds": n_folds, "lists": int(len(ranker_lists.users)),
                          "held_out_ratings_per_list": round(float(ranker_lists.rated.sum(axis=1).mean()), 1)},
         "n_test_users": int(len(test_stage.users)),
         "funnel": {m: results["funnel"][m] for m in ACCURACY},
@@ -203,7 +204,7 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
                                      for name, curve in choice.curves.items()},
         "ranker_chosen": {"labels": label_scheme, "variant": choice.variant, "epochs": choice.epochs},
         "ranker_labels_validation": {scheme: {"variant": row["variant"], "epochs": int(row["epochs"]),
-                                              "check_value": round(float(row.iloc[-1]), 4)}
+                                              "check_value": round(float(row[lesson.LABEL_CHECK]), 4)}
                                      for scheme, row in label_table.iterrows()},
         "mmr_chosen": {"relevance": best_relevance, "redundancy": best_redundancy, "lambda": best_lambda,
                        "validation": _rounded(mmr_table.loc[(best_relevance, best_redundancy)])},
