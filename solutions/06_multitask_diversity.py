@@ -1257,7 +1257,7 @@ say(
 # ## 7. Retrain on all training data, then the test split once
 #
 # Every choice is made: the retrieval epochs, the multitask weights and head, EASE's λ, the
-# ranker's variant and epochs, MMR's relevance, redundancy and λ. The validation ratings are
+# ranker's labels, variant and epochs, MMR's relevance, redundancy and λ. The validation ratings are
 # too useful to waste, so every model is trained again on the whole training split (fit +
 # validation) with those choices: the retrieval stage, the rating and multitask models, the
 # implicit ranker and every candidate source. The funnel's ranker is the one exception: it
