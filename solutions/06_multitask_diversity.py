@@ -827,7 +827,7 @@ say(f"Cross-fitting gives the ranker {fmt(len(ranker_lists.users), 'count')} lab
     "Here are a few candidates of one list:")
 
 # %%
-held_out = np.take_along_axis(ranker_lists.stars, np.maximum(ranker_lists.candidates, 0), axis=1) * ranker_lists.mask
+held_out = fn.list_labels(ranker_lists.candidates, ranker_lists.stars)  # each candidate's held-out stars
 example = int(np.argmax((held_out > 0).sum(axis=1) >= 2))  # the first list with two positives
 pd.DataFrame(ranker_lists.features[example, :6], columns=fn.FEATURES,
              index=pd.Index(movie_ids[ranker_lists.candidates[example, :6]], name="movie")).assign(
@@ -904,12 +904,6 @@ LABELS = {  # the ranker's label for a held-out rating of r stars, by scheme
 LABEL_CHECK = "check value (mean precision@10, rated and liked)"  # choose_labels' table column
 
 
-def scheme_labels(scheme: str, lists: fn.RankerLists) -> np.ndarray:
-    """float32 [R, L]: each candidate's label under ``LABELS[scheme]`` (0 for padding and
-    for candidates without a held-out rating)."""
-    return fn.list_labels(lists.candidates, np.asarray(LABELS[scheme](lists.stars), dtype=np.float32))
-
-
 def rated_and_liked(lists: fn.RankerLists) -> Callable[[np.ndarray], float]:
     """The check measure of ``lists``' rows: ranked top K [R, K] -> the mean of precision@K
     over the movies rated and over those liked in the held-out ratings."""
@@ -922,7 +916,7 @@ def choose_labels(lists: fn.RankerLists, train_rows: np.ndarray, check_rows: np.
     """``choose_ranker`` for every scheme of ``LABELS``, trained on ``train_rows`` for up to
     ``max_epochs`` and measured by ``rated_and_liked`` on ``check_rows``: the best scheme, its
     choice, and a table with a row per scheme (its variant, epochs and best check value)."""
-    choices = {scheme: fn.choose_ranker(lists.features, scheme_labels(scheme, lists), lists.candidates, lists.rated,
+    choices = {scheme: fn.choose_ranker(lists.features, lists.labels(LABELS[scheme]), lists.candidates, lists.rated,
                                         train_rows=train_rows, check_rows=check_rows, k=K,
                                         max_epochs=max_epochs, seed=SEED, loss=loss,
                                         criterion=rated_and_liked(lists.rows(check_rows)))
@@ -939,7 +933,7 @@ def choose_labels(lists: fn.RankerLists, train_rows: np.ndarray, check_rows: np.
 started = time.perf_counter()
 train_rows, check_rows = fn.split_users(ranker_lists.users, SEED)
 label_scheme, choice, label_table = choose_labels(ranker_lists, train_rows, check_rows, listwise_loss)
-ranker = fn.train_ensemble(ranker_lists.features, scheme_labels(label_scheme, ranker_lists), ranker_lists.mask,
+ranker = fn.train_ensemble(ranker_lists.features, ranker_lists.labels(LABELS[label_scheme]), ranker_lists.mask,
                            members=RANKER_MEMBERS, cross=choice.cross, epochs=choice.epochs, seed=SEED,
                            loss=listwise_loss)
 print(f"labels and ranker variants compared, the chosen ranker trained in {time.perf_counter() - started:.1f} s")

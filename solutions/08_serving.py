@@ -247,7 +247,7 @@ val_users = np.array(sorted(set(valid["user_id"]) & set(fit["user_id"])))
 val_candidates = funnel.candidates(val_users)
 val_features = funnel.feature_lists(val_users, val_candidates)
 stars = evaluation.interaction_matrix(valid, val_users, funnel.movie_ids, value_col="user_rating")
-val_labels = fn.list_labels(val_candidates, np.where(stars > 0, 2.0**stars - 1.0, 0.0))  # lesson 06's gains
+val_labels = fn.list_labels(val_candidates, evaluation.rating_gains(stars))  # gain labels, one of lesson 06's schemes
 funnel.ranker, listwise_losses = fn.train_ranker(
     val_features, val_labels, val_candidates >= 0, epochs=RANKER_EPOCHS, seed=SEED,
     after_epoch=lambda model: float(fn.listwise_softmax_loss(val_labels, model(val_features), val_candidates >= 0)))

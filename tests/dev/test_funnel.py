@@ -248,7 +248,7 @@ def test_cross_fitted_lists_label_each_fold_with_sources_that_never_saw_it():
             assert {f"m{i}" for i in np.flatnonzero(lists.seen[row])} == before
             proposed = [c for c in lists.candidates[row] if c >= 0]
             assert proposed and not {f"m{i}" for i in proposed} & before  # never a seen movie
-            np.testing.assert_allclose(lists.labels[row, :len(proposed)],
+            np.testing.assert_allclose(lists.labels()[row, :len(proposed)],
                                        [2.0 ** stars.get(f"m{c}", 0.0) - 1.0 for c in proposed])
         # the features are those of the funnel fitted on the other folds
         funnel = fit_funnel(fitted_on[f])

@@ -518,11 +518,12 @@ class RankerLists:
         """``bool [R, n_items]``: the held-out ratings."""
         return self.stars > 0
 
-    @property
-    def labels(self) -> np.ndarray:
-        """``float32 [R, L]``: each candidate's label, the gain ``2**r - 1`` of its held-out
-        rating of ``r`` stars (:func:`recsys_course.evaluation.rating_gains`; 0 for padding)."""
-        return list_labels(self.candidates, evaluation.rating_gains(self.stars))
+    def labels(self, weigh: Callable[[np.ndarray], np.ndarray] = evaluation.rating_gains) -> np.ndarray:
+        """``float32 [R, L]``: each candidate's label, ``weigh`` of the held-out stars
+        (``[R, n_items]`` -> same shape, 0 where nothing was held out), by default the gain
+        ``2**r - 1`` of a rating of ``r`` stars (:func:`recsys_course.evaluation.rating_gains`);
+        0 for padding."""
+        return list_labels(self.candidates, weigh(self.stars))
 
     def rows(self, index) -> RankerLists:
         """The lists at ``index`` (int indices or a bool mask over the rows)."""

@@ -98,7 +98,7 @@ def multitask_implicit_diverse(data: MovieLens, lesson) -> dict:
     label_scheme, choice, label_table = lesson.choose_labels(
         ranker_lists, train_rows, check_rows, lesson.listwise_loss,
         max_epochs=QUICK_EPOCHS if quick() else lesson.RANKER_MAX_EPOCHS)
-    labels = lesson.scheme_labels(label_scheme, ranker_lists)
+    labels = ranker_lists.labels(lesson.LABELS[label_scheme])
     ranker = fn.train_ensemble(ranker_lists.features, labels, ranker_lists.mask,
                                members=1 if quick() else lesson.RANKER_MEMBERS, cross=choice.cross,
                                epochs=choice.epochs, seed=lesson.SEED, loss=lesson.listwise_loss)
