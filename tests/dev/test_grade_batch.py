@@ -3,8 +3,8 @@
 Each hostile submission must earn exactly the points its honest code earns, must not change
 anyone else's grade, and the batch must finish. One batch run (lesson 00 only, short time
 limits) is shared by the tests below; a few of its submissions are graded a second time with
-the grader's two jobs confined to one core (more runnable processes than cores), and must
-get the same grades. The corpus covers every attack of
+the grader's two jobs and a busy loop confined to one core (each sandbox gets about a third
+of a core), and must get the same grades. The corpus covers every attack of
 issue 14: forged reports, patched test machinery, value tricks, frame peeking, processes
 that outlive the run, killing the grader, escaping the network namespace, interrupts,
 cancelled alarms, reading the instructor's files.
@@ -17,6 +17,8 @@ import os
 import re
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -177,7 +179,7 @@ while True:
     pass
 """
 # 2 s of CPU time on its first call (the limit is 4): within the limit on any machine, but
-# past 4 s of wall-clock time when the sandbox gets less than half a core.
+# past 4 s of wall-clock time when the sandbox gets less than half a core (loaded_batch).
 SLOW_ONCE = """import time
     if not globals().get("_slow_done"):
         globals()["_slow_done"] = True
@@ -344,27 +346,33 @@ LOAD_CLASS = ["correct", "empty", "loop_in_exercise", "slow_but_within_limits"]
 
 
 @contextlib.contextmanager
-def one_core():
-    """Run the block on one core: the grader's threads, started inside the block, and every
-    sandbox they start inherit the affinity, so its two jobs share a single core (each gets
-    at most half of one, less while the rest of the test run also lands on that core). That
-    oversubscribes the grader as a CPU-bound process beside it would, without burning a core
-    that the rest of the test run is waiting for."""
+def one_busy_core():
+    """Run the block on one core shared with a busy-loop process. The grader's threads,
+    started inside the block, and every sandbox they start inherit the affinity, so its two
+    jobs and the loop share a single core: each sandbox gets about a third of a core, and
+    ``slow_but_within_limits`` (2 s of CPU) takes about 6 s of wall-clock time, past its
+    4-second limit, whichever submission runs beside it. The rest of the test run keeps the
+    other core."""
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(before)})
     try:
-        yield
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            yield
+        finally:
+            hog.kill()
+            hog.wait()
     finally:
         os.sched_setaffinity(0, before)
 
 
 @pytest.fixture(scope="module")
 def loaded_batch(batch, tmp_path_factory):
-    """Part of the class graded again with the grader's two jobs on one core."""
+    """Part of the class graded again on one core shared with a busy loop."""
     root = tmp_path_factory.mktemp("loaded-class")
     for name in LOAD_CLASS:
         shutil.copytree(batch["class"] / name, root / name)
-    with one_core():
+    with one_busy_core():
         grader = Grader(hostile_options(tmp_path_factory.mktemp("loaded-out"), batch["hidden"]),
                         Catalog(CATALOG.root, (LESSON,)))
         try:
