@@ -38,10 +38,8 @@ def decoy_target(path: Path) -> str:
     return first.split(":")[0]
 
 
-def in_group(lesson):
-    """Every test here on the same xdist worker: they share its graded runs and its warm
-    worker."""
-    return pytest.mark.xdist_group("discrimination")
+#: The graded tests on one xdist worker: they share its graded runs and its warm worker.
+SHARED_RUNS = pytest.mark.xdist_group("discrimination")
 
 
 def variants(lesson, folder: Path) -> dict[str, Path]:
@@ -112,9 +110,10 @@ def exercises(report):
 
 
 def lesson_params():
-    return [pytest.param(l, id=l.id, marks=in_group(l)) for l in GRADED_LESSONS]
+    return [pytest.param(l, id=l.id) for l in GRADED_LESSONS]
 
 
+@SHARED_RUNS
 @pytest.mark.parametrize("lesson", lesson_params())
 def test_generated_stubs_score_zero_and_are_not_solved(lesson, graded):
     reports, output = graded(lesson)
@@ -129,9 +128,10 @@ def test_generated_stubs_score_zero_and_are_not_solved(lesson, graded):
 def decoy_cases():
     for lesson in GRADED_LESSONS:
         for path in decoys(lesson):
-            yield pytest.param(lesson, path, id=f"{lesson.id}-{path.stem}", marks=in_group(lesson))
+            yield pytest.param(lesson, path, id=f"{lesson.id}-{path.stem}")
 
 
+@SHARED_RUNS
 @pytest.mark.parametrize("lesson,decoy", list(decoy_cases()))
 def test_decoy_loses_points(lesson, decoy, graded):
     target = decoy_target(decoy)
